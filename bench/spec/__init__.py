@@ -1,0 +1,1 @@
+"""Spec models: what a workload fixes, what a submission declares, what a trial records."""

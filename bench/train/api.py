@@ -1,0 +1,94 @@
+"""The recipe API: the whole surface a submission programs against.
+
+A submission's ``recipe.py`` defines a subclass of :class:`Recipe`. The harness calls ``build_model`` then ``train``
+and evaluates the model ``train`` returns. Everything a recipe may learn about the trial comes through the
+:class:`TrialContext`: the workload, the device, the seed, its hyperparameters, and the budgeted batch stream.
+
+What a recipe may not do (see CONTRIBUTING.md): read data other than ``ctx.batches``, look at validation data,
+touch the clock, or change the tokenizer. It may choose any architecture, optimizer, schedule, precision or
+compression, and return a model different from the one it built (pruned, distilled, weight-averaged ...).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.spec.workload import WorkloadSpec
+
+
+class TrialContext(abc.ABC):
+    """What the harness gives a recipe. Implemented by :class:`bench.train.context.HarnessContext`."""
+
+    workload: WorkloadSpec
+    device: torch.device
+    seed: int
+    hparams: dict[str, Any]
+    vocab_size: int
+    eos_id: int
+    rank: int = 0
+    world_size: int = 1
+
+    @abc.abstractmethod
+    def batches(self, batch_size: int, seq_len: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(inputs, targets)`` int64 tensors of shape ``(batch_size, seq_len)`` on ``ctx.device``.
+
+        ``targets`` are ``inputs`` shifted by one token. The iterator ends when the budget (time, tokens or
+        FLOPs) is spent; iterating again after that raises :class:`BudgetExhausted`. With several workers each
+        rank receives its own batches. Every token served counts toward the token budget.
+        """
+
+    @abc.abstractmethod
+    def time_left(self) -> float:
+        """Seconds of training budget left (``inf`` when the workload has no wall-clock budget)."""
+
+    @abc.abstractmethod
+    def progress(self) -> float:
+        """Fraction of the budget spent, in [0, 1]: the largest of the time, token and FLOP fractions.
+
+        Learning-rate schedules should be driven by this, since the number of steps that fit in a fixed time
+        is not known in advance.
+        """
+
+    @abc.abstractmethod
+    def should_stop(self) -> bool:
+        """True once any budget is spent."""
+
+    @abc.abstractmethod
+    def evaluate_if_due(self, model: nn.Module) -> float | None:
+        """Evaluate on validation data when the workload's cadence says so; returns the loss or None.
+
+        The training clock is paused during evaluation. The recipe sees only the scalar loss.
+        """
+
+    @abc.abstractmethod
+    def log(self, **metrics: float) -> None:
+        """Record training metrics (loss, lr ...) for the progress display and the result's training log."""
+
+    @abc.abstractmethod
+    def set_flops_per_token(self, flops_per_token: float) -> None:
+        """Declare the model's training FLOPs per token, for FLOP budgets and MFU.
+
+        The harness computes it from the model by default (6N + attention term); a recipe whose model does
+        unusual work per token (e.g. a teacher forward pass for distillation) declares its own figure.
+        """
+
+
+class Recipe(abc.ABC):
+    """Base class of every submission's recipe."""
+
+    @abc.abstractmethod
+    def build_model(self, ctx: TrialContext) -> nn.Module:
+        """Return a causal LM: int64 ``(B, T)`` token ids -> ``(B, T, vocab)`` logits. Built on ``ctx.device``."""
+
+    @abc.abstractmethod
+    def train(self, ctx: TrialContext, model: nn.Module) -> nn.Module:
+        """Train ``model`` with ``ctx.batches`` until the stream ends; return the model to evaluate."""
+
+
+class BudgetExhausted(RuntimeError):
+    """Raised when a recipe asks for batches after the budget is spent."""
