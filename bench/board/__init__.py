@@ -1,1 +1,5 @@
+"""The leaderboard: ranking statistics over seeds and the pages built from result files.
 
+Entry points: :func:`bench.board.build.build_leaderboard` (README.md, index.html, plots) and
+:func:`bench.board.compare.compare` (two submissions side by side).
+"""

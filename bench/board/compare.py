@@ -1,0 +1,157 @@
+"""Two submissions side by side on one workload, with the differences that matter and their uncertainty.
+
+``A`` is the reference and ``B`` the candidate: differences are ``B - A`` (Welch's t-test, its 95% interval and
+two-sided p-value), and the speedup in time-to-target is ``mean TTT(A) / mean TTT(B)`` (above 1: B reaches the
+target sooner), with a 95% interval from the delta method on the log ratio. Each side uses its runs on official
+hardware when it has any scored ones, and otherwise its runs on other machines, which the notes then say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from statistics import fmean
+
+from rich.table import Table
+from tabulate import tabulate
+
+from bench.board import format as fmt
+from bench.board.columns import CELLS, run_downstream, run_kwh
+from bench.board.rank import Entry, is_official, unique_runs
+from bench.board.stats import Difference, Ratio, ratio_ci, welch
+from bench.errors import BenchError
+from bench.spec.result import RunResult
+
+METHOD = (
+    "Differences are B - A: Welch's t-test (two-sided, scipy) with the 95% CI of the difference of means. "
+    "Speedup = mean time-to-target of A / of B (above 1: B is faster), over the runs that reached the target, "
+    "with a 95% CI from the delta method on the log ratio (Student t, Welch-Satterthwaite degrees of freedom)."
+)
+
+
+@dataclass(frozen=True)
+class ComparisonTable:
+    """The comparison of ``b`` (candidate) against ``a`` (reference) on ``workload``."""
+
+    workload: str
+    a: str
+    b: str
+    rows: list[tuple[str, str, str, str]]  # quantity, A, B, B vs A
+    loss_difference: Difference
+    bpb_difference: Difference
+    speedup: Ratio | None  # None when either side never reached the target
+    notes: list[str]
+
+    @property
+    def headers(self) -> list[str]:
+        return ["", f"A: {self.a}", f"B: {self.b}", "B vs A"]
+
+    def to_markdown(self) -> str:
+        table = tabulate(
+            self.rows,
+            headers=self.headers,
+            tablefmt="github",
+            disable_numparse=True,
+            colalign=("left", "right", "right", "right"),
+        )
+        lines = [f"### {self.b} vs {self.a} on {self.workload}", "", table, ""]
+        lines += [f"- {note}" for note in self.notes] + [f"- {METHOD}", ""]
+        return "\n".join(lines)
+
+    def to_rich(self) -> Table:
+        """A rich table for the terminal (``rich.console.Console().print(table.to_rich())``)."""
+        table = Table(
+            title=f"{self.b} vs {self.a} on {self.workload}",
+            caption="\n".join([*self.notes, METHOD]),
+            caption_justify="left",
+        )
+        table.add_column("", style="bold")
+        for header in self.headers[1:]:
+            table.add_column(header, justify="right")
+        for row in self.rows:
+            table.add_row(*row)
+        return table
+
+
+def _entry(results: Sequence[RunResult], name: str, workload: str) -> tuple[Entry, bool]:
+    """The runs of one side, on official hardware if it has a scored run there; and whether they are official."""
+    runs = [r for r in results if r.workload == workload and r.submission == name]
+    if not runs:
+        known = sorted({r.submission for r in results if r.workload == workload})
+        raise BenchError(
+            f"no results for submission {name!r} on workload {workload!r} "
+            f"(submissions with results there: {', '.join(known) or 'none'})"
+        )
+    everything = Entry(name, (), "val_loss", tuple(runs))
+    if not everything.scored:
+        raise BenchError(
+            f"submission {name!r} has no successful run on workload {workload!r} ({everything.status_counts}): "
+            + "; ".join(everything.failure_reasons)
+        )
+    official = any(is_official(r) for r in everything.scored)
+    chosen = tuple(r for r in runs if is_official(r) == official)
+    return Entry(name, (), "val_loss", chosen), official
+
+
+def _difference(d: Difference) -> str:
+    if d.p is None:
+        return f"{fmt.signed(d.value)} (untested, n=1)"
+    p = fmt.p_value(d.p)
+    return f"{fmt.signed(d.value)} {fmt.interval(d.low, d.high)} p{p if p.startswith('<') else '=' + p}"
+
+
+def _ttt(entry: Entry) -> list[float]:
+    return [r.time_to_target_s for r in entry.scored if r.target_reached and r.time_to_target_s is not None]
+
+
+def _ratio(a: Entry, b: Entry, value: Callable[[RunResult], float | None]) -> str:
+    """B / A of the mean of a per-run quantity reported without a test (throughput, energy)."""
+    va = [v for r in a.scored if (v := value(r)) is not None]
+    vb = [v for r in b.scored if (v := value(r)) is not None]
+    return f"{fmean(vb) / fmean(va):.2f}x" if va and vb and fmean(va) > 0 else fmt.MISSING
+
+
+def compare(results: Sequence[RunResult], a: str, b: str, workload: str) -> ComparisonTable:
+    """Compare submission ``b`` against the reference ``a`` on ``workload`` over their scored seeds."""
+    if a == b:
+        raise BenchError(f"compare needs two different submissions, got {a!r} twice")
+    results = unique_runs(results)
+    (ea, official_a), (eb, official_b) = _entry(results, a, workload), _entry(results, b, workload)
+    notes = []
+    for name, official in ((a, official_a), (b, official_b)):
+        if not official:
+            notes.append(f"{name} has no scored run on official hardware: its runs on other machines are used.")
+    classes = {r.hardware.hardware_class for r in ea.runs + eb.runs if r.hardware is not None}
+    if official_a != official_b or len(classes) > 1:
+        notes.append("The two sides ran on different hardware: times, throughput and energy are not comparable.")
+
+    loss = welch(ea.values("val_loss"), eb.values("val_loss"))
+    bpb = welch(ea.values("val_bpb"), eb.values("val_bpb"))
+    ttt_a, ttt_b = _ttt(ea), _ttt(eb)
+    speedup = ratio_ci(ttt_a, ttt_b) if ttt_a and ttt_b else None
+    for name, entry, reached in ((a, ea, ttt_a), (b, eb, ttt_b)):
+        if len(reached) < len(entry.scored):
+            notes.append(f"{len(reached)} of {len(entry.scored)} scored runs of {name} reached the target.")
+    if speedup is None:
+        speedup_cell = "– (target not reached)"
+    else:
+        speedup_cell = f"{speedup.value:.2f}x {fmt.interval(speedup.low, speedup.high, 2)}"
+
+    ds_a = [v for r in ea.scored if (v := run_downstream(r)) is not None]
+    ds_b = [v for r in eb.scored if (v := run_downstream(r)) is not None]
+    rows = [
+        ("runs", ea.status_counts, eb.status_counts, ""),
+        ("params", CELLS["params"](ea), CELLS["params"](eb), ""),
+        ("val loss", CELLS["val loss"](ea), CELLS["val loss"](eb), _difference(loss)),
+        ("val bpb", CELLS["val bpb"](ea), CELLS["val bpb"](eb), _difference(bpb)),
+        ("time to target", CELLS["time to target"](ea), CELLS["time to target"](eb), f"speedup {speedup_cell}"),
+        ("tokens/s", CELLS["tokens/s"](ea), CELLS["tokens/s"](eb), _ratio(ea, eb, lambda r: r.tokens_per_s)),
+        ("energy", CELLS["energy"](ea), CELLS["energy"](eb), _ratio(ea, eb, run_kwh)),
+        (
+            "downstream",
+            CELLS["downstream"](ea),
+            CELLS["downstream"](eb),
+            _difference(welch(ds_a, ds_b)) if ds_a and ds_b else fmt.MISSING,
+        ),
+    ]
+    return ComparisonTable(workload, a, b, rows, loss, bpb, speedup, notes)

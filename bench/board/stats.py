@@ -1,0 +1,115 @@
+"""Statistics over seeds: means with Student-t intervals, Welch's t-test, and a ratio of means with its interval.
+
+Leaderboard entries have few seeds (typically 3), so every interval uses the t distribution rather than a normal
+approximation, and nothing is bootstrapped: resampling three values gives only ten distinct resamples.
+With a single seed there is no spread to estimate, so intervals and tests are ``None`` ("not tested"), never zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95
+ALPHA = 0.05  # a difference is significant when Welch's two-sided p-value is below this
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean over ``n`` seeds with the half-width of its confidence interval (``None`` when ``n < 2``)."""
+
+    mean: float
+    half_width: float | None
+    n: int
+
+    @property
+    def low(self) -> float | None:
+        return None if self.half_width is None else self.mean - self.half_width
+
+    @property
+    def high(self) -> float | None:
+        return None if self.half_width is None else self.mean + self.half_width
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``mean(b) - mean(a)`` with Welch's confidence interval and two-sided p-value (``None`` when untestable)."""
+
+    value: float
+    low: float | None
+    high: float | None
+    p: float | None
+
+    @property
+    def significant(self) -> bool | None:
+        return None if self.p is None else self.p < ALPHA
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """``mean(a) / mean(b)`` with a confidence interval from the delta method (``None`` when untestable)."""
+
+    value: float
+    low: float | None
+    high: float | None
+
+
+def _array(values: Sequence[float]) -> np.ndarray:
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        raise ValueError("no values to summarise")
+    return x
+
+
+def mean_ci(values: Sequence[float], confidence: float = CONFIDENCE) -> Estimate:
+    """Mean and Student-t confidence interval: ``t_{n-1} * s / sqrt(n)``."""
+    x = _array(values)
+    n = x.size
+    if n < 2:
+        return Estimate(float(x.mean()), None, n)
+    sem = float(stats.sem(x))
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1)) * sem
+    return Estimate(float(x.mean()), half, n)
+
+
+def welch(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Difference:
+    """Welch's unequal-variance t-test of ``b`` against ``a`` (scipy), with the interval of the difference.
+
+    Two groups without any spread (deterministic seeds) have a certain difference: p is 0 when the means differ
+    and 1 when they are equal, which is what the test tends to in the limit, without scipy's precision warning.
+    """
+    xa, xb = _array(a), _array(b)
+    diff = float(xb.mean() - xa.mean())
+    if xa.size < 2 or xb.size < 2:
+        return Difference(diff, None, None, None)
+    if np.ptp(xa) == 0 and np.ptp(xb) == 0:
+        return Difference(diff, diff, diff, 1.0 if diff == 0 else 0.0)
+    result = stats.ttest_ind(xb, xa, equal_var=False)
+    interval = result.confidence_interval(confidence)
+    return Difference(diff, float(interval.low), float(interval.high), float(result.pvalue))
+
+
+def ratio_ci(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE) -> Ratio:
+    """``mean(a) / mean(b)`` for positive samples, with an interval from the delta method on the log ratio.
+
+    ``Var(log mean) ~ s^2 / (n mean^2)`` for each independent group; the quantile is Student's t with
+    Welch-Satterthwaite degrees of freedom, so that three seeds per side give honest (wide) intervals.
+    The interval is ``ratio * exp(+-t * se)``: asymmetric, and never below zero.
+    """
+    xa, xb = _array(a), _array(b)
+    if (xa <= 0).any() or (xb <= 0).any():
+        raise ValueError("a ratio of means needs positive values")
+    ratio = float(xa.mean() / xb.mean())
+    if xa.size < 2 or xb.size < 2:
+        return Ratio(ratio, None, None)
+    va = float(xa.var(ddof=1) / (xa.size * xa.mean() ** 2))
+    vb = float(xb.var(ddof=1) / (xb.size * xb.mean() ** 2))
+    if va + vb == 0:
+        return Ratio(ratio, ratio, ratio)
+    df = (va + vb) ** 2 / (va**2 / (xa.size - 1) + vb**2 / (xb.size - 1))
+    spread = float(stats.t.ppf((1 + confidence) / 2, df)) * math.sqrt(va + vb)
+    return Ratio(ratio, ratio * math.exp(-spread), ratio * math.exp(spread))

@@ -1,0 +1,94 @@
+"""The board's statistics against hand-computed values and scipy, computed a different way than the code does."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bench.board.stats import mean_ci, ratio_ci, welch
+
+
+def test_mean_ci_matches_the_student_t_interval():
+    # mean 2, s = 1, n = 3: half-width = t(0.975, 2) * 1 / sqrt(3) = 4.302653 * 0.577350 = 2.484138
+    est = mean_ci([1.0, 2.0, 3.0])
+    assert est.mean == pytest.approx(2.0)
+    assert est.n == 3
+    assert est.half_width == pytest.approx(2.484138, abs=1e-6)
+    low, high = stats.t.interval(0.95, 2, loc=2.0, scale=1 / math.sqrt(3))
+    assert (est.low, est.high) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_a_single_seed_has_no_interval():
+    est = mean_ci([3.91])
+    assert est.mean == 3.91 and est.half_width is None and est.low is None
+
+
+def test_welch_matches_the_textbook_formula():
+    a, b = [3.912, 3.905, 3.921], [3.861, 3.872, 3.866, 3.870]
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    diff = np.mean(b) - np.mean(a)
+    t = diff / math.sqrt(va + vb)
+    p = 2 * stats.t.sf(abs(t), df)
+    half = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+
+    result = welch(a, b)
+    assert result.value == pytest.approx(diff)
+    assert result.p == pytest.approx(p, rel=1e-9)
+    assert (result.low, result.high) == (pytest.approx(diff - half), pytest.approx(diff + half))
+    assert result.significant is True
+
+
+def test_welch_on_overlapping_seeds_is_not_significant():
+    result = welch([1.0, 2.0, 3.0], [2.0, 3.0, 5.0])
+    assert result.p == pytest.approx(0.284627, abs=1e-6)
+    assert result.significant is False
+
+
+def test_welch_without_spread_is_decided_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert welch([1.5, 1.5], [1.5, 1.5]).p == 1.0
+        different = welch([1.5, 1.5], [1.4, 1.4])
+    assert different.p == 0.0 and different.value == pytest.approx(-0.1)
+
+
+def test_welch_with_one_seed_is_untested():
+    result = welch([1.0], [2.0, 2.1])
+    assert result.p is None and result.significant is None and result.value == pytest.approx(1.05)
+
+
+def test_ratio_ci_is_the_delta_method_on_the_log_ratio():
+    a, b = [2700.0, 2650.0, 2720.0], [2500.0, 2580.0, 2530.0]
+    ma, mb = np.mean(a), np.mean(b)
+    va = np.var(a, ddof=1) / (3 * ma**2)
+    vb = np.var(b, ddof=1) / (3 * mb**2)
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 2)
+    spread = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+
+    result = ratio_ci(a, b)
+    assert result.value == pytest.approx(ma / mb)
+    assert result.low == pytest.approx(ma / mb * math.exp(-spread))
+    assert result.high == pytest.approx(ma / mb * math.exp(spread))
+    assert result.low < result.value < result.high
+
+
+def test_ratio_ci_covers_the_true_ratio_about_95_percent_of_the_time():
+    rng = np.random.default_rng(0)
+    trials, covered = 2000, 0
+    for _ in range(trials):
+        a = rng.normal(100.0, 5.0, size=5)
+        b = rng.normal(80.0, 4.0, size=5)
+        r = ratio_ci(a, b)
+        covered += r.low <= 100.0 / 80.0 <= r.high
+    assert 0.92 < covered / trials < 0.975
+
+
+def test_ratio_ci_needs_positive_values_and_two_seeds_for_an_interval():
+    assert ratio_ci([10.0], [5.0, 5.5]).low is None
+    with pytest.raises(ValueError, match="positive"):
+        ratio_ci([0.0, 1.0], [1.0, 1.0])
