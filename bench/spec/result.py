@@ -52,6 +52,9 @@ class Timing(StrictModel):
     setup_s: float = Field(0.0, description="Loading the recipe, building the model, moving it to the device.")
     data_s: float = Field(0.0, description="Preparing or loading the token shards (a cache hit is near zero).")
     train_s: float = Field(0.0, description="The budgeted training clock (compile warm-up included, see docs).")
+    warmup_s: float | None = Field(
+        None, description="Training clock until the second batch was requested: torch.compile and CUDA warm-up."
+    )
     eval_s: float = Field(0.0, description="Validation evaluations, clock paused.")
     downstream_s: float = Field(0.0, description="Downstream (lm-eval) evaluation after training.")
     total_s: float = Field(0.0, description="Wall-clock from trial start to result.")
@@ -73,10 +76,12 @@ class ParamCounts(StrictModel):
 
 
 class EnergyPhase(StrictModel):
-    """Energy of one phase (train or eval). ``method`` says whether it was measured or estimated."""
+    """Energy of one phase (train or eval). ``method`` says whether it was measured or estimated: ``nvml-counter``
+    (the GPU's own energy counter: GPU only, not the host) and ``rapl`` (CPU package counters) are measurements,
+    ``codecarbon`` is its estimate from TDP and utilisation."""
 
     joules: float | None
-    method: Literal["nvml-counter", "rapl", "codecarbon", "tdp-estimate", "unavailable"]
+    method: Literal["nvml-counter", "rapl", "codecarbon", "unavailable"]
     per_device_joules: list[float] = Field(default_factory=list)
 
 
@@ -105,7 +110,7 @@ class GpuTelemetry(StrictModel):
 
 
 class PeakFlops(StrictModel):
-    flops_per_s: float
+    flops_per_s: float = Field(description="Peak of one device; MFU multiplies it by the number of devices.")
     dtype: str
     source: Literal["table", "calibration"]
     device_name: str

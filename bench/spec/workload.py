@@ -118,7 +118,7 @@ class ModelLimit(StrictModel):
         return value
 
 
-_HARDWARE = re.compile(r"^(?:cpu-(?P<cores>[1-9][0-9]*)|(?P<gpus>[1-9][0-9]*)x(?P<gpu>[A-Za-z][A-Za-z0-9-]*))$")
+HARDWARE_CLASS = re.compile(r"^(?:cpu-(?P<cores>[1-9][0-9]*)|(?P<gpus>[1-9][0-9]*)x(?P<gpu>[A-Za-z][A-Za-z0-9-]*))$")
 
 
 class BudgetSpec(StrictModel):
@@ -135,7 +135,7 @@ class BudgetSpec(StrictModel):
     @field_validator("hardware")
     @classmethod
     def _hardware_class(cls, value: str) -> str:
-        if not _HARDWARE.match(value):
+        if not HARDWARE_CLASS.match(value):
             raise ValueError(f"expected a hardware class like 'cpu-2', '1xH100' or '8xH100', got {value!r}")
         return value
 
@@ -155,21 +155,21 @@ class BudgetSpec(StrictModel):
     @property
     def gpus(self) -> int:
         """GPUs the hardware class names (0 for a CPU class)."""
-        match = _HARDWARE.match(self.hardware)
+        match = HARDWARE_CLASS.match(self.hardware)
         assert match is not None
         return int(match["gpus"] or 0)
 
     @property
     def cpus(self) -> int:
         """CPU cores a CPU hardware class names (GPU classes leave the CPU count to the scheduler: 0)."""
-        match = _HARDWARE.match(self.hardware)
+        match = HARDWARE_CLASS.match(self.hardware)
         assert match is not None
         return int(match["cores"] or 0)
 
     @property
     def accelerator(self) -> str | None:
         """The GPU model named by the class ('H100'), or None for CPU classes."""
-        match = _HARDWARE.match(self.hardware)
+        match = HARDWARE_CLASS.match(self.hardware)
         assert match is not None
         return match["gpu"]
 
