@@ -17,8 +17,10 @@ from rich.table import Table
 from bench import __version__
 from bench.errors import BenchError, SpecError
 from bench.spec.loading import (
+    DEFAULT_WORKLOAD,
     load_submission,
     load_workload,
+    project_root,
     submission_dirs,
     workload_files,
     workload_path,
@@ -188,6 +190,60 @@ def show(workload: Annotated[str, typer.Argument(help="Workload name or YAML pat
     spec = load_workload(workload_path(workload))
     typer.echo(f"# {spec.name}  (hash {spec.content_hash()[:16]})")
     typer.echo(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, width=10_000).rstrip())
+
+
+@app.command()
+@user_errors
+def prepare(
+    workload: Annotated[str, typer.Option("--workload", "-w", help="Workload name or YAML path.")] = DEFAULT_WORKLOAD,
+    cache_dir: Annotated[Path | None, typer.Option(help="Data cache ($BENCH_CACHE or the user cache dir).")] = None,
+) -> None:
+    """Prepare a workload's data: split, train the tokenizer, write token shards (a second run is a cache hit)."""
+    from bench.data.prepare import RichPrepareProgress, format_summary
+    from bench.data.prepare import prepare as prepare_data
+
+    path = workload_path(workload)
+    spec = load_workload(path)
+    with RichPrepareProgress(console) as progress:
+        data = prepare_data(spec, path.parent, cache_dir, progress)
+    console.print(f"[bold]{spec.name}[/]: {format_summary(data)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def leaderboard(
+    out: Annotated[Path, typer.Option(help="Folder for README.md, index.html and plots/.")] = Path("leaderboard"),
+    include: Annotated[
+        list[Path] | None, typer.Option(help="More result folders to include, e.g. results/ (repeatable).")
+    ] = None,
+) -> None:
+    """Build the leaderboard pages from leaderboard/results/ (and --include folders)."""
+    from bench.board.build import build_leaderboard
+    from bench.results import load_results
+
+    root = project_root()
+    results = load_results([root / "leaderboard" / "results", *(include or [])])
+    if not results:
+        raise BenchError(f"no result files under {root / 'leaderboard' / 'results'} or {include or []}")
+    files = build_leaderboard(results, out, root)
+    console.print(f"{len(results)} results -> {files.markdown}, {files.html} and {len(files.plots)} plots", highlight=False)
+
+
+@app.command()
+@user_errors
+def compare(
+    a: Annotated[str, typer.Argument(help="Reference submission.")],
+    b: Annotated[str, typer.Argument(help="Submission compared with it.")],
+    workload: Annotated[str, typer.Option("--workload", "-w", help="Workload name.")] = DEFAULT_WORKLOAD,
+    results_dir: Annotated[list[Path] | None, typer.Option(help="Result folders (default: results/).")] = None,
+) -> None:
+    """Side-by-side table of two submissions with the loss difference and time-to-target speedup, with CIs."""
+    from bench.board.compare import compare as compare_runs
+    from bench.results import DEFAULT_RESULTS_DIR, load_results
+
+    name = Path(workload).stem if workload.endswith((".yaml", ".yml")) else workload
+    table = compare_runs(load_results(results_dir or [DEFAULT_RESULTS_DIR]), a, b, name)
+    console.print(table.to_rich())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,360 @@
+"""``prepare``: from a workload's data and tokenizer specs to cached token shards, in one pass over the source.
+
+The source is read once (twice for a BPE tokenizer not yet learned: first its training sample), split into
+training and validation text, encoded in large multi-threaded batches, and written to a cache entry whose key
+hashes everything the tokens depend on. A second ``prepare`` of the same workload is a cache hit that opens the
+memory maps and reads nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from bench.data.shards import (
+    META_FILE,
+    PIPELINE_VERSION,
+    TOKENIZER_FILE,
+    TRAIN_FILE,
+    VAL_FILE,
+    ShardMeta,
+    SplitInfo,
+    TokenFile,
+    building,
+    cache_root,
+    open_tokens,
+    read_meta,
+    token_checksum,
+    write_meta,
+)
+from bench.data.sources import Piece, fingerprint, split_documents
+from bench.data.stream import Order, TokenStream
+from bench.data.tokenizer import (
+    BPE_VERSION,
+    LoadedTokenizer,
+    byte_tokenizer,
+    describe,
+    load_tokenizer,
+    token_bytes,
+    token_dtype,
+    train_bpe,
+)
+from bench.errors import BenchError
+from bench.spec.result import ValidationData
+from bench.spec.units import format_bytes, format_count
+from bench.spec.workload import BpeTokenizerSpec, ByteTokenizerSpec, FileTokenizerSpec, WorkloadSpec
+
+BATCH_CHARS = 2**20
+"""Characters encoded per ``encode_batch`` call: enough to keep every thread busy, small enough for frequent
+progress updates and bounded memory."""
+
+PIECE_CHARS = 2**16
+"""Longer texts are encoded in pieces cut after a newline: a huge string is encoded on one thread, slower per
+byte, into an encoding object of gigabytes."""
+
+
+class PrepareProgress:
+    """Receives progress from :func:`prepare`. This base class shows nothing; :class:`RichPrepareProgress` draws."""
+
+    def phase(self, description: str, total_bytes: int | None) -> None:
+        """A new phase begins; ``total_bytes`` is None when its length is unknown."""
+
+    def update(self, bytes_done: int, tokens_done: int) -> None:
+        """Text bytes processed and tokens written so far in the current phase."""
+
+
+class RichPrepareProgress(PrepareProgress):
+    """A progress bar per phase with bytes, tokens, MB/s and ETA. Use as a context manager around ``prepare``."""
+
+    def __init__(self, console: Console | None = None):
+        self._progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TextColumn("{task.fields[tokens]} tokens"),
+            TimeRemainingColumn(),
+            console=console,
+        )
+        self._task: Any = None
+
+    def __enter__(self) -> RichPrepareProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._progress.stop()
+
+    def phase(self, description: str, total_bytes: int | None) -> None:
+        if self._task is not None:
+            task = self._progress.tasks[-1]
+            self._progress.update(self._task, total=task.completed)
+        self._task = self._progress.add_task(description, total=total_bytes, tokens="-")
+
+    def update(self, bytes_done: int, tokens_done: int) -> None:
+        self._progress.update(
+            self._task, completed=bytes_done, tokens=format_count(tokens_done) if tokens_done else "-"
+        )
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """A prepared dataset: the training and validation token arrays (read-only memory maps) and their metadata.
+
+    Pickling sends only the cache path and reopens the maps on the other side, so a Ray worker on the same
+    machine (or sharing the cache folder) never receives the arrays themselves.
+    """
+
+    cache_path: Path
+    cache_hit: bool
+    meta: ShardMeta
+    train_tokens: np.ndarray
+    val_tokens: np.ndarray
+
+    @classmethod
+    def load(cls, cache_path: Path, cache_hit: bool = True) -> PreparedData:
+        """Open a complete cache entry."""
+        meta = read_meta(cache_path)
+        train = open_tokens(cache_path / TRAIN_FILE, meta.dtype, meta.train.tokens)
+        val = open_tokens(cache_path / VAL_FILE, meta.dtype, meta.val.tokens)
+        return cls(cache_path, cache_hit, meta, train, val)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PreparedData.load, (self.cache_path, self.cache_hit))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.meta.vocab_size
+
+    @property
+    def eos_id(self) -> int:
+        return self.meta.eos_id
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.cache_path / TOKENIZER_FILE
+
+    def tokenizer(self) -> LoadedTokenizer:
+        """The tokenizer that produced these tokens (loaded on demand: most trials never need it)."""
+        return load_tokenizer(self.tokenizer_path)
+
+    @cached_property
+    def token_bytes(self) -> np.ndarray:
+        """UTF-8 bytes each token id stands for (0 for end-of-text), for bits per byte of any window."""
+        return token_bytes(self.tokenizer())
+
+    def stream(self, seed: int, order: Order = "random", rank: int = 0, world_size: int = 1) -> TokenStream:
+        """The batch stream over the training split, the only data a recipe receives (see :class:`TokenStream`)."""
+        return TokenStream(self.train_tokens, seed, order, rank, world_size)
+
+    def validation(self) -> ValidationData:
+        """The validation set's identity as a result records it."""
+        meta = self.meta
+        return ValidationData(
+            checksum=meta.val_checksum,
+            tokens=meta.val.tokens,
+            bytes=meta.val.bytes,
+            bytes_per_token=meta.val_bytes_per_token,
+            entropy_floor_bpb=meta.entropy_floor_bpb,
+        )
+
+
+def _resolve(workload_dir: Path, path: str) -> Path:
+    return workload_dir / Path(path).expanduser()
+
+
+def cache_inputs(spec: WorkloadSpec, workload_dir: Path) -> dict[str, Any]:
+    """Everything the tokens depend on. A learned BPE tokenizer is a function of the source and budgets already
+    listed, so its spec stands for its content; a tokenizer file is identified by the hash of its bytes."""
+    tokenizer: dict[str, Any] = spec.tokenizer.model_dump(mode="json")
+    if isinstance(spec.tokenizer, BpeTokenizerSpec):
+        tokenizer["bpe_version"] = BPE_VERSION
+    elif isinstance(spec.tokenizer, FileTokenizerSpec):
+        path = _resolve(workload_dir, spec.tokenizer.path)
+        try:
+            tokenizer = {"kind": "file", "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        except OSError as exc:
+            raise BenchError(f"tokenizer.path: cannot read {path}: {exc.strerror or exc}") from None
+    return {
+        "pipeline": PIPELINE_VERSION,
+        "source": fingerprint(spec.data.source, workload_dir),
+        "train_bytes": spec.data.train_bytes,
+        "val_bytes": spec.data.val_bytes,
+        "tokenizer": tokenizer,
+    }
+
+
+def prepare(
+    spec: WorkloadSpec,
+    workload_dir: Path,
+    cache_dir: Path | None = None,
+    progress: PrepareProgress | None = None,
+) -> PreparedData:
+    """Tokenize the workload's data into the cache (``cache_dir``, else ``$BENCH_CACHE``, else the user cache)
+    unless an identical entry is there already, and open it. Relative paths are relative to ``workload_dir``."""
+    progress = progress or PrepareProgress()
+    root = cache_root(cache_dir)
+    inputs = cache_inputs(spec, workload_dir)
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
+    entry = root / "shards" / key
+    if (entry / META_FILE).exists():
+        return PreparedData.load(entry, cache_hit=True)
+    started = time.perf_counter()
+    with building(entry) as folder:
+        tokenizer = _tokenizer(spec, workload_dir, root, progress)
+        tokenizer.tokenizer.save(str(folder / TOKENIZER_FILE))
+        counts = _write_tokens(spec, workload_dir, tokenizer, folder, progress)
+        write_meta(
+            folder,
+            ShardMeta(
+                version=PIPELINE_VERSION,
+                key=key,
+                inputs=inputs,
+                dtype=token_dtype(tokenizer.vocab_size).name,
+                vocab_size=tokenizer.vocab_size,
+                eos_id=tokenizer.eos_id,
+                created_at=datetime.now(timezone.utc),
+                build_seconds=time.perf_counter() - started,
+                **counts,
+            ),
+        )
+    return PreparedData.load(entry, cache_hit=False)
+
+
+def _tokenizer(spec: WorkloadSpec, workload_dir: Path, root: Path, progress: PrepareProgress) -> LoadedTokenizer:
+    if isinstance(spec.tokenizer, ByteTokenizerSpec):
+        return describe(byte_tokenizer(), "byte tokenizer")
+    if isinstance(spec.tokenizer, FileTokenizerSpec):
+        return load_tokenizer(_resolve(workload_dir, spec.tokenizer.path))
+    limit = min(spec.tokenizer.train_sample_bytes, spec.data.train_bytes)
+    progress.phase("reading the BPE sample", limit)
+    sample: list[str] = []
+    collected = 0
+    for piece in split_documents(spec.data.source, workload_dir, spec.data.train_bytes, spec.data.val_bytes):
+        if piece.split != "train":
+            continue
+        room = limit - collected
+        sample.append(piece.text if piece.nbytes <= room else _cut_utf8(piece.text, room))
+        collected += min(piece.nbytes, room)
+        progress.update(collected, 0)
+        if collected >= limit:
+            break
+    progress.phase(f"learning a {spec.tokenizer.vocab_size}-token BPE", None)
+    return describe(train_bpe(sample, spec.tokenizer.vocab_size, root), "BPE tokenizer")
+
+
+def _cut_utf8(text: str, nbytes: int) -> str:
+    """The longest prefix of ``text`` within ``nbytes`` UTF-8 bytes."""
+    return text.encode("utf-8")[:nbytes].decode("utf-8", errors="ignore")
+
+
+def _pieces(text: str) -> list[str]:
+    """``text`` cut after a newline (or anywhere, lacking one) into pieces of at most ``PIECE_CHARS``."""
+    pieces, start = [], 0
+    while len(text) - start > PIECE_CHARS:
+        cut = text.rfind("\n", start, start + PIECE_CHARS) + 1 or start + PIECE_CHARS
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:] if start else text)
+    return pieces
+
+
+class _Encoder:
+    """Collects one split's text, encodes it in batches and appends the ids, with end-of-text after each
+    document, to that split's token file."""
+
+    def __init__(self, tokenizer: LoadedTokenizer, out: TokenFile):
+        self.tokenizer = tokenizer
+        self.out = out
+        self.documents = 0
+        self.bytes = 0
+        self._texts: list[str] = []
+        self._ends: list[bool] = []
+        self._chars = 0
+
+    def add(self, piece: Piece) -> bool:
+        """Queue ``piece``; returns True when a batch was encoded and written."""
+        texts = _pieces(piece.text)
+        self._texts.extend(texts)
+        self._ends.extend([False] * (len(texts) - 1) + [piece.end])
+        self._chars += len(piece.text)
+        self.documents += piece.end
+        self.bytes += piece.nbytes
+        if self._chars < BATCH_CHARS:
+            return False
+        self.flush()
+        return True
+
+    def flush(self) -> None:
+        if not self._texts:
+            return
+        encodings = self.tokenizer.tokenizer.encode_batch_fast(self._texts, add_special_tokens=False)
+        eos = [self.tokenizer.eos_id]
+        ids = chain.from_iterable(
+            chain(encoding.ids, eos) if end else encoding.ids for encoding, end in zip(encodings, self._ends)
+        )
+        self.out.write(np.fromiter(ids, dtype=self.out.dtype))
+        self._texts, self._ends, self._chars = [], [], 0
+
+
+def _write_tokens(
+    spec: WorkloadSpec, workload_dir: Path, tokenizer: LoadedTokenizer, folder: Path, progress: PrepareProgress
+) -> dict[str, Any]:
+    """Encode both splits into ``folder``; returns the counts and checksum for :class:`ShardMeta`."""
+    data = spec.data
+    dtype = token_dtype(tokenizer.vocab_size)
+    progress.phase("tokenizing", data.train_bytes + data.val_bytes)
+    log_prob, log_prob_known = 0.0, True
+    with TokenFile(folder / TRAIN_FILE, dtype) as train_file, TokenFile(folder / VAL_FILE, dtype) as val_file:
+        train, val = _Encoder(tokenizer, train_file), _Encoder(tokenizer, val_file)
+        for piece in split_documents(data.source, workload_dir, data.train_bytes, data.val_bytes):
+            if piece.split == "val":
+                log_prob_known = log_prob_known and piece.log_prob is not None
+                log_prob += piece.log_prob or 0.0
+            if (val if piece.split == "val" else train).add(piece):
+                progress.update(train.bytes + val.bytes, train_file.tokens + val_file.tokens)
+        train.flush()
+        val.flush()
+        progress.update(train.bytes + val.bytes, train_file.tokens + val_file.tokens)
+    val_tokens = np.fromfile(folder / VAL_FILE, dtype=dtype)
+    return {
+        "train": SplitInfo(documents=train.documents, bytes=train.bytes, tokens=train_file.tokens),
+        "val": SplitInfo(documents=val.documents, bytes=val.bytes, tokens=val_file.tokens),
+        "val_checksum": token_checksum(val_tokens),
+        "val_bytes_per_token": val.bytes / val_file.tokens,
+        "entropy_floor_bpb": -log_prob / math.log(2) / val.bytes if log_prob_known else None,
+    }
+
+
+def format_summary(data: PreparedData) -> str:
+    """One line for ``bench prepare``: documents, tokens, bytes per token, entropy floor, where the cache is."""
+    meta = data.meta
+    floor = f", entropy floor {meta.entropy_floor_bpb:.3f} bits/byte" if meta.entropy_floor_bpb is not None else ""
+    return (
+        f"train {format_bytes(meta.train.bytes)} / val {format_bytes(meta.val.bytes)} of text: "
+        f"{meta.train.documents:,} / {meta.val.documents:,} documents, "
+        f"{format_count(meta.train.tokens)} / {format_count(meta.val.tokens)} tokens, "
+        f"{meta.val_bytes_per_token:.2f} bytes/token (vocab {meta.vocab_size:,}){floor}; "
+        f"{'cache hit' if data.cache_hit else 'cached'} at {data.cache_path}"
+    )

@@ -1,0 +1,196 @@
+"""The data cache on disk: one folder per prepared dataset, either complete or absent.
+
+Layout: ``<root>/shards/<key>/`` holds ``train.bin`` and ``val.bin`` (flat little-endian uint16 or uint32 token
+ids, every document followed by the end-of-text id), the ``tokenizer.json`` that produced them and ``meta.json``
+(:class:`ShardMeta`: dtype, lengths, counts, checksum). Raw arrays rather than ``.npy`` because the length is not
+known until the last document is encoded; they are opened as read-only memory maps, so a trial's memory does not
+grow with the dataset. A folder is built under a temporary name beside its final one and renamed when complete:
+an interrupted or failed build leaves no entry, and readers never see a half-written one.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import platformdirs
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bench.errors import BenchError
+
+PIPELINE_VERSION = 1
+"""Part of every cache key: bump it whenever a change to the pipeline would change the tokens it produces."""
+
+TRAIN_FILE = "train.bin"
+VAL_FILE = "val.bin"
+TOKENIZER_FILE = "tokenizer.json"
+META_FILE = "meta.json"
+
+
+def cache_root(cache_dir: Path | None = None) -> Path:
+    """``cache_dir`` if given, else ``$BENCH_CACHE``, else the user's cache folder for pretrain-bench."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if env := os.environ.get("BENCH_CACHE"):
+        return Path(env)
+    return Path(platformdirs.user_cache_dir("pretrain-bench"))
+
+
+class SplitInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    documents: int
+    bytes: int
+    tokens: int
+
+
+class ShardMeta(BaseModel):
+    """What a cache entry holds and how it was made; returned with the data and recorded in results."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int
+    key: str
+    inputs: dict[str, Any]
+    """Everything the key hashes: source identity, budgets, tokenizer identity, pipeline version."""
+    dtype: Literal["uint16", "uint32"]
+    vocab_size: int
+    eos_id: int
+    train: SplitInfo
+    val: SplitInfo
+    val_checksum: str
+    """SHA-256 of the validation ids as little-endian uint32 (whatever the stored dtype): equal checksums,
+    comparable validation losses."""
+    val_bytes_per_token: float
+    entropy_floor_bpb: float | None
+    """Bits per byte of the validation text under its true distribution, when the source knows it (synthetic)."""
+    created_at: datetime
+    build_seconds: float
+
+
+def token_checksum(tokens: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(tokens, dtype="<u4").tobytes()).hexdigest()
+
+
+class TokenFile:
+    """A raw token file being appended to (a context manager). Fsynced when the block completes, so that the
+    rename that publishes the entry cannot outrun the data on a crash."""
+
+    def __init__(self, path: Path, dtype: np.dtype):
+        self.path = path
+        self.dtype = dtype
+        self.tokens = 0
+        self._handle = open(path, "wb")  # noqa: SIM115 - closed by __exit__: this class is the context manager
+
+    def __enter__(self) -> TokenFile:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        with self._handle:
+            if exc_type is None:
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+
+    def write(self, tokens: np.ndarray) -> None:
+        self._handle.write(memoryview(np.ascontiguousarray(tokens, dtype=self.dtype)))
+        self.tokens += len(tokens)
+
+
+def open_tokens(path: Path, dtype: str, count: int) -> np.ndarray:
+    """A read-only memory map of ``count`` ids; a file of the wrong size means the entry was damaged."""
+    itemsize = np.dtype(dtype).itemsize
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise BenchError(
+            f"{path}: cannot open the cached tokens: {exc}; delete {path.parent} to prepare again"
+        ) from None
+    if size != count * itemsize or count == 0:
+        raise BenchError(
+            f"{path}: damaged cache entry ({size:,} bytes, expected {count * itemsize:,}); "
+            f"delete {path.parent} to prepare again"
+        )
+    return np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r", shape=(count,))
+
+
+def write_meta(folder: Path, meta: ShardMeta) -> None:
+    with open(folder / META_FILE, "w", encoding="utf-8") as handle:
+        handle.write(meta.model_dump_json(indent=2) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_meta(folder: Path) -> ShardMeta:
+    path = folder / META_FILE
+    try:
+        return ShardMeta.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValidationError) as exc:
+        raise BenchError(f"{path}: unreadable cache metadata ({exc}); delete {folder} to prepare again") from None
+
+
+def _owner_prefix(name: str) -> str:
+    return f".tmp-{name}-{socket.gethostname()}-"
+
+
+def _remove_abandoned(parent: Path, name: str) -> None:
+    """Delete temporary folders of builds of ``name`` on this host whose process is gone (killed, power loss)."""
+    prefix = _owner_prefix(name)
+    for folder in parent.glob(f"{prefix}*"):
+        pid = folder.name[len(prefix) :].split("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, owned by another user
+
+
+def _disk_full(root: Path) -> BenchError:
+    return BenchError(
+        f"{root}: disk full while preparing data; nothing was kept. Free space there or set BENCH_CACHE to a "
+        "folder on a disk with room for the token shards."
+    )
+
+
+@contextmanager
+def building(entry: Path) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``entry`` and publish it as ``entry`` when the block completes.
+
+    On any exception (Ctrl-C included) the folder is deleted and the exception propagates; a full disk becomes a
+    :class:`BenchError` naming the cache. If another process published the same entry first, ours is discarded:
+    equal keys mean equal contents.
+    """
+    parent = entry.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(parent, entry.name)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_owner_prefix(entry.name)}{os.getpid()}-", dir=parent))
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise _disk_full(parent.parent) from None
+        raise BenchError(f"{parent}: cannot create the data cache: {exc}") from None
+    try:
+        yield tmp
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            raise _disk_full(parent.parent) from None
+        raise
+    try:
+        os.rename(tmp, entry)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (entry / META_FILE).exists():
+            raise BenchError(f"{entry}: cannot publish the prepared data: {exc}") from None

@@ -1,0 +1,286 @@
+"""prepare: tokenizers, cached token shards and their metadata, cache hits, atomic writes, failures."""
+
+from __future__ import annotations
+
+import errno
+import json
+import pickle
+import random
+import socket
+import subprocess
+import sys
+from io import StringIO
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+import bench.data.prepare as prepare_module
+from bench.data.prepare import RichPrepareProgress, format_summary, prepare
+from bench.data.shards import TokenFile, token_checksum
+from bench.data.synthetic import SyntheticCorpus, bits_per_byte
+from bench.data.tokenizer import EOS, byte_tokenizer, describe
+from bench.errors import BenchError
+from bench.spec.workload import WorkloadSpec
+
+WORDS = [
+    "the",
+    "a",
+    "model",
+    "token",
+    "learns",
+    "data",
+    "of",
+    "in",
+    "and",
+    "small",
+    "large",
+    "budget",
+    "time",
+    "loss",
+    "grows",
+    "falls",
+    "é",
+    "日本",
+]
+
+
+def workload(source: dict, train: str = "120KB", val: str = "12KB", tokenizer: dict | None = None) -> WorkloadSpec:
+    return WorkloadSpec.model_validate(
+        {
+            "name": "t",
+            "description": "test workload",
+            "data": {"source": source, "train_bytes": train, "val_bytes": val},
+            "tokenizer": tokenizer or {"kind": "byte"},
+            "model": {"max_params": "1M"},
+            "budget": {"wall_clock": "1m", "hardware": "cpu-2"},
+            "target": {"metric": "val_loss", "value": 1.0},
+            "eval": {"every": "10s", "seq_len": 64, "tokens": "10k"},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple:
+    """A folder with ``c.jsonl``: 2000 distinct documents ``doc 00042: ...``, ~170 KB."""
+    folder = tmp_path_factory.mktemp("corpus")
+    rng = random.Random(0)
+    docs = [f"doc {i:05d}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40))) for i in range(2000)]
+    (folder / "c.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    return folder, docs
+
+
+JSONL = {"kind": "local", "paths": ["c.jsonl"]}
+
+
+def cache_contents(root) -> list[str]:
+    return sorted(p.name for p in (root / "shards").iterdir()) if (root / "shards").exists() else []
+
+
+def test_byte_shards_hold_the_budgeted_text_and_its_metadata(corpus, tmp_path):
+    folder, _ = corpus
+    data = prepare(workload(JSONL), folder, tmp_path)
+    meta = data.meta
+    assert not data.cache_hit and data.vocab_size == 257 and data.eos_id == 256
+    assert data.train_tokens.dtype == np.uint16 and isinstance(data.train_tokens, np.memmap)
+    # The byte tokenizer: one token per byte plus end-of-text per document; the budget is exact.
+    assert meta.train.bytes == 120_000 and meta.train.tokens == meta.train.bytes + meta.train.documents
+    assert meta.val.bytes >= 12_000 and meta.val.tokens == meta.val.bytes + meta.val.documents
+    assert meta.val_checksum == token_checksum(data.val_tokens)
+    assert meta.val_bytes_per_token == pytest.approx(meta.val.bytes / meta.val.tokens)
+    assert meta.entropy_floor_bpb is None  # real text: unknown
+    assert data.token_bytes[data.val_tokens].sum() == meta.val.bytes
+
+
+def test_decoded_splits_are_whole_source_documents_and_disjoint(corpus, tmp_path):
+    folder, docs = corpus
+    data = prepare(workload(JSONL), folder, tmp_path)
+
+    def documents(tokens: np.ndarray) -> list[str]:
+        ids = np.asarray(tokens, dtype=np.int64)
+        cuts = np.flatnonzero(ids == data.eos_id)
+        assert cuts[-1] == len(ids) - 1  # every document ends with end-of-text
+        return [bytes(ids[a + 1 : b].astype(np.uint8)).decode() for a, b in zip(np.r_[-1, cuts[:-1]], cuts)]
+
+    val, train = documents(data.val_tokens), documents(data.train_tokens)
+    assert set(val) <= set(docs) and set(train[:-1]) <= set(docs)  # the last training document is cut to fit
+    assert not set(val) & set(train) and len(val) == data.meta.val.documents
+
+
+def test_second_prepare_is_a_cache_hit_without_reading_the_source(corpus, tmp_path, monkeypatch):
+    folder, _ = corpus
+    first = prepare(workload(JSONL), folder, tmp_path)
+    monkeypatch.setattr(prepare_module, "split_documents", lambda *a: pytest.fail("the source was read again"))
+    second = prepare(workload(JSONL), folder, tmp_path)
+    assert second.cache_hit and second.cache_path == first.cache_path
+    assert np.array_equal(second.train_tokens, first.train_tokens)
+    assert cache_contents(tmp_path) == [first.cache_path.name]
+
+
+def test_same_inputs_give_the_same_tokens_in_another_cache_and_other_budgets_another_entry(corpus, tmp_path):
+    folder, _ = corpus
+    a = prepare(workload(JSONL), folder, tmp_path / "a")
+    b = prepare(workload(JSONL), folder, tmp_path / "b")
+    assert a.meta.val_checksum == b.meta.val_checksum and a.cache_path.name == b.cache_path.name
+    assert (a.cache_path / "train.bin").read_bytes() == (b.cache_path / "train.bin").read_bytes()
+    other = prepare(workload(JSONL, train="60KB"), folder, tmp_path / "a")
+    assert other.cache_path != a.cache_path and other.meta.train.tokens < a.meta.train.tokens
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_a_failure_mid_write_leaves_no_entry_and_no_temporary_folder(corpus, tmp_path, monkeypatch, error):
+    folder, _ = corpus
+    monkeypatch.setattr(prepare_module, "BATCH_CHARS", 10_000)  # many writes
+    original, calls = TokenFile.write, []
+
+    def failing_write(self, tokens):
+        calls.append(1)
+        if len(calls) == 3:
+            raise error
+        original(self, tokens)
+
+    monkeypatch.setattr(TokenFile, "write", failing_write)
+    with pytest.raises(type(error)):
+        prepare(workload(JSONL), folder, tmp_path)
+    assert cache_contents(tmp_path) == []
+    monkeypatch.setattr(TokenFile, "write", original)
+    assert not prepare(workload(JSONL), folder, tmp_path).cache_hit
+
+
+def test_full_disk_is_a_bench_error_naming_the_cache(corpus, tmp_path, monkeypatch):
+    folder, _ = corpus
+
+    def no_space(self, tokens):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(TokenFile, "write", no_space)
+    with pytest.raises(BenchError, match=f"{tmp_path}: disk full"):
+        prepare(workload(JSONL), folder, tmp_path)
+    assert cache_contents(tmp_path) == []
+
+
+def test_temporary_folders_of_dead_builds_are_removed(corpus, tmp_path):
+    folder, _ = corpus
+    key = prepare(workload(JSONL), folder, tmp_path).cache_path.name
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
+    abandoned = tmp_path / "shards" / f".tmp-{key}-{socket.gethostname()}-{dead.stdout.strip()}-x"
+    abandoned.mkdir()
+    (tmp_path / "shards" / key / "meta.json").unlink()  # make the entry incomplete so that prepare rebuilds
+    (tmp_path / "shards" / key).rename(tmp_path / "old")
+    prepare(workload(JSONL), folder, tmp_path)
+    assert cache_contents(tmp_path) == [key]
+
+
+def test_bad_inputs_are_bench_errors_and_leave_nothing(corpus, tmp_path):
+    folder, docs = corpus
+    total = sum(len(d.encode()) for d in docs)
+    with pytest.raises(BenchError, match="not enough for data.train_bytes"):
+        prepare(workload(JSONL, train=f"{total}B"), folder, tmp_path)
+    with pytest.raises(BenchError, match="not found"):
+        prepare(workload({"kind": "local", "paths": ["nope.jsonl"]}), folder, tmp_path)
+    assert cache_contents(tmp_path) == []
+
+
+def test_bpe_is_learned_from_training_text_once_and_cached(corpus, tmp_path, monkeypatch):
+    folder, docs = corpus
+    spec = workload(JSONL, tokenizer={"kind": "bpe", "vocab_size": 300, "train_sample_bytes": "50KB"})
+    data = prepare(spec, folder, tmp_path)
+    loaded = data.tokenizer()
+    assert data.vocab_size == loaded.vocab_size <= 300 and data.eos_id == loaded.eos_id == 0
+    assert data.meta.val_bytes_per_token > 1.5  # merges happened
+    text = loaded.tokenizer.decode(list(data.val_tokens), skip_special_tokens=False)
+    assert text.split(EOS)[0] in docs
+    assert data.token_bytes[data.val_tokens].sum() == data.meta.val.bytes
+    assert len(list((tmp_path / "tokenizers").glob("bpe-*.json"))) == 1
+    # Rebuilding the shards reuses the learned tokenizer (no training) and gives the same tokens.
+    (data.cache_path / "meta.json").unlink()
+    data.cache_path.rename(tmp_path / "old")
+    monkeypatch.setattr("bench.data.tokenizer.trainers.BpeTrainer", lambda **_: pytest.fail("trained again"))
+    assert prepare(spec, folder, tmp_path).meta.val_checksum == data.meta.val_checksum
+
+
+def test_tokenizer_file_needs_an_end_of_text_token(corpus, tmp_path):
+    folder, _ = corpus
+    byte_tokenizer().save(str(tmp_path / "tok.json"))
+    spec = workload(JSONL, tokenizer={"kind": "file", "path": str(tmp_path / "tok.json")})
+    data = prepare(spec, folder, tmp_path / "cache")
+    assert (data.vocab_size, data.eos_id) == (257, 256)
+    assert data.meta.val_checksum == prepare(workload(JSONL), folder, tmp_path / "cache").meta.val_checksum
+
+    raw = json.loads((tmp_path / "tok.json").read_text())
+    raw["added_tokens"] = []
+    (tmp_path / "no-eos.json").write_text(json.dumps(raw))
+    (tmp_path / "junk.json").write_text("{not json")
+    source = {"kind": "local", "paths": [str(folder / "c.jsonl")]}
+    for name, message in [
+        ("no-eos.json", "no-eos.json: the tokenizer has no end-of-text special token"),
+        ("missing.json", "tokenizer.path: cannot read .*missing.json"),
+        ("junk.json", "junk.json: not a valid tokenizer.json"),
+    ]:
+        with pytest.raises(BenchError, match=message):
+            prepare(workload(source, tokenizer={"kind": "file", "path": name}), tmp_path, tmp_path / "cache")
+
+
+def test_prepared_data_pickles_as_its_path(corpus, tmp_path):
+    folder, _ = corpus
+    data = prepare(workload(JSONL), folder, tmp_path)
+    payload = pickle.dumps(data)
+    assert len(payload) < 5_000 < data.train_tokens.nbytes
+    again = pickle.loads(payload)
+    assert again.meta == data.meta and np.array_equal(again.val_tokens, data.val_tokens)
+    assert data.validation().checksum == data.meta.val_checksum
+
+
+def test_progress_and_summary(corpus, tmp_path):
+    folder, _ = corpus
+    out = StringIO()
+    with RichPrepareProgress(Console(file=out, width=120, force_terminal=False)) as progress:
+        data = prepare(workload(JSONL), folder, tmp_path, progress=progress)
+    assert "tokenizing" in out.getvalue()
+    summary = format_summary(data)
+    assert f"{data.meta.train.documents:,} / {data.meta.val.documents:,} documents" in summary
+    assert "bytes/token" in summary and str(data.cache_path) in summary and "entropy" not in summary
+    assert "cache hit" in format_summary(prepare(workload(JSONL), folder, tmp_path))
+
+
+def test_synthetic_source_records_the_entropy_floor(tmp_path, monkeypatch):
+    monkeypatch.setattr("bench.data.sources.SYNTHETIC_CHUNK", 256)  # generate little more than the budgets
+    data = prepare(workload({"kind": "synthetic", "seed": 3}, train="200KB", val="20KB"), tmp_path, tmp_path)
+    floor = data.meta.entropy_floor_bpb
+    corpus = SyntheticCorpus(3)
+    by_text = {doc.text: doc for doc in corpus.documents(0, 1024)}
+    ids = np.asarray(data.val_tokens)
+    val_texts = bytes(np.where(ids == data.eos_id, 0, ids).astype(np.uint8)).decode().split("\0")[:-1]
+    val_docs = [by_text[text] for text in val_texts]
+    assert len(val_docs) == data.meta.val.documents and floor == pytest.approx(bits_per_byte(val_docs), rel=1e-9)
+    assert floor == pytest.approx(corpus.entropy_bits_per_byte(), rel=0.15)
+    assert data.meta.train.bytes == 200_000 and data.meta.val.bytes >= 20_000
+    again = prepare(workload({"kind": "synthetic", "seed": 3}, train="200KB", val="20KB"), tmp_path, tmp_path / "b")
+    assert again.meta.val_checksum == data.meta.val_checksum and again.meta.entropy_floor_bpb == floor
+
+
+def test_a_long_text_stream_is_one_document_however_it_is_cut_for_encoding(tmp_path, monkeypatch):
+    monkeypatch.setattr("bench.data.sources.TEXT_BLOCK", 5_000)
+    monkeypatch.setattr(prepare_module, "PIECE_CHARS", 700)
+    text = "".join(f"line {i}: the model learns é日本\n" for i in range(3000))
+    (tmp_path / "book.txt").write_text(text, encoding="utf-8")
+    source = {"kind": "local", "paths": ["book.txt"], "documents": "file"}
+    data = prepare(workload(source, train="60KB", val="10KB"), tmp_path, tmp_path / "cache")
+    ids = np.asarray(data.train_tokens)
+    assert np.flatnonzero(ids == data.eos_id).tolist() == [len(ids) - 1]
+    assert text.encode().startswith(bytes(ids[:-1].astype(np.uint8))) and data.meta.train.documents == 1
+    bpe = prepare(
+        workload(source, train="60KB", val="10KB", tokenizer={"kind": "bpe", "vocab_size": 300}),
+        tmp_path,
+        tmp_path / "cache",
+    )
+    decoded = bpe.tokenizer().tokenizer.decode(list(bpe.train_tokens), skip_special_tokens=False)
+    assert decoded == text.encode()[: bpe.meta.train.bytes].decode() + EOS
+
+
+def test_describe_finds_the_end_of_text_id():
+    loaded = describe(byte_tokenizer(), "byte")
+    assert (loaded.eos_id, loaded.vocab_size) == (256, 257)
+    assert loaded.tokenizer.encode("é").ids == list("é".encode())

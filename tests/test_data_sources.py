@@ -1,0 +1,187 @@
+"""Sources and the train/validation split: every input format, every bad input, and the split's guarantees."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench.data.sources import iter_documents, split_documents
+from bench.errors import BenchError
+from bench.spec.workload import HubSource, LocalSource
+
+WORDS = [
+    "the",
+    "a",
+    "model",
+    "token",
+    "learns",
+    "data",
+    "of",
+    "in",
+    "and",
+    "small",
+    "large",
+    "budget",
+    "time",
+    "loss",
+    "grows",
+    "falls",
+    "é",
+    "日本",
+]
+
+
+def make_docs(n: int, seed: int = 0) -> list[str]:
+    """Distinct documents ``doc 00042: words...`` of 20-200 bytes or more."""
+    rng = random.Random(seed)
+    return [f"doc {i:05d}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40))) for i in range(n)]
+
+
+def write_jsonl(path, texts, field="text"):
+    path.write_text("".join(json.dumps({field: t, "id": i}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
+    return path
+
+
+def local(*paths, **fields) -> LocalSource:
+    return LocalSource(kind="local", paths=[str(p) for p in paths], **fields)
+
+
+def texts(source, folder) -> list[str]:
+    return [doc.text for doc in iter_documents(source, folder)]
+
+
+# --- formats ---------------------------------------------------------------------------------------------------
+
+
+def test_plain_text_splits_by_file_line_and_blank_line(tmp_path):
+    (tmp_path / "a.txt").write_text("one\ntwo\n\n\nthree\r\n   \nfour", encoding="utf-8")
+    (tmp_path / "b.txt").write_text("five\n", encoding="utf-8")
+    assert texts(local("a.txt", "b.txt", documents="line"), tmp_path) == ["one", "two", "three", "four", "five"]
+    assert texts(local("a.txt", "b.txt"), tmp_path) == ["one\ntwo", "three", "four", "five"]
+    assert texts(local("*.txt", documents="file"), tmp_path) == ["one\ntwo\n\n\nthree\r\n   \nfour", "five\n"]
+
+
+def test_jsonl_and_parquet_read_the_text_field_in_sorted_glob_order(tmp_path):
+    docs = make_docs(30)
+    write_jsonl(tmp_path / "part-1.jsonl", docs[10:20], field="body")
+    write_jsonl(tmp_path / "part-0.jsonl", docs[:10], field="body")
+    pq.write_table(pa.table({"body": docs[20:] + [None], "n": list(range(11))}), tmp_path / "z.parquet")
+    source = local("part-*.jsonl", "z.parquet", text_field="body")
+    assert texts(source, tmp_path) == docs
+    assert texts(local(tmp_path / "z.parquet", text_field="body"), tmp_path / "elsewhere") == docs[20:]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fields", "message"),
+    [
+        ("missing.jsonl", None, {}, "missing.jsonl not found"),
+        ("*.parquet", None, {}, "matches no files"),
+        ("bad.parquet", b"PAR1 this is not parquet", {}, "not a readable parquet file"),
+        ("rows.jsonl", '{"text": "ok"}\n{"body": "no text"}\n', {}, "rows.jsonl:2: no field 'text' (found: body)"),
+        ("rows.jsonl", '{"text": "ok"}\n{"text": \n', {}, "rows.jsonl:2: invalid JSON"),
+        ("rows.jsonl", '{"text": 3}\n', {}, "holds int, not text"),
+        ("latin1.txt", "caf\xe9".encode("latin-1"), {}, "not UTF-8"),
+        ("notes.csv", "a,b\n", {}, "set data.source.format"),
+    ],
+)
+def test_bad_local_inputs_name_the_file_and_the_cause(tmp_path, name, content, fields, message):
+    if isinstance(content, str):
+        (tmp_path / name).write_text(content, encoding="utf-8")
+    elif content is not None:
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(BenchError, match=message.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
+        texts(local(name, **fields), tmp_path)
+
+
+def test_parquet_without_the_text_column_lists_the_columns(tmp_path):
+    pq.write_table(pa.table({"content": ["a"], "url": ["u"]}), tmp_path / "d.parquet")
+    with pytest.raises(BenchError, match=r"d.parquet: no column 'text' \(columns: content, url\)"):
+        texts(local("d.parquet"), tmp_path)
+
+
+def test_folder_instead_of_files_says_to_use_a_glob(tmp_path):
+    (tmp_path / "data").mkdir()
+    with pytest.raises(BenchError, match="is a folder"):
+        texts(local("data"), tmp_path)
+
+
+# --- Hugging Face datasets (the same code path, offline, on a local dataset folder) -----------------------------
+
+
+def test_hub_source_streams_a_local_dataset_folder(tmp_path):
+    docs = make_docs(50)
+    (tmp_path / "ds").mkdir()
+    pq.write_table(pa.table({"text": docs, "n": list(range(50))}), tmp_path / "ds" / "train.parquet")
+    assert texts(HubSource(kind="hub", path="ds"), tmp_path) == docs
+    with pytest.raises(BenchError, match="no field 'content' \\(fields: text, n\\)"):
+        texts(HubSource(kind="hub", path="ds", text_field="content"), tmp_path)
+
+
+def test_unreachable_hub_dataset_names_it_and_says_how_to_pre_download(tmp_path):
+    source = HubSource(kind="hub", path="nobody/no-such-dataset", name="cfg")
+    with pytest.raises(BenchError) as info:
+        texts(source, tmp_path)
+    message = str(info.value)
+    assert "nobody/no-such-dataset (cfg)" in message and "hf download nobody/no-such-dataset" in message
+
+
+# --- the split -------------------------------------------------------------------------------------------------
+
+
+def test_split_is_disjoint_deduplicated_deterministic_and_exact(tmp_path):
+    docs = make_docs(3000)
+    rng = random.Random(1)
+    with_copies = docs + [rng.choice(docs) for _ in range(1500)]
+    rng.shuffle(with_copies)
+    write_jsonl(tmp_path / "c.jsonl", with_copies)
+    source = local("c.jsonl")
+    pieces = list(split_documents(source, tmp_path, 150_000, 15_000))
+    assert pieces == list(split_documents(source, tmp_path, 150_000, 15_000))
+    train = [p.text for p in pieces if p.split == "train"]
+    val = [p.text for p in pieces if p.split == "val"]
+    assert not set(train) & set(val)
+    assert len(set(val)) == len(val)
+    assert sum(p.nbytes for p in pieces if p.split == "train") == 150_000
+    val_bytes = sum(p.nbytes for p in pieces if p.split == "val")
+    assert 15_000 <= val_bytes < 15_000 + max(len(d.encode()) for d in docs)
+    assert all(p.nbytes == len(p.text.encode()) and p.end for p in pieces)
+    # Validation text is a property of the source and the budgets, not of the order of reads elsewhere.
+    assert len(val) > 20 and set(val) <= set(docs)
+
+
+def test_budget_larger_than_the_source_says_how_much_there_is(tmp_path):
+    docs = make_docs(100)
+    write_jsonl(tmp_path / "c.jsonl", docs)
+    total = sum(len(d.encode()) for d in docs)
+    with pytest.raises(BenchError, match=f"has {total:,} bytes of text in 100 documents"):
+        list(split_documents(local("c.jsonl"), tmp_path, total, 1000))
+
+
+def test_empty_corpus_is_an_error(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n \n\n", encoding="utf-8")
+    with pytest.raises(BenchError, match="no documents"):
+        list(split_documents(local("empty.txt"), tmp_path, 100, 10))
+    (tmp_path / "void.txt").write_bytes(b"")
+    with pytest.raises(BenchError, match="no documents"):
+        list(split_documents(local("void.txt", documents="file"), tmp_path, 100, 10))
+
+
+def test_single_text_stream_is_split_contiguously_at_character_boundaries(tmp_path, monkeypatch):
+    monkeypatch.setattr("bench.data.sources.TEXT_BLOCK", 1000)  # read in many blocks
+    text = "".join(f"line {i} é日本\n" for i in range(2000))
+    data = text.encode()
+    (tmp_path / "book.txt").write_bytes(data)
+    pieces = list(split_documents(local("book.txt", documents="file"), tmp_path, 20_001, 5_001))
+    val = [p for p in pieces if p.split == "val"]
+    train = [p for p in pieces if p.split == "train"]
+    assert len(val) == 1 and data.endswith(val[0].text.encode()) and 5_001 - 3 <= val[0].nbytes <= 5_001
+    head = "".join(p.text for p in train).encode()
+    assert data.startswith(head) and 20_001 - 3 <= len(head) <= 20_001
+    assert len(train) > 10 and [p.end for p in train] == [False] * (len(train) - 1) + [True]
+    assert all(p.text.endswith("\n") for p in train[:-1])
+    with pytest.raises(BenchError, match=f"has {len(data):,} bytes of text"):
+        list(split_documents(local("book.txt", documents="file"), tmp_path, len(data), 10))
