@@ -22,7 +22,7 @@ def test_parse_count(text, expected):
 @pytest.mark.parametrize(
     "text, expected",
     [("10GB", 10 * 10**9), ("500MB", 500 * 10**6), ("1GiB", 2**30), ("512KB", 512_000), ("20B", 20),
-     (4096, 4096), ("1.5TB", 1_500 * 10**9)],
+     (4096, 4096), ("1.5TB", 1_500 * 10**9), ("248633", 248_633)],
 )
 def test_parse_bytes(text, expected):
     assert parse_bytes(text) == expected
