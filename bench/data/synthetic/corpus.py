@@ -1,0 +1,482 @@
+"""The corpus object: vectorised generation, exact scoring, analytic entropy and evaluation probes."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
+
+from bench.data.synthetic import lexicon, rng
+from bench.data.synthetic.grammar import END, START, compile_grammar
+from bench.errors import BenchError
+
+_CHUNK = 8192  # documents generated in lockstep
+_MAX_INDEX = 1 << 63
+_ONE = 1 << 63  # arc thresholds are probabilities scaled by 2**63
+# Rendering variants of a word, chosen by the token before it.
+_PLAIN, _AFTER_STOP, _AFTER_OPEN, _AFTER_BREAK = range(4)
+_TOKEN = re.compile(r"[A-Za-z]+|[^A-Za-z ]")
+MINIMAL_PAIR_PHENOMENA = ("subject_relative_attractor", "object_relative", "parenthetical", "pronoun_gender")
+
+
+@dataclass(frozen=True)
+class SyntheticDocument:
+    text: str
+    log_prob: float  # natural log, exact, includes the end-of-document event
+
+
+@dataclass(frozen=True)
+class _Generated:
+    texts: list[str]
+    log_probs: np.ndarray
+    topics: np.ndarray
+    names: np.ndarray
+
+
+def bits_per_byte(documents: Sequence[SyntheticDocument]) -> float:
+    """The entropy floor of these very documents: total -log2 P over total UTF-8 bytes.
+
+    No model can reach a lower expected loss on them, so a validation loss in bits per byte is read against it.
+    """
+    total_bytes = sum(len(d.text.encode()) for d in documents)
+    if total_bytes == 0:
+        raise BenchError("bits_per_byte needs at least one non-empty document")
+    return -sum(d.log_prob for d in documents) / math.log(2) / total_bytes
+
+
+class SyntheticCorpus:
+    """The synthetic corpus of one seed. See :mod:`bench.data.synthetic` for the process it implements."""
+
+    def __init__(self, seed: int = 0) -> None:
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 1 << 64:
+            raise BenchError(f"synthetic corpus seed must be an integer in [0, 2**64), got {seed!r}")
+        self.seed = seed
+        self._lexicon = lexicon.build(seed)
+        self._automata = compile_grammar()
+        self._build_tables()
+        self._check_words_tell_arcs_apart()
+
+    # --- tables -----------------------------------------------------------------------------------------------
+
+    def _build_tables(self) -> None:
+        lex, automata = self._lexicon, self._automata
+        words = lex.words
+        self._word_ids = {w.lower(): i for i, w in enumerate(words)}
+        terminals = automata.terminals
+        self._terminal_ids = {t: i for i, t in enumerate(terminals)}
+        self._end = self._terminal_ids[END]
+
+        # Emission tables, flattened so that one searchsorted over (table id << 32 | 32 random bits) samples a
+        # word for every document at once, whatever table each one needs.
+        tables: list[lexicon.Table] = []
+        self._base = np.zeros(len(terminals), np.int64)
+        self._topic_stride = np.zeros(len(terminals), np.int64)
+        self._name_stride = np.zeros(len(terminals), np.int64)
+        for i, terminal in enumerate(terminals):
+            if terminal == END:
+                continue
+            family = lex.families[terminal]
+            self._base[i] = len(tables)
+            self._topic_stride[i] = family.context == "topic"
+            self._name_stride[i] = family.context == "name"
+            tables.extend(family.tables)
+        self._topic_prior, self._name_prior = len(tables), len(tables) + 1
+        tables += [lex.topic_prior, lex.name_prior]
+        self._tables = tables
+
+        owner = np.concatenate([np.full(len(t.items), i, np.uint64) for i, t in enumerate(tables)])
+        weights = np.concatenate([t.weights for t in tables])
+        # Within-table cumulative weights: every table sums to 2**32, so subtract 2**32 per earlier table.
+        cumulative = np.cumsum(weights).astype(np.uint64) - owner * np.uint64(lexicon.TABLE_TOTAL)
+        self._flat_upper = (owner << np.uint64(32)) + cumulative
+        self._flat_value = np.concatenate([t.items for t in tables])
+        self._flat_logp = np.log(weights / lexicon.TABLE_TOTAL)
+
+        # The deterministic automaton as padded arrays: arc j of state s is taken when the 63-bit draw u
+        # satisfies threshold[s, j-1] <= u < threshold[s, j] (probabilities exact to 2**-63).
+        states = automata.states
+        width = max(len(arcs) for arcs in states)
+        self._arc_threshold = np.full((len(states), width), _ONE, np.uint64)
+        self._arc_terminal = np.full((len(states), width), self._end, np.int64)
+        self._arc_target = np.zeros((len(states), width), np.int64)
+        self._arc_logp = np.zeros((len(states), width), np.float64)
+        self._arc_width = width
+        for s, arcs in enumerate(states):
+            cumulative = 0
+            for j, arc in enumerate(arcs):
+                cumulative += arc.probability
+                if j < len(arcs) - 1:
+                    self._arc_threshold[s, j] = cumulative.numerator * _ONE // cumulative.denominator
+                self._arc_terminal[s, j] = self._terminal_ids[arc.terminal]
+                self._arc_target[s, j] = max(arc.target, 0)
+                self._arc_logp[s, j] = math.log(arc.probability)
+
+        # Rendering: each word has four spellings by the token before it (space or not, capitalised or not).
+        vocab = len(words)
+        pieces = []
+        for variant in range(4):
+            for w in words:
+                if not w[0].isalpha():
+                    pieces.append(" (" if w == "(" else w)
+                    continue
+                spelled = w[0].upper() + w[1:] if variant in (_AFTER_STOP, _AFTER_BREAK) else w
+                pieces.append(spelled if variant in (_AFTER_OPEN, _AFTER_BREAK) else " " + spelled)
+        self._vocab = vocab
+        self._pieces = np.array(pieces, dtype=object)
+        self._piece_len = np.array([len(p) for p in pieces], np.int64)
+        follows = {".": _AFTER_STOP, "(": _AFTER_OPEN, "\n": _AFTER_BREAK}
+        self._next_variant = np.array([follows.get(w, _PLAIN) for w in words], np.int64)
+
+    def _check_words_tell_arcs_apart(self) -> None:
+        """No two arcs of a deterministic state may emit a common word (for any topic and protagonist).
+
+        Otherwise a text would not determine its path: generation would under-count its probability and the
+        entropy formula would not hold. The lexicon and the grammar are built to pass; this keeps them so.
+        """
+        support = {
+            t: frozenset(w for table in f.tables for w in table.items.tolist())
+            for t, f in self._lexicon.families.items()
+        }
+        for arcs in self._automata.states:
+            emitting = [arc.terminal for arc in arcs if arc.terminal != END]
+            for i, first in enumerate(emitting):
+                for second in emitting[i + 1 :]:
+                    assert not support[first] & support[second], f"{first!r} and {second!r} share words"
+
+    # --- generation -------------------------------------------------------------------------------------------
+
+    def document(self, index: int) -> SyntheticDocument:
+        """Document ``index`` of this seed: a pure function of (seed, index)."""
+        return self.documents(index, 1)[0]
+
+    def documents(self, start: int, count: int) -> list[SyntheticDocument]:
+        """Documents ``start .. start+count-1``, generated together (vectorised); equal to ``document(i)`` each."""
+        for name, value in (("start", start), ("count", count)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise BenchError(f"synthetic documents: {name} must be a non-negative integer, got {value!r}")
+        if start + count > _MAX_INDEX:
+            raise BenchError(f"synthetic documents: indices must stay below 2**63, got {start}+{count}")
+        generated = self._generate(rng.derive(self.seed, 1), start, count)
+        return [SyntheticDocument(t, float(p)) for t, p in zip(generated.texts, generated.log_probs)]
+
+    def _generate(self, stream: int, start: int, count: int) -> _Generated:
+        parts = [
+            self._generate_chunk(stream, lo, min(lo + _CHUNK, start + count))
+            for lo in range(start, start + count, _CHUNK)
+        ]
+        if not parts:
+            return _Generated([], np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        return _Generated(
+            texts=[t for p in parts for t in p.texts],
+            log_probs=np.concatenate([p.log_probs for p in parts]),
+            topics=np.concatenate([p.topics for p in parts]),
+            names=np.concatenate([p.names for p in parts]),
+        )
+
+    def _sample(self, table: np.ndarray, draws: np.ndarray) -> np.ndarray:
+        """Position in the flat tables of the item selected by the top 32 bits of each draw."""
+        query = (table.astype(np.uint64) << np.uint64(32)) | (draws >> np.uint64(32))
+        return np.searchsorted(self._flat_upper, query, side="right")
+
+    def _generate_chunk(self, stream: int, lo: int, hi: int) -> _Generated:
+        """Walk the deterministic automaton for documents lo..hi-1 in lockstep, one word per step."""
+        keys = rng.derive_array(stream, np.arange(lo, hi, dtype=np.uint64))
+        size = hi - lo
+        topic_at = self._sample(np.full(size, self._topic_prior), rng.draw_array(keys, 0))
+        name_at = self._sample(np.full(size, self._name_prior), rng.draw_array(keys, 1))
+        topics, names = self._flat_value[topic_at], self._flat_value[name_at]
+        log_probs = np.zeros(size)
+        # State of the documents still running, kept compact so every step touches only live rows.
+        alive, key, topic, name = np.arange(size), keys, topics, names
+        log_prob = self._flat_logp[topic_at] + self._flat_logp[name_at]
+        state = np.zeros(size, np.int64)
+        variant = np.full(size, _AFTER_BREAK, np.int64)  # the first word is capitalised, without a space
+        owners, pieces = [], []
+        step = 0
+        while alive.size:
+            u = rng.draw_array(key, 2 + 2 * step) >> np.uint64(1)
+            arc = state * self._arc_width + (self._arc_threshold[state] <= u[:, None]).sum(axis=1)
+            terminal = self._arc_terminal.take(arc)
+            log_prob += self._arc_logp.take(arc)
+            state = self._arc_target.take(arc)
+            done = terminal == self._end
+            if done.any():
+                log_probs[alive[done]] = log_prob[done]
+                keep = ~done
+                alive, key, topic, name = alive[keep], key[keep], topic[keep], name[keep]
+                log_prob, state, variant, terminal = log_prob[keep], state[keep], variant[keep], terminal[keep]
+            table = self._base[terminal] + self._topic_stride[terminal] * topic + self._name_stride[terminal] * name
+            where = self._sample(table, rng.draw_array(key, 3 + 2 * step))
+            word = self._flat_value.take(where)
+            log_prob += self._flat_logp.take(where)
+            owners.append(alive)
+            pieces.append(variant * self._vocab + word)
+            variant = self._next_variant[word]
+            step += 1
+
+        # Every live document emits one word per step, so word k of a document sits at its offset + k.
+        owner = np.concatenate(owners)
+        piece = np.concatenate(pieces)
+        position = np.concatenate([np.full(len(o), k) for k, o in enumerate(owners)])
+        counts = np.bincount(owner, minlength=size)
+        ordered = np.empty_like(piece)
+        ordered[np.cumsum(counts)[owner] - counts[owner] + position] = piece
+        ends = np.cumsum(np.bincount(owner, weights=self._piece_len[piece], minlength=size))
+        return _Generated(self._split("".join(self._pieces[ordered].tolist()), ends), log_probs, topics, names)
+
+    @staticmethod
+    def _split(text: str, ends: np.ndarray) -> list[str]:
+        bounds = [0] + [int(e) for e in ends]
+        return [text[a:b] for a, b in itertools.pairwise(bounds)]
+
+    def _render(self, words: list[int], variant: int = _AFTER_BREAK) -> str:
+        """The text of a word-id sequence; ``variant`` says what precedes it (default: start of a document)."""
+        out = []
+        for w in words:
+            out.append(self._pieces[variant * self._vocab + w])
+            variant = int(self._next_variant[w])
+        return "".join(out)
+
+    def word_classes(self) -> dict[str, frozenset[str]]:
+        """The words each grammar category can emit (any topic, any protagonist), for analysing generated text."""
+        words = self._lexicon.words
+        return {
+            terminal: frozenset(words[w] for table in family.tables for w in table.items.tolist())
+            for terminal, family in self._lexicon.families.items()
+        }
+
+    # --- exact scoring ----------------------------------------------------------------------------------------
+
+    @cached_property
+    def _emission(self) -> list[dict[int, float]]:
+        return [dict(zip(t.items.tolist(), (t.weights / lexicon.TABLE_TOTAL).tolist())) for t in self._tables]
+
+    @cached_property
+    def _terminals_of_word(self) -> list[tuple[str, ...]]:
+        found: dict[int, set[str]] = defaultdict(set)
+        for terminal, family in self._lexicon.families.items():
+            for table in family.tables:
+                for item in table.items.tolist():
+                    found[item].add(terminal)
+        return [tuple(sorted(found[w])) for w in range(self._vocab)]
+
+    def _parse(self, text: str) -> list[int] | None:
+        """Word ids of ``text``, or None when no document of this corpus is spelled that way."""
+        ids = []
+        for token in _TOKEN.findall(text):
+            word = self._word_ids.get(token.lower())
+            if word is None:
+                return None
+            ids.append(word)
+        return ids if self._render(ids) == text else None
+
+    def score(self, text: str, *, prefix: bool = False) -> float:
+        """Exact log P(document == text) in nats; ``-inf`` when the corpus can never produce ``text``.
+
+        The forward algorithm runs over the (ambiguous) stack automaton and the hidden topic and protagonist,
+        summing over every derivation. With ``prefix=True`` it returns log P(a document's words begin with the
+        words of ``text``) instead (the last word counts as complete), for cloze-style conditional probabilities.
+        """
+        if not isinstance(text, str):
+            raise BenchError(f"score expects a str, got {type(text).__name__}")
+        words = self._parse(text)
+        if words is None:
+            return -math.inf
+        stack_arcs = self._automata.stack_arcs
+        topics, names = self._emission[self._topic_prior], self._emission[self._name_prior]
+        alpha = {(START, t, n): pt * pn for t, pt in topics.items() for n, pn in names.items()}
+        log_prob = 0.0
+        for word in words:
+            nxt: dict[tuple, float] = defaultdict(float)
+            for (stack, topic, name), a in alpha.items():
+                arcs = stack_arcs[stack]
+                for terminal in self._terminals_of_word[word]:
+                    if terminal not in arcs:
+                        continue
+                    i = self._terminal_ids[terminal]
+                    table = int(self._base[i] + self._topic_stride[i] * topic + self._name_stride[i] * name)
+                    emit = self._emission[table].get(word, 0.0)
+                    if emit:
+                        for p, after in arcs[terminal]:
+                            nxt[(after, topic, name)] += a * p * emit
+            norm = sum(nxt.values())
+            if norm == 0.0:
+                return -math.inf
+            log_prob += math.log(norm)
+            alpha = {state: a / norm for state, a in nxt.items()}
+        if prefix:
+            return log_prob
+        stop = sum(a * p for (stack, _, _), a in alpha.items() for p, _ in stack_arcs[stack].get(END, ()))
+        return log_prob + math.log(stop) if stop > 0 else -math.inf
+
+    # --- analytic entropy -------------------------------------------------------------------------------------
+
+    @cached_property
+    def _expectations(self) -> tuple[float, float]:
+        """(expected bits, expected bytes) per document, from the deterministic automaton in closed form.
+
+        Because the automaton is deterministic and no two arcs of a state share a word (checked at construction),
+        a document's path is a function of its text, so its entropy is the expected sum of per-step entropies.
+        The expected number of visits to each state solves (I - Q)^T v = e_start, Q being the transition matrix
+        of the absorbing Markov chain.
+        """
+        probs = [t.weights / lexicon.TABLE_TOTAL for t in self._tables]
+        entropy = np.array([-(p * np.log2(p)).sum() for p in probs])
+        # Bytes a word adds: its spelling with the space before it, minus the space it removes from the next
+        # word ("(" and line breaks are always followed by a word). The first word has no space: -1 per document.
+        cost = self._piece_len[: self._vocab] - (self._next_variant >= _AFTER_OPEN)
+        size = np.array([p @ cost[t.items] for p, t in zip(probs[: self._topic_prior], self._tables)] + [0.0, 0.0])
+        topic_p, name_p = probs[self._topic_prior], probs[self._name_prior]
+
+        def context_mean(values: np.ndarray, i: int) -> float:
+            base = self._base[i]
+            if self._topic_stride[i]:
+                return float(topic_p @ values[base : base + len(topic_p)])
+            if self._name_stride[i]:
+                return float(name_p @ values[base : base + len(name_p)])
+            return float(values[base])
+
+        terminals = self._automata.terminals
+        step_bits = {t: context_mean(entropy, i) for i, t in enumerate(terminals) if t != END}
+        step_bytes = {t: context_mean(size, i) for i, t in enumerate(terminals) if t != END}
+        step_bits[END] = step_bytes[END] = 0.0
+
+        states = self._automata.states
+        rows, cols, vals = [], [], []
+        reward_bits = np.zeros(len(states))
+        reward_bytes = np.zeros(len(states))
+        for s, arcs in enumerate(states):
+            for arc in arcs:
+                p = float(arc.probability)
+                reward_bits[s] += p * (-math.log2(p) + step_bits[arc.terminal])
+                reward_bytes[s] += p * step_bytes[arc.terminal]
+                if arc.target >= 0:
+                    rows.append(arc.target)
+                    cols.append(s)
+                    vals.append(p)
+        transposed = scipy.sparse.csr_matrix((vals, (rows, cols)), shape=(len(states),) * 2)
+        start = np.zeros(len(states))
+        start[0] = 1.0
+        visits = scipy.sparse.linalg.spsolve(scipy.sparse.identity(len(states), format="csr") - transposed, start)
+        prior_bits = float(entropy[self._topic_prior] + entropy[self._name_prior])
+        return prior_bits + float(visits @ reward_bits), float(visits @ reward_bytes) - 1.0
+
+    def entropy_bits_per_document(self) -> float:
+        """Expected -log2 P(document), computed analytically."""
+        return self._expectations[0]
+
+    def expected_bytes_per_document(self) -> float:
+        """Expected UTF-8 length of a document, computed analytically (for sizing a byte budget)."""
+        return self._expectations[1]
+
+    def entropy_bits_per_byte(self) -> float:
+        """The process's entropy per byte: expected -log2 P(doc) over expected bytes per doc.
+
+        This is the loss floor (in bits per byte) that a perfect model reaches on an infinite validation set.
+        """
+        bits, size = self._expectations
+        return bits / size
+
+    # --- evaluation probes ------------------------------------------------------------------------------------
+
+    def _pick(self, terminal: str, topic: int, name: int, key: int, counter: int) -> int:
+        """One word of ``terminal`` drawn from its emission table for (topic, protagonist)."""
+        i = self._terminal_ids[terminal]
+        table = self._base[i] + self._topic_stride[i] * topic + self._name_stride[i] * name
+        where = self._sample(np.array([table]), np.array([rng.draw(key, counter)], np.uint64))
+        return int(self._flat_value[where[0]])
+
+    def minimal_pairs(self, n: int, seed: int) -> list[tuple[str, str]]:
+        """BLiMP-style (grammatical, ungrammatical) documents that differ in one word of their last sentence.
+
+        Each item is a document of this corpus cut after the first sentence of its last paragraph (which leaves a
+        complete document), followed by a test sentence. Pair ``i`` tests ``MINIMAL_PAIR_PHENOMENA[i % 4]``:
+        verb number agreement across a subject relative clause whose noun has the other number ("The dog that
+        chases the cats runs / *run."), across an object relative clause, across a parenthetical, and the gender
+        of the pronoun that refers to the protagonist. The grammatical document has its exact probability under
+        :meth:`score`; the ungrammatical one has probability zero.
+        """
+        _check_count("minimal_pairs", n, seed)
+        documents = self._generate(rng.derive(rng.derive(self.seed, 2), seed), 0, n)
+        words_key = rng.derive(rng.derive(self.seed, 3), seed)
+        the, that, stop, open_, close = (self._word_ids[w] for w in ("the", "that", ".", "(", ")"))
+        pairs = []
+        for i, (text, topic, name) in enumerate(
+            zip(documents.texts, documents.topics.tolist(), documents.names.tolist())
+        ):
+            key = rng.derive(words_key, i)
+            x, y = ("sg", "pl") if rng.draw(key, 0) >> 63 else ("pl", "sg")
+            subject = self._pick(f"noun_{x}", topic, name, key, 1)
+            other = self._pick(f"noun_{y}", topic, name, key, 2)
+            verb = self._pick(f"verb_i_{x}", topic, name, key, 3)
+            phenomenon = MINIMAL_PAIR_PHENOMENA[i % len(MINIMAL_PAIR_PHENOMENA)]
+            if phenomenon == "subject_relative_attractor":
+                good = [the, subject, that, self._pick(f"verb_t_{x}", topic, name, key, 4), the, other, verb, stop]
+            elif phenomenon == "object_relative":
+                good = [the, subject, that, the, other, self._pick(f"verb_t_{y}", topic, name, key, 4), verb, stop]
+            elif phenomenon == "parenthetical":
+                good = [the, subject, open_, self._pick("prep", topic, name, key, 4), the, other, close, verb, stop]
+            else:
+                good = [self._lexicon.pronouns[name], self._pick("verb_i_sg", topic, name, key, 4), stop]
+            bad = list(good)
+            if phenomenon == "pronoun_gender":
+                bad[0] = self._word_ids["he" if self._lexicon.words[good[0]] == "she" else "she"]
+            else:
+                bad[-2] = self._lexicon.number_twin[verb]
+            context = _first_paragraphs(text)
+            pairs.append((context + self._render(good, _AFTER_STOP), context + self._render(bad, _AFTER_STOP)))
+        return pairs
+
+    def cloze_items(self, n: int, seed: int) -> list[tuple[str, str, list[str]]]:
+        """Long-range cloze items: (context, ``" <protagonist>"``, three other ``" <name>"``).
+
+        The context is a document of this corpus up to the first place after its first sentence where the
+        protagonist's name comes back (documents where it first comes back after a line break are skipped), so
+        the only earlier mention is in the first sentence. The true model prefers the protagonist (3/4 of any
+        name slot, against at most about 1/20 for another name): compare ``score(context + c, prefix=True)``.
+        """
+        _check_count("cloze_items", n, seed)
+        stream = rng.derive(rng.derive(self.seed, 4), seed)
+        distractor_key = rng.derive(rng.derive(self.seed, 5), seed)
+        names, words = self._lexicon.names, self._lexicon.words
+        items: list[tuple[str, str, list[str]]] = []
+        start = 0
+        while len(items) < n:
+            batch = self._generate(stream, start, 2 * (n - len(items)) + 8)
+            for index, (text, name) in enumerate(zip(batch.texts, batch.names.tolist()), start):
+                protagonist = words[names[name]]
+                found = re.compile(rf"\b{protagonist}\b").search(text, text.index(".") + 1)
+                if found is None or text[found.start() - 1] != " ":
+                    continue
+                # Distractors are drawn as another character's name in this document would be.
+                key, counter, others = rng.derive(distractor_key, index), 0, []
+                while len(others) < 3:
+                    other = words[self._pick("name", 0, name, key, counter)]
+                    counter += 1
+                    if other != protagonist and other not in others:
+                        others.append(other)
+                items.append((text[: found.start() - 1], " " + protagonist, [" " + o for o in others]))
+                if len(items) == n:
+                    break
+            start += len(batch.texts)
+        return items
+
+
+def _first_paragraphs(text: str) -> str:
+    """The shortest complete document that ``text`` starts with: up to the first sentence of paragraph three."""
+    last_break = text.index("\n", text.index("\n") + 1)
+    return text[: text.index(".", last_break) + 1]
+
+
+def _check_count(what: str, n: int, seed: int) -> None:
+    for name, value in (("n", n), ("seed", seed)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise BenchError(f"synthetic corpus {what}: {name} must be a non-negative integer, got {value!r}")
