@@ -26,6 +26,7 @@ class TrialRequest(StrictModel):
     cache_dir: str | None = Field(None, description="Data cache; None uses $BENCH_CACHE or the user cache dir.")
     tuning: dict[str, Any] | None = Field(None, description="The sweep this trial belongs to, recorded in the result.")
     downstream: bool = Field(True, description="Run the workload's downstream tasks after training.")
+    offline: bool = Field(False, description="Never contact the Hugging Face Hub (downstream datasets must be cached).")
 
 
 class TrialEvent(StrictModel):

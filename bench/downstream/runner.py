@@ -1,0 +1,273 @@
+"""Run a workload's downstream tasks through lm-eval and turn its results into result-file records.
+
+Each task is evaluated on its own, so one that fails (a dataset that cannot be downloaded, an unknown name, a
+crash) becomes a :class:`DownstreamFailure` with its reason while the others still score. Evaluation goes through
+lm-eval's ``TaskManager`` and ``evaluate`` (not ``simple_evaluate``, which also shells out to ``git`` and collects
+environment information on every call), with the same seeds ``simple_evaluate`` uses.
+
+lm-eval is kept quiet: its log records below WARNING are dropped, those at WARNING and above go to the
+application's logging, and what lm-eval and ``datasets`` print to the terminal (progress bars, bootstrap notices)
+is captured and logged at DEBUG. Nothing here phones home: Hugging Face telemetry and download counting are
+always off, and ``offline=True`` also forbids every Hub request, so only tasks whose data is cached can run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import datasets.config
+import huggingface_hub.constants as hub_constants
+import numpy as np
+import torch
+from lm_eval.evaluator import evaluate
+from lm_eval.tasks import TaskManager
+from tokenizers import Tokenizer
+from torch import nn
+
+from bench.downstream.adapter import BenchLM
+from bench.downstream.tasks import SYNTHETIC_TASKS, synthetic_docs, write_synthetic_tasks
+from bench.errors import BenchError
+from bench.spec.result import DownstreamFailure, DownstreamScore
+from bench.spec.workload import DownstreamTask
+
+log = logging.getLogger(__name__)
+
+PRIMARY_METRIC = {
+    "hellaswag": "acc_norm",
+    "arc_challenge": "acc_norm",
+    "openbookqa": "acc_norm",
+    "synthetic_cloze": "acc_norm",
+}
+"""Tasks scored by length-normalised accuracy (as GPT-3 and most small-model papers do for the first three): their
+answers differ a lot in length, which raw log-likelihood penalises."""
+
+METRIC_PREFERENCE = ("acc", "acc_norm", "exact_match", "f1", "mcc", "word_perplexity", "perplexity")
+"""The metric reported for every other task: the first of these it has (else the first it reports)."""
+
+SEEDS = {"random": 0, "numpy": 1234, "torch": 1234, "fewshot": 1234}
+"""lm-eval's ``simple_evaluate`` defaults, so scores match a run of the lm-eval command line."""
+
+BOOTSTRAP_ITERS = 1000
+"""For the standard errors of metrics without a closed form (perplexities); accuracies use the exact formula."""
+
+
+def run_downstream(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    eos_id: int,
+    seq_len: int,
+    device: torch.device | str,
+    tasks: list[DownstreamTask],
+    corpus_seed: int | None,
+    *,
+    offline: bool = False,
+    batch_size: int | None = None,
+) -> tuple[list[DownstreamScore], list[DownstreamFailure]]:
+    """Evaluate ``model`` on ``tasks``; returns the scores and the tasks that could not be evaluated.
+
+    ``corpus_seed`` is the synthetic corpus's seed when the workload trains on it (it defines the built-in
+    ``synthetic_*`` tasks), else None. ``offline=True`` forbids network access: lm-eval registry tasks then run
+    only if their datasets are already in the Hugging Face cache (see ``python -m bench.downstream``).
+    """
+    scores: list[DownstreamScore] = []
+    failures: list[DownstreamFailure] = []
+    if not tasks:
+        return scores, failures
+    lm = BenchLM(model, tokenizer, eos_id, seq_len, device, batch_size)
+    with tempfile.TemporaryDirectory(prefix="bench-downstream-") as tmp, hub_access(offline), quiet_lm_eval():
+        builtin = sorted({t.task for t in tasks} & set(SYNTHETIC_TASKS)) if corpus_seed is not None else []
+        include = write_synthetic_tasks(Path(tmp), synthetic_docs(corpus_seed, builtin)) if builtin else None
+        manager = _task_manager(include, registry=any(t.task not in SYNTHETIC_TASKS for t in tasks))
+        for task in tasks:
+            if task.task in SYNTHETIC_TASKS and corpus_seed is None:
+                reason = f"'{task.task}' is a task of the built-in synthetic corpus; this workload does not train on it"
+                failures.append(DownstreamFailure(task=task.task, reason=reason))
+                continue
+            try:
+                scores.extend(_evaluate(lm, manager, task))
+            except Exception as exc:  # one task's failure must not lose the others' scores
+                reason = _reason(task.task, exc)
+                log.warning("downstream task %s failed: %s", task.task, reason)
+                log.debug("downstream task %s failed", task.task, exc_info=True)
+                failures.append(DownstreamFailure(task=task.task, reason=reason))
+    return scores, failures
+
+
+def _task_manager(include: Path | None, registry: bool) -> TaskManager:
+    """lm-eval's task index: the built-in tasks' folder, plus lm-eval's own tasks only when asked for (indexing
+    its thousands of YAML files takes seconds)."""
+    return TaskManager(include_path=str(include) if include else None, include_defaults=registry)
+
+
+def _evaluate(lm: BenchLM, manager: TaskManager, task: DownstreamTask) -> list[DownstreamScore]:
+    """Scores of one workload entry: one for a task or group, one per member task for a tag."""
+    loaded = manager.load([task.task])
+    for name, task_obj in loaded["tasks"].items():
+        if task.num_fewshot and task_obj.get_config("num_fewshot") == 0:
+            raise BenchError(f"lm-eval defines '{name}' as zero-shot only; set num_fewshot: 0 for '{task.task}'")
+        task_obj.set_config(key="num_fewshot", value=task.num_fewshot)
+        task_obj.set_fewshot_seed(seed=SEEDS["fewshot"])
+    with _seeded():
+        results = evaluate(
+            lm=lm, task_dict=loaded, limit=task.limit, bootstrap_iters=BOOTSTRAP_ITERS, log_samples=False
+        )
+    # A task, or a group with an aggregate score, gives one score; a tag (or a group without one), one per member.
+    names = [task.task] if _metrics(results["results"].get(task.task, {})) else sorted(loaded["tasks"])
+    return [_score(name, results, loaded, task.num_fewshot) for name in names]
+
+
+def _metrics(values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(metric, filter) pairs of one entry of lm-eval's results, e.g. ``acc,none`` -> ("acc", "none")."""
+    return [tuple(key.split(",", 1)) for key in values if "," in key and "_stderr," not in key]
+
+
+def _score(name: str, results: dict[str, Any], loaded: dict[str, Any], num_fewshot: int) -> DownstreamScore:
+    """The main metric of ``name`` (a task or a group) with its standard error, sample count and chance level."""
+    values = results["results"][name]
+    reported = _metrics(values)
+    wanted = [PRIMARY_METRIC.get(name)] + list(METRIC_PREFERENCE)
+    metric, filt = next(((m, f) for w in wanted for m, f in reported if m == w), reported[0])
+    stderr = values.get(f"{metric}_stderr,{filt}")
+    leaves = _leaves(name, results, loaded)
+    samples = sum(results["n-samples"][leaf]["effective"] for leaf in leaves)
+    chances = {_chance(loaded["tasks"][leaf], results["n-samples"][leaf]["effective"]) for leaf in leaves}
+    chance = chances.pop() if len(chances) == 1 and metric.startswith("acc") else None
+    return DownstreamScore(
+        task=name,
+        metric=metric if filt == "none" else f"{metric},{filt}",
+        value=float(values[f"{metric},{filt}"]),
+        stderr=float(stderr) if isinstance(stderr, (int, float)) else None,
+        num_fewshot=num_fewshot,
+        samples=samples,
+        chance=chance,
+    )
+
+
+def _leaves(name: str, results: dict[str, Any], loaded: dict[str, Any]) -> list[str]:
+    """The evaluated tasks under ``name``: itself, or a group's member tasks at any depth."""
+    if name in loaded["tasks"]:
+        return [name]
+    return [leaf for child in results["group_subtasks"][name] for leaf in _leaves(child, results, loaded)]
+
+
+def _chance(task_obj: Any, evaluated: int) -> float | None:
+    """Expected accuracy of uniform guessing over the evaluated documents of a multiple-choice task, else None."""
+    if task_obj.OUTPUT_TYPE != "multiple_choice" or evaluated == 0:
+        return None
+    docs = task_obj.eval_docs
+    return round(sum(1 / len(task_obj.doc_to_choice(docs[i])) for i in range(evaluated)) / evaluated, 6)
+
+
+def prefetch(names: list[str]) -> list[DownstreamFailure]:
+    """Download the datasets of lm-eval tasks ``names`` into the Hugging Face cache, so that later runs work offline.
+
+    Built-in tasks need nothing. Returns the tasks that could not be fetched, with the reason.
+    """
+    names = [name for name in names if name not in SYNTHETIC_TASKS]
+    if not names:  # indexing lm-eval's registry takes seconds; built-in tasks never need it
+        return []
+    failures = []
+    with hub_access(offline=False), quiet_lm_eval():
+        manager = _task_manager(None, registry=True)
+        for name in names:
+            try:
+                manager.load([name])
+            except Exception as exc:  # noqa: BLE001 - report every task, not just the first that fails
+                failures.append(DownstreamFailure(task=name, reason=_reason(name, exc)))
+    return failures
+
+
+def _reason(name: str, exc: Exception) -> str:
+    """One line saying why task ``name`` failed and, for a dataset that could not be fetched, what to do."""
+    chain, cause = [], exc
+    while cause is not None and len(chain) < 10:
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    if any(isinstance(c, ConnectionError) for c in chain):
+        why = "offline mode is on" if hub_constants.HF_HUB_OFFLINE else "the Hugging Face Hub cannot be reached"
+        return (
+            f"task '{name}' needs its dataset from the Hugging Face Hub, which is not in the local cache and {why} "
+            f"({exc}); download it once with network access (`python -m bench.downstream {name}`) and keep "
+            "HF_HOME / HF_DATASETS_CACHE pointing at that cache"
+        )
+    if isinstance(exc, BenchError):
+        return str(exc)
+    if isinstance(exc, KeyError) and "not a registered task" in str(exc):
+        return f"'{name}' is not an lm-eval task, group or tag, nor a built-in one ({', '.join(SYNTHETIC_TASKS)})"
+    return f"task '{name}': {type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def hub_access(offline: bool) -> Iterator[None]:
+    """Within the block: no Hugging Face telemetry or download counting, and with ``offline`` no Hub requests.
+
+    ``huggingface_hub`` and ``datasets`` read these settings from the environment once, at import, so the already
+    imported modules' copies are set too; everything is restored on exit.
+    """
+    env = {"HF_HUB_DISABLE_TELEMETRY": "1", "HF_UPDATE_DOWNLOAD_COUNTS": "0"}
+    attrs: list[tuple[Any, str, Any]] = [
+        (hub_constants, "HF_HUB_DISABLE_TELEMETRY", True),
+        (datasets.config, "HF_UPDATE_DOWNLOAD_COUNTS", False),
+    ]
+    if offline:
+        env |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+        attrs += [
+            (hub_constants, "HF_HUB_OFFLINE", True),
+            (datasets.config, "HF_HUB_OFFLINE", True),
+            (datasets.config, "HF_DATASETS_OFFLINE", True),
+        ]
+    saved_env = {key: os.environ.get(key) for key in env}
+    saved_attrs = [(module, attr, getattr(module, attr)) for module, attr, _ in attrs]
+    os.environ.update(env)
+    for module, attr, value in attrs:
+        setattr(module, attr, value)
+    try:
+        yield
+    finally:
+        for module, attr, value in saved_attrs:
+            setattr(module, attr, value)
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def quiet_lm_eval() -> Iterator[None]:
+    """lm-eval's log records below WARNING dropped; its and ``datasets``' terminal output logged at DEBUG."""
+    logger = logging.getLogger("lm_eval")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            yield
+    finally:
+        logger.setLevel(level)
+        if captured.getvalue().strip():
+            log.debug("lm-eval output:\n%s", captured.getvalue())
+
+
+@contextlib.contextmanager
+def _seeded() -> Iterator[None]:
+    """Seed Python, NumPy and torch as lm-eval's ``simple_evaluate`` does, restoring the caller's state after."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    cuda = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda):
+        random.seed(SEEDS["random"])
+        np.random.seed(SEEDS["numpy"])
+        torch.manual_seed(SEEDS["torch"])
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
