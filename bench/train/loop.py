@@ -1,0 +1,113 @@
+"""The standard language-model training loop, against the :class:`~bench.train.api.TrialContext` API.
+
+Written so that it costs nothing over a bare loop: the loss is accumulated on the device and read back (one
+host-device sync) only every ``log_every`` steps; the learning rate is a Python float computed from
+``ctx.progress()``. The loop ends when ``ctx.batches`` does, i.e. when the harness says the budget is spent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.errors import BenchError
+from bench.train.api import TrialContext
+from bench.train.optim import gauss_newton_bartlett, hessian_due
+
+
+def precision_context(
+    device: torch.device, precision: Literal["auto", "fp32", "bf16"]
+) -> contextlib.AbstractContextManager:
+    """The forward pass's precision context: bf16 autocast, or nothing for fp32.
+
+    "auto" means bf16 on a CUDA device that supports it and fp32 elsewhere (CPU bf16 autocast is slower than
+    fp32 on most CPUs). "bf16" asks for it on any device that has it.
+    """
+    if precision not in ("auto", "fp32", "bf16"):
+        raise BenchError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision == "bf16" and device.type == "cuda" and not cuda_bf16:
+        raise BenchError(
+            f"precision 'bf16' was asked for, but {torch.cuda.get_device_name(device)} does not support it"
+        )
+    if precision == "bf16" or (precision == "auto" and cuda_bf16):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_lm(
+    ctx: TrialContext,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    batch_size: int,
+    seq_len: int,
+    schedule: Callable[[float], float],
+    grad_clip: float | None = 1.0,
+    grad_accum: int = 1,
+    precision: Literal["auto", "fp32", "bf16"] = "auto",
+    compile: bool = False,
+    log_every: int = 10,
+) -> nn.Module:
+    """Train ``model`` on ``ctx.batches(batch_size, seq_len)`` until the budget ends; return ``model``.
+
+    One optimizer step per ``grad_accum`` micro-batches of ``batch_size`` sequences; a trailing incomplete
+    accumulation when the stream ends is dropped. Each param group's learning rate is its ``lr`` when training
+    starts (the peak, as given to :func:`bench.train.optim.build_optimizer`) times ``schedule(ctx.progress())``,
+    so groups with different peaks (Muon's two) keep their ratio. Gradients are clipped to norm ``grad_clip``
+    (``None``: no clipping). Sophia gets its Hessian estimate on the steps it asks for one.
+    ``ctx.log(loss=..., lr=...)`` every ``log_every`` steps records the mean training loss since the last log and
+    the first group's learning rate. With ``compile`` the forward runs through ``torch.compile``; the uncompiled
+    module (same parameters) is what gets evaluated and returned.
+    """
+    if batch_size < 1 or seq_len < 1 or grad_accum < 1 or log_every < 1:
+        raise BenchError(
+            f"batch_size, seq_len, grad_accum and log_every must be positive, "
+            f"got {batch_size}, {seq_len}, {grad_accum}, {log_every}"
+        )
+    for group in optimizer.param_groups:
+        group.setdefault("initial_lr", group["lr"])
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    forward = torch.compile(model) if compile else model
+    precision_ctx = precision_context(ctx.device, precision)
+    model.train()
+
+    step = micro = 0
+    loss_sum = torch.zeros((), device=ctx.device)
+    logged_micro = 0
+    for x, y in ctx.batches(batch_size, seq_len):
+        with precision_ctx:
+            logits = forward(x)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        (loss / grad_accum).backward()
+        loss_sum += loss.detach()
+        micro += 1
+        if micro % grad_accum:
+            continue
+
+        multiplier = schedule(ctx.progress())
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * multiplier
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        if hessian_due(optimizer):
+            with precision_ctx:
+                logits = forward(x)
+            optimizer.step(hessian=gauss_newton_bartlett(optimizer, logits))
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+
+        if step % log_every == 0:
+            ctx.log(loss=(loss_sum / (micro - logged_micro)).item(), lr=optimizer.param_groups[0]["lr"])
+            loss_sum.zero_()
+            logged_micro = micro
+        ctx.evaluate_if_due(model)
+    optimizer.zero_grad(set_to_none=True)
+    return model
