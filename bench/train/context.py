@@ -1,0 +1,201 @@
+"""The harness's side of the recipe API: the budgeted batch stream, the clock, evaluation and logging.
+
+One :class:`HarnessContext` exists per trial (per rank). It is the only way a recipe gets data, and it enforces the
+workload's budget: the batch iterator ends when the time, token or FLOP budget is spent, evaluation runs with the
+training clock paused, and a NaN/inf loss ends the trial as diverged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.spec.result import EvalPoint, TrainLogPoint
+from bench.spec.workload import WorkloadSpec
+from bench.train.api import BudgetExhausted, TrialContext
+from bench.train.clock import TrainingClock
+from bench.train.evaluate import EvalScore
+from bench.train.request import TrialEvent
+
+MAX_TRAIN_LOG_POINTS = 2000  # the result keeps an evenly thinned training log of at most this many points
+EVENT_INTERVAL_S = 0.5  # progress events are throttled: displays need a few per second, not one per step
+
+
+class TrialAbort(BaseException):
+    """Ends a trial from inside the recipe. A BaseException, so a recipe's ``except Exception`` cannot swallow it."""
+
+
+class TrainingDiverged(TrialAbort):
+    """The training or validation loss became NaN or infinite."""
+
+
+class HardLimitExceeded(TrialAbort):
+    """The recipe ran past its budget plus grace without returning; the harness stopped it."""
+
+
+class HarnessContext(TrialContext):
+    def __init__(
+        self,
+        *,
+        workload: WorkloadSpec,
+        device: torch.device,
+        seed: int,
+        hparams: dict[str, Any],
+        vocab_size: int,
+        eos_id: int,
+        stream: Any,
+        evaluator: Callable[[nn.Module], EvalScore],
+        flops_per_token: Callable[[int], float],
+        on_event: Callable[[TrialEvent], None] | None = None,
+        run_id: str = "",
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.workload = workload
+        self.device = device
+        self.seed = seed
+        self.hparams = dict(hparams)
+        self.vocab_size = vocab_size
+        self.eos_id = eos_id
+        self.rank = rank
+        self.world_size = world_size
+        self.clock = TrainingClock()
+        self.curve: list[EvalPoint] = []
+        self.train_log: list[TrainLogPoint] = []
+        self.steps = 0
+        self.tokens = 0  # across all ranks: the budget is global
+        self.warmup_seconds: float | None = None
+        self.exhausted = False
+        self.diverged: str | None = None
+        self._stream = stream
+        self._evaluator = evaluator
+        self._estimate_flops = flops_per_token
+        self._flops_per_token: float | None = None
+        self._on_event = on_event
+        self._run_id = run_id
+        self._budget = workload.budget
+        self._next_eval = workload.eval.every
+        self._log_every = 1
+        self._last_event = 0.0
+        self._last_loss: float | None = None
+
+    # --- budget --------------------------------------------------------------------------------------------
+
+    @property
+    def flops_per_token(self) -> float | None:
+        return self._flops_per_token
+
+    def set_flops_per_token(self, flops_per_token: float) -> None:
+        if not (math.isfinite(flops_per_token) and flops_per_token > 0):
+            raise ValueError(f"flops_per_token must be a positive finite number, got {flops_per_token}")
+        self._flops_per_token = float(flops_per_token)
+
+    def _fractions(self, extra_tokens: int = 0) -> list[float]:
+        budget = self._budget
+        fractions = []
+        if budget.wall_clock is not None:
+            fractions.append(self.clock.elapsed() / budget.wall_clock)
+        if budget.tokens is not None:
+            fractions.append((self.tokens + extra_tokens) / budget.tokens)
+        if budget.flops is not None and self._flops_per_token is not None:
+            fractions.append((self.tokens + extra_tokens) * self._flops_per_token / budget.flops)
+        return fractions
+
+    def progress(self) -> float:
+        return min(1.0, max(self._fractions(), default=0.0))
+
+    def time_left(self) -> float:
+        if self._budget.wall_clock is None:
+            return math.inf
+        return max(0.0, self._budget.wall_clock - self.clock.elapsed())
+
+    def should_stop(self) -> bool:
+        return self.exhausted or any(f >= 1.0 for f in self._fractions())
+
+    def batches(self, batch_size: int, seq_len: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if batch_size <= 0 or seq_len <= 0:
+            raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
+        if self.exhausted:
+            raise BudgetExhausted("the training budget is spent; no more batches are served")
+        if self._flops_per_token is None:
+            self._flops_per_token = self._estimate_flops(seq_len)
+        return self._serve(batch_size, seq_len)
+
+    def _serve(self, batch_size: int, seq_len: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        batch_tokens = batch_size * seq_len * self.world_size
+        for inputs, targets in self._stream.batches(batch_size, seq_len, self.device):
+            # A batch that would cross the token or FLOP budget is not served; time is checked before serving.
+            if any(f > 1.0 for f in self._fractions(batch_tokens)) or self.time_left() <= 0.0:
+                break
+            if self.steps == 1 and self.warmup_seconds is None:
+                self.warmup_seconds = self.clock.elapsed()
+            self.steps += 1
+            self.tokens += batch_tokens
+            yield inputs, targets
+        self.exhausted = True
+
+    # --- evaluation and logging ----------------------------------------------------------------------------
+
+    def evaluate_now(self, model: nn.Module) -> EvalScore:
+        """Evaluate with the clock paused and append the point to the curve (also used by the harness itself)."""
+        with self.clock.paused():
+            score = self._evaluator(model)
+        point = EvalPoint(
+            step=self.steps,
+            tokens=self.tokens,
+            train_seconds=self.clock.elapsed(),
+            val_loss=score.loss,
+            val_bpb=score.bpb,
+        )
+        self.curve.append(point)
+        self._emit(TrialEvent(run_id=self._run_id, kind="eval", step=self.steps, tokens=self.tokens,
+                              train_seconds=point.train_seconds, time_left=self._event_time_left(),
+                              val_loss=score.loss), force=True)
+        if not math.isfinite(score.loss):
+            self.diverged = f"validation loss became {score.loss} at step {self.steps}"
+            raise TrainingDiverged(self.diverged)
+        return score
+
+    def evaluate_if_due(self, model: nn.Module) -> float | None:
+        elapsed = self.clock.elapsed()
+        if elapsed < self._next_eval:
+            return None
+        every = self.workload.eval.every
+        while self._next_eval <= elapsed:
+            self._next_eval += every
+        return self.evaluate_now(model).loss
+
+    def log(self, **metrics: float) -> None:
+        values = {key: float(value) for key, value in metrics.items()}
+        for key, value in values.items():
+            if not math.isfinite(value) and key in ("loss", "train_loss"):
+                self.diverged = f"training {key} became {value} at step {self.steps}"
+                raise TrainingDiverged(self.diverged)
+        if "loss" in values:
+            self._last_loss = values["loss"]
+        elapsed = self.clock.elapsed()
+        if self.steps % self._log_every == 0:
+            self.train_log.append(TrainLogPoint(step=self.steps, tokens=self.tokens, train_seconds=elapsed, metrics=values))
+            if len(self.train_log) > MAX_TRAIN_LOG_POINTS:
+                self.train_log = self.train_log[::2]
+                self._log_every *= 2
+        self._emit(TrialEvent(run_id=self._run_id, kind="train", step=self.steps, tokens=self.tokens,
+                              train_seconds=elapsed, time_left=self._event_time_left(), loss=self._last_loss,
+                              tokens_per_s=self.tokens / elapsed if elapsed > 0 else None))
+
+    def _event_time_left(self) -> float | None:
+        left = self.time_left()
+        return None if math.isinf(left) else left
+
+    def _emit(self, event: TrialEvent, force: bool = False) -> None:
+        if self._on_event is None or self.rank != 0:
+            return
+        now = time.monotonic()
+        if force or now - self._last_event >= EVENT_INTERVAL_S:
+            self._last_event = now
+            self._on_event(event)

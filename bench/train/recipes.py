@@ -1,0 +1,118 @@
+"""A complete GPT recipe driven entirely by hyperparameters, so a baseline submission is a list of choices.
+
+Subclass :class:`GPTRecipe` in a submission's ``recipe.py`` and put the choices in ``submission.yaml``; override
+``build_model``, ``make_optimizer`` or ``train`` for anything the hyperparameters cannot express (see
+``submissions/train-large-compress``). Hyperparameters read here:
+
+- model: the :class:`~bench.train.model.GPTConfig` fields (``n_layer``, ``n_head``, ``n_embd``, ``positions``,
+  ``norm``, ``mlp``, ``mlp_ratio``, ``tie_weights``, ``bias``, ``dropout``, ``grad_checkpointing``)
+- optimizer: ``optimizer`` (adamw | lion | lamb | sophia | muon), ``lr``, ``weight_decay``, ``optimizer_options``
+  (a mapping passed on, e.g. ``{betas: [0.9, 0.95]}``)
+- schedule: ``schedule`` (constant | cosine | wsd), ``warmup``, ``schedule_options`` (e.g. ``{decay: 0.2}``)
+- loop: ``batch_size``, ``seq_len`` (training context), ``grad_clip``, ``grad_accum``, ``precision``, ``compile``
+
+The model is built with the workload's evaluation context (``eval.seq_len``) as its maximum length, so it can be
+trained on shorter sequences and still be evaluated the way the workload says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.train.api import Recipe, TrialContext
+from bench.train.loop import train_lm
+from bench.train.model import GPT
+from bench.train.optim import build_optimizer
+from bench.train.schedule import make_schedule
+
+
+def _tuple_lists(options: dict[str, Any]) -> dict[str, Any]:
+    """YAML has no tuples; optimizers want ``betas`` as one."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+
+
+class GPTRecipe(Recipe):
+    """Builds :class:`GPT` from the hyperparameters and trains it with :func:`train_lm`."""
+
+    def max_seq_len(self, ctx: TrialContext) -> int:
+        return max(int(ctx.hparams.get("seq_len", ctx.workload.eval.seq_len)), ctx.workload.eval.seq_len)
+
+    def build_model(self, ctx: TrialContext) -> nn.Module:
+        shape = {k: v for k, v in ctx.hparams.items() if k != "seq_len"}
+        return GPT.from_hparams(shape, ctx.vocab_size, self.max_seq_len(ctx)).to(ctx.device)
+
+    def make_optimizer(self, ctx: TrialContext, model: nn.Module) -> torch.optim.Optimizer:
+        hp = ctx.hparams
+        return build_optimizer(
+            model,
+            hp.get("optimizer", "adamw"),
+            lr=float(hp["lr"]),
+            weight_decay=float(hp.get("weight_decay", 0.0)),
+            **_tuple_lists(dict(hp.get("optimizer_options", {}))),
+        )
+
+    def make_schedule(self, ctx: TrialContext):  # noqa: ANN201 - a Callable[[float], float]
+        hp = ctx.hparams
+        return make_schedule(hp.get("schedule", "cosine"), warmup=float(hp.get("warmup", 0.0)),
+                             **dict(hp.get("schedule_options", {})))
+
+    def train(self, ctx: TrialContext, model: nn.Module) -> nn.Module:
+        hp = ctx.hparams
+        return train_lm(
+            ctx,
+            model,
+            self.make_optimizer(ctx, model),
+            batch_size=int(hp["batch_size"]),
+            seq_len=int(hp.get("seq_len", ctx.workload.eval.seq_len)),
+            schedule=self.make_schedule(ctx),
+            grad_clip=hp.get("grad_clip", 1.0),
+            grad_accum=int(hp.get("grad_accum", 1)),
+            precision=hp.get("precision", "auto"),
+            compile=bool(hp.get("compile", False)),
+            log_every=int(hp.get("log_every", 10)),
+        )
+
+
+class BudgetPhase(TrialContext):
+    """A view of ``ctx`` covering the fraction ``[start, end)`` of the budget, for recipes that train in phases.
+
+    Its batch stream ends when the trial's progress reaches ``end``, and its ``progress()`` runs from 0 to 1 over the
+    phase, so a schedule completes within the phase. Everything else (evaluation, logging, the clock) is the
+    trial's own: a phase cannot extend the budget, only divide it.
+    """
+
+    def __init__(self, ctx: TrialContext, start: float, end: float, hparams: dict[str, Any] | None = None) -> None:
+        if not 0.0 <= start < end <= 1.0:
+            raise ValueError(f"a phase needs 0 <= start < end <= 1, got [{start}, {end})")
+        self._ctx, self._start, self._end = ctx, start, end
+        self.hparams = dict(ctx.hparams if hparams is None else hparams)
+
+    def __getattr__(self, name: str) -> Any:  # workload, device, seed, hparams, vocab_size, eos_id, rank ...
+        return getattr(self._ctx, name)
+
+    def batches(self, batch_size: int, seq_len: int):  # noqa: ANN201 - Iterator[tuple[Tensor, Tensor]]
+        for batch in self._ctx.batches(batch_size, seq_len):
+            yield batch
+            if self._end < 1.0 and self._ctx.progress() >= self._end:
+                return
+
+    def progress(self) -> float:
+        return min(1.0, max(0.0, (self._ctx.progress() - self._start) / (self._end - self._start)))
+
+    def time_left(self) -> float:
+        return self._ctx.time_left()
+
+    def should_stop(self) -> bool:
+        return self._ctx.should_stop() or self._ctx.progress() >= self._end
+
+    def evaluate_if_due(self, model: nn.Module) -> float | None:
+        return self._ctx.evaluate_if_due(model)
+
+    def log(self, **metrics: float) -> None:
+        self._ctx.log(**metrics)
+
+    def set_flops_per_token(self, flops_per_token: float) -> None:
+        self._ctx.set_flops_per_token(flops_per_token)

@@ -1,0 +1,16 @@
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/recipes/_common.py
+
+from _common import Bigram, sgd_steps
+
+from bench.train.api import Recipe
+
+
+class GoodBigram(Recipe):
+    def build_model(self, ctx):
+        return Bigram(ctx.vocab_size).to(ctx.device)
+
+    def train(self, ctx, model):
+        return sgd_steps(ctx, model)

@@ -1,0 +1,20 @@
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/recipes/_common.py
+
+import time
+
+from _common import Bigram, sgd_steps
+
+from bench.train.api import Recipe
+
+
+class NonStopping(Recipe):
+    def build_model(self, ctx):
+        return Bigram(ctx.vocab_size).to(ctx.device)
+
+    def train(self, ctx, model):
+        sgd_steps(ctx, model)
+        while True:  # busy "post-processing" that never ends
+            time.sleep(0.05)

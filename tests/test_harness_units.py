@@ -1,0 +1,157 @@
+"""The harness's own mechanics, without a real recipe: clock, time-to-target, budget enforcement, divergence."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from bench.spec.loading import load_workload, workload_path
+from bench.spec.result import EvalPoint
+from bench.spec.workload import TargetSpec
+from bench.train.api import BudgetExhausted
+from bench.train.clock import TrainingClock
+from bench.train.context import HarnessContext, TrainingDiverged
+from bench.train.evaluate import EvalScore, evaluate, evaluation_windows
+from bench.train.targets import time_to_target
+
+from conftest import ROOT
+
+
+def test_clock_excludes_paused_time():
+    clock = TrainingClock()
+    clock.start()
+    time.sleep(0.05)
+    with clock.paused():
+        time.sleep(0.2)
+    time.sleep(0.05)
+    clock.stop()
+    assert 0.09 <= clock.elapsed() < 0.2
+    assert clock.paused_seconds >= 0.2
+    frozen = clock.elapsed()
+    time.sleep(0.02)
+    assert clock.elapsed() == frozen
+
+
+def _point(t, loss):
+    return EvalPoint(step=0, tokens=0, train_seconds=t, val_loss=loss, val_bpb=loss / math.log(2))
+
+
+def test_time_to_target_interpolates_between_evaluations():
+    target = TargetSpec(metric="val_loss", value=2.0)
+    curve = [_point(0, 5.0), _point(10, 3.0), _point(20, 1.0)]
+    assert time_to_target(curve, target) == pytest.approx(15.0)
+
+
+def test_time_to_target_on_exact_hit_and_never():
+    target = TargetSpec(metric="val_loss", value=3.0)
+    assert time_to_target([_point(0, 5.0), _point(10, 3.0)], target) == pytest.approx(10.0)
+    assert time_to_target([_point(0, 5.0), _point(10, 4.0)], target) is None
+
+
+def test_time_to_target_uses_first_crossing_and_metric():
+    target = TargetSpec(metric="val_bpb", value=2.0 / math.log(2))
+    curve = [_point(0, 5.0), _point(10, 1.5), _point(20, 2.5), _point(30, 1.0)]
+    assert time_to_target(curve, target) == pytest.approx(10 * (5.0 - 2.0) / (5.0 - 1.5))
+
+
+def test_time_to_target_maximize():
+    target = TargetSpec(metric="val_loss", value=0.5, direction="maximize")
+    assert time_to_target([_point(0, 0.0), _point(4, 1.0)], target) == pytest.approx(2.0)
+
+
+class EndlessStream:
+    """Serves constant batches forever: budgets must come from the context, not the stream."""
+
+    def batches(self, batch_size, seq_len, device):
+        while True:
+            x = torch.zeros(batch_size, seq_len, dtype=torch.long)
+            yield x, x
+
+
+def _ctx(**budget):
+    spec = load_workload(workload_path("tiny", ROOT))
+    spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"wall_clock": None, **budget})})
+    evaluations = []
+
+    def evaluator(model):
+        evaluations.append(time.perf_counter())
+        time.sleep(0.05)
+        return EvalScore(loss=1.0, bpb=1.0, tokens=1, bytes=1)
+
+    ctx = HarnessContext(
+        workload=spec, device=torch.device("cpu"), seed=0, hparams={}, vocab_size=257, eos_id=256,
+        stream=EndlessStream(), evaluator=evaluator, flops_per_token=lambda seq_len: 1000.0,
+    )
+    return ctx, evaluations
+
+
+def test_token_budget_stops_the_stream_and_later_requests_fail():
+    ctx, _ = _ctx(tokens=1000)
+    ctx.clock.start()
+    served = sum(x.numel() for x, _ in ctx.batches(2, 64))
+    assert served == 896 and ctx.tokens == 896  # 7 batches of 128; an eighth would cross 1000
+    assert ctx.should_stop() and ctx.exhausted
+    with pytest.raises(BudgetExhausted):
+        ctx.batches(2, 64)
+
+
+def test_flop_budget_uses_flops_per_token():
+    ctx, _ = _ctx(flops=1000.0 * 512)
+    ctx.clock.start()
+    assert sum(x.numel() for x, _ in ctx.batches(1, 128)) == 512
+    assert ctx.progress() == pytest.approx(1.0)
+
+
+def test_time_budget_and_paused_evaluation():
+    ctx, evaluations = _ctx(wall_clock=0.3)
+    ctx.workload = ctx.workload.model_copy(
+        update={"eval": ctx.workload.eval.model_copy(update={"every": 0.1})}
+    )
+    ctx._next_eval = 0.1
+    ctx.clock.start()
+    wall = time.perf_counter()
+    for _ in ctx.batches(1, 8):
+        time.sleep(0.01)
+        ctx.evaluate_if_due(torch.nn.Identity())
+    ctx.clock.stop()
+    assert 0.3 <= ctx.clock.elapsed() < 0.4
+    assert len(evaluations) >= 2
+    # evaluation time (0.05 s each) is not on the training clock
+    assert time.perf_counter() - wall >= ctx.clock.elapsed() + 0.05 * len(evaluations) - 0.01
+    assert [p.train_seconds for p in ctx.curve] == sorted(p.train_seconds for p in ctx.curve)
+
+
+def test_nan_loss_raises_divergence_that_except_exception_cannot_swallow():
+    ctx, _ = _ctx(tokens=10**6)
+    try:
+        ctx.log(loss=float("nan"))
+    except Exception:  # noqa: BLE001 - this is what a careless recipe would write
+        pytest.fail("divergence must not be catchable as Exception")
+    except TrainingDiverged:
+        pass
+    assert ctx.diverged and "nan" in ctx.diverged
+
+
+def test_evaluation_windows_cover_each_target_once():
+    tokens = np.arange(1000, dtype=np.uint16)
+    windows = evaluation_windows(tokens, seq_len=100, max_tokens=450)
+    assert windows.shape == (4, 101)
+    targets = windows[:, 1:].ravel()
+    assert len(set(targets.tolist())) == targets.size == 400 and targets[0] == 1
+
+
+def test_evaluate_matches_direct_cross_entropy():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 16), torch.nn.Linear(16, 50))
+    tokens = np.random.default_rng(0).integers(0, 50, size=2000).astype(np.uint16)
+    windows = evaluation_windows(tokens, seq_len=64, max_tokens=1000)
+    token_bytes = np.full(50, 2)
+    score = evaluate(model, windows, token_bytes, torch.device("cpu"))
+    x = torch.from_numpy(windows.astype(np.int64))
+    with torch.no_grad():
+        direct = torch.nn.functional.cross_entropy(model(x[:, :-1]).reshape(-1, 50), x[:, 1:].reshape(-1))
+    assert score.loss == pytest.approx(direct.item(), rel=1e-5)
+    assert score.bpb == pytest.approx(direct.item() / math.log(2) / 2, rel=1e-5)
+    assert model.training

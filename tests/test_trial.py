@@ -1,0 +1,117 @@
+"""Trials end to end on a shrunken tiny workload: every failure kind becomes a result, the clock excludes
+evaluation, the model limit is enforced, and a token-budgeted run is bit-for-bit deterministic on CPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.spec.loading import load_workload, workload_path
+from bench.spec.result import TrialStatus
+from bench.train.request import TrialRequest
+from bench.train.trial import run_trial
+
+from conftest import ROOT
+
+RECIPES = ROOT / "tests" / "recipes"
+
+
+def small_tiny(wall_clock: float | None = 3.0, tokens: int | None = None, every: float = 1.0, target: float = 8.0):
+    """The tiny workload with 2 MB of data, a short budget and a small validation slice: a trial takes seconds."""
+    spec = load_workload(workload_path("tiny", ROOT))
+    return spec.model_copy(update={
+        "data": spec.data.model_copy(update={"train_bytes": 2_000_000, "val_bytes": 100_000}),
+        "budget": spec.budget.model_copy(update={"wall_clock": wall_clock, "tokens": tokens, "overrun_grace": 1.0}),
+        "eval": spec.eval.model_copy(update={"every": every, "tokens": 8192, "downstream": []}),
+        "target": spec.target.model_copy(update={"value": target}),
+    })
+
+
+def trial(submission: str, spec=None, **kwargs) -> "RunResult":  # noqa: F821
+    folder = RECIPES / submission if (RECIPES / submission).exists() else ROOT / "submissions" / submission
+    request = TrialRequest(workload=spec or small_tiny(), workload_dir=str(ROOT / "workloads"),
+                           submission_dir=str(folder), seed=kwargs.pop("seed", 0), run_id="test", **kwargs)
+    return run_trial(request)
+
+
+def test_good_recipe_trains_within_budget_and_evaluation_is_off_the_clock():
+    result = trial("good-bigram")
+    assert result.status is TrialStatus.ok, result.reason
+    assert 3.0 <= result.timing.train_s < 3.0 + 0.5
+    assert result.timing.eval_s > 0 and result.timing.total_s >= result.timing.train_s + result.timing.eval_s
+    curve = result.curve
+    assert curve[0].step == 0 and curve[0].train_seconds == 0.0  # evaluated before training
+    assert len(curve) >= 3 and curve[-1] == result.final
+    assert all(b.train_seconds >= a.train_seconds for a, b in zip(curve, curve[1:]))
+    assert result.final.val_loss < curve[0].val_loss  # it learned something
+    assert result.validation.entropy_floor_bpb is not None and result.validation.checksum
+    assert result.tokens == result.steps * 8 * 32 and result.tokens_per_s > 0
+    assert result.params.total == 257 * 257 and result.params.counted <= result.params.limit
+    assert result.time_to_target_s is not None and 0 <= result.time_to_target_s <= result.timing.train_s
+    assert result.hardware is not None and result.energy is not None and result.memory.peak_host_rss_bytes > 0
+
+
+def test_crashing_recipe_becomes_a_failed_result_with_traceback():
+    result = trial("crashing")
+    assert result.status is TrialStatus.failed
+    assert result.reason == "ValueError: deliberate crash at step 3"
+    assert "deliberate crash" in result.traceback_tail and "recipe.py" in result.traceback_tail
+    assert result.final is None and result.time_to_target_s is None
+
+
+def test_nan_loss_fails_even_when_the_recipe_swallows_exceptions():
+    result = trial("nan-loss")
+    assert result.status is TrialStatus.failed
+    assert result.reason.startswith("diverged:") and "nan" in result.reason
+
+
+def test_oversized_model_is_invalid_with_the_counts():
+    result = trial("oversized")
+    assert result.status is TrialStatus.invalid
+    assert f"{result.params.counted:,}" in result.reason and "2,000,000" in result.reason
+    assert result.params.counted > result.params.limit == 2_000_000
+    assert result.final is not None  # still evaluated, so the page can show what it would have scored
+
+
+def test_recipe_that_does_not_stop_is_ended_as_overrun():
+    result = trial("non-stopping", small_tiny(wall_clock=2.0))
+    assert result.status is TrialStatus.overrun
+    assert "stopped by the harness" in result.reason
+    assert 3.0 <= result.timing.train_s < 4.5  # budget 2 s + grace 1 s, checked every 0.25 s
+
+
+def test_recipe_asking_for_batches_after_the_budget_is_overrun():
+    result = trial("greedy", small_tiny(wall_clock=1.5))
+    assert result.status is TrialStatus.overrun and "after the budget was spent" in result.reason
+
+
+def test_unknown_hyperparameter_override_is_reported():
+    result = trial("good-bigram", overrides={"batchsize": 4})
+    assert result.status is TrialStatus.failed and "unknown hyperparameter 'batchsize'" in result.reason
+
+
+def test_same_seed_same_curve_on_cpu():
+    spec = small_tiny(wall_clock=None, tokens=40_000, every=1e9)
+    overrides = {"n_layer": 1, "n_head": 2, "n_embd": 32, "batch_size": 4, "seq_len": 64}
+    first = trial("adamw-baseline", spec, overrides=overrides)
+    second = trial("adamw-baseline", spec, overrides=overrides)
+    other_seed = trial("adamw-baseline", spec, overrides=overrides, seed=1)
+    assert first.status is TrialStatus.ok, first.reason
+    losses = lambda r: [p.metrics["loss"] for p in r.train_log]  # noqa: E731
+    assert losses(first) == losses(second) and len(losses(first)) > 5
+    assert [p.val_loss for p in first.curve] == [p.val_loss for p in second.curve]
+    assert losses(first) != losses(other_seed)
+    assert first.tokens == 39_936  # 156 batches of 4 x 64: the 157th would cross 40,000
+
+
+def test_scaffolded_submission_trains_under_the_harness(tmp_path):
+    from bench.cli import validate_path
+    from bench.scaffold import scaffold_submission
+
+    folder = scaffold_submission("my-recipe", tmp_path, author="Test Author")
+    assert validate_path(folder) == []
+    request = TrialRequest(workload=small_tiny(wall_clock=2.0), workload_dir=str(ROOT / "workloads"),
+                           submission_dir=str(folder), seed=0, run_id="scaffold",
+                           overrides={"n_layer": 1, "n_embd": 32, "batch_size": 4, "seq_len": 64})
+    result = run_trial(request)
+    assert result.status is TrialStatus.ok, result.reason
+    assert result.steps > 0 and result.final.val_loss < result.curve[0].val_loss
