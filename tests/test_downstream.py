@@ -30,13 +30,7 @@ EOS = 256  # the byte tokenizer's end-of-text id
 WORDS = ["the", "a", "dog", "cat", "runs", "sees", "big", "red", "house", "tree", "over", "under", "slowly"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models here are tiny: one thread is fastest, and immune to other processes competing for the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_gpt(vocab_size: int, seed: int = 0) -> GPT:

@@ -10,13 +10,7 @@ from bench.measure.flops import estimate_flops_per_token, flops_per_token, measu
 from bench.train.model import GPT, GPTConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and two threads on a shared 2-core machine can be 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_formula_matches_a_hand_count():

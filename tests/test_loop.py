@@ -17,13 +17,7 @@ from bench.train.optim import build_optimizer
 from bench.train.schedule import make_schedule
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and two threads on a shared 2-core machine can be 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 VOCAB, SEQ = 16, 32

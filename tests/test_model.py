@@ -14,13 +14,7 @@ from bench.train.model import GPT, GPTConfig, Rotary
 from bench.train.params import count_parameters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and two threads on a shared 2-core machine can be 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 V, T, L, H, D = 50, 16, 2, 4, 32
