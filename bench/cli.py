@@ -21,13 +21,18 @@ from bench.spec.loading import (
     load_submission,
     load_workload,
     project_root,
+    submission_dir,
     submission_dirs,
     workload_files,
     workload_path,
 )
-from bench.spec.units import format_bytes, format_count, format_duration
+from bench.results import DEFAULT_RESULTS_DIR, new_run_id
+from bench.spec.result import TrialStatus
+from bench.spec.units import format_bytes, format_count, format_duration, parse_duration
 from bench.spec.workload import WorkloadSpec
+from bench.summary import results_table
 from bench.train.loader import load_recipe_class
+from bench.train.request import TrialRequest
 
 app = typer.Typer(
     name="bench",
@@ -198,15 +203,19 @@ def prepare(
     workload: Annotated[str, typer.Option("--workload", "-w", help="Workload name or YAML path.")] = DEFAULT_WORKLOAD,
     cache_dir: Annotated[Path | None, typer.Option(help="Data cache ($BENCH_CACHE or the user cache dir).")] = None,
 ) -> None:
-    """Prepare a workload's data: split, train the tokenizer, write token shards (a second run is a cache hit)."""
+    """Prepare a workload's data (split, tokenizer, token shards; a second run is a cache hit) and download the
+    datasets of its downstream tasks, so that later runs work offline."""
     from bench.data.prepare import RichPrepareProgress, format_summary
     from bench.data.prepare import prepare as prepare_data
+    from bench.downstream.runner import prefetch
 
     path = workload_path(workload)
     spec = load_workload(path)
     with RichPrepareProgress(console) as progress:
         data = prepare_data(spec, path.parent, cache_dir, progress)
     console.print(f"[bold]{spec.name}[/]: {format_summary(data)}", highlight=False, soft_wrap=True)
+    for failure in prefetch([task.task for task in spec.eval.downstream]):
+        errors.print(f"[yellow]warning:[/] downstream {failure.reason}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -239,11 +248,190 @@ def compare(
 ) -> None:
     """Side-by-side table of two submissions with the loss difference and time-to-target speedup, with CIs."""
     from bench.board.compare import compare as compare_runs
-    from bench.results import DEFAULT_RESULTS_DIR, load_results
+    from bench.results import load_results
 
     name = Path(workload).stem if workload.endswith((".yaml", ".yml")) else workload
     table = compare_runs(load_results(results_dir or [DEFAULT_RESULTS_DIR]), a, b, name)
     console.print(table.to_rich())
+
+
+@app.command()
+@user_errors
+def new(
+    name: Annotated[str, typer.Argument(help="Name of the new submission, e.g. my-recipe.")],
+    author: Annotated[str, typer.Option(help="Author to put in the manifest.")] = "Your Name",
+) -> None:
+    """Scaffold submissions/NAME/ (manifest, working recipe, README) from a minimal example."""
+    from bench.scaffold import scaffold_submission
+
+    folder = scaffold_submission(name, project_root() / "submissions", author)
+    console.print(f"created {folder}: edit recipe.py and submission.yaml, then `bench validate {folder}`", highlight=False)
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """``lr=3e-3`` -> ``("lr", 0.003)``: numbers, booleans and lists are parsed, anything else stays a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise BenchError(f"--set {text!r}: expected NAME=VALUE, e.g. --set lr=3e-3")
+    raw = raw.strip()
+    for parse in (int, float):
+        try:
+            return key.strip(), parse(raw)
+        except ValueError:
+            pass
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value if value is not None else raw
+
+
+def _submission_folders(names: list[str]) -> list[Path]:
+    if names == ["all"]:
+        folders = submission_dirs()
+        if not folders:
+            raise BenchError(f"no submissions under {project_root() / 'submissions'}")
+        return folders
+    return [submission_dir(name) for name in names]
+
+
+def _resolved_workload(workload: str, wall_clock: str | None) -> tuple[Path, WorkloadSpec]:
+    path = workload_path(workload)
+    spec = load_workload(path)
+    if wall_clock is not None:
+        try:
+            seconds = parse_duration(wall_clock)
+        except ValueError as exc:
+            raise BenchError(f"--wall-clock: {exc}") from None
+        spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"wall_clock": seconds})})
+    return path, spec
+
+
+def _prepare_with_progress(spec: WorkloadSpec, workload_dir: Path) -> None:
+    """Prepare the data once on the driver, so trials start on a cache hit and a data error stops everything now."""
+    from bench.data.prepare import RichPrepareProgress, format_summary
+    from bench.data.prepare import prepare as prepare_data
+
+    with RichPrepareProgress(errors) as progress:
+        data = prepare_data(spec, workload_dir, None, progress)
+    errors.print(f"[bold]{spec.name}[/]: {format_summary(data)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def run(
+    workload: Annotated[str, typer.Option("--workload", "-w", help="Workload name or YAML path.")] = DEFAULT_WORKLOAD,
+    submission: Annotated[
+        list[str] | None, typer.Option("--submission", "-s", help="Submission name(s), repeatable, or 'all'.")
+    ] = None,
+    seeds: Annotated[int | None, typer.Option(min=1, help="Seeds per submission (default: the workload's).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a hyperparameter: --set lr=3e-3 (repeatable).")
+    ] = None,
+    results_dir: Annotated[Path, typer.Option(help="Where result files are written.")] = DEFAULT_RESULTS_DIR,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance).")
+    ] = None,
+    wall_clock: Annotated[
+        str | None, typer.Option(help="Replace the workload's time budget (e.g. 20s for a smoke run); the result's "
+                                      "workload hash then differs from the leaderboard's.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="torch device (default: cuda:0 if available, else cpu).")] = None,
+    downstream: Annotated[bool, typer.Option(help="Run the workload's downstream tasks after training.")] = True,
+    offline: Annotated[bool, typer.Option(help="Never contact the Hugging Face Hub (use what `bench prepare` cached).")] = False,
+    progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
+    strict: Annotated[bool, typer.Option(help="Exit with status 2 when any trial is not ok (for CI).")] = False,
+) -> None:
+    """Train submissions on a workload under the harness (through Ray) and write one result file per trial."""
+    from bench.schedule.runner import RunInterrupted, run_trials
+    from bench.train.trial import resolve_hyperparameters
+
+    path, spec = _resolved_workload(workload, wall_clock)
+    folders = _submission_folders(submission or ["adamw-baseline"])
+    overrides = dict(parse_assignment(item) for item in set_ or [])
+    for folder in folders:  # a typo in a manifest, an import or an override fails here, before anything runs
+        manifest = load_submission(folder)
+        load_recipe_class(folder, manifest)
+        resolve_hyperparameters(manifest.hyperparameters, overrides, f"--set for {folder.name}")
+    _prepare_with_progress(spec, path.parent)
+    requests = [
+        TrialRequest(workload=spec, workload_dir=str(path.parent.resolve()), submission_dir=str(folder.resolve()),
+                     seed=seed, overrides=overrides, run_id=new_run_id(seed), device=device, downstream=downstream,
+                     offline=offline)
+        for folder in folders
+        for seed in range(seeds or spec.seeds)
+    ]
+    try:
+        results = run_trials(requests, results_dir, address, progress)
+    except RunInterrupted as interrupted:
+        console.print(results_table(interrupted.results, f"{spec.name}: interrupted"))
+        raise typer.Exit(130) from None
+    console.print(results_table(results, f"{spec.name} ({spec.budget.hardware}): results in {results_dir}/"))
+    if strict and any(result.status is not TrialStatus.ok for result in results):
+        raise typer.Exit(2)
+
+
+@app.command()
+@user_errors
+def tune(
+    workload: Annotated[str, typer.Option("--workload", "-w", help="Workload name or YAML path.")] = DEFAULT_WORKLOAD,
+    submission: Annotated[str, typer.Option("--submission", "-s", help="Submission whose search_space to sweep.")] = "adamw-baseline",
+    trials: Annotated[int, typer.Option(min=1, help="Configurations to try (Sobol points).")] = 8,
+    seed: Annotated[int, typer.Option(min=0, help="Sampler seed and training seed of every trial.")] = 0,
+    results_dir: Annotated[Path, typer.Option(help="Where result files and tuning.md go.")] = DEFAULT_RESULTS_DIR,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join.")] = None,
+    downstream: Annotated[bool, typer.Option(help="Run downstream tasks after each trial.")] = False,
+    progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
+) -> None:
+    """Sweep a submission's search space (quasi-random, seeded); report the best configuration and all trials."""
+    from bench.schedule.tune import tune as run_sweep
+
+    path, spec = _resolved_workload(workload, None)
+    folder = submission_dir(submission)
+    _prepare_with_progress(spec, path.parent)
+    report = run_sweep(spec, path.parent.resolve(), folder.resolve(), trials, seed, results_dir, address, progress,
+                       downstream=downstream)
+    console.print(results_table(report.results, f"sweep {report.sweep_id}"))
+    console.print(report.markdown, highlight=False, soft_wrap=True)
+    if report.best is None:
+        raise BenchError("no trial of the sweep finished ok")
+    console.print(f"best: {report.best.hyperparameters}  ({report.table_path})", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@user_errors
+def check(
+    update: Annotated[bool, typer.Option(help="Re-measure and rewrite the reference results (deliberately).")] = False,
+    submission: Annotated[
+        list[str] | None, typer.Option("--submission", "-s", help="Baselines to check (default: all in the reference).")
+    ] = None,
+    reference: Annotated[Path | None, typer.Option(help="Reference file.")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join.")] = None,
+    progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
+) -> None:
+    """Regression check: baselines on tiny (fixed token budget and seeds) against leaderboard/reference/."""
+    from bench.check import REFERENCE_PATH, CheckReference, run_check
+
+    reference_path = reference or project_root() / REFERENCE_PATH
+    if submission:
+        folders = [submission_dir(name) for name in submission]
+    elif reference_path.exists() and not update:
+        folders = [submission_dir(name) for name in CheckReference.model_validate_json(reference_path.read_text()).submissions]
+    else:
+        folders = [f for f in submission_dirs() if "tiny" in load_submission(f).workloads]
+    findings = run_check(folders, reference_path, update=update, address=address, progress=progress)
+    table = Table(title=f"bench check against {reference_path}", title_justify="left")
+    for column in ("check", "reference", "measured", "", "detail"):
+        table.add_column(column)
+    for finding in findings:
+        verdict = "[green]ok[/]" if finding.ok else "[bold red]REGRESSED[/]"
+        table.add_row(finding.subject, finding.reference, finding.measured, verdict, finding.detail)
+    console.print(table)
+    failed = [f for f in findings if not f.ok]
+    if failed:
+        errors.print(f"[bold red]{len(failed)} check(s) failed:[/] " + "; ".join(f"{f.subject}: {f.detail}" for f in failed),
+                     highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,219 @@
+"""``bench check``: the regression check CI runs against stored reference results.
+
+It trains the baseline submissions on the ``tiny`` workload with fixed seeds and compares three things with
+``leaderboard/reference/tiny.json``:
+
+1. **Loss.** The check replaces tiny's wall-clock budget with a fixed token budget, so that every run does the same
+   work whatever the speed of the machine: the final validation loss then depends only on the code. The mean over
+   the seeds must lie within ``max(K_SIGMA * spread, MIN_TOLERANCE)`` of the reference mean, where ``spread`` is
+   the seed-to-seed standard deviation measured when the reference was made.
+2. **Speed.** The harness's training throughput for the AdamW baseline divided by a bare PyTorch loop's on the same
+   model, optimizer and batches, both measured in this run (so machine speed cancels out); it may not fall more
+   than ``SPEED_TOLERANCE`` below the reference ratio.
+3. **Schema.** Every result is a valid, current ``RunResult`` that survives a JSON round trip.
+
+``bench check --update`` re-measures and rewrites the reference, deliberately.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, ValidationError
+
+from bench.data.prepare import prepare
+from bench.errors import BenchError
+from bench.measure.hardware import package_versions
+from bench.results import new_run_id, write_atomic
+from bench.spec.base import StrictModel
+from bench.spec.loading import load_submission, load_workload, workload_path
+from bench.spec.result import SCHEMA_VERSION, RunResult, TrialStatus
+from bench.spec.workload import WorkloadSpec
+from bench.train.model import GPT
+from bench.train.optim import build_optimizer
+from bench.train.request import TrialRequest
+from bench.train.trial import seed_everything, warm_lazy_imports
+
+REFERENCE_PATH = Path("leaderboard") / "reference" / "tiny.json"
+CHECK_TOKENS = 600_000  # ~20-30 s per trial on two cores: long enough for the recipes to differ, short enough for CI
+CHECK_SEEDS = (0, 1)
+SPEED_SUBMISSION = "adamw-baseline"
+K_SIGMA = 4.0  # a rough spread from few seeds: four of them keeps false alarms rare
+MIN_TOLERANCE = 0.02  # nats; for recipes whose seeds agree more closely than run-to-run float noise across CPUs
+SPEED_TOLERANCE = 0.15  # the ratio is noisy on shared CI machines
+
+
+class SubmissionReference(StrictModel):
+    losses: list[float] = Field(description="Final validation loss per seed, in CHECK_SEEDS order.")
+    mean: float
+    spread: float = Field(description="Seed-to-seed standard deviation of the final loss.")
+
+
+class CheckReference(StrictModel):
+    schema_version: int
+    workload: str
+    workload_hash: str = Field(description="Hash of the token-budgeted workload the check runs.")
+    tokens: int
+    seeds: list[int]
+    throughput_ratio: float = Field(description="Harness / bare-loop training throughput of the AdamW baseline.")
+    submissions: dict[str, SubmissionReference]
+    created_at: datetime
+    packages: dict[str, str]
+    command: str = "bench check --update"
+
+
+@dataclass(frozen=True)
+class Finding:
+    subject: str
+    reference: str
+    measured: str
+    ok: bool
+    detail: str
+
+
+def check_workload(tokens: int = CHECK_TOKENS) -> tuple[Path, WorkloadSpec]:
+    """tiny with its wall-clock budget replaced by ``tokens``, no intermediate evaluations and no downstream tasks."""
+    path = workload_path("tiny")
+    spec = load_workload(path)
+    spec = spec.model_copy(update={
+        "budget": spec.budget.model_copy(update={"wall_clock": None, "tokens": tokens}),
+        "eval": spec.eval.model_copy(update={"every": 1e9, "downstream": []}),
+    })
+    return path, spec
+
+
+def bare_loop_throughput(spec: WorkloadSpec, workload_dir: Path, submission: Path, tokens: int) -> float:
+    """Tokens/s of the loop a person writes by hand (forward, loss, backward, clip, step) for ``submission``'s GPT."""
+    hparams = load_submission(submission).hyperparameters
+    data = prepare(spec, workload_dir)
+    warm_lazy_imports()
+    seed_everything(0)
+    shape = {k: v for k, v in hparams.items() if k != "seq_len"}
+    model = GPT.from_hparams(shape, data.vocab_size, spec.eval.seq_len)
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in hparams.get("optimizer_options", {}).items()}
+    optimizer = build_optimizer(model, "adamw", lr=hparams["lr"], weight_decay=hparams["weight_decay"], **options)
+    batch, seq_len = hparams["batch_size"], hparams["seq_len"]
+    steps = tokens // (batch * seq_len)
+    stream = data.stream(seed=0).batches(batch, seq_len, torch.device("cpu"))
+    start = time.perf_counter()
+    for _ in range(steps):
+        x, y = next(stream)
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return steps * batch * seq_len / (time.perf_counter() - start)
+
+
+def _schema_problem(result: RunResult) -> str | None:
+    try:
+        again = RunResult.model_validate_json(result.model_dump_json())
+    except ValidationError as exc:
+        return f"does not round-trip: {exc.errors(include_url=False)[0]['msg']}"
+    if again != result:
+        return "changes on a JSON round trip"
+    if result.schema_version != SCHEMA_VERSION:
+        return f"schema_version {result.schema_version}, current is {SCHEMA_VERSION}"
+    return None
+
+
+def run_check(
+    submissions: list[Path],
+    reference_path: Path,
+    update: bool = False,
+    tokens: int = CHECK_TOKENS,
+    seeds: tuple[int, ...] = CHECK_SEEDS,
+    address: str | None = None,
+    progress: bool = True,
+) -> list[Finding]:
+    """Run the check (or, with ``update``, re-measure and write the reference); returns one finding per comparison."""
+    from bench.schedule.runner import run_trials
+
+    path, spec = check_workload(tokens)
+    reference = None
+    if not update:
+        if not reference_path.exists():
+            raise BenchError(f"{reference_path}: no reference results; create them with `bench check --update`")
+        try:
+            reference = CheckReference.model_validate_json(reference_path.read_text())
+        except ValidationError as exc:
+            raise BenchError(f"{reference_path}: not a valid reference file: {exc.errors(include_url=False)[0]['msg']}") from None
+        missing = sorted(p.name for p in submissions if p.name not in reference.submissions)
+        if missing:
+            raise BenchError(f"{reference_path}: no reference for {', '.join(missing)}; run `bench check --update`")
+        seeds, tokens = tuple(reference.seeds), reference.tokens
+        path, spec = check_workload(tokens)
+    speed = next((p for p in submissions if p.name == SPEED_SUBMISSION), None)
+    if speed is None:
+        raise BenchError(f"the speed check needs {SPEED_SUBMISSION} among the checked submissions")
+
+    bare = bare_loop_throughput(spec, path.parent, speed, tokens)
+    requests = [
+        TrialRequest(workload=spec, workload_dir=str(path.parent.resolve()), submission_dir=str(folder.resolve()),
+                     seed=seed, run_id=new_run_id(seed), downstream=False)
+        for folder in submissions
+        for seed in seeds
+    ]
+    with tempfile.TemporaryDirectory(prefix="bench-check-") as scratch:
+        results = run_trials(requests, Path(scratch), address, progress)
+
+    findings: list[Finding] = []
+    by_submission: dict[str, list[RunResult]] = {}
+    for result in results:
+        by_submission.setdefault(result.submission, []).append(result)
+        problem = _schema_problem(result)
+        findings.append(Finding(f"{result.submission} seed {result.seed}", "valid RunResult",
+                                "ok" if problem is None else "invalid", problem is None, problem or ""))
+    failed = [r for r in results if r.status is not TrialStatus.ok or r.final is None]
+    for result in failed:
+        findings.append(Finding(f"{result.submission} seed {result.seed}", "status ok", result.status.value, False,
+                                result.reason or ""))
+    if failed:
+        return findings
+
+    speed_runs = by_submission[SPEED_SUBMISSION]
+    ratio = statistics.median(r.tokens / r.timing.train_s for r in speed_runs) / bare
+    measured = {
+        name: SubmissionReference(
+            losses=[r.final.val_loss for r in runs],
+            mean=statistics.fmean(r.final.val_loss for r in runs),
+            spread=statistics.stdev([r.final.val_loss for r in runs]) if len(runs) > 1 else 0.0,
+        )
+        for name, runs in by_submission.items()
+    }
+    if update:
+        new = CheckReference(
+            schema_version=SCHEMA_VERSION, workload=spec.name, workload_hash=spec.content_hash(), tokens=tokens,
+            seeds=list(seeds), throughput_ratio=ratio, submissions=measured,
+            created_at=datetime.now(timezone.utc), packages=package_versions(),
+        )
+        write_atomic(reference_path, new.model_dump_json(indent=2) + "\n", overwrite=True)
+        findings.append(Finding("reference", "-", str(reference_path), True, "rewritten"))
+        return findings
+
+    assert reference is not None
+    if reference.workload_hash != spec.content_hash():
+        findings.append(Finding("workload", reference.workload_hash[:12], spec.content_hash()[:12], False,
+                                "tiny.yaml changed since the reference was made; refresh it with --update"))
+    for name, now in measured.items():
+        ref = reference.submissions[name]
+        tolerance = max(K_SIGMA * ref.spread, MIN_TOLERANCE)
+        delta = now.mean - ref.mean
+        findings.append(Finding(
+            f"{name} loss", f"{ref.mean:.4f} ± {tolerance:.4f}", f"{now.mean:.4f}", abs(delta) <= tolerance,
+            f"{delta:+.4f} nats ({'within' if abs(delta) <= tolerance else 'outside'} {K_SIGMA:g} seed spreads)",
+        ))
+    floor = reference.throughput_ratio * (1 - SPEED_TOLERANCE)
+    findings.append(Finding(
+        "harness / bare-loop throughput", f"{reference.throughput_ratio:.3f} (>= {floor:.3f})", f"{ratio:.3f}",
+        ratio >= floor, f"bare loop {bare:,.0f} tokens/s in this run",
+    ))
+    return findings

@@ -1,0 +1,63 @@
+"""Multi-GPU trials: one process per GPU through Ray Train, each running the same ``run_trial``.
+
+Ray Train starts the workers and initialises ``torch.distributed`` (NCCL on GPUs, gloo on CPU) before calling
+:func:`_rank_main`; ``run_trial`` reads rank and world size from there, so a recipe is written once for 1 and N
+GPUs. Rank 0 alone reports progress and evaluates, and its result is the trial's result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+from ray.actor import ActorHandle
+from ray.train import FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from bench.data.shards import cache_root
+from bench.schedule.resources import TrialResources
+from bench.schedule.worker import execute, output_to
+from bench.spec.result import RunResult
+from bench.train.request import TrialRequest
+
+
+def rank_log_path(log_path: str, rank: int) -> str:
+    """``<run_id>.log`` holds the launcher's output; rank ``r`` writes ``<run_id>.rank<r>.log`` beside it."""
+    path = Path(log_path)
+    return str(path.with_name(f"{path.stem}.rank{rank}{path.suffix}"))
+
+
+def run_distributed(request: TrialRequest, events: ActorHandle, log_path: str, resources: TrialResources) -> RunResult:
+    """Run ``request`` on ``resources.workers`` processes and return rank 0's result.
+
+    Called inside the trial's Ray task, which only waits: cancelling that task also ends the worker group, since
+    Ray stops the actors a task created when the task dies. A worker that dies fails the whole trial
+    (``max_failures=0``): restarting it would restart the budget clock.
+    """
+    use_gpu = resources.gpus > 0
+    per_worker = {"CPU": resources.cpus, **({"GPU": resources.gpus} if use_gpu else {})}
+    with output_to(Path(log_path)):
+        trainer = TorchTrainer(
+            _rank_main,
+            train_loop_config={"request": request, "events": events, "log_path": log_path, "threads": resources.cpus},
+            scaling_config=ScalingConfig(
+                num_workers=resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker
+            ),
+            torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+            run_config=RunConfig(
+                name=request.run_id,
+                storage_path=str(cache_root().resolve() / "ray-train"),
+                failure_config=FailureConfig(max_failures=0),
+            ),
+        )
+        return trainer.fit().return_value
+
+
+def _rank_main(config: dict[str, Any]) -> RunResult:
+    rank = ray.train.get_context().get_world_rank()
+    request: TrialRequest = config["request"]
+    request = request.model_copy(update={"device": str(ray.train.torch.get_device())})
+    events = config["events"] if rank == 0 else None
+    return execute(request, events, rank_log_path(config["log_path"], rank), config["threads"])

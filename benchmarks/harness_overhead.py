@@ -1,0 +1,60 @@
+"""Does the harness slow training down? A bare PyTorch loop vs the same training under ``run_trial``, interleaved.
+
+Both sides train the ``adamw-baseline`` GPT with the same optimizer settings on the same batch stream for the same
+number of tokens (tiny with a token budget, as ``bench check`` runs it, so both do identical work). The bare side is
+the loop a person writes by hand (:func:`bench.check.bare_loop_throughput`); the harness side is ``run_trial`` with
+the baseline submission, which adds the budgeted stream, the clock, the schedule driven by budget progress,
+logging, evaluation checks and measurement. Evaluation time is excluded from both: the harness pauses its clock and
+the bare loop does not evaluate. Runs alternate (bare, harness, bare, ...) so that drift in machine load affects
+both sides alike; the figure is the median of the per-round throughput ratios.
+
+    python benchmarks/harness_overhead.py --rounds 5 --tokens 600000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from bench.check import SPEED_SUBMISSION, bare_loop_throughput, check_workload
+from bench.spec.loading import project_root
+from bench.train.request import TrialRequest
+from bench.train.trial import run_trial
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=600_000)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    folder = project_root() / "submissions" / SPEED_SUBMISSION
+    path, spec = check_workload(args.tokens)
+    request = TrialRequest(
+        workload=spec,
+        workload_dir=str(path.parent),
+        submission_dir=str(folder),
+        seed=0,
+        run_id="overhead",
+        downstream=False,
+    )
+    ratios = []
+    for round_ in range(args.rounds):
+        bare = bare_loop_throughput(spec, path.parent, folder, args.tokens)
+        result = run_trial(request)
+        if result.status.value != "ok":
+            raise SystemExit(f"harness run failed: {result.reason}")
+        under = result.tokens / result.timing.train_s
+        ratios.append(under / bare)
+        print(
+            f"round {round_}: bare {bare:,.0f} tok/s, harness {under:,.0f} tok/s, ratio {under / bare:.3f}", flush=True
+        )
+    print(f"median ratio harness/bare over {args.rounds} rounds: {statistics.median(ratios):.3f} (target >= 0.97)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""bench check: passes against a reference made from the same code, fails with a readable report when a baseline
+is degraded. The baseline is shrunk (and the token budget small) so the whole round trip takes about a minute."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from bench.check import CheckReference, run_check
+from bench.cli import app
+
+from conftest import ROOT
+
+TOKENS = 30_000
+
+
+def _shrunken_baseline(tmp_path):
+    folder = tmp_path / "adamw-baseline"
+    shutil.copytree(ROOT / "submissions" / "adamw-baseline", folder)
+    manifest = yaml.safe_load((folder / "submission.yaml").read_text())
+    manifest["hyperparameters"].update(n_layer=1, n_head=2, n_embd=32, batch_size=4, seq_len=64)
+    (folder / "submission.yaml").write_text(yaml.safe_dump(manifest))
+    return folder, manifest
+
+
+@pytest.mark.slow
+def test_check_passes_on_unchanged_code_and_reports_a_degraded_baseline(tmp_path):
+    folder, manifest = _shrunken_baseline(tmp_path)
+    reference = tmp_path / "reference.json"
+
+    findings = run_check([folder], reference, update=True, tokens=TOKENS, progress=False)
+    assert all(f.ok for f in findings)
+    stored = CheckReference.model_validate_json(reference.read_text())
+    assert stored.tokens == TOKENS and stored.seeds == [0, 1] and len(stored.submissions["adamw-baseline"].losses) == 2
+    assert 0.3 < stored.throughput_ratio < 2.0
+
+    findings = run_check([folder], reference, progress=False)
+    failed = [f for f in findings if not f.ok]
+    assert not failed, failed
+    loss = next(f for f in findings if f.subject == "adamw-baseline loss")
+    assert "within" in loss.detail
+
+    manifest["hyperparameters"]["lr"] = 3.0e-6  # a deliberate regression: the baseline barely learns
+    (folder / "submission.yaml").write_text(yaml.safe_dump(manifest))
+    result = CliRunner().invoke(app, ["check", "--reference", str(reference), "-s", str(folder), "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "REGRESSED" in result.output and "adamw-baseline loss" in result.output
+    assert "outside" in result.output
+
+
+def test_check_without_reference_says_how_to_make_one(tmp_path):
+    folder, _ = _shrunken_baseline(tmp_path)
+    result = CliRunner().invoke(app, ["check", "--reference", str(tmp_path / "none.json"), "-s", str(folder)])
+    assert result.exit_code == 1 and "bench check --update" in result.output
