@@ -42,6 +42,7 @@ def write_atomic(path: Path, text: str, overwrite: bool = False) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; results are meant to be shared
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

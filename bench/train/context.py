@@ -3,6 +3,9 @@
 One :class:`HarnessContext` exists per trial (per rank). It is the only way a recipe gets data, and it enforces the
 workload's budget: the batch iterator ends when the time, token or FLOP budget is spent, evaluation runs with the
 training clock paused, and a NaN/inf loss ends the trial as diverged.
+
+With several ranks (DDP), every decision that changes control flow (stop now, evaluate now) is agreed by all ranks
+with one tiny all-reduce, so that no rank waits forever in a gradient all-reduce that another rank never enters.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from bench.spec.result import EvalPoint, TrainLogPoint
@@ -130,7 +134,7 @@ class HarnessContext(TrialContext):
         batch_tokens = batch_size * seq_len * self.world_size
         for inputs, targets in self._stream.batches(batch_size, seq_len, self.device):
             # A batch that would cross the token or FLOP budget is not served; time is checked before serving.
-            if any(f > 1.0 for f in self._fractions(batch_tokens)) or self.time_left() <= 0.0:
+            if self._agree(any(f > 1.0 for f in self._fractions(batch_tokens)) or self.time_left() <= 0.0):
                 break
             if self.steps == 1 and self.warmup_seconds is None:
                 self.warmup_seconds = self.clock.elapsed()
@@ -161,9 +165,17 @@ class HarnessContext(TrialContext):
             raise TrainingDiverged(self.diverged)
         return score
 
+    def _agree(self, flag: bool) -> bool:
+        """True on every rank if it is true on any rank (a no-op with one rank)."""
+        if self.world_size == 1:
+            return flag
+        value = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
     def evaluate_if_due(self, model: nn.Module) -> float | None:
         elapsed = self.clock.elapsed()
-        if elapsed < self._next_eval:
+        if not self._agree(elapsed >= self._next_eval):
             return None
         every = self.workload.eval.every
         while self._next_eval <= elapsed:

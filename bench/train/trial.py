@@ -19,7 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from bench.errors import BenchError
 from bench.spec.loading import load_submission
@@ -57,6 +59,20 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) unless torch.distributed was initialised (Ray Train, torchrun)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _data_parallel(model: nn.Module, device: torch.device, world_size: int) -> nn.Module:
+    """With several ranks the harness wraps the recipe's model in DDP, so a recipe is the same for 1 and N GPUs."""
+    if world_size == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def warm_lazy_imports() -> None:
@@ -166,6 +182,7 @@ def run_trial(request: TrialRequest, on_event: Any = None) -> RunResult:
 
     device = pick_device(request.device)
     base["device"] = str(device)
+    base["world_size"] = distributed_rank()[1]
     try:
         emit("data")
         t = clock_start.elapsed()
@@ -185,14 +202,15 @@ def run_trial(request: TrialRequest, on_event: Any = None) -> RunResult:
 
     validation = data.validation()
     windows = evaluation_windows(data.val_tokens, spec.eval.seq_len, spec.eval.tokens)
-    meter = Meter(device=device, hardware_class=spec.budget.hardware)
+    meter = Meter(device=device, hardware_class=spec.budget.hardware, world_size=distributed_rank()[1])
 
     def evaluator(model: nn.Module) -> Any:
         with meter.phase("eval"):
             return evaluate(model, windows, data.token_bytes, device)
 
     seed_everything(request.seed)
-    stream = data.stream(seed=request.seed)
+    rank, world_size = distributed_rank()
+    stream = data.stream(seed=request.seed, rank=rank, world_size=world_size)
     model: nn.Module | None = None
     ctx = HarnessContext(
         workload=spec,
@@ -206,6 +224,8 @@ def run_trial(request: TrialRequest, on_event: Any = None) -> RunResult:
         flops_per_token=lambda seq_len: estimate_flops_per_token(model, seq_len) if model is not None else 0.0,
         on_event=on_event,
         run_id=request.run_id,
+        rank=rank,
+        world_size=world_size,
     )
     results: dict[str, Any] = dict(validation=validation)
     status, reason, tail = TrialStatus.ok, None, None
@@ -220,8 +240,10 @@ def run_trial(request: TrialRequest, on_event: Any = None) -> RunResult:
         emit("train")
         with _Watchdog(ctx.clock, hard_limit), meter.phase("train"):
             ctx.clock.start()
-            trained = recipe.train(ctx, model)
+            trained = recipe.train(ctx, _data_parallel(model, device, world_size))
             ctx.clock.stop()
+        if isinstance(trained, DistributedDataParallel):
+            trained = trained.module
         if not isinstance(trained, nn.Module):
             raise TypeError(f"Recipe.train returned {type(trained).__name__}, not an nn.Module")
         model = trained

@@ -1,0 +1,148 @@
+"""Scheduler pieces that need no Ray: resources per hardware class, hard limits, Ray's temp dir, sweeps' samples."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from bench.errors import BenchError
+from bench.schedule.cluster import ray_temp_dir
+from bench.schedule.ddp import rank_log_path
+from bench.schedule.resources import TrialResources, check_fits, trial_resources
+from bench.schedule.runner import hard_limit_s, log_path
+from bench.schedule.tune import best_result, sample_configurations
+from bench.schedule.worker import locate_submission, output_to
+from bench.spec.loading import load_workload, workload_path
+from bench.spec.result import EvalPoint, RunResult, TrialStatus
+from bench.spec.submission import ChoiceParam, IntParam, UniformParam
+from bench.spec.workload import TargetSpec, WorkloadSpec
+from bench.train.request import TrialRequest
+
+
+def _workload(**budget) -> WorkloadSpec:
+    data = load_workload(workload_path("tiny")).model_dump(mode="json")
+    data["budget"].update(budget)
+    return WorkloadSpec.model_validate(data)
+
+
+def _request(workload: WorkloadSpec, device: str | None = None) -> TrialRequest:
+    return TrialRequest(
+        workload=workload,
+        workload_dir=str(ROOT / "workloads"),
+        submission_dir=str(ROOT / "tests/recipes/good-bigram"),
+        seed=0,
+        run_id="r",
+        device=device,
+    )
+
+
+ONE_H100_BOX = [{"CPU": 16.0, "GPU": 1.0}]
+EIGHT_GPU_BOX = [{"CPU": 16.0, "GPU": 8.0}]
+LAPTOP = [{"CPU": 2.0}]
+
+
+def test_cpu_class_gets_exactly_its_cores():
+    assert trial_resources(_request(_workload(hardware="cpu-2")), ONE_H100_BOX) == TrialResources(cpus=2)
+
+
+def test_gpu_class_gets_one_gpu_per_worker_and_a_share_of_cores():
+    assert trial_resources(_request(_workload(hardware="1xH100")), ONE_H100_BOX) == TrialResources(1, 4, 1)
+    # eight trials of one GPU each must fit at once: 16 cores / 8 GPUs = 2 each
+    assert trial_resources(_request(_workload(hardware="1xH100")), EIGHT_GPU_BOX) == TrialResources(1, 2, 1)
+    assert trial_resources(_request(_workload(hardware="8xH100")), EIGHT_GPU_BOX) == TrialResources(8, 2, 1)
+
+
+def test_gpu_class_on_cpu_device_keeps_workers_without_gpus():
+    resources = trial_resources(_request(_workload(hardware="2xH100"), device="cpu"), LAPTOP)
+    assert resources == TrialResources(workers=2, cpus=1, gpus=0)
+    check_fits(_request(_workload(hardware="2xH100"), device="cpu"), resources, LAPTOP)
+
+
+def test_hardware_the_cluster_lacks_is_an_error_before_anything_runs():
+    request = _request(_workload(hardware="1xH100"))
+    with pytest.raises(BenchError, match=r"'1xH100' needs 2 CPUs \+ 1 GPU, but the Ray cluster has 2 CPUs \+ 0 GPUs"):
+        check_fits(request, trial_resources(request, LAPTOP), LAPTOP)
+    request = _request(_workload(hardware="cpu-4"))
+    with pytest.raises(BenchError, match="'cpu-4' needs 4 CPUs"):
+        check_fits(request, trial_resources(request, LAPTOP), LAPTOP)
+
+
+def test_multi_gpu_trial_may_span_nodes():
+    two_nodes = [{"CPU": 8.0, "GPU": 4.0}, {"CPU": 8.0, "GPU": 4.0}]
+    request = _request(_workload(hardware="8xH100"))
+    check_fits(request, trial_resources(request, two_nodes), two_nodes)
+
+
+def test_hard_limit_is_budget_plus_grace_plus_allowance():
+    assert hard_limit_s(_workload(wall_clock="60s", overrun_grace="15s"), allowance_s=100) == 175
+    assert hard_limit_s(_workload(wall_clock=None, tokens="1M")) is None
+
+
+def test_log_sits_next_to_the_result(tmp_path):
+    assert log_path(tmp_path, "tiny", "sub", "run1") == tmp_path / "tiny" / "sub" / "run1.log"
+    assert rank_log_path(str(tmp_path / "run1.log"), 1) == str(tmp_path / "run1.rank1.log")
+
+
+def test_ray_temp_dir_stays_within_the_socket_path_limit(monkeypatch, tmp_path):
+    monkeypatch.setenv("BENCH_CACHE", "/c")
+    assert ray_temp_dir() == Path("/c/ray")
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / ("deep" * 20)))
+    short = ray_temp_dir()
+    assert short.parent == Path(os.environ.get("TMPDIR", "/tmp")) and len(str(short)) < 40
+
+
+def test_output_to_captures_native_writes_and_restores(tmp_path):
+    log = tmp_path / "sub" / "run.log"
+    with output_to(log):
+        os.write(1, b"from fd 1\n")
+        os.write(2, b"from fd 2\n")
+    assert log.read_text() == "from fd 1\nfrom fd 2\n"
+    with output_to(Path("/proc/forbidden/run.log")):  # unwritable: output stays where it was, no crash
+        print("not captured")
+
+
+def test_locate_submission_finds_a_shipped_copy(tmp_path, monkeypatch):
+    shipped = tmp_path / "pkg" / "good-bigram"
+    shipped.mkdir(parents=True)
+    (shipped / "submission.yaml").write_text("name: good-bigram\n")
+    monkeypatch.setattr(sys, "path", [*sys.path, str(tmp_path / "pkg")])
+    assert locate_submission(str(ROOT / "tests/recipes/good-bigram")) == str(ROOT / "tests/recipes/good-bigram")
+    assert locate_submission("/elsewhere/good-bigram") == str(shipped)
+
+
+def test_sobol_samples_are_seeded_in_range_and_spread():
+    space = {
+        "lr": UniformParam(distribution="log_uniform", low=1e-4, high=1e-1),
+        "width": IntParam(distribution="int_uniform", low=1, high=4),
+        "norm": ChoiceParam(distribution="choice", values=["rms", "layer"]),
+    }
+    configs = sample_configurations(space, 8, seed=3)
+    assert configs == sample_configurations(space, 8, seed=3)
+    assert configs != sample_configurations(space, 8, seed=4)
+    assert all(1e-4 <= c["lr"] <= 1e-1 and 1 <= c["width"] <= 4 and c["norm"] in ("rms", "layer") for c in configs)
+    assert {c["width"] for c in configs} == {1, 2, 3, 4}  # 8 Sobol points cover every quarter of each axis
+    assert sum(c["lr"] < 10**-2.5 for c in configs) == 4  # and each half of the log range equally
+    assert len(sample_configurations(space, 5, seed=3)) == 5
+
+
+def _result(run_id: str, status: TrialStatus, bpb: float | None) -> RunResult:
+    final = None if bpb is None else EvalPoint(step=1, tokens=1, train_seconds=1.0, val_loss=bpb, val_bpb=bpb)
+    return RunResult(
+        run_id=run_id, status=status, workload="w", workload_hash="h", submission="s", submission_hash="h", seed=0,
+        hyperparameters={}, device="cpu", started_at="2026-01-01T00:00:00Z", finished_at="2026-01-01T00:01:00Z",
+        final=final,
+    )  # fmt: skip
+
+
+def test_best_result_uses_the_target_metric_and_direction_and_skips_failures():
+    results = [
+        _result("a", TrialStatus.ok, 1.5),
+        _result("b", TrialStatus.invalid, 0.5),
+        _result("c", TrialStatus.ok, 1.2),
+        _result("d", TrialStatus.failed, None),
+    ]
+    assert best_result(results, TargetSpec(metric="val_bpb", value=1.0)).run_id == "c"
+    assert best_result(results, TargetSpec(metric="val_bpb", value=1.0, direction="maximize")).run_id == "a"
+    assert best_result(results[3:], TargetSpec(metric="val_bpb", value=1.0)) is None
