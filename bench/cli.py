@@ -197,6 +197,19 @@ def show(workload: Annotated[str, typer.Argument(help="Workload name or YAML pat
     typer.echo(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, width=10_000).rstrip())
 
 
+def _prepare_with_progress(
+    spec: WorkloadSpec, workload_dir: Path, cache_dir: Path | None = None, out: Console = errors
+) -> None:
+    """Prepare a workload's data with a progress bar and a summary line. ``bench run`` does it on the driver, so
+    that trials start on a cache hit and a data error stops everything before any trial starts."""
+    from bench.data.prepare import RichPrepareProgress, format_summary
+    from bench.data.prepare import prepare as prepare_data
+
+    with RichPrepareProgress(out) as progress:
+        data = prepare_data(spec, workload_dir, cache_dir, progress)
+    out.print(f"[bold]{spec.name}[/]: {format_summary(data)}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 @user_errors
 def prepare(
@@ -205,15 +218,11 @@ def prepare(
 ) -> None:
     """Prepare a workload's data (split, tokenizer, token shards; a second run is a cache hit) and download the
     datasets of its downstream tasks, so that later runs work offline."""
-    from bench.data.prepare import RichPrepareProgress, format_summary
-    from bench.data.prepare import prepare as prepare_data
     from bench.downstream.runner import prefetch
 
     path = workload_path(workload)
     spec = load_workload(path)
-    with RichPrepareProgress(console) as progress:
-        data = prepare_data(spec, path.parent, cache_dir, progress)
-    console.print(f"[bold]{spec.name}[/]: {format_summary(data)}", highlight=False, soft_wrap=True)
+    _prepare_with_progress(spec, path.parent, cache_dir, console)
     for failure in prefetch([task.task for task in spec.eval.downstream]):
         errors.print(f"[yellow]warning:[/] downstream {failure.reason}", highlight=False, soft_wrap=True)
 
@@ -307,14 +316,7 @@ def _resolved_workload(workload: str, wall_clock: str | None) -> tuple[Path, Wor
     return path, spec
 
 
-def _prepare_with_progress(spec: WorkloadSpec, workload_dir: Path) -> None:
-    """Prepare the data once on the driver, so trials start on a cache hit and a data error stops everything now."""
-    from bench.data.prepare import RichPrepareProgress, format_summary
-    from bench.data.prepare import prepare as prepare_data
 
-    with RichPrepareProgress(errors) as progress:
-        data = prepare_data(spec, workload_dir, None, progress)
-    errors.print(f"[bold]{spec.name}[/]: {format_summary(data)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -432,6 +434,40 @@ def check(
         errors.print(f"[bold red]{len(failed)} check(s) failed:[/] " + "; ".join(f"{f.subject}: {f.detail}" for f in failed),
                      highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+study_app = typer.Typer(help="Studies: grids of trials that answer a research question, with scaling-law fits.",
+                        no_args_is_help=True)
+app.add_typer(study_app, name="study")
+
+
+@study_app.command("run")
+@user_errors
+def study_run(
+    file: Annotated[Path, typer.Argument(help="Study YAML, e.g. studies/tiny-scaling.yaml.")],
+    results_dir: Annotated[Path, typer.Option(help="Base results folder; the study writes to studies/<name>/.")] = DEFAULT_RESULTS_DIR,
+    address: Annotated[str | None, typer.Option(help="Ray cluster to join.")] = None,
+    progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
+) -> None:
+    """Run a study's grid of trials (trials with an ok result are not re-run), then write its report."""
+    from bench.study.run import run_study
+    from bench.study.report import report_study
+
+    results = run_study(file, results_dir, address, progress=progress)
+    console.print(results_table(results, f"study {file.stem}"))
+    console.print(f"report: {report_study(file, results_dir)}", highlight=False)
+
+
+@study_app.command("report")
+@user_errors
+def study_report(
+    file: Annotated[Path, typer.Argument(help="Study YAML.")],
+    results_dir: Annotated[Path, typer.Option(help="Base results folder.")] = DEFAULT_RESULTS_DIR,
+) -> None:
+    """Write the study's Markdown report (tables, scaling fit with CIs, comparisons, plots) from its results."""
+    from bench.study.report import report_study
+
+    console.print(f"report: {report_study(file, results_dir)}", highlight=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

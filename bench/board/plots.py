@@ -23,7 +23,7 @@ from bench.board.stats import mean_ci
 from bench.results import write_atomic
 from bench.spec.result import RunResult
 
-_STYLE = {
+STYLE = {
     "svg.hashsalt": "pretrain-bench",
     "svg.fonttype": "none",  # text stays text: smaller files, crisp in the page's own font
     "font.size": 9,
@@ -32,7 +32,7 @@ _STYLE = {
     "axes.grid": True,
     "grid.alpha": 0.3,
 }
-_COLORS = matplotlib.colormaps["tab10"].colors
+COLORS = matplotlib.colormaps["tab10"].colors
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ class Plot:
     caption: str
 
 
-def _save(fig: Figure, path: Path) -> None:
+def save_svg(fig: Figure, path: Path) -> None:
+    """Reproducible SVG (no date, fixed hash salt), written atomically: an unchanged page rebuilds without a diff."""
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
     write_atomic(path, buffer.getvalue(), overwrite=True)
@@ -66,7 +67,7 @@ def _scored_entries(section: Section) -> list[_Styled]:
     out: list[_Styled] = []
     for group in section.groups:
         for entry in group.ranked:
-            out.append((entry, group.official, _COLORS[len(out) % len(_COLORS)]))
+            out.append((entry, group.official, COLORS[len(out) % len(COLORS)]))
     return out
 
 
@@ -103,7 +104,7 @@ def _loss_vs_time(section: Section, path: Path) -> Plot:
     curves = [[_curve(r, section.metric) for r in e.scored] for e, _, _ in entries]
     longest = max(t[-1] for seeds in curves for t, _ in seeds)
     scale, unit = (60.0, "min") if longest > 120 else (1.0, "s")
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         fig = _figure()
         ax = fig.add_subplot()
         lows, tails = [], []
@@ -126,7 +127,7 @@ def _loss_vs_time(section: Section, path: Path) -> Plot:
         ax.set_xlabel(f"training time ({unit}, evaluation excluded)")
         ax.set_ylabel(metric_name)
         ax.legend(fontsize=8, frameon=False)
-        _save(fig, path)
+        save_svg(fig, path)
     caption = "Mean over seeds; the band spans the best and worst seed, interpolated onto a common time grid."
     return Plot(title, path.name, caption)
 
@@ -147,7 +148,7 @@ def _loss_vs_energy(section: Section, path: Path) -> Plot:
         return Plot(title, None, "No scored run recorded its energy.")
     largest = max(run_kwh(r) for d in drawn for r in d[3])
     scale, unit = (1.0, "kWh") if largest >= 1 else (1000.0, "Wh")
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         fig = _figure()
         ax = fig.add_subplot()
         for entry, official, color, runs in drawn:
@@ -167,7 +168,7 @@ def _loss_vs_energy(section: Section, path: Path) -> Plot:
         ax.set_xlabel(f"training energy ({unit})")
         ax.set_ylabel(f"final {metric_name}")
         ax.legend(fontsize=8, frameon=False)
-        _save(fig, path)
+        save_svg(fig, path)
     return Plot(title, path.name, "Small markers are seeds, large markers their mean." + skipped)
 
 
@@ -198,7 +199,7 @@ def _loss_vs_compute(section: Section, path: Path) -> Plot:
     if not drawn:
         return Plot(title, None, "No scored run recorded its training FLOPs.")
     front = pareto_front([(d[3], d[4].mean) for d in drawn], section.direction)
-    with matplotlib.rc_context(_STYLE):
+    with matplotlib.rc_context(STYLE):
         fig = _figure()
         ax = fig.add_subplot()
         for entry, official, color, flops, score in drawn:
@@ -214,7 +215,7 @@ def _loss_vs_compute(section: Section, path: Path) -> Plot:
         ax.set_xlabel("training FLOPs (model FLOPs per token x tokens)")
         ax.set_ylabel(f"final {metric_name}")
         ax.legend(fontsize=8, frameon=False)
-        _save(fig, path)
+        save_svg(fig, path)
     caption = "Mean ± 95% CI over seeds; the dashed line joins entries no other entry beats on both compute and loss."
     return Plot(title, path.name, caption + skipped)
 

@@ -184,6 +184,10 @@ def run_trial(request: TrialRequest, on_event: Any = None) -> RunResult:
     base["device"] = str(device)
     base["world_size"] = distributed_rank()[1]
     try:
+        manifest = load_submission(folder)
+        hparams = resolve_hyperparameters(manifest.hyperparameters, request.overrides, str(folder / "submission.yaml"))
+        base["hyperparameters"] = hparams
+
         emit("data")
         t = clock_start.elapsed()
         data = prepare(spec, Path(request.workload_dir), Path(request.cache_dir) if request.cache_dir else None)
@@ -191,9 +195,6 @@ def run_trial(request: TrialRequest, on_event: Any = None) -> RunResult:
 
         emit("setup")
         t = clock_start.elapsed()
-        manifest = load_submission(folder)
-        hparams = resolve_hyperparameters(manifest.hyperparameters, request.overrides, str(folder / "submission.yaml"))
-        base["hyperparameters"] = hparams
         recipe = load_recipe_class(folder, manifest)()
         warm_lazy_imports()
     except Exception as exc:  # data or submission broken: nothing trained, nothing measured

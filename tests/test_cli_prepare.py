@@ -1,0 +1,27 @@
+"""bench prepare on the default workload: prints the entropy floor, and a second run is a cache hit."""
+
+from typer.testing import CliRunner
+
+from bench.cli import app
+
+
+def test_prepare_tiny_twice_second_is_a_cache_hit(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path))
+    runner = CliRunner()
+    first = runner.invoke(app, ["prepare", "--workload", "tiny"], env={"COLUMNS": "300"})
+    assert first.exit_code == 0, first.output
+    assert "entropy floor 0.79" in first.output and "cached at" in first.output
+    second = runner.invoke(app, ["prepare", "--workload", "tiny"], env={"COLUMNS": "300"})
+    assert second.exit_code == 0 and "cache hit" in second.output
+
+
+def test_prepare_with_a_missing_local_file_names_it(tmp_path):
+    workload = tmp_path / "local.yaml"
+    workload.write_text(
+        "name: local\ndescription: d\n"
+        "data: {source: {kind: local, paths: [missing.txt]}, train_bytes: 1MB, val_bytes: 10KB}\n"
+        "tokenizer: {kind: byte}\nmodel: {max_params: 1M}\nbudget: {wall_clock: 10s, hardware: cpu-2}\n"
+        "target: {metric: val_loss, value: 2.0}\neval: {every: 5s, seq_len: 64, tokens: 4k}\n"
+    )
+    result = CliRunner().invoke(app, ["prepare", "--workload", str(workload)])
+    assert result.exit_code == 1 and "missing.txt" in result.output and "Traceback" not in result.output
