@@ -8,7 +8,7 @@ logging, evaluation checks and measurement. Evaluation time is excluded from bot
 the bare loop does not evaluate. Runs alternate (bare, harness, bare, ...) so that drift in machine load affects
 both sides alike; the figure is the median of the per-round throughput ratios.
 
-    python benchmarks/harness_overhead.py --rounds 5 --tokens 600000
+    python benchmarks/harness_overhead.py --rounds 5 --tokens 200000
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from bench.train.trial import run_trial
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--tokens", type=int, default=600_000)
+    parser.add_argument("--tokens", type=int, default=200_000)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
