@@ -21,7 +21,8 @@ def _shrunken_baseline(tmp_path):
     folder = tmp_path / "adamw-baseline"
     shutil.copytree(ROOT / "submissions" / "adamw-baseline", folder)
     manifest = yaml.safe_load((folder / "submission.yaml").read_text())
-    manifest["hyperparameters"].update(n_layer=1, n_head=2, n_embd=32, batch_size=4, seq_len=64)
+    manifest["hyperparameters"].update(n_layer=1, n_head=2, n_embd=32, batch_size=8, seq_len=64)
+    manifest.pop("search_space")  # the shrunken and degraded values would lie outside it
     (folder / "submission.yaml").write_text(yaml.safe_dump(manifest))
     return folder, manifest
 

@@ -101,6 +101,12 @@ def test_joins_a_running_cluster_quietly(ray_head, tmp_path):
     assert noise == [] and driver.stdout == ""
 
 
+def _terminal_sigint() -> None:
+    """Ctrl-C handling as in a terminal. A background job of a non-interactive shell (how CI may start the suite)
+    inherits SIGINT as ignored, and Python then never installs its KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 def test_ctrl_c_in_a_terminal_keeps_finished_results_and_exits_130(tmp_path):
     results_dir = tmp_path / "results"
@@ -108,6 +114,7 @@ def test_ctrl_c_in_a_terminal_keeps_finished_results_and_exits_130(tmp_path):
         [sys.executable, "-c", DRIVER, "", str(results_dir), "hanging", "good-bigram"],
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # its own process group, like a shell job: Ctrl-C signals the whole group
+        preexec_fn=_terminal_sigint,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120

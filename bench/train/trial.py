@@ -181,8 +181,9 @@ def run_trial(request: TrialRequest, on_event: Any = None) -> RunResult:
         )
 
     device = pick_device(request.device)
+    rank, world_size = distributed_rank()
     base["device"] = str(device)
-    base["world_size"] = distributed_rank()[1]
+    base["world_size"] = world_size
     try:
         manifest = load_submission(folder)
         hparams = resolve_hyperparameters(manifest.hyperparameters, request.overrides, str(folder / "submission.yaml"))
@@ -203,14 +204,13 @@ def run_trial(request: TrialRequest, on_event: Any = None) -> RunResult:
 
     validation = data.validation()
     windows = evaluation_windows(data.val_tokens, spec.eval.seq_len, spec.eval.tokens)
-    meter = Meter(device=device, hardware_class=spec.budget.hardware, world_size=distributed_rank()[1])
+    meter = Meter(device=device, hardware_class=spec.budget.hardware, world_size=world_size)
 
     def evaluator(model: nn.Module) -> Any:
         with meter.phase("eval"):
             return evaluate(model, windows, data.token_bytes, device)
 
     seed_everything(request.seed)
-    rank, world_size = distributed_rank()
     stream = data.stream(seed=request.seed, rank=rank, world_size=world_size)
     model: nn.Module | None = None
     ctx = HarnessContext(
@@ -250,7 +250,7 @@ def run_trial(request: TrialRequest, on_event: Any = None) -> RunResult:
         model = trained
     except BaseException as exc:  # noqa: BLE001 - every failure of the recipe becomes a result
         ctx.clock.stop()
-        if isinstance(exc, (SystemExit,)):
+        if isinstance(exc, SystemExit):
             raise
         status, reason = _failure(exc)
         tail = _tail(exc)
@@ -264,15 +264,18 @@ def run_trial(request: TrialRequest, on_event: Any = None) -> RunResult:
         status, reason = TrialStatus.overrun, f"returned after {train_seconds:.1f}s of training, limit {hard_limit:.0f}s"
 
     if model is not None and status in (TrialStatus.ok, TrialStatus.overrun):
-        total, embedding = count_parameters(model)
-        counted = total if spec.model.count_embeddings else total - embedding
-        results["params"] = ParamCounts(total=total, embedding=embedding, counted=counted, limit=spec.model.max_params)
+        counts = count_parameters(model)
+        counted = counts.counted(spec.model.count_embeddings)
+        results["params"] = ParamCounts(
+            total=counts.total, embedding=counts.embedding, counted=counted, limit=spec.model.max_params
+        )
         if status is TrialStatus.ok and counted > spec.model.max_params:
             what = "parameters" if spec.model.count_embeddings else "non-embedding parameters"
             status, reason = TrialStatus.invalid, f"model has {counted:,} {what}, over the limit of {spec.model.max_params:,}"
         try:
             emit("eval")
-            results["final"] = ctx.evaluate_now(model) and ctx.curve[-1]
+            ctx.evaluate_now(model)
+            results["final"] = ctx.curve[-1]
         except TrainingDiverged as exc:
             status, reason = TrialStatus.failed, f"diverged: {exc}"
         timing["eval_s"] = ctx.clock.paused_seconds
