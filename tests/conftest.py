@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -29,3 +30,31 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+WORDS = [
+    "the",
+    "a",
+    "model",
+    "token",
+    "learns",
+    "data",
+    "of",
+    "in",
+    "and",
+    "small",
+    "large",
+    "budget",
+    "time",
+    "loss",
+    "grows",
+    "falls",
+    "é",
+    "日本",
+]
+
+
+def make_docs(n: int, seed: int = 0) -> list[str]:
+    """Distinct documents ``doc 00042: words...`` of 20-200 bytes or more, with non-ASCII words among them."""
+    rng = random.Random(seed)
+    return [f"doc {i:05d}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40))) for i in range(n)]

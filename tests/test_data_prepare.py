@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import pickle
-import random
 import socket
 import subprocess
 import sys
@@ -22,27 +21,7 @@ from bench.data.synthetic import SyntheticCorpus, bits_per_byte
 from bench.data.tokenizer import EOS, byte_tokenizer, describe
 from bench.errors import BenchError
 from bench.spec.workload import WorkloadSpec
-
-WORDS = [
-    "the",
-    "a",
-    "model",
-    "token",
-    "learns",
-    "data",
-    "of",
-    "in",
-    "and",
-    "small",
-    "large",
-    "budget",
-    "time",
-    "loss",
-    "grows",
-    "falls",
-    "é",
-    "日本",
-]
+from conftest import make_docs
 
 
 def workload(source: dict, train: str = "120KB", val: str = "12KB", tokenizer: dict | None = None) -> WorkloadSpec:
@@ -64,8 +43,7 @@ def workload(source: dict, train: str = "120KB", val: str = "12KB", tokenizer: d
 def corpus(tmp_path_factory) -> tuple:
     """A folder with ``c.jsonl``: 2000 distinct documents ``doc 00042: ...``, ~170 KB."""
     folder = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    docs = [f"doc {i:05d}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40))) for i in range(2000)]
+    docs = make_docs(2000)
     (folder / "c.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
     return folder, docs
 

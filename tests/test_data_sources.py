@@ -12,33 +12,7 @@ import pytest
 from bench.data.sources import iter_documents, split_documents
 from bench.errors import BenchError
 from bench.spec.workload import HubSource, LocalSource
-
-WORDS = [
-    "the",
-    "a",
-    "model",
-    "token",
-    "learns",
-    "data",
-    "of",
-    "in",
-    "and",
-    "small",
-    "large",
-    "budget",
-    "time",
-    "loss",
-    "grows",
-    "falls",
-    "é",
-    "日本",
-]
-
-
-def make_docs(n: int, seed: int = 0) -> list[str]:
-    """Distinct documents ``doc 00042: words...`` of 20-200 bytes or more."""
-    rng = random.Random(seed)
-    return [f"doc {i:05d}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40))) for i in range(n)]
+from conftest import make_docs
 
 
 def write_jsonl(path, texts, field="text"):
