@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from bench.errors import BenchError
 from bench.train.api import TrialContext
@@ -63,7 +64,8 @@ def train_lm(
     (``None``: no clipping). Sophia gets its Hessian estimate on the steps it asks for one.
     ``ctx.log(loss=..., lr=...)`` every ``log_every`` steps records the mean training loss since the last log and
     the first group's learning rate. With ``compile`` the forward runs through ``torch.compile``; the uncompiled
-    module (same parameters) is what gets evaluated and returned.
+    module (same parameters) is what gets evaluated and returned. When the harness hands over a DDP-wrapped model
+    (several workers), the micro-batches before the last of each accumulation skip DDP's gradient all-reduce.
     """
     if batch_size < 1 or seq_len < 1 or grad_accum < 1 or log_every < 1:
         raise BenchError(
@@ -77,16 +79,20 @@ def train_lm(
     precision_ctx = precision_context(ctx.device, precision)
     model.train()
 
+    # Under DDP, gradients are all-reduced only on the last micro-batch of each accumulation.
+    skip_sync = model.no_sync if isinstance(model, DistributedDataParallel) else contextlib.nullcontext
+
     step = micro = 0
     loss_sum = torch.zeros((), device=ctx.device)
     logged_micro = 0
     for x, y in ctx.batches(batch_size, seq_len):
-        with precision_ctx:
-            logits = forward(x)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-        (loss / grad_accum).backward()
-        loss_sum += loss.detach()
         micro += 1
+        with contextlib.nullcontext() if micro % grad_accum == 0 else skip_sync():
+            with precision_ctx:
+                logits = forward(x)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+            (loss / grad_accum).backward()
+        loss_sum += loss.detach()
         if micro % grad_accum:
             continue
 
