@@ -20,7 +20,7 @@ from torch import nn
 from bench.data.tokenizer import byte_tokenizer, train_bpe
 from bench.downstream.adapter import BenchLM
 from bench.downstream.runner import _evaluate, hub_access, quiet_lm_eval, run_downstream
-from bench.downstream.tasks import agreement_docs, cloze_docs, write_synthetic_tasks
+from bench.downstream.tasks import AGREEMENT_TASKS, agreement_docs, cloze_docs, write_synthetic_tasks
 from bench.errors import BenchError
 from bench.spec.workload import DownstreamTask
 from bench.train.model import GPT, GPTConfig
@@ -253,7 +253,7 @@ def test_written_tasks_are_ordinary_lm_eval_tasks(tmp_path):
     """Through lm-eval's own simple_evaluate: a model that knows every answer scores exactly 1, wherever the cloze
     answer was shuffled to among the choices."""
     docs = {
-        "synthetic_agreement": agreement_docs([("abcd", "abce"), ("klmn", "klmm"), ("pqrs", "pqsr")]),
+        "synthetic_agreement_simple_agreement": agreement_docs([("abcd", "abce"), ("klmn", "klmm"), ("pqrs", "pqsr")]),
         "synthetic_cloze": cloze_docs([("xyz\x1f", " !", [" a", " b"]), ("abc\x1f", " !", [" q", " r", " s"])] * 5),
     }
     assert len({doc["label"] for doc in docs["synthetic_cloze"]}) > 1
@@ -261,13 +261,13 @@ def test_written_tasks_are_ordinary_lm_eval_tasks(tmp_path):
     lm = BenchLM(NextByte(), byte_tokenizer(), EOS, WINDOW, "cpu")
     with hub_access(offline=True), quiet_lm_eval():
         results = simple_evaluate(model=lm, tasks=list(docs), task_manager=manager, log_samples=False)["results"]
-    assert results["synthetic_agreement"]["acc,none"] == 1.0
+    assert results["synthetic_agreement_simple_agreement"]["acc,none"] == 1.0
     assert results["synthetic_cloze"]["acc,none"] == 1.0
 
 
 def test_groups_give_their_aggregate_or_one_score_per_member(tmp_path):
     docs = {
-        "synthetic_agreement": agreement_docs([("abcd", "abce"), ("klmn", "klmm"), ("pqrs", "pqsr")]),
+        "synthetic_agreement_simple_agreement": agreement_docs([("abcd", "abce"), ("klmn", "klmm"), ("pqrs", "pqsr")]),
         "synthetic_cloze": cloze_docs([("xyz\x1f", " !", [" a", " b"]), ("abc\x1f", " !", [" q", " r", " s"])] * 5),
     }
     write_synthetic_tasks(tmp_path, docs)
@@ -282,7 +282,7 @@ def test_groups_give_their_aggregate_or_one_score_per_member(tmp_path):
         members = _evaluate(lm, manager, DownstreamTask(task="plain", limit=2))
     assert (group.task, group.metric, group.value, group.samples, group.chance) == ("both", "acc", 1.0, 13, None)
     assert [(s.task, s.samples, s.value) for s in members] == [
-        ("synthetic_agreement", 2, 1.0),
+        ("synthetic_agreement_simple_agreement", 2, 1.0),
         ("synthetic_cloze", 2, 1.0),
     ]
     assert [s.chance for s in members] == [0.5, pytest.approx((1 / 3 + 1 / 4) / 2, abs=1e-6)]
@@ -308,6 +308,14 @@ def test_builtin_tasks_need_a_synthetic_workload():
     assert [f.task for f in failures] == ["synthetic_agreement"] and "synthetic corpus" in failures[0].reason
 
 
+def test_the_agreement_tag_scores_each_phenomenon_on_its_own():
+    tasks = [DownstreamTask(task="synthetic_agreement", limit=4)]
+    scores, failures = run_downstream(NextByte(), byte_tokenizer(), EOS, WINDOW, "cpu", tasks, corpus_seed=0)
+    assert not failures
+    assert [s.task for s in scores] == sorted(AGREEMENT_TASKS)
+    assert all(s.metric == "acc" and s.samples == 4 and s.chance == 0.5 for s in scores)
+
+
 def test_few_shot_on_a_zero_shot_task_is_a_clear_failure():
     tasks = [DownstreamTask(task="synthetic_agreement", num_fewshot=3, limit=5)]
     scores, failures = run_downstream(NextByte(), byte_tokenizer(), EOS, WINDOW, "cpu", tasks, corpus_seed=0)
@@ -329,11 +337,11 @@ def test_hub_access_sets_and_restores_offline_mode_and_telemetry(monkeypatch):
 def test_builtin_tasks_score_an_untrained_model_near_chance_quietly_and_deterministically(capfd):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=257, seq_len=64, n_layer=2, n_head=2, n_embd=32))
-    tasks = [DownstreamTask(task="synthetic_agreement", limit=100), DownstreamTask(task="synthetic_cloze", limit=100)]
+    tasks = [DownstreamTask(task="synthetic_agreement", limit=80), DownstreamTask(task="synthetic_cloze", limit=100)]
     scores, failures = run_downstream(model, byte_tokenizer(), EOS, 64, "cpu", tasks, corpus_seed=0, offline=True)
     assert failures == []
     assert [(s.task, s.metric, s.samples, s.chance) for s in scores] == [
-        ("synthetic_agreement", "acc", 100, 0.5),
+        *((name, "acc", 80, 0.5) for name in sorted(AGREEMENT_TASKS)),
         ("synthetic_cloze", "acc_norm", 100, 0.25),
     ]
     for score in scores:
@@ -351,11 +359,11 @@ def test_a_hub_task_offline_fails_by_name_while_builtin_tasks_score(tmp_path, mo
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     tasks = [
         DownstreamTask(task="arc_easy"),
-        DownstreamTask(task="synthetic_agreement", limit=20),
+        DownstreamTask(task="synthetic_agreement_simple_agreement", limit=20),
         DownstreamTask(task="no_such_task"),
     ]
     scores, failures = run_downstream(NextByte(), byte_tokenizer(), EOS, 64, "cpu", tasks, corpus_seed=0, offline=True)
-    assert [s.task for s in scores] == ["synthetic_agreement"]
+    assert [s.task for s in scores] == ["synthetic_agreement_simple_agreement"]
     arc, unknown = failures
     assert arc.task == "arc_easy" and "allenai/ai2_arc" in arc.reason and "offline mode is on" in arc.reason
     assert "python -m bench.downstream arc_easy" in arc.reason

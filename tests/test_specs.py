@@ -137,7 +137,7 @@ def test_missing_file_is_a_user_error(tmp_path):
 
 def test_downstream_short_form():
     spec = load_workload(workload_path("tiny", ROOT))
-    assert [(t.task, t.limit) for t in spec.eval.downstream] == [("synthetic_agreement", 300), ("synthetic_cloze", 300)]
+    assert [(t.task, t.limit) for t in spec.eval.downstream] == [("synthetic_agreement", 200), ("synthetic_cloze", 300)]
     assert all(t.num_fewshot == 0 for t in spec.eval.downstream)
     real = load_workload(workload_path("40m-10gb", ROOT))
     assert [t.task for t in real.eval.downstream][:2] == ["lambada_openai", "sciq"]

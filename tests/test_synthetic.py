@@ -146,15 +146,24 @@ def test_entropy_matches_monte_carlo(corpus, sample):
     )
 
 
-def test_minimal_pairs_are_told_apart_by_the_true_model(corpus):
-    pairs = corpus.minimal_pairs(24, seed=7)
-    assert pairs == corpus.minimal_pairs(24, seed=7) and pairs != corpus.minimal_pairs(24, seed=8)
-    for i, (good, bad) in enumerate(pairs):
+@pytest.mark.parametrize("phenomenon", MINIMAL_PAIR_PHENOMENA)
+def test_minimal_pairs_are_told_apart_by_the_true_model(corpus, phenomenon):
+    pairs = corpus.minimal_pairs(12, seed=7, phenomenon=phenomenon)
+    assert pairs == corpus.minimal_pairs(12, seed=7, phenomenon=phenomenon)
+    assert pairs != corpus.minimal_pairs(12, seed=8, phenomenon=phenomenon)
+    for good, bad in pairs:
         good_words, bad_words = good.split(" "), bad.split(" ")
         assert len(good_words) == len(bad_words)
-        assert sum(a != b for a, b in zip(good_words, bad_words)) == 1, MINIMAL_PAIR_PHENOMENA[i % 4]
+        assert sum(a != b for a, b in zip(good_words, bad_words)) == 1
         assert math.isfinite(corpus.score(good))
         assert corpus.score(bad) == -math.inf
+
+
+def test_each_phenomenon_has_items_of_its_own(corpus):
+    contexts = [{good.rsplit(".", 2)[0] for good, _ in corpus.minimal_pairs(8, 1, p)} for p in MINIMAL_PAIR_PHENOMENA]
+    assert all(not a & b for i, a in enumerate(contexts) for b in contexts[i + 1:])
+    simple = corpus.minimal_pairs(8, 1, "simple_agreement")
+    assert all(len(good.rsplit(".", 2)[1].split()) == 3 for good, _ in simple)  # "The <noun> <verb>."
 
 
 def test_cloze_items_need_the_protagonist(corpus):
@@ -176,7 +185,8 @@ def test_cloze_items_need_the_protagonist(corpus):
         lambda: SyntheticCorpus(1.5),  # type: ignore[arg-type]
         lambda: SyntheticCorpus(0).documents(-1, 3),
         lambda: SyntheticCorpus(0).documents(0, "3"),  # type: ignore[arg-type]
-        lambda: SyntheticCorpus(0).minimal_pairs(-2, 0),
+        lambda: SyntheticCorpus(0).minimal_pairs(-2, 0, "simple_agreement"),
+        lambda: SyntheticCorpus(0).minimal_pairs(2, 0, "island_constraint"),
         lambda: bits_per_byte([]),
     ],
 )

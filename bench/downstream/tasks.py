@@ -4,12 +4,18 @@ They exist so that downstream evaluation works with no network and no downloads,
 so that the ``tiny`` workload measures something its models can learn. Both are generated from the corpus's own
 grammar (:class:`bench.data.synthetic.SyntheticCorpus`), deterministically from the corpus seed:
 
-* ``synthetic_agreement``: minimal pairs in the style of BLiMP. Each item is a document of the corpus ending in a
-  grammatical sentence or the same sentence with one agreement (or pronoun-gender) violation; the model is right
-  when it gives the grammatical document the higher log-likelihood (``acc``; chance 0.5). The documents share
-  everything before their last sentence, so that shared part is the context and only the two last sentences are
-  scored: the same comparison as whole documents, but when a document is longer than the model's window both
-  sentences keep the same (left-truncated) context instead of windows shifted against each other.
+* ``synthetic_agreement``: minimal pairs in the style of BLiMP, one task per phenomenon
+  (``synthetic_agreement_simple_agreement``, ``..._subject_relative_attractor``, ``..._object_relative``,
+  ``..._parenthetical``, ``..._pronoun_gender``; the name ``synthetic_agreement`` is their lm-eval tag and gives
+  one score per phenomenon). Like BLiMP's paradigms they range from what a small model learns first (a verb agreeing
+  with the subject right before it) to what it learns last (agreement across a clause whose noun has the other
+  number, which models that only track the nearest noun get *wrong*: below chance), so one average would hide
+  exactly what they show. Each item is a document of the corpus ending in a grammatical sentence or the same
+  sentence with one violation; the model is right when it gives the grammatical document the higher
+  log-likelihood (``acc``; chance 0.5). The documents share everything before their last sentence, so that shared
+  part is the context and only the two last sentences are scored: the same comparison as whole documents, but when
+  a document is longer than the model's window both sentences keep the same (left-truncated) context instead of
+  windows shifted against each other.
 * ``synthetic_cloze``: long-range recall. Each item is a document cut just before its protagonist's name comes back,
   with the name and three other names as choices (chance 1/4). The answer's position among the choices is shuffled
   with a fixed seed. Its main metric is ``acc_norm`` (log-likelihood per character of each name): names differ in
@@ -32,11 +38,12 @@ from typing import Any
 
 import yaml
 
-from bench.data.synthetic import SyntheticCorpus
+from bench.data.synthetic import MINIMAL_PAIR_PHENOMENA, SyntheticCorpus
 
 ITEMS = 500
-"""Items per task: a standard error of about 0.022 on an accuracy near 0.5. Both tasks together are 3,000 scored
-sequences, about 0.64M token positions at ``seq_len`` 256 (each choice re-reads its context)."""
+"""Items per task: a standard error of about 0.022 on an accuracy near 0.5. All six tasks together are 7,000 scored
+sequences, about 1.5M token positions at ``seq_len`` 256 (each choice re-reads its context); workloads cap them with
+``limit``."""
 
 ITEM_SEED = 1
 """Which evaluation items: the corpus draws them from random streams of their own, apart from the training text."""
@@ -55,13 +62,18 @@ _COMMON: dict[str, Any] = {
 _ACC = {"metric": "acc", "aggregation": "mean", "higher_is_better": True}
 _ACC_NORM = {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True}
 
+AGREEMENT_TAG = "synthetic_agreement"
+AGREEMENT_TASKS = {f"{AGREEMENT_TAG}_{phenomenon}": phenomenon for phenomenon in MINIMAL_PAIR_PHENOMENA}
+"""Task name -> the corpus's minimal-pair phenomenon it tests."""
+
 TASK_CONFIGS: dict[str, dict[str, Any]] = {
-    "synthetic_agreement": {"task": "synthetic_agreement", **_COMMON, "metric_list": [_ACC]},
+    **{name: {"task": name, "tag": AGREEMENT_TAG, **_COMMON, "metric_list": [_ACC]} for name in AGREEMENT_TASKS},
     "synthetic_cloze": {"task": "synthetic_cloze", **_COMMON, "metric_list": [_ACC, _ACC_NORM]},
 }
 """lm-eval task configs, less the data files (added by :func:`write_synthetic_tasks`)."""
 
-SYNTHETIC_TASKS = tuple(TASK_CONFIGS)
+SYNTHETIC_TASKS = (AGREEMENT_TAG, *TASK_CONFIGS)
+"""Every built-in name a workload may list: the agreement tag and each task."""
 
 
 def agreement_docs(pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -90,13 +102,17 @@ def cloze_docs(items: list[tuple[str, str, list[str]]], seed: int = ITEM_SEED) -
 
 
 def synthetic_docs(corpus_seed: int, names: Iterable[str] = SYNTHETIC_TASKS) -> dict[str, list[dict[str, Any]]]:
-    """The documents of the built-in tasks ``names`` for the corpus with ``corpus_seed``."""
+    """The documents of the built-in tasks ``names`` (the agreement tag stands for all its tasks), by task name,
+    for the corpus with ``corpus_seed``."""
     corpus = SyntheticCorpus(corpus_seed)
-    make = {
-        "synthetic_agreement": lambda: agreement_docs(corpus.minimal_pairs(ITEMS, ITEM_SEED)),
-        "synthetic_cloze": lambda: cloze_docs(corpus.cloze_items(ITEMS, ITEM_SEED)),
-    }
-    return {name: make[name]() for name in names}
+    tasks = {task for name in names for task in (AGREEMENT_TASKS if name == AGREEMENT_TAG else [name])}
+    docs = {}
+    for task in sorted(tasks):
+        if task == "synthetic_cloze":
+            docs[task] = cloze_docs(corpus.cloze_items(ITEMS, ITEM_SEED))
+        else:
+            docs[task] = agreement_docs(corpus.minimal_pairs(ITEMS, ITEM_SEED, AGREEMENT_TASKS[task]))
+    return docs
 
 
 def write_synthetic_tasks(directory: Path, docs: dict[str, list[dict[str, Any]]]) -> Path:

@@ -24,7 +24,9 @@ _ONE = 1 << 63  # arc thresholds are probabilities scaled by 2**63
 # Rendering variants of a word, chosen by the token before it.
 _PLAIN, _AFTER_STOP, _AFTER_OPEN, _AFTER_BREAK = range(4)
 _TOKEN = re.compile(r"[A-Za-z]+|[^A-Za-z ]")
-MINIMAL_PAIR_PHENOMENA = ("subject_relative_attractor", "object_relative", "parenthetical", "pronoun_gender")
+MINIMAL_PAIR_PHENOMENA = (
+    "simple_agreement", "subject_relative_attractor", "object_relative", "parenthetical", "pronoun_gender"
+)
 
 
 @dataclass(frozen=True)
@@ -394,19 +396,24 @@ class SyntheticCorpus:
         where = self._sample(np.array([table]), np.array([rng.draw(key, counter)], np.uint64))
         return int(self._flat_value[where[0]])
 
-    def minimal_pairs(self, n: int, seed: int) -> list[tuple[str, str]]:
+    def minimal_pairs(self, n: int, seed: int, phenomenon: str) -> list[tuple[str, str]]:
         """BLiMP-style (grammatical, ungrammatical) documents that differ in one word of their last sentence.
 
         Each item is a document of this corpus cut after the first sentence of its last paragraph (which leaves a
-        complete document), followed by a test sentence. Pair ``i`` tests ``MINIMAL_PAIR_PHENOMENA[i % 4]``:
-        verb number agreement across a subject relative clause whose noun has the other number ("The dog that
-        chases the cats runs / *run."), across an object relative clause, across a parenthetical, and the gender
-        of the pronoun that refers to the protagonist. The grammatical document has its exact probability under
-        :meth:`score`; the ungrammatical one has probability zero.
+        complete document), followed by a test sentence showing ``phenomenon``, one of
+        :data:`MINIMAL_PAIR_PHENOMENA`, from the easiest to learn to the hardest: verb number agreement with an
+        adjacent subject ("The dogs run / *runs."); across a subject relative clause whose noun has the other
+        number ("The dog that chases the cats runs / *run."), across an object relative clause, across a
+        parenthetical; and the gender of the pronoun that refers to the protagonist, named paragraphs earlier.
+        The grammatical document has its exact probability under :meth:`score`; the ungrammatical one has
+        probability zero. Each phenomenon draws its items from random streams of its own.
         """
         _check_count("minimal_pairs", n, seed)
-        documents = self._generate(rng.derive(rng.derive(self.seed, 2), seed), 0, n)
-        words_key = rng.derive(rng.derive(self.seed, 3), seed)
+        if phenomenon not in MINIMAL_PAIR_PHENOMENA:
+            raise BenchError(f"unknown minimal-pair phenomenon {phenomenon!r}; known: {', '.join(MINIMAL_PAIR_PHENOMENA)}")
+        which = MINIMAL_PAIR_PHENOMENA.index(phenomenon)
+        documents = self._generate(rng.derive(rng.derive(rng.derive(self.seed, 2), seed), which), 0, n)
+        words_key = rng.derive(rng.derive(rng.derive(self.seed, 3), seed), which)
         the, that, stop, open_, close = (self._word_ids[w] for w in ("the", "that", ".", "(", ")"))
         pairs = []
         for i, (text, topic, name) in enumerate(
@@ -417,8 +424,9 @@ class SyntheticCorpus:
             subject = self._pick(f"noun_{x}", topic, name, key, 1)
             other = self._pick(f"noun_{y}", topic, name, key, 2)
             verb = self._pick(f"verb_i_{x}", topic, name, key, 3)
-            phenomenon = MINIMAL_PAIR_PHENOMENA[i % len(MINIMAL_PAIR_PHENOMENA)]
-            if phenomenon == "subject_relative_attractor":
+            if phenomenon == "simple_agreement":
+                good = [the, subject, verb, stop]
+            elif phenomenon == "subject_relative_attractor":
                 good = [the, subject, that, self._pick(f"verb_t_{x}", topic, name, key, 4), the, other, verb, stop]
             elif phenomenon == "object_relative":
                 good = [the, subject, that, the, other, self._pick(f"verb_t_{y}", topic, name, key, 4), verb, stop]
