@@ -26,7 +26,7 @@ from bench.spec.loading import (
     workload_files,
     workload_path,
 )
-from bench.results import DEFAULT_RESULTS_DIR, new_run_id
+from bench.results import DEFAULT_RESULTS_DIR, new_run_id, run_file
 from bench.spec.result import TrialStatus
 from bench.spec.units import format_bytes, format_count, format_duration, parse_duration
 from bench.spec.workload import WorkloadSpec
@@ -343,9 +343,13 @@ def run(
     offline: Annotated[bool, typer.Option(help="Never contact the Hugging Face Hub (use what `bench prepare` cached).")] = False,
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
     strict: Annotated[bool, typer.Option(help="Exit with status 2 when any trial is not ok (for CI).")] = False,
+    save_model: Annotated[
+        bool, typer.Option(help="Save each trained model beside its result, for `bench eval` later.")
+    ] = False,
 ) -> None:
     """Train submissions on a workload under the harness (through Ray) and write one result file per trial."""
     from bench.schedule.runner import RunInterrupted, run_trials
+    from bench.train.checkpoint import MODEL_SUFFIX
     from bench.train.trial import resolve_hyperparameters
 
     path, spec = _resolved_workload(workload, wall_clock)
@@ -356,13 +360,16 @@ def run(
         load_recipe_class(folder, manifest)
         resolve_hyperparameters(manifest.hyperparameters, overrides, f"--set for {folder.name}")
     _prepare_with_progress(spec, path.parent)
-    requests = [
-        TrialRequest(workload=spec, workload_dir=str(path.parent.resolve()), submission_dir=str(folder.resolve()),
-                     seed=seed, overrides=overrides, run_id=new_run_id(seed), device=device, downstream=downstream,
-                     offline=offline)
-        for folder in folders
-        for seed in range(seeds or spec.seeds)
-    ]
+    requests = []
+    for folder in folders:
+        for seed in range(seeds or spec.seeds):
+            run_id = new_run_id(seed)
+            model_path = run_file(results_dir, spec.name, folder.name, run_id, MODEL_SUFFIX) if save_model else None
+            requests.append(TrialRequest(
+                workload=spec, workload_dir=str(path.parent.resolve()), submission_dir=str(folder.resolve()),
+                seed=seed, overrides=overrides, run_id=run_id, device=device, downstream=downstream,
+                offline=offline, model_path=str(model_path) if model_path else None,
+            ))
     try:
         results = run_trials(requests, results_dir, address, progress)
     except RunInterrupted as interrupted:
@@ -371,6 +378,50 @@ def run(
     console.print(results_table(results, f"{spec.name} ({spec.budget.hardware}): results in {results_dir}/"))
     if strict and any(result.status is not TrialStatus.ok for result in results):
         raise typer.Exit(2)
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    result: Annotated[Path, typer.Option("--result", "-r", help="Result file of a run made with --save-model.")],
+    task: Annotated[
+        list[str] | None, typer.Option("--task", "-t", help="lm-eval task, repeatable (default: the workload's).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate at most this many examples per task.")] = None,
+    num_fewshot: Annotated[int | None, typer.Option(min=0, help="Few-shot examples (default: the workload's, else 0).")] = None,
+    workload: Annotated[
+        str | None, typer.Option("--workload", "-w", help="Workload for tokenizer and tasks (default: the run's own).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="torch device (default: cuda:0 if available, else cpu).")] = None,
+    offline: Annotated[bool, typer.Option(help="Never contact the Hugging Face Hub.")] = False,
+) -> None:
+    """Re-run downstream evaluation on a saved model; the scores go to a new file beside the result."""
+    from bench.downstream.saved import evaluate_saved, saved_run, workload_for, write_evaluation
+    from bench.spec.workload import DownstreamTask
+    from bench.train.trial import pick_device
+
+    run = saved_run(result)
+    path, spec, warning = workload_for(run, workload)
+    if warning:
+        errors.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    tasks = [DownstreamTask(task=name) for name in task] if task else list(spec.eval.downstream)
+    tasks = [t.model_copy(update={k: v for k, v in (("limit", limit), ("num_fewshot", num_fewshot)) if v is not None})
+             for t in tasks]
+    evaluation = evaluate_saved(run, spec, path.parent, tasks, pick_device(device), offline=offline)
+    written = write_evaluation(run, evaluation)
+    table = Table(title=f"{run.result.submission} seed {run.result.seed} ({run.result.run_id})", title_justify="left")
+    for column in ("task", "metric", "score", "± stderr", "chance", "examples"):
+        table.add_column(column, justify="left" if column in ("task", "metric") else "right", no_wrap=True)
+    for score in evaluation.downstream:
+        table.add_row(score.task, score.metric, f"{score.value:.4f}",
+                      f"{score.stderr:.4f}" if score.stderr is not None else "-",
+                      f"{score.chance:.4f}" if score.chance is not None else "-", str(score.samples))
+    console.print(table)
+    for failure in evaluation.downstream_failures:
+        errors.print(f"[red]failed:[/] {failure.task}: {failure.reason}", highlight=False, soft_wrap=True)
+    console.print(f"recorded in {written}", highlight=False, soft_wrap=True)
+    if evaluation.downstream_failures:
+        raise typer.Exit(1)
 
 
 @app.command()

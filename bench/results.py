@@ -1,7 +1,10 @@
 """Result files on disk: ``<results_dir>/<workload>/<submission>/<run_id>.json``.
 
 Results are written atomically (temporary file, fsync, rename) and never overwritten, so a crash, a full disk or a
-second run can never damage a result that was already recorded.
+second run can never damage a result that was already recorded. Files that belong to a run sit beside its result
+and share its run id, followed by a dot: ``<run_id>.log`` (the worker's output), ``<run_id>.model.pt2`` (the saved
+model) and ``<run_id>.downstream-<time>.json`` (later evaluations). Run ids contain no dot, so a result file is
+exactly a ``.json`` file whose stem has none.
 """
 
 from __future__ import annotations
@@ -27,8 +30,17 @@ def new_run_id(seed: int) -> str:
     return f"{stamp}-s{seed}-{os.urandom(3).hex()}"
 
 
+def run_file(results_dir: Path, workload: str, submission: str, run_id: str, suffix: str) -> Path:
+    """A file of run ``run_id``: ``<results_dir>/<workload>/<submission>/<run_id><suffix>``."""
+    return results_dir / workload / submission / f"{run_id}{suffix}"
+
+
 def result_path(results_dir: Path, result: RunResult) -> Path:
-    return results_dir / result.workload / result.submission / f"{result.run_id}.json"
+    return run_file(results_dir, result.workload, result.submission, result.run_id, ".json")
+
+
+def is_result_file(path: Path) -> bool:
+    return path.suffix == ".json" and "." not in path.stem and not path.name.startswith(".")
 
 
 def write_atomic(path: Path, text: str, overwrite: bool = False) -> None:
@@ -80,5 +92,5 @@ def read_result(path: Path) -> RunResult:
 
 def load_results(dirs: Iterable[Path]) -> list[RunResult]:
     """Every result file under ``dirs``, sorted by start time. A corrupt file is an error naming it."""
-    results = [read_result(p) for d in dirs if d.exists() for p in sorted(d.rglob("*.json"))]
+    results = [read_result(p) for d in dirs if d.exists() for p in sorted(d.rglob("*.json")) if is_result_file(p)]
     return sorted(results, key=lambda r: r.started_at)

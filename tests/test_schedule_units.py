@@ -11,7 +11,7 @@ from bench.errors import BenchError
 from bench.schedule.cluster import ray_temp_dir
 from bench.schedule.ddp import rank_log_path
 from bench.schedule.resources import TrialResources, check_fits, trial_resources
-from bench.schedule.runner import hard_limit_s, log_path
+from bench.schedule.runner import hard_limit_s
 from bench.schedule.tune import best_result, sample_configurations
 from bench.schedule.worker import locate_submission, output_to
 from bench.spec.loading import load_workload, workload_path
@@ -80,8 +80,7 @@ def test_hard_limit_is_budget_plus_grace_plus_allowance():
     assert hard_limit_s(_workload(wall_clock=None, tokens="1M")) is None
 
 
-def test_log_sits_next_to_the_result(tmp_path):
-    assert log_path(tmp_path, "tiny", "sub", "run1") == tmp_path / "tiny" / "sub" / "run1.log"
+def test_each_rank_logs_beside_the_result(tmp_path):
     assert rank_log_path(str(tmp_path / "run1.log"), 1) == str(tmp_path / "run1.rank1.log")
 
 
@@ -107,7 +106,8 @@ def test_locate_submission_finds_a_shipped_copy(tmp_path, monkeypatch):
     shipped = tmp_path / "pkg" / "good-bigram"
     shipped.mkdir(parents=True)
     (shipped / "submission.yaml").write_text("name: good-bigram\n")
-    monkeypatch.setattr(sys, "path", [*sys.path, str(tmp_path / "pkg")])
+    # Only the shipped copy on the path: test recipes imported earlier put tests/recipes on sys.path too.
+    monkeypatch.setattr(sys, "path", [str(tmp_path / "pkg")])
     assert locate_submission(str(ROOT / "tests/recipes/good-bigram")) == str(ROOT / "tests/recipes/good-bigram")
     assert locate_submission("/elsewhere/good-bigram") == str(shipped)
 

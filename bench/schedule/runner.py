@@ -26,7 +26,7 @@ from rich.console import Console
 
 import bench
 from bench.errors import BenchError
-from bench.results import write_result
+from bench.results import run_file, write_result
 from bench.schedule.cluster import ray_session
 from bench.schedule.events import EventBox
 from bench.schedule.progress import ProgressBoard
@@ -75,11 +75,6 @@ def hard_limit_s(workload: WorkloadSpec, allowance_s: float = DEFAULT_ALLOWANCE_
     if budget.wall_clock is None:
         return None
     return budget.wall_clock + budget.overrun_grace + allowance_s
-
-
-def log_path(results_dir: Path, workload: str, submission: str, run_id: str) -> Path:
-    """The trial's output log, next to its result: ``<results_dir>/<workload>/<submission>/<run_id>.log``."""
-    return results_dir / workload / submission / f"{run_id}.log"
 
 
 @dataclass
@@ -167,14 +162,15 @@ def _plan(request: TrialRequest, results_dir: Path, allowance_s: float) -> _Tria
         manifest.hyperparameters, request.overrides, str(folder / "submission.yaml")
     )
     absolute = {"submission_dir": str(folder), "workload_dir": str(Path(request.workload_dir).resolve())}
-    if request.cache_dir is not None:
-        absolute["cache_dir"] = str(Path(request.cache_dir).resolve())
+    for name in ("cache_dir", "model_path"):
+        if getattr(request, name) is not None:
+            absolute[name] = str(Path(getattr(request, name)).resolve())
     request = request.model_copy(update=absolute)
     return _Trial(
         request=request,
         submission=manifest.name,
         hyperparameters=hyperparameters,
-        log_path=log_path(results_dir, request.workload.name, manifest.name, request.run_id),
+        log_path=run_file(results_dir, request.workload.name, manifest.name, request.run_id, ".log"),
         limit_s=hard_limit_s(request.workload, allowance_s),
     )
 

@@ -157,6 +157,16 @@ class DownstreamFailure(StrictModel):
     reason: str
 
 
+class ModelCheckpoint(StrictModel):
+    """The trained model saved beside the result (``bench run --save-model``), for later evaluation."""
+
+    file: str | None = Field(None, description="File name, in the result's folder (a torch.export program, .pt2).")
+    sha256: str | None = None
+    bytes: int | None = None
+    seconds: float = Field(description="Time taken to export and write it, after the trial's measurements.")
+    error: str | None = Field(None, description="Why the model could not be saved; the result stands without it.")
+
+
 class RunResult(StrictModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     run_id: str
@@ -199,3 +209,25 @@ class RunResult(StrictModel):
     downstream_failures: list[DownstreamFailure] = Field(default_factory=list)
     packages: dict[str, str] = Field(default_factory=dict)
     tuning: dict[str, Any] | None = Field(None, description="Sweep that produced these hyperparameters, if any.")
+    checkpoint: ModelCheckpoint | None = Field(None, description="The saved model, when the run was asked to save it.")
+
+
+class DownstreamEvaluation(StrictModel):
+    """A later downstream evaluation of a run's saved model (``bench eval``).
+
+    Written beside the run's result as ``<run_id>.downstream-<time>.json``, never into it: a result stays as the
+    trial recorded it, and each evaluation says when, with what code and on which workload definition it was made.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    run_id: str
+    workload: str
+    workload_hash: str = Field(description="Hash of the workload file the tokenizer and tasks were taken from.")
+    submission: str
+    checkpoint_sha256: str
+    device: str
+    started_at: datetime
+    seconds: float
+    downstream: list[DownstreamScore] = Field(default_factory=list)
+    downstream_failures: list[DownstreamFailure] = Field(default_factory=list)
+    packages: dict[str, str] = Field(default_factory=dict)

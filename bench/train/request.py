@@ -27,6 +27,9 @@ class TrialRequest(StrictModel):
     tuning: dict[str, Any] | None = Field(None, description="The sweep this trial belongs to, recorded in the result.")
     downstream: bool = Field(True, description="Run the workload's downstream tasks after training.")
     offline: bool = Field(False, description="Never contact the Hugging Face Hub (downstream datasets must be cached).")
+    model_path: str | None = Field(
+        None, description="Save the returned model here (a torch.export program) after evaluation; None saves none."
+    )
 
 
 class TrialEvent(StrictModel):
@@ -34,7 +37,7 @@ class TrialEvent(StrictModel):
 
     run_id: str
     kind: Literal["phase", "train", "eval"]
-    phase: str | None = Field(None, description="For kind=phase: data, setup, train, eval, downstream, done.")
+    phase: str | None = Field(None, description="For kind=phase: data, setup, train, eval, downstream, save, done.")
     step: int = 0
     tokens: int = 0
     train_seconds: float = 0.0

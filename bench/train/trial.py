@@ -300,6 +300,12 @@ def run_trial(request: TrialRequest, on_event: Any = None) -> RunResult:
         results["downstream"], results["downstream_failures"] = scores, failures
         timing["downstream_s"] = clock_start.elapsed() - t
 
+    if request.model_path is not None and rank == 0 and model is not None and "final" in results:
+        from bench.train.checkpoint import export_model
+
+        emit("save")
+        results["checkpoint"] = export_model(model, spec.eval.seq_len, data.vocab_size, Path(request.model_path))
+
     curve = list(ctx.curve)
     ttt = time_to_target(curve, spec.target) if status is TrialStatus.ok else None
     return finish(

@@ -1,0 +1,109 @@
+"""Downstream evaluation of a finished run's saved model (``bench eval --result FILE``).
+
+A run made with ``bench run --save-model`` leaves its model beside its result. Evaluating it again later, on other
+tasks, more examples or a newer lm-eval, needs the same tokenizer the model was trained with: it comes from the
+workload, so the workload file must still be the one the run used (same hash), or be named explicitly by the
+caller who vouches for it. The scores go into a new record beside the result; the result itself is never changed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from bench.data.prepare import prepare
+from bench.errors import BenchError
+from bench.measure.hardware import package_versions
+from bench.results import read_result, write_atomic
+from bench.spec.loading import load_workload, workload_path
+from bench.spec.result import DownstreamEvaluation, RunResult
+from bench.spec.workload import DownstreamTask, WorkloadSpec
+from bench.train.checkpoint import load_model
+
+EVALUATION_INFIX = ".downstream-"
+
+
+@dataclass(frozen=True)
+class SavedRun:
+    """A result whose model was saved, with the saved file's path."""
+
+    result: RunResult
+    result_path: Path
+    model_path: Path
+
+
+def saved_run(result_path: Path) -> SavedRun:
+    """The run recorded in ``result_path`` and its saved model; errors say why the run cannot be re-evaluated."""
+    result = read_result(result_path)
+    checkpoint = result.checkpoint
+    if checkpoint is None:
+        raise BenchError(f"{result_path}: run {result.run_id} saved no model; rerun it with `bench run --save-model`")
+    if checkpoint.file is None:
+        raise BenchError(f"{result_path}: run {result.run_id} could not save its model: {checkpoint.error}")
+    return SavedRun(result, result_path, result_path.parent / checkpoint.file)
+
+
+def workload_for(run: SavedRun, workload: str | None) -> tuple[Path, WorkloadSpec, str | None]:
+    """The workload file to take the tokenizer and tasks from, its spec, and a warning if any.
+
+    Without ``workload`` (a name or a path) it is the run's own workload by name, which must still hash as it did
+    for the run: a changed file may tokenise differently, and the scores would be silently wrong. A workload named
+    explicitly is used as given; a different hash is then only a warning.
+    """
+    path = workload_path(workload or run.result.workload)
+    spec = load_workload(path)
+    if spec.content_hash() == run.result.workload_hash:
+        return path, spec, None
+    differs = (
+        f"{path} (hash {spec.content_hash()[:12]}) is not the workload run {run.result.run_id} trained on "
+        f"(hash {run.result.workload_hash[:12]})"
+    )
+    if workload is None:
+        raise BenchError(
+            f"{differs}: it changed since, or the run used a derived budget; if its data and tokenizer are unchanged, "
+            "name it with --workload to evaluate anyway"
+        )
+    return path, spec, f"{differs}; its tokenizer must match the one the model was trained with"
+
+
+def evaluate_saved(
+    run: SavedRun,
+    workload: WorkloadSpec,
+    workload_dir: Path,
+    tasks: list[DownstreamTask],
+    device: torch.device | str,
+    *,
+    offline: bool = False,
+) -> DownstreamEvaluation:
+    """Score ``run``'s saved model on ``tasks`` with ``workload``'s tokenizer and evaluation window."""
+    from bench.downstream.runner import run_downstream
+
+    if not tasks:
+        raise BenchError(f"workload '{workload.name}' lists no downstream tasks; name some with --task")
+    started, start = datetime.now(timezone.utc), time.perf_counter()
+    assert run.result.checkpoint is not None
+    model = load_model(run.model_path, device, run.result.checkpoint.sha256)
+    data = prepare(workload, workload_dir)
+    source = workload.data.source
+    scores, failures = run_downstream(
+        model=model, tokenizer=data.tokenizer().tokenizer, eos_id=data.eos_id, seq_len=workload.eval.seq_len,
+        device=device, tasks=tasks, corpus_seed=source.seed if source.kind == "synthetic" else None, offline=offline,
+    )
+    return DownstreamEvaluation(
+        run_id=run.result.run_id, workload=workload.name, workload_hash=workload.content_hash(),
+        submission=run.result.submission, checkpoint_sha256=run.result.checkpoint.sha256 or "", device=str(device),
+        started_at=started, seconds=time.perf_counter() - start, downstream=scores, downstream_failures=failures,
+        packages=package_versions(),
+    )
+
+
+def write_evaluation(run: SavedRun, evaluation: DownstreamEvaluation) -> Path:
+    """Record ``evaluation`` beside the run's result as ``<run_id>.downstream-<time>.json``; returns its path."""
+    stamp = evaluation.started_at.strftime("%Y%m%dT%H%M%S%fZ")
+    path = run.result_path.with_name(f"{run.result.run_id}{EVALUATION_INFIX}{stamp}.json")
+    write_atomic(path, evaluation.model_dump_json(indent=2) + "\n")
+    return path
