@@ -227,7 +227,7 @@ def test_markdown_lists_sections_rows_and_failures_in_order(board):
     text = board.markdown.read_text()
     forty, tiny = text.index("## 40m-10gb · 1xH100"), text.index("## tiny · cpu-2")
     assert forty < tiny < text.index("## Methods")
-    ranked_table = text[tiny : text.index("### Not ranked", tiny)]
+    ranked_table = text[tiny : text.index("\n| submission ", tiny)]  # the downstream table follows the ranking
     rows = [line.split("|")[1:3] for line in ranked_table.splitlines() if line.startswith("| ") and "](" in line]
     assert [(rank.strip(), name.strip().split("]")[0][1:]) for rank, name in rows] == [
         ("1", "muon-fast"),
@@ -242,6 +242,20 @@ def test_markdown_lists_sections_rows_and_failures_in_order(board):
     assert "**val bpb**" in text and "**val loss**" in text
     for plot in board.plots:
         assert f"(plots/{plot.name})" in text
+
+
+def test_downstream_scores_get_a_column_per_task_with_its_chance_level(board, results):
+    text = board.markdown.read_text()
+    tiny = text[text.index("## tiny · cpu-2") : text.index("### Unofficial hardware", text.index("## tiny · cpu-2"))]
+    header = next(line for line in tiny.splitlines() if line.startswith("| submission "))
+    assert [cell.strip() for cell in header.strip("|").split("|")] == [
+        "submission", "synthetic_agreement", "synthetic_cloze"
+    ]
+    assert "synthetic_agreement (acc, chance 0.50); synthetic_cloze (acc, chance 0.25)" in tiny
+    muon = [r for r in results if r.submission == "muon-fast" and r.workload == "tiny" and r.status is TrialStatus.ok]
+    cloze = np.mean([s.value for r in muon for s in r.downstream if s.task == "synthetic_cloze"])
+    row = next(line for line in tiny.splitlines() if line.startswith("| [muon-fast]") and line.count("|") == 4)
+    assert f" {cloze:.3f} ± " in row
 
 
 def test_plots_are_svg_files_and_missing_data_is_said(board):
@@ -339,7 +353,8 @@ def test_chromium_renders_the_tables_and_plots(board, tmp_path):
     parser = _Elements()
     parser.feed(dom)
     tables = [a.get("class", "") for tag, a in parser.found if tag == "table"]
-    assert sorted(tables) == ["ranked", "ranked", "ranked unofficial", "unranked"]
+    # Each ranked table (40m-10gb, tiny, tiny's unofficial hardware) has its downstream table beside it.
+    assert sorted(tables) == ["downstream"] * 3 + ["ranked", "ranked", "ranked unofficial", "unranked"]
     images = [a["src"] for tag, a in parser.found if tag == "img"]
     assert sorted(images) == sorted(f"plots/{p.name}" for p in board.plots)
     sections = [a["id"] for tag, a in parser.found if tag == "section"]

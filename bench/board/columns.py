@@ -6,7 +6,7 @@ ranking metric). Every aggregate is over an entry's scored runs only.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from statistics import fmean
 
 from bench.board import format as fmt
@@ -146,3 +146,36 @@ UNRANKED_COLUMNS: tuple[Column, ...] = (
 )
 
 CELLS: dict[str, Callable[[Entry], str]] = {name: cell for name, _, cell in RANKED_COLUMNS}
+
+
+def downstream_columns(entries: Sequence[Entry]) -> tuple[Column, ...]:
+    """The submission, then one column per downstream task that any scored run of ``entries`` has: mean ± 95% CI
+    over seeds. Empty when no run has downstream scores."""
+    tasks = sorted({score.task for entry in entries for run in entry.scored for score in run.downstream})
+    if not tasks:
+        return ()
+
+    def score_of(task: str) -> Callable[[Entry], str]:
+        def cell(entry: Entry) -> str:
+            values = [s.value for r in entry.scored for s in r.downstream if s.task == task]
+            return fmt.estimate(mean_ci(values)) if values else fmt.MISSING
+
+        return cell
+
+    return (
+        ("submission", "Folder under submissions/.", lambda e: e.submission),
+        *((task, f"{task}: mean ± 95% CI over seeds.", score_of(task)) for task in tasks),
+    )
+
+
+def downstream_caption(entries: Sequence[Entry]) -> str:
+    """What the downstream table shows, with each task's metric and chance level (from the runs themselves)."""
+    described: dict[str, str] = {}
+    for score in (s for e in entries for r in e.scored for s in r.downstream):
+        chance = f", chance {score.chance:.2f}" if score.chance is not None else ""
+        described.setdefault(score.task, f"{score.task} ({score.metric}{chance})")
+    return (
+        "Downstream scores of the returned models, mean ± 95% CI over seeds: "
+        + "; ".join(described[task] for task in sorted(described))
+        + "."
+    )

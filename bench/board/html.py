@@ -19,6 +19,8 @@ from bench.board.columns import (
     UNRANKED_COLUMNS,
     WRAPPED_COLUMNS,
     Column,
+    downstream_caption,
+    downstream_columns,
 )
 from bench.board.describe import INTRO, METHODS, budget_line
 from bench.board.plots import Plot
@@ -54,7 +56,7 @@ def _classes(name: str, key: str) -> str:
 def _table(
     entries: Sequence[Entry], columns: Sequence[Column], key: str, link: Callable[[str], str | None]
 ) -> _Table | None:
-    if not entries:
+    if not entries or not columns:
         return None
     headers = [_Cell(name, _classes(name, key), tip) for name, tip, _ in columns]
     rows = [
@@ -79,6 +81,8 @@ def render_html(
                 "official": g.official,
                 "machines": "; ".join(g.machines) or "unknown machines",
                 "ranked": _table(g.ranked, RANKED_COLUMNS, key, link),
+                "downstream": _table(g.ranked, downstream_columns(g.ranked), key, link),
+                "downstream_caption": downstream_caption(g.ranked) if downstream_columns(g.ranked) else "",
                 "unranked": _table(g.unranked, UNRANKED_COLUMNS, key, link),
             }
             for g in s.groups

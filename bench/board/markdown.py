@@ -6,7 +6,15 @@ from collections.abc import Callable, Sequence
 
 from tabulate import tabulate
 
-from bench.board.columns import METRIC_COLUMNS, RANKED_COLUMNS, TEXT_COLUMNS, UNRANKED_COLUMNS, Column
+from bench.board.columns import (
+    METRIC_COLUMNS,
+    RANKED_COLUMNS,
+    TEXT_COLUMNS,
+    UNRANKED_COLUMNS,
+    Column,
+    downstream_caption,
+    downstream_columns,
+)
 from bench.board.describe import INTRO, METHODS, budget_line
 from bench.board.plots import Plot
 from bench.board.rank import Entry, Group, Section
@@ -47,6 +55,9 @@ def _group(section: Section, group: Group, link: Callable[[str], str | None]) ->
         ]
     if group.ranked:
         lines += [_table(group.ranked, RANKED_COLUMNS, key, link), ""]
+        downstream = downstream_columns(group.ranked)
+        if downstream:
+            lines += [_table(group.ranked, downstream, key, link), "", f"*{downstream_caption(group.ranked)}*", ""]
     if group.unranked:
         heading = "#### Not ranked" if not group.official else "### Not ranked"
         lines += [heading, "", _table(group.unranked, UNRANKED_COLUMNS, key, link), ""]
