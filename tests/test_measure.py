@@ -355,7 +355,7 @@ def test_cpu_peak_is_a_cached_calibration() -> None:
     assert math.isfinite(peak.flops_per_s) and peak.flops_per_s > 1e8
     began = time.perf_counter()
     assert calibrate(CPU, "fp32") == peak.flops_per_s
-    assert time.perf_counter() - began < 0.01
+    assert time.perf_counter() - began < 0.2  # a cache hit: measuring again would take 0.3 s or more
 
 
 def test_mfu_arithmetic() -> None:
