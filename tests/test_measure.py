@@ -39,6 +39,7 @@ from bench.measure.hardware import (
 from bench.measure.memory import PeakMemory, RssSampler
 from bench.measure.meter import Meter
 from bench.measure.peak import calibrate, mfu, peak_dtype, peak_flops, table_lookup
+from bench.measure.polling import Poller
 from bench.measure.telemetry import GpuSampler
 from bench.spec.result import PeakFlops
 
@@ -389,6 +390,24 @@ def test_rss_sampler_fallback() -> None:
     time.sleep(0.2)
     del block
     assert sampler.stop() - baseline > 150 * MB
+
+
+def test_poller_samples_until_stopped_or_until_a_sample_says_false() -> None:
+    calls: list[int] = []
+    poller = Poller(lambda: calls.append(1), interval_s=0.01, name="test-poller")
+    poller.start()
+    time.sleep(0.2)
+    poller.stop()
+    seen = len(calls)
+    time.sleep(0.05)
+    assert seen >= 3 and len(calls) == seen  # nothing runs after stop()
+
+    ended: list[int] = []
+    early = Poller(lambda: ended.append(1) or len(ended) < 2, interval_s=0.01, name="test-poller")
+    early.start()
+    time.sleep(0.2)
+    assert len(ended) == 2  # the second sample returned False and ended the thread
+    early.stop()
 
 
 # --- hardware ----------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from codecarbon import OfflineEmissionsTracker
 from codecarbon.input import DataSource
 
 from bench.errors import BenchError
+from bench.measure.polling import Poller
 from bench.spec.result import EnergyPhase, EnergyReport
 
 DEFAULT_COUNTRY = "USA"
@@ -102,10 +103,8 @@ class RaplCounter:
         self._last = self._raw()
         self._total_uj = [0] * len(self._zones)
         self._lock = threading.Lock()
-        self._poll_s = poll_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="rapl-poll", daemon=True)
-        self._thread.start()
+        self._poller = Poller(self.read, poll_s, "rapl-poll")
+        self._poller.start()
 
     def _raw(self) -> list[int]:
         return [int((zone / "energy_uj").read_text()) for zone in self._zones]
@@ -118,13 +117,8 @@ class RaplCounter:
             self._last = raw
             return [total / 1e6 for total in self._total_uj]
 
-    def _poll(self) -> None:
-        while not self._stop.wait(self._poll_s):
-            self.read()
-
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
+        self._poller.stop()
 
     @classmethod
     def open(cls, root: Path = POWERCAP, poll_s: float = 10.0) -> RaplCounter | None:

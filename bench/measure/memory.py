@@ -15,12 +15,12 @@ miss a spike shorter than that. Either way, memory of child processes (data-load
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 
 import psutil
 import torch
 
+from bench.measure.polling import Poller
 from bench.spec.result import MemoryReport
 
 _PROC_SELF = Path("/proc/self")
@@ -31,23 +31,16 @@ class RssSampler:
 
     def __init__(self, interval_s: float = 0.5) -> None:
         self._process = psutil.Process()
-        self._interval_s = interval_s
         self.peak = self._process.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-        self._thread.start()
+        self._poller = Poller(self._sample, interval_s, "rss-sampler")
+        self._poller.start()
 
     def _sample(self) -> None:
         self.peak = max(self.peak, self._process.memory_info().rss)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            self._sample()
-
     def stop(self) -> int:
         """Stop polling and return the peak RSS in bytes, including a last sample taken now."""
-        self._stop.set()
-        self._thread.join()
+        self._poller.stop()
         self._sample()
         return self.peak
 

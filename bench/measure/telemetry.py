@@ -11,11 +11,11 @@ the summary describes the trial's GPUs as one machine, like the memory and energ
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 
 import pynvml
 
+from bench.measure.polling import Poller
 from bench.spec.result import GpuTelemetry
 
 DEFAULT_INTERVAL_S = 1.0
@@ -34,12 +34,10 @@ class GpuSampler:
         if not handles:
             raise ValueError("GpuSampler needs at least one NVML device handle")
         self._handles = list(handles)
-        self._interval_s = interval_s
         self._metrics = {name: read for name, read in _METRICS.items() if self._supported(read)}
         self._values: dict[str, list[float]] = {name: [] for name in self._metrics}
         self._error: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gpu-telemetry", daemon=True)
+        self._poller = Poller(self._sample, interval_s, "gpu-telemetry")
 
     def _supported(self, read: Callable[[object], float]) -> bool:
         try:
@@ -49,30 +47,29 @@ class GpuSampler:
             return False
         return True
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                sample = {name: [read(h) for h in self._handles] for name, read in self._metrics.items()}
-            except pynvml.NVMLError as error:  # e.g. the GPU fell off the bus: keep what was sampled so far
-                self._error = f"sampling stopped early: {error}"
-                return
-            for name, per_device in sample.items():
-                value = sum(per_device) / len(per_device) if name == "utilization" else sum(per_device)
-                self._values[name].append(value)
+    def _sample(self) -> bool:
+        try:
+            sample = {name: [read(h) for h in self._handles] for name, read in self._metrics.items()}
+        except pynvml.NVMLError as error:  # e.g. the GPU fell off the bus: keep what was sampled so far
+            self._error = f"sampling stopped early: {error}"
+            return False
+        for name, per_device in sample.items():
+            value = sum(per_device) / len(per_device) if name == "utilization" else sum(per_device)
+            self._values[name].append(value)
+        return True
 
     def start(self) -> None:
-        self._thread.start()
+        self._poller.start()
 
     def stop(self) -> GpuTelemetry:
         """Stop sampling and summarise. Fewer samples than one interval's worth of time gives ``samples=0``."""
-        self._stop.set()
-        self._thread.join()
+        self._poller.stop()
         util, memory, power = (self._values.get(name, []) for name in ("utilization", "memory", "power"))
         return GpuTelemetry(
             available=True,
             reason=self._error,
             samples=max((len(v) for v in self._values.values()), default=0),
-            interval_s=self._interval_s,
+            interval_s=self._poller.interval_s,
             mean_utilization_pct=sum(util) / len(util) if util else None,
             max_memory_used_bytes=int(max(memory)) if memory else None,
             mean_power_w=sum(power) / len(power) if power else None,
