@@ -32,11 +32,12 @@ from lm_eval.tasks import TaskManager
 from tokenizers import Tokenizer
 from torch import nn
 
+from bench.data.prepare import PreparedData
 from bench.downstream.adapter import BenchLM
 from bench.downstream.tasks import SYNTHETIC_TASKS, synthetic_docs, write_synthetic_tasks
 from bench.errors import BenchError
 from bench.spec.result import DownstreamFailure, DownstreamScore
-from bench.spec.workload import DownstreamTask
+from bench.spec.workload import DownstreamTask, WorkloadSpec
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,24 @@ def run_downstream(
                 log.debug("downstream task %s failed", task.task, exc_info=True)
                 failures.append(DownstreamFailure(task=task.task, reason=reason))
     return scores, failures
+
+
+def run_workload_downstream(
+    model: nn.Module,
+    workload: WorkloadSpec,
+    data: PreparedData,
+    device: torch.device | str,
+    tasks: list[DownstreamTask],
+    *,
+    offline: bool = False,
+) -> tuple[list[DownstreamScore], list[DownstreamFailure]]:
+    """:func:`run_downstream` as ``workload`` defines it: its prepared tokenizer, its evaluation window, and, when it
+    trains on the synthetic corpus, that corpus's seed (which defines the built-in tasks)."""
+    source = workload.data.source
+    return run_downstream(
+        model=model, tokenizer=data.tokenizer().tokenizer, eos_id=data.eos_id, seq_len=workload.eval.seq_len,
+        device=device, tasks=tasks, corpus_seed=source.seed if source.kind == "synthetic" else None, offline=offline,
+    )
 
 
 def _task_manager(include: Path | None, registry: bool) -> TaskManager:

@@ -80,7 +80,7 @@ def evaluate_saved(
     offline: bool = False,
 ) -> DownstreamEvaluation:
     """Score ``run``'s saved model on ``tasks`` with ``workload``'s tokenizer and evaluation window."""
-    from bench.downstream.runner import run_downstream
+    from bench.downstream.runner import run_workload_downstream
 
     if not tasks:
         raise BenchError(f"workload '{workload.name}' lists no downstream tasks; name some with --task")
@@ -88,11 +88,7 @@ def evaluate_saved(
     assert run.result.checkpoint is not None
     model = load_model(run.model_path, device, run.result.checkpoint.sha256)
     data = prepare(workload, workload_dir)
-    source = workload.data.source
-    scores, failures = run_downstream(
-        model=model, tokenizer=data.tokenizer().tokenizer, eos_id=data.eos_id, seq_len=workload.eval.seq_len,
-        device=device, tasks=tasks, corpus_seed=source.seed if source.kind == "synthetic" else None, offline=offline,
-    )
+    scores, failures = run_workload_downstream(model, workload, data, device, tasks, offline=offline)
     return DownstreamEvaluation(
         run_id=run.result.run_id, workload=workload.name, workload_hash=workload.content_hash(),
         submission=run.result.submission, checkpoint_sha256=run.result.checkpoint.sha256 or "", device=str(device),

@@ -287,15 +287,12 @@ def run_trial(request: TrialRequest, on_event: Any = None) -> RunResult:
     )
     results.update(report.as_result_fields())
     if status is TrialStatus.ok and spec.eval.downstream and request.downstream and model is not None:
-        from bench.downstream.runner import run_downstream
+        from bench.downstream.runner import run_workload_downstream
 
         emit("downstream")
         t = clock_start.elapsed()
-        scores, failures = run_downstream(
-            model=model, tokenizer=data.tokenizer().tokenizer, eos_id=data.eos_id, seq_len=spec.eval.seq_len, device=device,
-            tasks=spec.eval.downstream,
-            corpus_seed=spec.data.source.seed if spec.data.source.kind == "synthetic" else None,
-            offline=request.offline,
+        scores, failures = run_workload_downstream(
+            model, spec, data, device, spec.eval.downstream, offline=request.offline
         )
         results["downstream"], results["downstream_failures"] = scores, failures
         timing["downstream_s"] = clock_start.elapsed() - t
