@@ -39,7 +39,7 @@ def _same_logits(saved: nn.Module, model: nn.Module) -> None:
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
 def test_saved_gpt_gives_the_trained_models_logits_for_any_batch_and_length(tmp_path, positions):
     torch.manual_seed(0)
-    model = GPT.from_hparams(dict(n_layer=2, n_head=2, n_embd=32, positions=positions), VOCAB, WINDOW)
+    model = GPT.from_hparams({"n_layer": 2, "n_head": 2, "n_embd": 32, "positions": positions}, VOCAB, WINDOW)
     record = export_model(model, WINDOW, VOCAB, tmp_path / "run.model.pt2")
     assert record.error is None and record.file == "run.model.pt2" and record.bytes > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.model.pt2"]  # no partial file left behind
@@ -52,7 +52,7 @@ def test_a_model_pruned_to_another_shape_than_built_is_saved_as_returned(tmp_pat
     folder = ROOT / "submissions" / "train-large-compress"
     module = sys.modules[load_recipe_class(folder, load_submission(folder)).__module__]
     torch.manual_seed(0)
-    model = GPT.from_hparams(dict(n_layer=2, n_head=2, n_embd=32, mlp_ratio=8), VOCAB, WINDOW)
+    model = GPT.from_hparams({"n_layer": 2, "n_head": 2, "n_embd": 32, "mlp_ratio": 8}, VOCAB, WINDOW)
     pruned = module.prune_to_limit(model, 30_000, include_embeddings=True)
     assert pruned.blocks[0].mlp.c_proj.in_features < 8 * 32
     record = export_model(pruned, WINDOW, VOCAB, tmp_path / "m.pt2")
@@ -77,7 +77,7 @@ def test_a_model_that_cannot_be_exported_gets_a_reason_instead_of_a_file(tmp_pat
 
 
 def test_a_modified_or_missing_model_file_is_refused(tmp_path):
-    model = GPT.from_hparams(dict(n_layer=1, n_head=2, n_embd=16), VOCAB, WINDOW)
+    model = GPT.from_hparams({"n_layer": 1, "n_head": 2, "n_embd": 16}, VOCAB, WINDOW)
     record = export_model(model, WINDOW, VOCAB, tmp_path / "m.pt2")
     with pytest.raises(BenchError, match="SHA-256 differs"):
         load_model(tmp_path / "m.pt2", "cpu", "0" * 64)

@@ -82,7 +82,7 @@ def render_html(
                 "machines": "; ".join(g.machines) or "unknown machines",
                 "ranked": _table(g.ranked, RANKED_COLUMNS, key, link),
                 "downstream": _table(g.ranked, downstream_columns(g.ranked), key, link),
-                "downstream_caption": downstream_caption(g.ranked) if downstream_columns(g.ranked) else "",
+                "downstream_caption": downstream_caption(g.ranked),
                 "unranked": _table(g.unranked, UNRANKED_COLUMNS, key, link),
             }
             for g in s.groups
