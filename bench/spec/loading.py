@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -130,13 +132,114 @@ def load_workload(path: Path) -> WorkloadSpec:
     return spec
 
 
-def load_submission(folder: Path) -> SubmissionManifest:
-    manifest = load_model(folder / "submission.yaml", SubmissionManifest)
+MANIFEST = "submission.yaml"
+_MERGED_BY_KEY = ("hyperparameters", "search_space")
+_IGNORED_PARTS = {"__pycache__", ".ipynb_checkpoints"}
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A submission as the harness uses it: its folder, its complete manifest, and where its code lives.
+
+    Built once by :func:`load_submission` and passed on, so a run reads each manifest once.
+    """
+
+    folder: Path
+    manifest: SubmissionManifest
+    lineage: tuple[Path, ...] = ()  # this folder, then the folders it extends, nearest first
+    recipe_dir: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.folder / MANIFEST
+
+    def hyperparameters(self, overrides: dict[str, Any], where: str | None = None) -> dict[str, Any]:
+        """The manifest's hyperparameters with ``overrides`` applied; an unknown name is a user error (a typo).
+
+        ``where`` names the overrides in the message (default: this manifest)."""
+        known = self.manifest.hyperparameters
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise BenchError(
+                f"{where or self.manifest_path}: unknown hyperparameter {', '.join(map(repr, unknown))} "
+                f"(known: {', '.join(sorted(known)) or 'none'})"
+            )
+        return {**known, **overrides}
+
+    def source_hash(self) -> str:
+        """SHA-256 over the complete manifest and the files of every folder in the lineage (relative paths and
+        contents), so a result names the exact code and choices that produced it, inherited ones included."""
+        digest = hashlib.sha256(self.manifest.model_dump_json().encode() + b"\0")
+        for folder in self.lineage:
+            files = (p for p in sorted(folder.rglob("*")) if p.is_file() and not _IGNORED_PARTS & set(p.parts))
+            for path in files:
+                if path.suffix == ".pyc":
+                    continue
+                digest.update(f"{folder.name}/{path.relative_to(folder)}".encode() + b"\0")
+                digest.update(path.read_bytes() + b"\0")
+        return digest.hexdigest()
+
+
+def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """The child's fields replace the parent's; ``hyperparameters`` and ``search_space`` merge key by key, and a
+    key set to null there removes the parent's entry (e.g. a search dimension that makes no sense for the child)."""
+    merged = {**parent, **{k: v for k, v in child.items() if k not in _MERGED_BY_KEY}}
+    for key in _MERGED_BY_KEY:
+        entries = {**(parent.get(key) or {}), **(child.get(key) or {})}
+        merged[key] = {k: v for k, v in entries.items() if v is not None}
+    return merged
+
+
+def _raw_manifest(folder: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], tuple[Path, ...], Path | None]:
+    """The merged manifest mapping of ``folder``, its lineage and the folder its recipe file lives in."""
+    path = folder / MANIFEST
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise SpecError(str(path), [f"expected a mapping of fields at the top level, got {type(data).__name__}"])
+    lineage = (*seen, folder)
+    own_entry = folder if str(data.get("entry_point", "")).partition(":")[0].endswith(".py") else None
+    parent_name = data.get("extends")
+    if parent_name is None:
+        return data, lineage, own_entry
+    if not isinstance(parent_name, str) or not parent_name or "/" in parent_name or parent_name.startswith("."):
+        raise SpecError(str(path), [f"extends: expected the name of a sibling submission, got {parent_name!r}"])
+    parent = folder.parent / parent_name
+    if parent in lineage:
+        chain = " -> ".join(p.name for p in (*lineage, parent))
+        raise SpecError(str(path), [f"extends: submissions extend each other in a cycle ({chain})"])
+    if not (parent / MANIFEST).is_file():
+        known = ", ".join(p.parent.name for p in sorted(folder.parent.glob(f"*/{MANIFEST}"))) or "none"
+        raise SpecError(str(path), [f"extends: no submission {parent_name!r} beside this one (known: {known})"])
+    base, chain, base_entry = _raw_manifest(parent, lineage)
+    if "entry_point" in data:
+        base_entry = own_entry
+    return _merge(base, data), chain, base_entry
+
+
+def load_submission(folder: Path) -> Submission:
+    """Read ``folder/submission.yaml``, applying ``extends`` (recursively), and validate the complete manifest.
+
+    Problems name this manifest's file; a broken parent is reported with its own file.
+    """
+    folder = folder.resolve()
+    path = folder / MANIFEST
+    data, lineage, recipe_dir = _raw_manifest(folder, ())
+    try:
+        manifest = SubmissionManifest.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(str(path), format_validation_error(exc, SubmissionManifest)) from None
     if manifest.name != folder.name:
-        raise SpecError(
-            str(folder / "submission.yaml"), [f"name: must equal the folder name {folder.name!r}, got {manifest.name!r}"]
-        )
-    return manifest
+        raise SpecError(str(path), [f"name: must equal the folder name {folder.name!r}, got {manifest.name!r}"])
+    return Submission(folder=folder, manifest=manifest, lineage=lineage, recipe_dir=recipe_dir)
+
+
+def find_submission(name_or_path: str, root: Path | None = None) -> Submission:
+    """The submission named ``name_or_path`` (a folder under ``submissions/``, or a folder path), loaded."""
+    return load_submission(submission_dir(name_or_path, root))
 
 
 def workload_path(name_or_path: str, root: Path | None = None) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, field_validator, model_validator
@@ -71,13 +72,44 @@ class ChoiceParam(StrictModel):
 SearchParam = Annotated[Union[UniformParam, IntParam, ChoiceParam], Field(discriminator="distribution")]
 
 
+PACKAGE_RECIPES = "bench."
+"""Entry points outside the submission folder may only name a recipe of the harness's own package."""
+
+
+def entry_point_problem(value: str) -> str | None:
+    """Why ``value`` is not a usable entry point, or None.
+
+    Two forms: ``'recipe.py:ClassName'``, a file inside the submission folder (no absolute path, no ``..``: the
+    submission hash covers that folder only, so code elsewhere would run unaccounted for), or
+    ``'bench.train.recipes:GPTRecipe'``, a recipe class of the harness's own package (a baseline that is a list
+    of choices over a shared recipe needs no code of its own).
+    """
+    module, sep, cls_name = value.partition(":")
+    if not sep or not cls_name.isidentifier():
+        return f"expected 'file.py:ClassName' or 'bench.module:ClassName', got {value!r}"
+    if module.endswith(".py"):
+        path = PurePosixPath(module.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or module.startswith("~"):
+            return f"the recipe file must lie inside the submission folder, got {module!r}"
+        return None
+    if module.startswith(PACKAGE_RECIPES) and all(part.isidentifier() for part in module.split(".")):
+        return None
+    return f"a module entry point must name a recipe of the harness's package ({PACKAGE_RECIPES}...), got {module!r}"
+
+
 class SubmissionManifest(StrictModel):
-    """What a submission declares about itself. ``name`` must equal its folder name."""
+    """What a submission declares about itself. ``name`` must equal its folder name.
+
+    ``extends`` names a sibling submission whose manifest this one starts from: it then lists only what differs
+    (see :func:`bench.spec.loading.load_submission` for how the two are merged). The model holds the merged,
+    complete manifest; ``extends`` stays in it as the record of where it came from.
+    """
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
+    extends: str | None = Field(None, description="Submission this one changes a few choices of.")
     authors: list[str] = Field(min_length=1)
     description: str
-    entry_point: str = Field(description="'recipe.py:ClassName', relative to the submission folder.")
+    entry_point: str = Field(description="'recipe.py:ClassName' in the folder, or 'bench.module:ClassName'.")
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     search_space: dict[str, SearchParam] = Field(default_factory=dict)
     workloads: list[str] = Field(default_factory=list, description="Workloads the submission is tuned for.")
@@ -85,10 +117,16 @@ class SubmissionManifest(StrictModel):
     @field_validator("entry_point")
     @classmethod
     def _entry_point(cls, value: str) -> str:
-        module, sep, cls_name = value.partition(":")
-        if not sep or not module.endswith(".py") or not cls_name.isidentifier():
-            raise ValueError(f"expected 'file.py:ClassName', got {value!r}")
+        problem = entry_point_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
+
+    @property
+    def recipe_file(self) -> str | None:
+        """The entry point's file name relative to its submission folder, or None for a package recipe."""
+        module = self.entry_point.partition(":")[0]
+        return module if module.endswith(".py") else None
 
     @model_validator(mode="after")
     def _search_space_matches(self) -> SubmissionManifest:

@@ -1,31 +1,30 @@
-"""Importing a submission's recipe class from its folder, and hashing the folder's source.
+"""Importing a submission's recipe class: a file of its folder, or a recipe of the harness's own package.
 
-Each submission is imported under a private module name derived from its folder, so two submissions may both
-have a ``recipe.py`` without clashing, and nothing is added to ``sys.path`` for good.
+A file is imported under a private module name derived from its path, so two submissions may both have a
+``recipe.py`` without clashing, and nothing is added to ``sys.path`` for good.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import sys
 import traceback
 from pathlib import Path
+from types import ModuleType
 
 from bench.errors import BenchError
-from bench.spec.submission import SubmissionManifest
+from bench.spec.loading import Submission
 from bench.train.api import Recipe
 
-_IGNORED_PARTS = {"__pycache__", ".ipynb_checkpoints"}
 
-
-def load_recipe_class(folder: Path, manifest: SubmissionManifest) -> type[Recipe]:
-    """Import ``manifest.entry_point`` from ``folder``; errors name the file and what is wrong."""
-    file_name, _, class_name = manifest.entry_point.partition(":")
-    path = (folder / file_name).resolve()
-    where = f"{folder / 'submission.yaml'}: entry_point"
+def _import_file(recipe_dir: Path, file_name: str, where: str) -> ModuleType:
+    path = (recipe_dir / file_name).resolve()
+    if not path.is_relative_to(recipe_dir.resolve()):  # a symlink out of the folder, which the hash does not cover
+        raise BenchError(f"{where}: {file_name} resolves to {path}, outside the submission folder {recipe_dir}")
     if not path.is_file():
-        raise BenchError(f"{where}: {file_name} does not exist in {folder}")
+        raise BenchError(f"{where}: {file_name} does not exist in {recipe_dir}")
     module_name = f"bench_submission_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
@@ -40,23 +39,32 @@ def load_recipe_class(folder: Path, manifest: SubmissionManifest) -> type[Recipe
         raise BenchError(f"{where}: importing {file_name} failed: {tail}") from None
     finally:
         sys.path.remove(str(path.parent))
+    return module
+
+
+def load_recipe_class(submission: Submission, recipe_dir: Path | None = None) -> type[Recipe]:
+    """Import the submission's entry point; errors name the manifest and what is wrong.
+
+    ``recipe_dir`` replaces ``submission.recipe_dir`` where the folder was shipped elsewhere (a Ray worker).
+    """
+    manifest = submission.manifest
+    module_name, _, class_name = manifest.entry_point.partition(":")
+    where = f"{submission.manifest_path}: entry_point"
+    if manifest.recipe_file is not None:
+        folder = recipe_dir or submission.recipe_dir
+        assert folder is not None, "a file entry point always has the folder of the manifest that named it"
+        module = _import_file(folder, manifest.recipe_file, where)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise BenchError(f"{where}: cannot import {module_name}: {exc}") from None
     recipe_class = getattr(module, class_name, None)
     if recipe_class is None:
-        raise BenchError(f"{where}: {file_name} defines no {class_name!r}")
+        raise BenchError(f"{where}: {module_name} defines no {class_name!r}")
     if not (isinstance(recipe_class, type) and issubclass(recipe_class, Recipe)):
         raise BenchError(f"{where}: {class_name} is not a subclass of bench.train.api.Recipe")
     missing = sorted(recipe_class.__abstractmethods__)
     if missing:
         raise BenchError(f"{where}: {class_name} does not implement {', '.join(missing)}")
     return recipe_class
-
-
-def submission_hash(folder: Path) -> str:
-    """SHA-256 over the submission's files (relative paths and contents), so a result names the exact code."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not _IGNORED_PARTS & set(p.parts)):
-        if path.suffix == ".pyc":
-            continue
-        digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
