@@ -14,7 +14,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bench.errors import BenchError
 from bench.train.api import TrialContext
-from bench.train.loop import precision_context, train_lm
+from bench.train.loop import train_lm
+from bench.train.precision import autocast
 from bench.train.model import GPT, GPTConfig
 from bench.train.optim import build_optimizer
 from bench.train.schedule import make_schedule
@@ -33,6 +34,7 @@ class FakeContext(TrialContext):
     def __init__(self, n_batches: int, seed: int = 0):
         self.device = torch.device("cpu")
         self.seed, self.hparams, self.vocab_size, self.eos_id = seed, {}, VOCAB, 0
+        self.rank, self.world_size, self.precision = 0, 1, None
         self.n_batches, self.served = n_batches, 0
         self.logs: list[dict[str, float]] = []
         self.evaluations = 0
@@ -64,6 +66,9 @@ class FakeContext(TrialContext):
 
     def set_flops_per_token(self, flops_per_token: float) -> None:
         pass
+
+    def set_precision(self, precision: str) -> None:
+        self.precision = precision
 
 
 def run(n_batches: int = 40, optimizer: str = "adamw", lr: float = 3e-3, **loop_options) -> tuple[FakeContext, GPT]:
@@ -139,8 +144,8 @@ def test_sophia_trains_through_the_loop():
 
 
 def test_auto_precision_is_fp32_on_cpu():
-    assert isinstance(precision_context(torch.device("cpu"), "auto"), contextlib.nullcontext)
-    assert isinstance(precision_context(torch.device("cpu"), "bf16"), torch.autocast)
+    assert isinstance(autocast(torch.device("cpu"), "auto"), contextlib.nullcontext)
+    assert isinstance(autocast(torch.device("cpu"), "bf16"), torch.autocast)
 
 
 def test_bf16_autocast_runs_on_cpu_when_asked():
@@ -163,3 +168,9 @@ def test_compiled_forward_matches_eager():
     eager, _ = run(n_batches=10)
     compiled, _ = run(n_batches=10, compile=True)
     assert [e["loss"] for e in compiled.logs] == pytest.approx([e["loss"] for e in eager.logs], rel=1e-3)
+
+
+@pytest.mark.parametrize(("precision", "declared"), [("auto", "fp32"), ("fp32", "fp32"), ("bf16", "bf16")])
+def test_the_loop_declares_the_precision_it_trains_in(precision, declared):
+    ctx, _ = run(n_batches=2, precision=precision)
+    assert ctx.precision == declared

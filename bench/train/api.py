@@ -30,8 +30,8 @@ class TrialContext(abc.ABC):
     hparams: dict[str, Any]
     vocab_size: int
     eos_id: int
-    rank: int = 0
-    world_size: int = 1
+    rank: int  # this process's rank among the trial's workers (0 with one worker)
+    world_size: int  # the number of workers (processes, one per GPU) training the model together
 
     @abc.abstractmethod
     def batches(self, batch_size: int, seq_len: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -75,6 +75,12 @@ class TrialContext(abc.ABC):
 
         The harness computes it from the model by default (6N + attention term); a recipe whose model does
         unusual work per token (e.g. a teacher forward pass for distillation) declares its own figure.
+        """
+
+    @abc.abstractmethod
+    def set_precision(self, precision: str) -> None:
+        """Declare the precision the model trains in ("fp32" or "bf16"), for the hardware peak MFU is measured
+        against. :func:`bench.train.loop.train_lm` declares it; a recipe with its own loop should too (default fp32).
         """
 
 

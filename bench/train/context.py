@@ -24,7 +24,7 @@ from bench.spec.workload import WorkloadSpec
 from bench.train.api import BudgetExhausted, TrialContext
 from bench.train.clock import TrainingClock
 from bench.train.evaluate import EvalScore
-from bench.train.request import TrialEvent
+from bench.train.events import TrialEvent
 
 MAX_TRAIN_LOG_POINTS = 2000  # the result keeps an evenly thinned training log of at most this many points
 EVENT_INTERVAL_S = 0.5  # progress events are throttled: displays need a few per second, not one per step
@@ -54,7 +54,6 @@ class HarnessContext(TrialContext):
         eos_id: int,
         stream: Any,
         evaluator: Callable[[nn.Module], EvalScore],
-        flops_per_token: Callable[[int], float],
         on_event: Callable[[TrialEvent], None] | None = None,
         run_id: str = "",
         rank: int = 0,
@@ -78,8 +77,9 @@ class HarnessContext(TrialContext):
         self.diverged: str | None = None
         self._stream = stream
         self._evaluator = evaluator
-        self._estimate_flops = flops_per_token
+        self._estimate_flops: Callable[[int], float] | None = None
         self._flops_per_token: float | None = None
+        self.precision = "fp32"  # what the recipe declared it trains in (train_lm does); fp32 until then
         self._on_event = on_event
         self._run_id = run_id
         self._budget = workload.budget
@@ -98,6 +98,26 @@ class HarnessContext(TrialContext):
         if not (math.isfinite(flops_per_token) and flops_per_token > 0):
             raise ValueError(f"flops_per_token must be a positive finite number, got {flops_per_token}")
         self._flops_per_token = float(flops_per_token)
+
+    def estimate_flops_with(self, estimate: Callable[[int], float]) -> None:
+        """The harness's default FLOPs-per-token estimate for the model built (given the training seq_len), used
+        when the first batches are asked for unless the recipe declared its own figure."""
+        self._estimate_flops = estimate
+
+    def set_precision(self, precision: str) -> None:
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.precision = precision
+
+    @property
+    def unique_tokens(self) -> int:
+        """Distinct training tokens served (repeats over epochs not counted)."""
+        return self._stream.unique_tokens
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        elapsed = self.clock.elapsed()
+        return self.tokens / elapsed if elapsed > 0 else None
 
     def _fractions(self, extra_tokens: int = 0) -> list[float]:
         budget = self._budget
@@ -126,7 +146,7 @@ class HarnessContext(TrialContext):
             raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
         if self.exhausted:
             raise BudgetExhausted("the training budget is spent; no more batches are served")
-        if self._flops_per_token is None:
+        if self._flops_per_token is None and self._estimate_flops is not None:
             self._flops_per_token = self._estimate_flops(seq_len)
         return self._serve(batch_size, seq_len)
 

@@ -10,13 +10,14 @@ comparable across tokenizers.
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bench.train.precision import autocast
 
 EVAL_BATCH_TOKENS = 64 * 1024  # per forward pass; small enough for a 160M model at T=1024 on any 16 GB GPU
 
@@ -54,15 +55,11 @@ def evaluate(
     model.eval()
     seq_len = windows.shape[1] - 1
     batch = max(1, EVAL_BATCH_TOKENS // seq_len)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.type == "cuda" and torch.cuda.is_bf16_supported()
-        else nullcontext()
-    )
+    precision = autocast(device)
     total_nats = 0.0
     for begin in range(0, len(windows), batch):
         chunk = torch.from_numpy(windows[begin : begin + batch]).to(device)
-        with autocast:
+        with precision:
             logits = model(chunk[:, :-1])
         loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), chunk[:, 1:].reshape(-1), reduction="sum")
         total_nats += loss.item()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,27 +17,14 @@ from torch.nn.parallel import DistributedDataParallel
 
 from bench.errors import BenchError
 from bench.train.api import TrialContext
-from bench.train.optim import gauss_newton_bartlett, hessian_due
+from bench.train.optim import optimizer_step
+from bench.train.precision import Precision, autocast, resolve_precision
 
 
-def precision_context(
-    device: torch.device, precision: Literal["auto", "fp32", "bf16"]
-) -> contextlib.AbstractContextManager:
-    """The forward pass's precision context: bf16 autocast, or nothing for fp32.
-
-    "auto" means bf16 on a CUDA device that supports it and fp32 elsewhere (CPU bf16 autocast is slower than
-    fp32 on most CPUs). "bf16" asks for it on any device that has it.
-    """
-    if precision not in ("auto", "fp32", "bf16"):
-        raise BenchError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    if precision == "bf16" and device.type == "cuda" and not cuda_bf16:
-        raise BenchError(
-            f"precision 'bf16' was asked for, but {torch.cuda.get_device_name(device)} does not support it"
-        )
-    if precision == "bf16" or (precision == "auto" and cuda_bf16):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def _forward(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+             precision_ctx: contextlib.AbstractContextManager) -> torch.Tensor:
+    with precision_ctx:
+        return forward(x)
 
 
 def train_lm(
@@ -51,7 +37,7 @@ def train_lm(
     schedule: Callable[[float], float],
     grad_clip: float | None = 1.0,
     grad_accum: int = 1,
-    precision: Literal["auto", "fp32", "bf16"] = "auto",
+    precision: Precision = "auto",
     compile: bool = False,
     log_every: int = 10,
 ) -> nn.Module:
@@ -61,7 +47,9 @@ def train_lm(
     accumulation when the stream ends is dropped. Each param group's learning rate is its ``lr`` when training
     starts (the peak, as given to :func:`bench.train.optim.build_optimizer`) times ``schedule(ctx.progress())``,
     so groups with different peaks (Muon's two) keep their ratio. Gradients are clipped to norm ``grad_clip``
-    (``None``: no clipping). Sophia gets its Hessian estimate on the steps it asks for one.
+    (``None``: no clipping). Each step goes through :func:`bench.train.optim.optimizer_step`, so an optimizer
+    that needs more than gradients (Sophia's Hessian estimate) gets it from its own registry entry. The precision
+    trained in is declared to ``ctx`` (for the meter's MFU).
     ``ctx.log(loss=..., lr=...)`` every ``log_every`` steps records the mean training loss since the last log and
     the first group's learning rate. With ``compile`` the forward runs through ``torch.compile``; the uncompiled
     module (same parameters) is what gets evaluated and returned. When the harness hands over a DDP-wrapped model
@@ -76,7 +64,8 @@ def train_lm(
         group.setdefault("initial_lr", group["lr"])
     params = [p for group in optimizer.param_groups for p in group["params"]]
     forward = torch.compile(model) if compile else model
-    precision_ctx = precision_context(ctx.device, precision)
+    precision_ctx = autocast(ctx.device, precision)
+    ctx.set_precision(resolve_precision(ctx.device, precision))
     model.train()
 
     # Under DDP, gradients are all-reduced only on the last micro-batch of each accumulation.
@@ -101,12 +90,7 @@ def train_lm(
             group["lr"] = group["initial_lr"] * multiplier
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        if hessian_due(optimizer):
-            with precision_ctx:
-                logits = forward(x)
-            optimizer.step(hessian=gauss_newton_bartlett(optimizer, logits))
-        else:
-            optimizer.step()
+        optimizer_step(optimizer, lambda: _forward(forward, x, precision_ctx))
         optimizer.zero_grad(set_to_none=True)
         step += 1
 

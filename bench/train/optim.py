@@ -19,10 +19,9 @@ Sophia needs a diagonal Hessian estimate every ``update_period`` steps. ``pytorc
 compute a Hutchinson estimate itself, which needs ``backward(create_graph=True)``: a second-order backward that
 the fused attention kernels do not implement. The training loop instead supplies the Gauss-Newton-Bartlett
 estimate the Sophia paper uses for language models (Sophia-G), which needs one ordinary extra forward and
-backward: ask :func:`hessian_due` before each step and, when it says so, pass
-``hessian=gauss_newton_bartlett(optimizer, model(x))`` to ``optimizer.step``. :func:`bench.train.loop.train_lm`
-does this. In SophiaH's update ``p`` plays the paper's ``rho`` with the learning rate folded in: the paper's
-``(lr, rho)`` is ``lr=lr/rho, p=rho`` here, except that the paper's code scales the estimate by all tokens of a
+backward on the steps that refresh the estimate: Sophia's entry in :data:`OPTIMIZERS` carries that step
+(:func:`sophia_step`), and any loop that steps through :func:`optimizer_step` gets it. In SophiaH's update
+``p`` plays the paper's ``rho`` with the learning rate folded in: the paper's ``(lr, rho)`` is ``lr=lr/rho, p=rho`` here, except that the paper's code scales the estimate by all tokens of a
 step while :func:`gauss_newton_bartlett` scales by the tokens it saw; with ``k``-fold gradient accumulation the
 paper's ``rho`` therefore corresponds to ``p = k * rho``.
 """
@@ -30,6 +29,8 @@ paper's ``rho`` therefore corresponds to ``p = k * rho``.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytorch_optimizer
@@ -39,17 +40,9 @@ from torch import nn
 
 from bench.errors import BenchError
 
-_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "adamw": torch.optim.AdamW,
-    "lion": pytorch_optimizer.Lion,
-    "lamb": pytorch_optimizer.Lamb,
-    "sophia": pytorch_optimizer.SophiaH,
-    "muon": pytorch_optimizer.Muon,
-}
-
-# SophiaH's defaults are tuned for its own Hutchinson estimate; these are the Sophia-G settings of the paper's
-# GPT-2 runs (betas, rho as ``p``, a Hessian estimate every 10 steps), as a starting point.
-_SOPHIA_DEFAULTS = {"betas": (0.965, 0.99), "p": 0.05, "update_period": 10}
+Closure = Callable[[], torch.Tensor]
+"""Re-runs the step's last forward pass and returns its logits (with their graph), for optimizers that need more
+than the gradients; the loop builds it, with the loop's precision."""
 
 
 def split_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -73,43 +66,24 @@ def split_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return groups
 
 
-def _check_options(name: str, options: dict[str, Any]) -> None:
-    """Reject unknown options here, since the ``pytorch_optimizer`` classes swallow unknown keywords silently."""
-    accepted = set(inspect.signature(_OPTIMIZERS[name]).parameters) - {"self", "params", "lr", "weight_decay", "kwargs"}
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise BenchError(f"optimizer '{name}' has no option {unknown}; it accepts {sorted(accepted)}")
+def decayed_groups(parts: dict[str, list[nn.Parameter]], weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on the weight matrices and the head; none on embeddings, biases and norm gains."""
+    return [
+        {"params": parts["matrix"] + parts["head"], "weight_decay": weight_decay},
+        {"params": parts["embedding"] + parts["other"], "weight_decay": 0.0},
+    ]
 
 
-def build_optimizer(
-    model: nn.Module, name: str, lr: float, weight_decay: float = 0.0, **options: Any
-) -> torch.optim.Optimizer:
-    """Build optimizer ``name`` over ``model``'s trainable parameters, with the groups described above.
+def muon_groups(parts: dict[str, list[nn.Parameter]], weight_decay: float) -> list[dict[str, Any]]:
+    """Muon orthogonalises the hidden weight matrices; everything else takes its AdamW group."""
+    return [
+        {"params": parts["matrix"], "use_muon": True},
+        {"params": parts["head"] + parts["embedding"] + parts["other"], "use_muon": False},
+    ]
 
-    ``lr`` and ``weight_decay`` apply to the weight matrices (for Muon: the Muon group; its AdamW group takes
-    ``adamw_lr``, ``adamw_betas``, ``adamw_wd`` from ``options``). Other ``options`` go to the optimizer's
-    constructor. The learning rates set here are the peaks that :func:`bench.train.loop.train_lm` schedules.
-    """
-    if name not in _OPTIMIZERS:
-        raise BenchError(f"unknown optimizer {name!r}; choose one of {sorted(_OPTIMIZERS)}")
-    _check_options(name, options)
-    parts = split_parameters(model)
-    if name == "muon":
-        groups = [
-            {"params": parts["matrix"], "use_muon": True},
-            {"params": parts["head"] + parts["embedding"] + parts["other"], "use_muon": False},
-        ]
-    else:
-        groups = [
-            {"params": parts["matrix"] + parts["head"], "weight_decay": weight_decay},
-            {"params": parts["embedding"] + parts["other"], "weight_decay": 0.0},
-        ]
-    groups = [g for g in groups if g["params"]]
-    if name == "adamw" and "fused" not in options and "foreach" not in options:
-        options["fused"] = all(p.is_cuda for g in groups for p in g["params"])
-    if name == "sophia":
-        options = {**_SOPHIA_DEFAULTS, **options}
-    return _OPTIMIZERS[name](groups, lr=lr, weight_decay=weight_decay, **options)
+
+def plain_step(optimizer: torch.optim.Optimizer, closure: Closure) -> None:
+    optimizer.step()
 
 
 def hessian_due(optimizer: torch.optim.Optimizer) -> bool:
@@ -121,6 +95,88 @@ def hessian_due(optimizer: torch.optim.Optimizer) -> bool:
     if not isinstance(optimizer, pytorch_optimizer.SophiaH):
         return False
     return optimizer.param_groups[0].get("step", 0) % optimizer.update_period == 0
+
+
+def sophia_step(optimizer: torch.optim.Optimizer, closure: Closure) -> None:
+    """Sophia-G: the Gauss-Newton-Bartlett estimate from one extra forward, on the steps that refresh it."""
+    if hessian_due(optimizer):
+        optimizer.step(hessian=gauss_newton_bartlett(optimizer, closure()))
+    else:
+        optimizer.step()
+
+
+def keep_options(options: dict[str, Any], groups: list[dict[str, Any]]) -> dict[str, Any]:
+    return options
+
+
+def adamw_options(options: dict[str, Any], groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fused AdamW (one kernel for the whole update) when every parameter is on CUDA, unless the caller chose."""
+    if "fused" in options or "foreach" in options:
+        return options
+    return {**options, "fused": all(p.is_cuda for g in groups for p in g["params"])}
+
+
+@dataclass(frozen=True)
+class OptimizerKind:
+    """Everything the shared loop needs to know about one optimizer, so that the loop has no per-optimizer code.
+
+    ``groups`` makes the parameter groups from :func:`split_parameters`; ``defaults`` fill options the caller did
+    not give; ``options`` adjusts the options for the groups (e.g. fused kernels on CUDA); ``step`` takes one
+    optimizer step, given a closure that re-runs the forward pass.
+    """
+
+    cls: type[torch.optim.Optimizer]
+    groups: Callable[[dict[str, list[nn.Parameter]], float], list[dict[str, Any]]] = decayed_groups
+    defaults: dict[str, Any] = field(default_factory=dict)
+    options: Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, Any]] = keep_options
+    step: Callable[[torch.optim.Optimizer, Closure], None] = plain_step
+
+
+# SophiaH's defaults are tuned for its own Hutchinson estimate; these are the Sophia-G settings of the paper's
+# GPT-2 runs (betas, rho as ``p``, a Hessian estimate every 10 steps), as a starting point.
+OPTIMIZERS: dict[str, OptimizerKind] = {
+    "adamw": OptimizerKind(torch.optim.AdamW, options=adamw_options),
+    "lion": OptimizerKind(pytorch_optimizer.Lion),
+    "lamb": OptimizerKind(pytorch_optimizer.Lamb),
+    "sophia": OptimizerKind(
+        pytorch_optimizer.SophiaH, defaults={"betas": (0.965, 0.99), "p": 0.05, "update_period": 10}, step=sophia_step
+    ),
+    "muon": OptimizerKind(pytorch_optimizer.Muon, groups=muon_groups),
+}
+
+
+def _check_options(name: str, options: dict[str, Any]) -> None:
+    """Reject unknown options here, since the ``pytorch_optimizer`` classes swallow unknown keywords silently."""
+    accepted = set(inspect.signature(OPTIMIZERS[name].cls).parameters) - {"self", "params", "lr", "weight_decay", "kwargs"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise BenchError(f"optimizer '{name}' has no option {unknown}; it accepts {sorted(accepted)}")
+
+
+def build_optimizer(
+    model: nn.Module, name: str, lr: float, weight_decay: float = 0.0, **options: Any
+) -> torch.optim.Optimizer:
+    """Build optimizer ``name`` over ``model``'s trainable parameters, with the groups its kind makes.
+
+    ``lr`` and ``weight_decay`` apply to the weight matrices (for Muon: the Muon group; its AdamW group takes
+    ``adamw_lr``, ``adamw_betas``, ``adamw_wd`` from ``options``). Other ``options`` go to the optimizer's
+    constructor. The learning rates set here are the peaks that :func:`bench.train.loop.train_lm` schedules.
+    """
+    if name not in OPTIMIZERS:
+        raise BenchError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
+    kind = OPTIMIZERS[name]
+    _check_options(name, options)
+    groups = [g for g in kind.groups(split_parameters(model), weight_decay) if g["params"]]
+    options = kind.options({**kind.defaults, **options}, groups)
+    return kind.cls(groups, lr=lr, weight_decay=weight_decay, **options)
+
+
+_STEPS = {kind.cls: kind.step for kind in OPTIMIZERS.values()}
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, closure: Closure) -> None:
+    """One step of ``optimizer`` as its kind takes it; also for an optimizer a recipe built itself."""
+    _STEPS.get(type(optimizer), plain_step)(optimizer, closure)
 
 
 def gauss_newton_bartlett(optimizer: torch.optim.Optimizer, logits: torch.Tensor) -> list[torch.Tensor]:

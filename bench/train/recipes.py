@@ -34,15 +34,27 @@ def _tuple_lists(options: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
 
 
-class GPTRecipe(Recipe):
-    """Builds :class:`GPT` from the hyperparameters and trains it with :func:`train_lm`."""
+def build_gpt(hparams: dict[str, Any], vocab_size: int, eval_seq_len: int) -> GPT:
+    """The :class:`GPT` that ``hparams`` describe, as :class:`GPTRecipe` builds it (on the current default device).
 
-    def max_seq_len(self, ctx: TrialContext) -> int:
-        return max(int(ctx.hparams.get("seq_len", ctx.workload.eval.seq_len)), ctx.workload.eval.seq_len)
+    Its maximum length is the longer of the training context (the ``seq_len`` hyperparameter) and the workload's
+    evaluation context, so it can train on shorter sequences and still be evaluated as the workload says. Studies
+    (to size a grid's model limit) and ``bench check`` (the bare loop it compares against) build it here too.
+    """
+    seq_len = max(int(hparams.get("seq_len", eval_seq_len)), eval_seq_len)
+    shape = {k: v for k, v in hparams.items() if k != "seq_len"}
+    return GPT.from_hparams(shape, vocab_size, seq_len)
+
+
+class GPTRecipe(Recipe):
+    """Builds :class:`GPT` from the hyperparameters and trains it with :func:`train_lm`.
+
+    Used directly as the entry point ``bench.train.recipes:GPTRecipe`` by the baselines whose choices are all
+    hyperparameters; subclassed by recipes that change a step (see ``submissions/train-large-compress``).
+    """
 
     def build_model(self, ctx: TrialContext) -> nn.Module:
-        shape = {k: v for k, v in ctx.hparams.items() if k != "seq_len"}
-        return GPT.from_hparams(shape, ctx.vocab_size, self.max_seq_len(ctx)).to(ctx.device)
+        return build_gpt(ctx.hparams, ctx.vocab_size, ctx.workload.eval.seq_len).to(ctx.device)
 
     def make_optimizer(self, ctx: TrialContext, model: nn.Module) -> torch.optim.Optimizer:
         hp = ctx.hparams
@@ -89,9 +101,11 @@ class BudgetPhase(TrialContext):
             raise ValueError(f"a phase needs 0 <= start < end <= 1, got [{start}, {end})")
         self._ctx, self._start, self._end = ctx, start, end
         self.hparams = dict(ctx.hparams if hparams is None else hparams)
-
-    def __getattr__(self, name: str) -> Any:  # workload, device, seed, hparams, vocab_size, eos_id, rank ...
-        return getattr(self._ctx, name)
+        # The trial's facts, copied by name: forwarding unknown attributes would also hand out whatever else the
+        # context holds, and a class default on TrialContext would shadow the forwarding (rank 0 under DDP).
+        self.workload, self.device, self.seed = ctx.workload, ctx.device, ctx.seed
+        self.vocab_size, self.eos_id = ctx.vocab_size, ctx.eos_id
+        self.rank, self.world_size = ctx.rank, ctx.world_size
 
     def batches(self, batch_size: int, seq_len: int):  # noqa: ANN201 - Iterator[tuple[Tensor, Tensor]]
         for batch in self._ctx.batches(batch_size, seq_len):
@@ -116,3 +130,6 @@ class BudgetPhase(TrialContext):
 
     def set_flops_per_token(self, flops_per_token: float) -> None:
         self._ctx.set_flops_per_token(flops_per_token)
+
+    def set_precision(self, precision: str) -> None:
+        self._ctx.set_precision(precision)
