@@ -35,13 +35,13 @@ from bench.errors import BenchError
 from bench.measure.hardware import package_versions
 from bench.results import new_run_id, write_atomic
 from bench.spec.base import StrictModel
-from bench.spec.loading import load_submission, load_workload, workload_path
-from bench.spec.result import SCHEMA_VERSION, RunResult, TrialStatus
+from bench.spec.loading import Submission, load_workload, workload_path
+from bench.spec.result import SCHEMA_VERSION, RunResult
 from bench.spec.workload import WorkloadSpec
-from bench.train.model import GPT
+from bench.harness.plan import TrialRequest, plan_trials
 from bench.train.optim import build_optimizer
-from bench.train.request import TrialRequest
-from bench.train.trial import seed_everything, warm_lazy_imports
+from bench.train.recipes import build_gpt
+from bench.train.runtime import seed_everything, warm_lazy_imports
 
 REFERENCE_PATH = Path("leaderboard") / "reference" / "tiny.json"
 CHECK_TOKENS = 200_000  # ~12 s of training per trial on two cores (16k tokens/s): 16 trials fit in CI comfortably
@@ -92,14 +92,13 @@ def check_workload(tokens: int = CHECK_TOKENS) -> tuple[Path, WorkloadSpec]:
     return path, spec
 
 
-def bare_loop_throughput(spec: WorkloadSpec, workload_dir: Path, submission: Path, tokens: int) -> float:
+def bare_loop_throughput(spec: WorkloadSpec, workload_dir: Path, submission: Submission, tokens: int) -> float:
     """Tokens/s of the loop a person writes by hand (forward, loss, backward, clip, step) for ``submission``'s GPT."""
-    hparams = load_submission(submission).hyperparameters
+    hparams = submission.manifest.hyperparameters
     data = prepare(spec, workload_dir)
     warm_lazy_imports()
     seed_everything(0)
-    shape = {k: v for k, v in hparams.items() if k != "seq_len"}
-    model = GPT.from_hparams(shape, data.vocab_size, spec.eval.seq_len)
+    model = build_gpt(hparams, data.vocab_size, spec.eval.seq_len)
     options = {k: tuple(v) if isinstance(v, list) else v for k, v in hparams.get("optimizer_options", {}).items()}
     optimizer = build_optimizer(model, "adamw", lr=hparams["lr"], weight_decay=hparams["weight_decay"], **options)
     batch, seq_len = hparams["batch_size"], hparams["seq_len"]
@@ -129,7 +128,7 @@ def _schema_problem(result: RunResult) -> str | None:
 
 
 def run_check(
-    submissions: list[Path],
+    submissions: list[Submission],
     reference_path: Path,
     update: bool = False,
     tokens: int = CHECK_TOKENS,
@@ -160,13 +159,13 @@ def run_check(
 
     bare = [bare_loop_throughput(spec, path.parent, speed, tokens)]
     requests = [
-        TrialRequest(workload=spec, workload_dir=str(path.parent.resolve()), submission_dir=str(folder.resolve()),
+        TrialRequest(workload=spec, workload_dir=str(path.parent.resolve()), submission_dir=str(submission.folder),
                      seed=seed, run_id=new_run_id(seed), downstream=False)
-        for folder in submissions
+        for submission in submissions
         for seed in seeds
     ]
     with tempfile.TemporaryDirectory(prefix="bench-check-") as scratch:
-        results = run_trials(requests, Path(scratch), address, progress)
+        results = run_trials(plan_trials(requests, Path(scratch), submissions), Path(scratch), address, progress)
     bare.append(bare_loop_throughput(spec, path.parent, speed, tokens))
 
     findings: list[Finding] = []
@@ -176,7 +175,7 @@ def run_check(
         problem = _schema_problem(result)
         findings.append(Finding(f"{result.submission} seed {result.seed}", "valid RunResult",
                                 "ok" if problem is None else "invalid", problem is None, problem or ""))
-    failed = [r for r in results if r.status is not TrialStatus.ok or r.final is None]
+    failed = [r for r in results if not r.scored]
     for result in failed:
         findings.append(Finding(f"{result.submission} seed {result.seed}", "status ok", result.status.value, False,
                                 result.reason or ""))

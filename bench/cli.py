@@ -18,21 +18,21 @@ from bench import __version__
 from bench.errors import BenchError, SpecError
 from bench.spec.loading import (
     DEFAULT_WORKLOAD,
-    load_submission,
+    Submission,
+    find_submission,
     load_workload,
     project_root,
-    submission_dir,
     submission_dirs,
     workload_files,
     workload_path,
 )
-from bench.results import DEFAULT_RESULTS_DIR, new_run_id, run_file
+from bench.results import DEFAULT_RESULTS_DIR, new_run_id
 from bench.spec.result import TrialStatus
 from bench.spec.units import format_bytes, format_count, format_duration, parse_duration
 from bench.spec.workload import WorkloadSpec
 from bench.summary import results_table
+from bench.harness.plan import TrialRequest, plan_trials
 from bench.train.loader import load_recipe_class
-from bench.train.request import TrialRequest
 
 app = typer.Typer(
     name="bench",
@@ -130,7 +130,7 @@ def list_command() -> None:
         submissions.add_column(column)
     for folder in submission_dirs():
         try:
-            manifest = load_submission(folder)
+            manifest = find_submission(str(folder)).manifest
         except SpecError as exc:
             submissions.add_row(folder.name, f"[red]invalid: {exc.problems[0]}[/]")
             continue
@@ -148,13 +148,12 @@ def validate_path(path: Path) -> list[str]:
     """Validate one workload file or submission folder; returns the problems (empty when valid)."""
     try:
         if path.is_dir() or path.name == "submission.yaml":
-            folder = path if path.is_dir() else path.parent
-            manifest = load_submission(folder)
-            load_recipe_class(folder, manifest)
+            submission = find_submission(str(path if path.is_dir() else path.parent))
+            load_recipe_class(submission)
             known = {p.stem for p in workload_files()}
             return [
-                f"{folder / 'submission.yaml'}: workloads: unknown workload {name!r} (known: {', '.join(sorted(known))})"
-                for name in manifest.workloads
+                f"{submission.manifest_path}: workloads: unknown workload {name!r} (known: {', '.join(sorted(known))})"
+                for name in submission.manifest.workloads
                 if name not in known
             ]
         load_workload(path)
@@ -195,6 +194,17 @@ def show(workload: Annotated[str, typer.Argument(help="Workload name or YAML pat
     spec = load_workload(workload_path(workload))
     typer.echo(f"# {spec.name}  (hash {spec.content_hash()[:16]})")
     typer.echo(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, width=10_000).rstrip())
+
+
+@app.command("show-submission")
+@user_errors
+def show_submission(submission: Annotated[str, typer.Argument(help="Submission name or folder.")]) -> None:
+    """Print the complete manifest of a submission (``extends`` applied) and its source hash."""
+    found = find_submission(submission)
+    lineage = " <- ".join(folder.name for folder in found.lineage)
+    typer.echo(f"# {found.name}  (source hash {found.source_hash()[:16]}; {lineage})")
+    typer.echo(yaml.safe_dump(found.manifest.model_dump(mode="json", exclude_none=True), sort_keys=False,
+                              width=10_000).rstrip())
 
 
 def _prepare_with_progress(
@@ -295,13 +305,13 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key.strip(), value if value is not None else raw
 
 
-def _submission_folders(names: list[str]) -> list[Path]:
+def _submissions(names: list[str]) -> list[Submission]:
     if names == ["all"]:
         folders = submission_dirs()
         if not folders:
             raise BenchError(f"no submissions under {project_root() / 'submissions'}")
-        return folders
-    return [submission_dir(name) for name in names]
+        return [find_submission(str(folder)) for folder in folders]
+    return [find_submission(name) for name in names]
 
 
 def _resolved_workload(workload: str, wall_clock: str | None) -> tuple[Path, WorkloadSpec]:
@@ -349,29 +359,26 @@ def run(
 ) -> None:
     """Train submissions on a workload under the harness (through Ray) and write one result file per trial."""
     from bench.schedule.runner import RunInterrupted, run_trials
-    from bench.train.checkpoint import MODEL_SUFFIX
-    from bench.train.trial import resolve_hyperparameters
 
     path, spec = _resolved_workload(workload, wall_clock)
-    folders = _submission_folders(submission or ["adamw-baseline"])
+    submissions = _submissions(submission or ["adamw-baseline"])
     overrides = dict(parse_assignment(item) for item in set_ or [])
-    for folder in folders:  # a typo in a manifest, an import or an override fails here, before anything runs
-        manifest = load_submission(folder)
-        load_recipe_class(folder, manifest)
-        resolve_hyperparameters(manifest.hyperparameters, overrides, f"--set for {folder.name}")
+    for each in submissions:  # a typo in a manifest, an import or an override fails here, before anything runs
+        load_recipe_class(each)
+        each.hyperparameters(overrides, f"--set for {each.name}")
+    requests = [
+        TrialRequest(
+            workload=spec, workload_dir=str(path.parent), submission_dir=str(each.folder), seed=seed,
+            overrides=overrides, run_id=new_run_id(seed), device=device, downstream=downstream, offline=offline,
+            save_model=save_model,
+        )
+        for each in submissions
+        for seed in range(seeds or spec.seeds)
+    ]
+    plans = plan_trials(requests, results_dir, submissions)
     _prepare_with_progress(spec, path.parent)
-    requests = []
-    for folder in folders:
-        for seed in range(seeds or spec.seeds):
-            run_id = new_run_id(seed)
-            model_path = run_file(results_dir, spec.name, folder.name, run_id, MODEL_SUFFIX) if save_model else None
-            requests.append(TrialRequest(
-                workload=spec, workload_dir=str(path.parent.resolve()), submission_dir=str(folder.resolve()),
-                seed=seed, overrides=overrides, run_id=run_id, device=device, downstream=downstream,
-                offline=offline, model_path=str(model_path) if model_path else None,
-            ))
     try:
-        results = run_trials(requests, results_dir, address, progress)
+        results = run_trials(plans, results_dir, address, progress)
     except RunInterrupted as interrupted:
         console.print(results_table(interrupted.results, f"{spec.name}: interrupted"))
         raise typer.Exit(130) from None
@@ -398,7 +405,7 @@ def eval_command(
     """Re-run downstream evaluation on a saved model; the scores go to a new file beside the result."""
     from bench.downstream.saved import evaluate_saved, saved_run, workload_for, write_evaluation
     from bench.spec.workload import DownstreamTask
-    from bench.train.trial import pick_device
+    from bench.train.runtime import pick_device
 
     run = saved_run(result)
     path, spec, warning = workload_for(run, workload)
@@ -440,9 +447,9 @@ def tune(
     from bench.schedule.tune import tune as run_sweep
 
     path, spec = _resolved_workload(workload, None)
-    folder = submission_dir(submission)
+    chosen = find_submission(submission)
     _prepare_with_progress(spec, path.parent)
-    report = run_sweep(spec, path.parent.resolve(), folder.resolve(), trials, seed, results_dir, address, progress,
+    report = run_sweep(spec, path.parent.resolve(), chosen, trials, seed, results_dir, address, progress,
                        downstream=downstream)
     console.print(results_table(report.results, f"sweep {report.sweep_id}"))
     console.print(report.markdown, highlight=False, soft_wrap=True)
@@ -467,12 +474,13 @@ def check(
 
     reference_path = reference or project_root() / REFERENCE_PATH
     if submission:
-        folders = [submission_dir(name) for name in submission]
+        chosen = [find_submission(name) for name in submission]
     elif reference_path.exists() and not update:
-        folders = [submission_dir(name) for name in CheckReference.model_validate_json(reference_path.read_text()).submissions]
+        reference_names = CheckReference.model_validate_json(reference_path.read_text()).submissions
+        chosen = [find_submission(name) for name in reference_names]
     else:
-        folders = [f for f in submission_dirs() if "tiny" in load_submission(f).workloads]
-    findings = run_check(folders, reference_path, update=update, address=address, progress=progress)
+        chosen = [s for s in _submissions(["all"]) if "tiny" in s.manifest.workloads]
+    findings = run_check(chosen, reference_path, update=update, address=address, progress=progress)
     table = Table(title=f"bench check against {reference_path}", title_justify="left")
     for column in ("check", "reference", "measured", "", "detail"):
         table.add_column(column)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from bench.cli import app
 from bench.errors import BenchError
 from bench.results import load_results, run_file, write_result
-from bench.spec.loading import load_submission
+from bench.spec.loading import find_submission
 from bench.spec.result import DownstreamEvaluation, TrialStatus
 from bench.spec.workload import DownstreamTask
 from bench.train.checkpoint import MODEL_SUFFIX, export_model, load_model
@@ -49,8 +49,7 @@ def test_saved_gpt_gives_the_trained_models_logits_for_any_batch_and_length(tmp_
 
 
 def test_a_model_pruned_to_another_shape_than_built_is_saved_as_returned(tmp_path):
-    folder = ROOT / "submissions" / "train-large-compress"
-    module = sys.modules[load_recipe_class(folder, load_submission(folder)).__module__]
+    module = sys.modules[load_recipe_class(find_submission("train-large-compress", ROOT)).__module__]
     torch.manual_seed(0)
     model = GPT.from_hparams({"n_layer": 2, "n_head": 2, "n_embd": 32, "mlp_ratio": 8}, VOCAB, WINDOW)
     pruned = module.prune_to_limit(model, 30_000, include_embeddings=True)
@@ -92,7 +91,7 @@ def test_bench_eval_reproduces_the_trials_downstream_scores_in_a_new_file(tmp_pa
     spec = small_tiny()
     spec = spec.model_copy(update={"eval": spec.eval.model_copy(update={"downstream": tasks})})
     model_path = run_file(results_dir, spec.name, "good-bigram", "test", MODEL_SUFFIX)
-    result = trial("good-bigram", spec=spec, model_path=str(model_path))
+    result = trial("good-bigram", spec=spec, save_model=True, results_dir=results_dir)
     assert result.status is TrialStatus.ok and result.checkpoint.file == model_path.name
     assert len(result.downstream) == 6  # five agreement phenomena and the cloze task
     result_path = write_result(result, results_dir)

@@ -16,10 +16,10 @@ from bench.results import read_result
 from bench.schedule.cluster import ray_session
 from bench.schedule.runner import run_trials
 from bench.schedule.tune import tune
-from bench.spec.loading import load_workload, workload_path
+from bench.spec.loading import load_submission, load_workload, workload_path
 from bench.spec.result import TrialStatus
 from bench.spec.workload import WorkloadSpec
-from bench.train.request import TrialRequest
+from bench.harness.plan import TrialRequest, plan_trials
 
 RECIPES = ROOT / "tests" / "recipes"
 ALLOWANCE_S = 20.0  # beyond budget + grace: set-up and evaluation of a tiny trial on a busy 2-core machine
@@ -93,7 +93,8 @@ def test_bad_trials_are_isolated_and_recorded(ray_local, workload, tmp_path):
         _request(workload, RECIPES / "good-bigram", seed=1),
     ]
     out = StringIO()
-    results = run_trials(requests, tmp_path / "results", allowance_s=ALLOWANCE_S, console=Console(file=out, width=200))
+    plans = plan_trials(requests, tmp_path / "results", allowance_s=ALLOWANCE_S)
+    results = run_trials(plans, tmp_path / "results", console=Console(file=out, width=200))
 
     by_run = {r.run_id: r for r in results}
     assert [r.run_id for r in results] == [r.run_id for r in requests]
@@ -139,7 +140,7 @@ def test_sweep_records_its_budget_and_best_trial(ray_local, workload, tmp_path):
         "search_space: {batch_size: {distribution: int_uniform, low: 2, high: 16}}\n"
     )
     report = tune(
-        workload, ROOT / "workloads", folder, trials=3, seed=0, results_dir=tmp_path / "results", progress=False,
+        workload, ROOT / "workloads", load_submission(folder), trials=3, seed=0, results_dir=tmp_path / "results", progress=False,
         allowance_s=ALLOWANCE_S,
     )  # fmt: skip
 
@@ -162,7 +163,8 @@ def test_multi_gpu_path_runs_ddp_on_cpu_with_gloo(ray_local, workload, tmp_path)
     data["budget"]["hardware"] = "2xH100"
     ddp_workload = WorkloadSpec.model_validate(data)
     request = _request(ddp_workload, RECIPES / "good-bigram", device="cpu")
-    [result] = run_trials([request], tmp_path, progress=False, allowance_s=60, console=Console(file=StringIO()))
+    plans = plan_trials([request], tmp_path, allowance_s=60)
+    [result] = run_trials(plans, tmp_path, progress=False, console=Console(file=StringIO()))
     assert result.status is TrialStatus.ok, result.reason
     assert result.world_size == 2
     folder = tmp_path / ddp_workload.name / "good-bigram"

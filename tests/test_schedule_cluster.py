@@ -26,7 +26,7 @@ from pathlib import Path
 from bench.schedule.runner import RunInterrupted, run_trials
 from bench.spec.loading import load_workload, workload_path
 from bench.spec.workload import WorkloadSpec
-from bench.train.request import TrialRequest
+from bench.harness.plan import TrialRequest, plan_trials
 
 data = load_workload(workload_path("tiny")).model_dump(mode="json")
 data["data"].update(train_bytes="1MB", val_bytes="20KB")
@@ -40,7 +40,7 @@ requests = [
     for name in submissions
 ]
 try:
-    run_trials(requests, Path(results_dir), address=address or None, progress=False)
+    run_trials(plan_trials(requests, Path(results_dir)), Path(results_dir), address=address or None, progress=False)
 except RunInterrupted as exc:  # what the CLI does
     print(f"interrupted, {len(exc.results)} results", file=sys.stderr)
     sys.exit(130)

@@ -11,14 +11,13 @@ from bench.errors import BenchError
 from bench.schedule.cluster import ray_temp_dir
 from bench.schedule.ddp import rank_log_path
 from bench.schedule.resources import TrialResources, check_fits, trial_resources
-from bench.schedule.runner import hard_limit_s
 from bench.schedule.tune import best_result, sample_configurations
-from bench.schedule.worker import locate_submission, output_to
+from bench.schedule.worker import locate, output_to
 from bench.spec.loading import load_workload, workload_path
 from bench.spec.result import EvalPoint, RunResult, TrialStatus
 from bench.spec.submission import ChoiceParam, IntParam, UniformParam
 from bench.spec.workload import TargetSpec, WorkloadSpec
-from bench.train.request import TrialRequest
+from bench.harness.plan import TrialLimits, TrialRequest
 
 
 def _workload(**budget) -> WorkloadSpec:
@@ -76,12 +75,12 @@ def test_multi_gpu_trial_may_span_nodes():
 
 
 def test_hard_limit_is_budget_plus_grace_plus_allowance():
-    assert hard_limit_s(_workload(wall_clock="60s", overrun_grace="15s"), allowance_s=100) == 175
-    assert hard_limit_s(_workload(wall_clock=None, tokens="1M")) is None
+    assert TrialLimits.of(_workload(wall_clock="60s", overrun_grace="15s"), allowance_s=100) == TrialLimits(75, 175)
+    assert TrialLimits.of(_workload(wall_clock=None, tokens="1M"), allowance_s=100) == TrialLimits(None, None)
 
 
 def test_each_rank_logs_beside_the_result(tmp_path):
-    assert rank_log_path(str(tmp_path / "run1.log"), 1) == str(tmp_path / "run1.rank1.log")
+    assert rank_log_path(tmp_path / "run1.log", 1) == tmp_path / "run1.rank1.log"
 
 
 def test_ray_temp_dir_stays_within_the_socket_path_limit(monkeypatch, tmp_path):
@@ -102,14 +101,14 @@ def test_output_to_captures_native_writes_and_restores(tmp_path):
         print("not captured")
 
 
-def test_locate_submission_finds_a_shipped_copy(tmp_path, monkeypatch):
+def test_locate_finds_a_shipped_copy_of_a_submission_folder(tmp_path, monkeypatch):
     shipped = tmp_path / "pkg" / "good-bigram"
     shipped.mkdir(parents=True)
     (shipped / "submission.yaml").write_text("name: good-bigram\n")
     # Only the shipped copy on the path: test recipes imported earlier put tests/recipes on sys.path too.
     monkeypatch.setattr(sys, "path", [str(tmp_path / "pkg")])
-    assert locate_submission(str(ROOT / "tests/recipes/good-bigram")) == str(ROOT / "tests/recipes/good-bigram")
-    assert locate_submission("/elsewhere/good-bigram") == str(shipped)
+    assert locate(ROOT / "tests/recipes/good-bigram") == ROOT / "tests/recipes/good-bigram"
+    assert locate(Path("/elsewhere/good-bigram")) == shipped
 
 
 def test_sobol_samples_are_seeded_in_range_and_spread():

@@ -7,6 +7,7 @@ GPUs. Rank 0 alone reports progress and evaluates, and its result is the trial's
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,17 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from bench.data.shards import cache_root
 from bench.schedule.resources import TrialResources
 from bench.schedule.worker import execute, output_to
+from bench.harness.plan import PlannedTrial
 from bench.spec.result import RunResult
-from bench.train.request import TrialRequest
 
 
-def rank_log_path(log_path: str, rank: int) -> str:
+def rank_log_path(log_path: Path, rank: int) -> Path:
     """``<run_id>.log`` holds the launcher's output; rank ``r`` writes ``<run_id>.rank<r>.log`` beside it."""
-    path = Path(log_path)
-    return str(path.with_name(f"{path.stem}.rank{rank}{path.suffix}"))
+    return log_path.with_name(f"{log_path.stem}.rank{rank}{log_path.suffix}")
 
 
-def run_distributed(request: TrialRequest, events: ActorHandle, log_path: str, resources: TrialResources) -> RunResult:
-    """Run ``request`` on ``resources.workers`` processes and return rank 0's result.
+def run_distributed(plan: PlannedTrial, events: ActorHandle, resources: TrialResources) -> RunResult:
+    """Run ``plan`` on ``resources.workers`` processes and return rank 0's result.
 
     Called inside the trial's Ray task, which only waits: cancelling that task also ends the worker group, since
     Ray stops the actors a task created when the task dies. A worker that dies fails the whole trial
@@ -38,16 +38,16 @@ def run_distributed(request: TrialRequest, events: ActorHandle, log_path: str, r
     """
     use_gpu = resources.gpus > 0
     per_worker = {"CPU": resources.cpus, **({"GPU": resources.gpus} if use_gpu else {})}
-    with output_to(Path(log_path)):
+    with output_to(plan.files.log):
         trainer = TorchTrainer(
             _rank_main,
-            train_loop_config={"request": request, "events": events, "log_path": log_path, "threads": resources.cpus},
+            train_loop_config={"plan": plan, "events": events, "threads": resources.cpus},
             scaling_config=ScalingConfig(
                 num_workers=resources.workers, use_gpu=use_gpu, resources_per_worker=per_worker
             ),
             torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
             run_config=RunConfig(
-                name=request.run_id,
+                name=plan.run_id,
                 storage_path=str(cache_root().resolve() / "ray-train"),
                 failure_config=FailureConfig(max_failures=0),
             ),
@@ -57,7 +57,8 @@ def run_distributed(request: TrialRequest, events: ActorHandle, log_path: str, r
 
 def _rank_main(config: dict[str, Any]) -> RunResult:
     rank = ray.train.get_context().get_world_rank()
-    request: TrialRequest = config["request"]
-    request = request.model_copy(update={"device": str(ray.train.torch.get_device())})
+    plan: PlannedTrial = config["plan"]
+    request = plan.request.model_copy(update={"device": str(ray.train.torch.get_device())})
+    plan = dataclasses.replace(plan, request=request)
     events = config["events"] if rank == 0 else None
-    return execute(request, events, rank_log_path(config["log_path"], rank), config["threads"])
+    return execute(plan, events, config["threads"], rank_log_path(plan.files.log, rank))

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import ray
 
-from bench.train.request import TrialEvent
+from bench.train.events import TrialEvent
 
 
 @ray.remote(num_cpus=0)

@@ -17,7 +17,7 @@ from typing_extensions import Self
 
 from bench.spec.result import RunResult, TrialStatus
 from bench.spec.units import format_count, format_duration
-from bench.train.request import TrialEvent
+from bench.train.events import TrialEvent
 
 _STATUS_STYLE = {
     TrialStatus.ok: "green",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.errors import BenchError
-from bench.train.request import TrialRequest
+from bench.harness.plan import TrialRequest
 
 CPUS_PER_GPU = 4
 """Cores per GPU worker (the training process plus data loading), fewer when the cluster has less to share."""

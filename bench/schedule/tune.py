@@ -19,13 +19,14 @@ from tabulate import tabulate
 
 from bench.errors import BenchError
 from bench.results import load_results, new_run_id, write_atomic
-from bench.schedule.runner import DEFAULT_ALLOWANCE_S, run_trials
-from bench.spec.loading import load_submission
-from bench.spec.result import RunResult, TrialStatus
+from bench.harness.plan import DEFAULT_ALLOWANCE_S, plan_trials
+from bench.schedule.runner import run_trials
+from bench.spec.loading import Submission
+from bench.spec.result import RunResult
 from bench.spec.submission import SearchParam
 from bench.spec.units import format_duration
 from bench.spec.workload import TargetSpec, WorkloadSpec
-from bench.train.request import TrialRequest
+from bench.harness.plan import TrialRequest
 
 TUNING_FILE = "tuning.md"
 
@@ -50,7 +51,7 @@ def sample_configurations(space: dict[str, SearchParam], trials: int, seed: int)
 def tune(
     workload: WorkloadSpec,
     workload_dir: Path,
-    submission_dir: Path,
+    submission: Submission,
     trials: int,
     seed: int,
     results_dir: Path,
@@ -61,14 +62,14 @@ def tune(
     downstream: bool = True,
     allowance_s: float = DEFAULT_ALLOWANCE_S,
 ) -> TuneReport:
-    """Run a ``trials``-point sweep of ``submission_dir`` on ``workload`` (every trial with training seed ``seed``).
+    """Run a ``trials``-point sweep of ``submission`` on ``workload`` (every trial with training seed ``seed``).
 
     Results go to ``results_dir`` like any run's; ``address``, ``progress`` and ``allowance_s`` are as for
     :func:`run_trials`, ``device`` and ``downstream`` as in :class:`TrialRequest`.
     """
-    manifest = load_submission(Path(submission_dir))
+    manifest = submission.manifest
     if not manifest.search_space:
-        raise BenchError(f"{Path(submission_dir) / 'submission.yaml'}: search_space: empty; a sweep needs one")
+        raise BenchError(f"{submission.manifest_path}: search_space: empty; a sweep needs one")
     if trials < 1:
         raise BenchError(f"trials: a sweep needs at least one trial, got {trials}")
     sweep_id = f"sweep-{new_run_id(seed)}"
@@ -77,7 +78,7 @@ def tune(
         TrialRequest(
             workload=workload,
             workload_dir=str(workload_dir),
-            submission_dir=str(submission_dir),
+            submission_dir=str(submission.folder),
             seed=seed,
             overrides=overrides,
             run_id=f"{sweep_id}-t{index}",
@@ -95,7 +96,8 @@ def tune(
         )
         for index, overrides in enumerate(sample_configurations(manifest.search_space, trials, seed))
     ]
-    results = run_trials(requests, results_dir, address, progress, allowance_s=allowance_s)
+    plans = plan_trials(requests, results_dir, [submission], allowance_s)
+    results = run_trials(plans, results_dir, address, progress)
     best = best_result(results, workload.target)
     folder = Path(results_dir) / workload.name / manifest.name
     sections = {sweep: _sweep_markdown(members, workload.target) for sweep, members in _sweeps(folder).items()}
@@ -109,7 +111,7 @@ def tune(
 
 def best_result(results: list[RunResult], target: TargetSpec) -> RunResult | None:
     """The ok result with the best final value of the target's metric (earliest wins a tie)."""
-    scored = [r for r in results if r.status is TrialStatus.ok and r.final is not None]
+    scored = [r for r in results if r.scored]
     if not scored:
         return None
     sign = 1.0 if target.direction == "minimize" else -1.0

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from ray.actor import ActorHandle
 
+from bench.harness.plan import PlannedTrial
+from bench.harness.trial import run_trial
 from bench.schedule.events import poster
 from bench.spec.result import RunResult
-from bench.train.request import TrialRequest
-from bench.train.trial import run_trial
 
 
 @contextmanager
@@ -54,25 +54,25 @@ def output_to(path: Path) -> Iterator[None]:
         log.close()
 
 
-def locate_submission(submission_dir: str) -> str:
-    """The submission folder as this worker sees it: the driver's path, else the copy Ray shipped with the task.
+def locate(folder: Path) -> Path:
+    """A submission folder as this worker sees it: the driver's path, else the copy Ray shipped with the task.
 
     When the driver joined a cluster, it shipped each submission folder as a ``py_modules`` entry, which Ray unpacks
     into a folder on ``sys.path`` under the same folder name.
     """
-    if Path(submission_dir).is_dir():
-        return submission_dir
-    name = Path(submission_dir).name
+    if folder.is_dir():
+        return folder
     for entry in sys.path:
-        candidate = Path(entry) / name
+        candidate = Path(entry) / folder.name
         if (candidate / "submission.yaml").is_file():
-            return str(candidate)
-    return submission_dir  # run_trial reports the missing folder as the trial's failure
+            return candidate
+    return folder  # importing the recipe reports the missing folder as the trial's failure
 
 
-def execute(request: TrialRequest, events: ActorHandle | None, log_path: str, threads: int) -> RunResult:
-    """Run one trial in this worker: ``threads`` torch threads, output to ``log_path``, events to the ``events`` box."""
+def execute(plan: PlannedTrial, events: ActorHandle | None, threads: int, log_path: Path | None = None) -> RunResult:
+    """Run one trial in this worker: ``threads`` torch threads, output to the plan's log (or ``log_path``), events
+    to the ``events`` box."""
     torch.set_num_threads(threads)
-    request = request.model_copy(update={"submission_dir": locate_submission(request.submission_dir)})
-    with output_to(Path(log_path)):
-        return run_trial(request, on_event=poster(events) if events is not None else None)
+    recipe_dir = locate(plan.submission.recipe_dir) if plan.submission.recipe_dir is not None else None
+    with output_to(log_path or plan.files.log):
+        return run_trial(plan, on_event=poster(events) if events is not None else None, recipe_dir=recipe_dir)

@@ -211,6 +211,11 @@ class RunResult(StrictModel):
     tuning: dict[str, Any] | None = Field(None, description="Sweep that produced these hyperparameters, if any.")
     checkpoint: ModelCheckpoint | None = Field(None, description="The saved model, when the run was asked to save it.")
 
+    @property
+    def scored(self) -> bool:
+        """An ok trial with a final evaluation: what rankings, comparisons, checks and fits are made of."""
+        return self.status is TrialStatus.ok and self.final is not None
+
 
 class DownstreamEvaluation(StrictModel):
     """A later downstream evaluation of a run's saved model (``bench eval``).

@@ -22,15 +22,14 @@ import torch
 from bench.data.tokenizer import byte_tokenizer, describe, load_tokenizer
 from bench.errors import BenchError
 from bench.results import new_run_id
-from bench.spec.loading import load_submission, load_workload, project_root, submission_dir, workload_path
+from bench.spec.loading import Submission, find_submission, load_workload, project_root, workload_path
 from bench.spec.result import RunResult, TrialStatus
 from bench.spec.units import format_bytes, format_count, format_duration
 from bench.spec.workload import WorkloadSpec
 from bench.study.spec import StudySpec
-from bench.train.model import GPT
+from bench.harness.plan import TrialRequest
 from bench.train.params import count_parameters
-from bench.train.request import TrialRequest
-from bench.train.trial import resolve_hyperparameters
+from bench.train.recipes import build_gpt
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,7 +67,7 @@ class Match:
 
     @property
     def scored(self) -> bool:
-        return self.result.status == TrialStatus.ok and self.result.final is not None
+        return self.result.scored
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ class Plan:
     study: StudySpec
     base: WorkloadSpec
     workload_dir: Path
-    submission_dirs: dict[str, Path]
+    submissions: dict[str, Submission]
     cells: tuple[Cell, ...]
 
     @property
@@ -96,7 +95,7 @@ class Plan:
             TrialRequest(
                 workload=cell.workload,
                 workload_dir=str(self.workload_dir),
-                submission_dir=str(self.submission_dirs[cell.submission]),
+                submission_dir=str(self.submissions[cell.submission].folder),
                 seed=seed,
                 overrides=cell.overrides,
                 run_id=new_run_id(seed),
@@ -125,7 +124,7 @@ class Plan:
             found[(index, result.seed)].append(result)
         matches = []
         for (index, seed), runs in sorted(found.items()):
-            best = max(runs, key=lambda r: (r.status == TrialStatus.ok and r.final is not None, r.started_at))
+            best = max(runs, key=lambda r: (r.scored, r.started_at))
             matches.append(Match(self.cells[index], seed, best))
         return matches, unmatched
 
@@ -191,17 +190,15 @@ def vocab_size(spec: WorkloadSpec, workload_dir: Path) -> int:
 
 
 def gpt_params(hyperparameters: dict[str, Any], spec: WorkloadSpec, vocab: int) -> int:
-    """Parameters the workload counts for the :class:`GPT` that ``hyperparameters`` describe.
+    """Parameters the workload counts for the GPT that ``hyperparameters`` describe.
 
     Built on the meta device: shapes only, no memory, so even a 160M model costs nothing. The context length
     (which sizes a learned position table) is chosen as :class:`bench.train.recipes.GPTRecipe` does: the longer of
     the ``seq_len`` hyperparameter and the workload's evaluation length. This sizes the limit only: a recipe that
     returns another model (train-large-compress prunes to the limit) is still checked on the model it returns.
     """
-    seq_len = max(int(hyperparameters.get("seq_len", spec.eval.seq_len)), spec.eval.seq_len)
-    shape = {k: v for k, v in hyperparameters.items() if k != "seq_len"}
     with torch.device("meta"):
-        model = GPT.from_hparams(shape, vocab, seq_len)
+        model = build_gpt(hyperparameters, vocab, spec.eval.seq_len)
     return count_parameters(model).counted(spec.model.count_embeddings)
 
 
@@ -219,13 +216,12 @@ def plan_study(study: StudySpec, root: Path | None = None) -> Plan:
     base_path = workload_path(study.workload, root)
     base = load_workload(base_path)
     vocab = vocab_size(base, base_path.parent)
-    folders = {name: submission_dir(name, root) for name in study.submissions}
+    submissions = {name: find_submission(name, root) for name in study.submissions}
     shapes: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
-    for name, folder in folders.items():
-        manifest = load_submission(folder)
+    for name, submission in submissions.items():
         for size, overrides in study.sizes.items():
             try:
-                hparams = resolve_hyperparameters(manifest.hyperparameters, overrides, f"{where}: sizes.{size}")
+                hparams = submission.hyperparameters(overrides, f"{where}: sizes.{size}")
                 shapes[(name, size)] = hparams, gpt_params(hparams, base, vocab)
             except BenchError as exc:
                 raise BenchError(f"{where}: sizes.{size} with submission {name!r}: {exc}") from None
@@ -247,7 +243,7 @@ def plan_study(study: StudySpec, root: Path | None = None) -> Plan:
         for name in study.submissions
         for size, t, d in study.points()
     )
-    return Plan(study, base, base_path.parent.resolve(), {n: f.resolve() for n, f in folders.items()}, cells)
+    return Plan(study, base, base_path.parent.resolve(), submissions, cells)
 
 
 def expand(study: StudySpec, root: Path | None = None) -> list[TrialRequest]:

@@ -44,6 +44,7 @@ def run_study(
     Results are written under :func:`study_dir`; ``address`` joins a Ray cluster (default: a local instance);
     ``root`` is the project holding ``workloads/`` and ``submissions/``.
     """
+    from bench.harness.plan import plan_trials
     from bench.schedule.runner import run_trials  # Ray loads only when trials run
 
     study = load_study(path)
@@ -51,6 +52,7 @@ def run_study(
     out = study_dir(study, results_dir)
     todo = pending(plan, load_results([out]))
     if todo:
-        run_trials(plan.requests(todo), out, address=address, progress=progress)
+        plans = plan_trials(plan.requests(todo), out, submissions=plan.submissions.values())
+        run_trials(plans, out, address=address, progress=progress)
     matches, _ = plan.match(load_results([out]))
     return [m.result for m in matches]

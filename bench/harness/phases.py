@@ -1,0 +1,161 @@
+"""The phases of one trial, in the order :func:`bench.harness.trial.run_trial` runs them.
+
+load -> build -> train -> judge -> measure -> evaluate -> downstream -> export. Each is a small function that
+takes what the phases before it produced and returns a small record of its own; none reaches back.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from bench.data.prepare import PreparedData, prepare
+from bench.downstream.runner import run_workload_downstream
+from bench.harness.plan import PlannedTrial
+from bench.harness.verdict import OK, Verdict, failure, judge, param_counts, size_rule
+from bench.harness.watchdog import Watchdog
+from bench.measure.flops import estimate_flops_per_token
+from bench.measure.meter import Meter, MeterReport
+from bench.spec.result import EvalPoint, ModelCheckpoint, ParamCounts, TrialStatus
+from bench.train.api import Recipe
+from bench.train.checkpoint import export_model
+from bench.train.context import HarnessContext, TrainingDiverged
+from bench.train.evaluate import evaluate, evaluation_windows
+from bench.train.loader import load_recipe_class
+from bench.train.runtime import seed_everything, warm_lazy_imports
+
+
+@dataclass
+class Loaded:
+    """The load phase's output: the prepared data and the recipe, ready to build."""
+
+    data: PreparedData
+    recipe: Recipe
+
+
+@dataclass
+class Trained:
+    """The train phase's output: the model to evaluate (None when training failed before there was one)."""
+
+    model: nn.Module | None
+    verdict: Verdict
+
+
+@dataclass
+class Judged:
+    verdict: Verdict
+    params: ParamCounts | None = None
+
+
+def load(plan: PlannedTrial, recipe_dir: Path | None) -> Loaded:
+    """Prepare (or find in the cache) the workload's data and import the recipe. Raises on any problem."""
+    request = plan.request
+    cache = Path(request.cache_dir) if request.cache_dir else None
+    data = prepare(plan.workload, Path(request.workload_dir), cache)
+    recipe = load_recipe_class(plan.submission, recipe_dir)()
+    warm_lazy_imports()
+    return Loaded(data, recipe)
+
+
+def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.device, rank: int, world_size: int,
+            on_event: Any) -> HarnessContext:
+    """The recipe's view of the trial: seeded, with the budgeted stream and an evaluator on the meter's clock."""
+    spec, data = plan.workload, loaded.data
+    windows = evaluation_windows(data.val_tokens, spec.eval.seq_len, spec.eval.tokens)
+
+    def evaluator(model: nn.Module) -> Any:
+        with meter.phase("eval"):
+            return evaluate(model, windows, data.token_bytes, device)
+
+    seed_everything(plan.request.seed)
+    return HarnessContext(
+        workload=spec, device=device, seed=plan.request.seed, hparams=plan.hyperparameters,
+        vocab_size=data.vocab_size, eos_id=data.eos_id,
+        stream=data.stream(seed=plan.request.seed, rank=rank, world_size=world_size),
+        evaluator=evaluator, on_event=on_event, run_id=plan.run_id, rank=rank, world_size=world_size,
+    )
+
+
+def build(recipe: Recipe, ctx: HarnessContext) -> Trained:
+    """The recipe's model, built on the trial's device (not yet trained); the FLOP estimate follows it."""
+    try:
+        with torch.device(ctx.device) if ctx.device.type == "cuda" else nullcontext():
+            model = recipe.build_model(ctx)
+    except BaseException as exc:  # noqa: BLE001 - a recipe that cannot build its model is a failed trial
+        if isinstance(exc, SystemExit):
+            raise
+        return Trained(None, failure(exc))
+    ctx.estimate_flops_with(partial(estimate_flops_per_token, model))
+    return Trained(model, OK)
+
+
+def train(recipe: Recipe, ctx: HarnessContext, model: nn.Module, meter: Meter, limit_s: float | None) -> Trained:
+    """``Recipe.train`` on the clock, under the watchdog, after the curve's origin (an evaluation of the model as
+    built, clock not started); whatever it raises becomes the verdict.
+
+    With several ranks the model is wrapped in DDP here, so a recipe is the same for 1 and N GPUs."""
+    wrapped = model if ctx.world_size == 1 else DistributedDataParallel(
+        model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
+    )
+    try:
+        ctx.evaluate_now(model)
+        with Watchdog(ctx.clock, limit_s), meter.phase("train"):
+            ctx.clock.start()
+            trained = recipe.train(ctx, wrapped)
+            ctx.clock.stop()
+    except BaseException as exc:  # noqa: BLE001 - every failure of the recipe becomes a result
+        ctx.clock.stop()
+        if isinstance(exc, SystemExit):
+            raise
+        return Trained(model, failure(exc))
+    if isinstance(trained, DistributedDataParallel):
+        trained = trained.module
+    if not isinstance(trained, nn.Module):
+        return Trained(model, failure(TypeError(f"Recipe.train returned {type(trained).__name__}, not an nn.Module")))
+    return Trained(trained, OK)
+
+
+def judge_trained(plan: PlannedTrial, ctx: HarnessContext, trained: Trained) -> Judged:
+    """The status rules; a model that finished (ok or overrun) is also counted and held to the size limit."""
+    verdict = judge(trained.verdict, diverged=ctx.diverged, train_s=ctx.clock.elapsed(),
+                    hard_limit_s=plan.limits.train_s)
+    if trained.model is None or verdict.status not in (TrialStatus.ok, TrialStatus.overrun):
+        return Judged(verdict)
+    counts = param_counts(trained.model, plan.workload)
+    return Judged(size_rule(verdict, counts, plan.workload), counts)
+
+
+def evaluate_final(ctx: HarnessContext, model: nn.Module, judged: Judged) -> tuple[Verdict, EvalPoint | None]:
+    """The returned model's score at the end, with the clock paused (a NaN here fails the trial)."""
+    try:
+        ctx.evaluate_now(model)
+    except TrainingDiverged as exc:
+        return Verdict(TrialStatus.failed, f"diverged: {exc}"), None
+    return judged.verdict, ctx.curve[-1]
+
+
+def measure(meter: Meter, ctx: HarnessContext) -> MeterReport:
+    """Stop the meter: energy, memory, telemetry and MFU against the peak of the precision training ran in."""
+    return meter.stop(tokens=ctx.tokens, train_seconds=ctx.clock.elapsed(), flops_per_token=ctx.flops_per_token or 0.0,
+                      precision=ctx.precision)
+
+
+def downstream(plan: PlannedTrial, model: nn.Module, data: PreparedData, device: torch.device) -> dict[str, Any]:
+    """The workload's downstream tasks on the returned model, off the clock."""
+    scores, failures = run_workload_downstream(
+        model, plan.workload, data, device, plan.workload.eval.downstream, offline=plan.request.offline
+    )
+    return {"downstream": scores, "downstream_failures": failures}
+
+
+def export(plan: PlannedTrial, model: nn.Module, data: PreparedData) -> ModelCheckpoint:
+    """Save the returned model beside the result (rank 0 only), for ``bench eval``."""
+    assert plan.files.model is not None
+    return export_model(model, plan.workload.eval.seq_len, data.vocab_size, plan.files.model)

@@ -1,0 +1,148 @@
+"""A trial planned once, on the driver: what was asked (:class:`TrialRequest`) turned into what will run
+(:class:`PlannedTrial`).
+
+Planning loads the submission's manifest (with ``extends`` applied), resolves its hyperparameters with the
+overrides, makes every path absolute, names the run's files, sets both time limits and fixes the identity part of
+the result. The worker runs the plan as it is and the scheduler finishes results for trials that returned none
+from the same plan, so nothing is loaded, resolved or named twice, and a typo fails before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from bench.errors import BenchError
+from bench.results import run_file
+from bench.spec.base import StrictModel
+from bench.spec.loading import Submission, load_submission
+from bench.spec.workload import WorkloadSpec
+from bench.train.checkpoint import MODEL_SUFFIX
+
+DEFAULT_ALLOWANCE_S = 1800.0
+"""Time a trial may take beyond its training budget and grace: set-up, the evaluations (the training clock is
+paused during them) and downstream tasks. Generous on purpose: it only exists to end trials that hang, and a false
+alarm would throw away a finished run."""
+
+LOG_SUFFIX = ".log"
+RESULT_SUFFIX = ".json"
+
+
+class TrialRequest(StrictModel):
+    """One trial as a command asks for it. It carries the resolved workload itself rather than a file name, so
+    studies and sweeps can run derived workloads (another data or time budget) through the same path."""
+
+    workload: WorkloadSpec
+    workload_dir: str = Field(description="Folder that relative paths in the workload are resolved against.")
+    submission_dir: str
+    seed: int = Field(ge=0)
+    overrides: dict[str, Any] = Field(default_factory=dict, description="Hyperparameters replacing the manifest's.")
+    run_id: str
+    device: str | None = Field(None, description="torch device; None picks cuda:0 when available, else cpu.")
+    cache_dir: str | None = Field(None, description="Data cache; None uses $BENCH_CACHE or the user cache dir.")
+    tuning: dict[str, Any] | None = Field(None, description="The sweep this trial belongs to, recorded in the result.")
+    downstream: bool = Field(True, description="Run the workload's downstream tasks after training.")
+    offline: bool = Field(False, description="Never contact the Hugging Face Hub (downstream datasets must be cached).")
+    save_model: bool = Field(False, description="Save the returned model beside the result, for `bench eval`.")
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where a run's files go: ``<results>/<workload>/<submission>/<run_id>{.json,.log,.model.pt2}``."""
+
+    result: Path
+    log: Path
+    model: Path | None
+
+
+@dataclass(frozen=True)
+class TrialLimits:
+    """The two hard limits of a trial, in seconds (None: the budget gives no time to derive them from).
+
+    ``train_s`` ends a recipe still training after its budget plus grace (the watchdog inside the worker);
+    ``worker_s`` ends a worker that has not returned that long after its data was ready (the scheduler)."""
+
+    train_s: float | None
+    worker_s: float | None
+
+    @classmethod
+    def of(cls, workload: WorkloadSpec, allowance_s: float) -> TrialLimits:
+        budget = workload.budget
+        if budget.wall_clock is None:
+            return cls(None, None)
+        train = budget.wall_clock + budget.overrun_grace
+        return cls(train, train + allowance_s)
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    """Everything a worker needs to run a trial and everything a driver needs to account for it."""
+
+    request: TrialRequest
+    submission: Submission
+    hyperparameters: dict[str, Any]
+    files: RunFiles
+    limits: TrialLimits
+    base: dict[str, Any] = field(repr=False)  # the result's identity fields, the same on the worker and the driver
+
+    @property
+    def run_id(self) -> str:
+        return self.request.run_id
+
+    @property
+    def workload(self) -> WorkloadSpec:
+        return self.request.workload
+
+
+def plan_trial(
+    request: TrialRequest, results_dir: Path, submission: Submission | None = None,
+    allowance_s: float = DEFAULT_ALLOWANCE_S,
+) -> PlannedTrial:
+    """Plan ``request`` (``submission``: its already loaded submission, to load each manifest once per run)."""
+    submission = submission or load_submission(Path(request.submission_dir))
+    hyperparameters = submission.hyperparameters(request.overrides)
+    absolute: dict[str, Any] = {
+        "submission_dir": str(submission.folder), "workload_dir": str(Path(request.workload_dir).resolve()),
+    }
+    if request.cache_dir is not None:
+        absolute["cache_dir"] = str(Path(request.cache_dir).resolve())
+    request = request.model_copy(update=absolute)
+    results_dir = Path(results_dir).resolve()
+    spec = request.workload
+
+    def named(suffix: str) -> Path:
+        return run_file(results_dir, spec.name, submission.name, request.run_id, suffix)
+
+    base = dict(
+        run_id=request.run_id, workload=spec.name, workload_hash=spec.content_hash(), submission=submission.name,
+        submission_hash=submission.source_hash(), seed=request.seed, hyperparameters=hyperparameters,
+        tuning=request.tuning,
+    )
+    files = RunFiles(named(RESULT_SUFFIX), named(LOG_SUFFIX), named(MODEL_SUFFIX) if request.save_model else None)
+    return PlannedTrial(request, submission, hyperparameters, files, TrialLimits.of(spec, allowance_s), base)
+
+
+def plan_trials(
+    requests: Sequence[TrialRequest], results_dir: Path, submissions: Iterable[Submission] = (),
+    allowance_s: float = DEFAULT_ALLOWANCE_S,
+) -> list[PlannedTrial]:
+    """Plan every request; a submission not among the already loaded ``submissions`` is loaded once for all its
+    trials. Run ids must be unique within a run."""
+    seen: dict[str, int] = {}
+    for request in requests:
+        seen[request.run_id] = seen.get(request.run_id, 0) + 1
+    duplicates = [run_id for run_id, n in seen.items() if n > 1]
+    if duplicates:
+        raise BenchError(f"run ids must be unique within a run, repeated: {', '.join(duplicates)}")
+    loaded = {submission.folder: submission for submission in submissions}
+    plans = []
+    for request in requests:
+        folder = Path(request.submission_dir).resolve()
+        if folder not in loaded:
+            loaded[folder] = load_submission(folder)
+        plans.append(plan_trial(request, results_dir, loaded[folder], allowance_s))
+    return plans

@@ -1,0 +1,97 @@
+"""One trial, end to end, as named phases: load, build, train, judge, measure, evaluate, downstream, export.
+
+:func:`run_trial` never raises for anything a recipe does. A crash, an out-of-memory error, a NaN loss, an
+oversized model or an overrun becomes a :class:`RunResult` with that status and a reason, so a scheduler running
+many trials loses nothing. It does not write the result: the scheduler does, so that one process owns the results
+directory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench.errors import BenchError
+from bench.harness import phases
+from bench.harness.plan import PlannedTrial
+from bench.harness.result import finish_result
+from bench.harness.verdict import Verdict, failure
+from bench.measure.meter import Meter
+from bench.spec.result import RunResult, Timing
+from bench.train.events import TrialEvent
+from bench.train.runtime import distributed_rank, pick_device
+from bench.train.targets import time_to_target
+
+EventSink = Callable[[TrialEvent], None]
+
+
+class TrialRecorder:
+    """The trial's own bookkeeping: when it started, how long each harness phase took, the phase events."""
+
+    def __init__(self, plan: PlannedTrial, on_event: EventSink | None) -> None:
+        self.plan, self._on_event = plan, on_event
+        self.started_at = datetime.now(timezone.utc)
+        self._t0 = time.perf_counter()
+        self.timing: dict[str, float | None] = {}
+
+    @contextmanager
+    def phase(self, name: str, timed: str | None = None) -> Iterator[None]:
+        """Announce phase ``name``; with ``timed``, record its seconds under that timing field."""
+        if self._on_event is not None:
+            self._on_event(TrialEvent(run_id=self.plan.run_id, kind="phase", phase=name))
+        start = time.perf_counter()
+        yield
+        if timed:
+            self.timing[timed] = time.perf_counter() - start
+
+    def finish(self, verdict: Verdict, device: str, world_size: int, **measured: object) -> RunResult:
+        with self.phase("done"):
+            self.timing["total_s"] = time.perf_counter() - self._t0
+        return finish_result(self.plan, verdict.status, verdict.reason, started_at=self.started_at,
+                             timing=Timing(**self.timing), device=device, world_size=world_size,
+                             traceback_tail=verdict.traceback_tail, **measured)
+
+
+def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir: Path | None = None) -> RunResult:
+    """Run ``plan`` in this process and return its result (never raises for recipe problems)."""
+    trial, spec = TrialRecorder(plan, on_event), plan.workload
+    device, (rank, world_size) = pick_device(plan.request.device), distributed_rank()
+    try:
+        with trial.phase("data", "data_s"):
+            loaded = phases.load(plan, recipe_dir)
+    except Exception as exc:  # data or submission broken: nothing trained, nothing measured
+        verdict = failure(exc)
+        if isinstance(exc, BenchError):
+            verdict = Verdict(verdict.status, str(exc), verdict.traceback_tail)
+        return trial.finish(verdict, str(device), world_size)
+    meter = Meter(device=device, hardware_class=spec.budget.hardware, world_size=world_size)
+    ctx = phases.context(plan, loaded, meter, device, rank, world_size, on_event)
+    meter.start()
+    with trial.phase("setup", "setup_s"):
+        trained = phases.build(loaded.recipe, ctx)
+    if trained.verdict.ok:
+        with trial.phase("train"):
+            trained = phases.train(loaded.recipe, ctx, trained.model, meter, plan.limits.train_s)
+    judged = phases.judge_trained(plan, ctx, trained)
+    verdict, final, fields = judged.verdict, None, {}
+    if judged.params is not None and trained.model is not None:
+        with trial.phase("eval"):
+            verdict, final = phases.evaluate_final(ctx, trained.model, judged)
+    report = phases.measure(meter, ctx)
+    trial.timing.update(train_s=ctx.clock.elapsed(), warmup_s=ctx.warmup_seconds, eval_s=ctx.clock.paused_seconds)
+    if verdict.ok and spec.eval.downstream and plan.request.downstream and trained.model is not None:
+        with trial.phase("downstream", "downstream_s"):
+            fields.update(phases.downstream(plan, trained.model, loaded.data, device))
+    if plan.files.model is not None and rank == 0 and final is not None:
+        with trial.phase("save"):
+            fields["checkpoint"] = phases.export(plan, trained.model, loaded.data)
+    ttt = time_to_target(ctx.curve, spec.target) if verdict.ok else None
+    return trial.finish(
+        verdict, str(device), world_size, curve=list(ctx.curve), train_log=ctx.train_log, final=final,
+        time_to_target_s=ttt, target_reached=ttt is not None, steps=ctx.steps, tokens=ctx.tokens,
+        unique_tokens=ctx.unique_tokens, tokens_per_s=ctx.tokens_per_s, params=judged.params,
+        validation=loaded.data.validation(), packages=report.packages, **report.as_result_fields(), **fields,
+    )

@@ -1,0 +1,83 @@
+"""The status rules of a trial: what escaped a recipe, and what the returned model and clock say about it.
+
+Each rule turns one kind of failure into a status and a one-line reason; :func:`judge` applies, in order, the rules
+that look at a trial that returned (a divergence the recipe swallowed, a return after the hard limit), and
+:func:`size_rule` holds the returned model to the workload's size limit.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bench.spec.result import ParamCounts, TrialStatus
+from bench.spec.workload import WorkloadSpec
+from bench.train.api import BudgetExhausted
+from bench.train.context import HardLimitExceeded, TrainingDiverged
+from bench.train.params import count_parameters
+
+TRACEBACK_TAIL_LINES = 25
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: TrialStatus
+    reason: str | None = None
+    traceback_tail: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status is TrialStatus.ok
+
+
+OK = Verdict(TrialStatus.ok)
+
+
+def traceback_tail(exc: BaseException) -> str:
+    lines = "".join(traceback.format_exception(exc)).rstrip().splitlines()
+    return "\n".join(lines[-TRACEBACK_TAIL_LINES:])
+
+
+def failure(exc: BaseException) -> Verdict:
+    """Map what escaped a recipe (or the harness's set-up) onto a status, a one-line reason and the traceback."""
+    tail = traceback_tail(exc)
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, TrainingDiverged):
+        return Verdict(TrialStatus.failed, f"diverged: {exc}", tail)
+    if isinstance(exc, HardLimitExceeded):
+        return Verdict(TrialStatus.overrun, f"stopped by the harness: {exc}", tail)
+    if isinstance(exc, BudgetExhausted):
+        return Verdict(TrialStatus.overrun, "asked for batches after the budget was spent", tail)
+    if isinstance(exc, torch.OutOfMemoryError):
+        return Verdict(TrialStatus.failed, f"out of memory: {first}", tail)
+    if isinstance(exc, KeyboardInterrupt):
+        return Verdict(TrialStatus.interrupted, "interrupted by the user", tail)
+    return Verdict(TrialStatus.failed, f"{type(exc).__name__}: {first}".rstrip(": "), tail)
+
+
+def param_counts(model: nn.Module, spec: WorkloadSpec) -> ParamCounts:
+    counts = count_parameters(model)
+    counted = counts.counted(spec.model.count_embeddings)
+    return ParamCounts(total=counts.total, embedding=counts.embedding, counted=counted, limit=spec.model.max_params)
+
+
+def judge(verdict: Verdict, *, diverged: str | None, train_s: float, hard_limit_s: float | None) -> Verdict:
+    """The trial's status after training: ``verdict`` from training itself, then the rules on how it returned."""
+    if not verdict.ok:
+        return verdict
+    if diverged:  # the recipe caught the divergence and went on
+        return Verdict(TrialStatus.failed, f"diverged: {diverged}")
+    if hard_limit_s is not None and train_s > hard_limit_s:
+        return Verdict(TrialStatus.overrun, f"returned after {train_s:.1f}s of training, limit {hard_limit_s:.0f}s")
+    return verdict
+
+
+def size_rule(verdict: Verdict, params: ParamCounts, spec: WorkloadSpec) -> Verdict:
+    """An ok trial whose returned model is over the workload's limit is invalid, with the counts."""
+    if verdict.ok and params.counted > params.limit:
+        what = "parameters" if spec.model.count_embeddings else "non-embedding parameters"
+        return Verdict(TrialStatus.invalid, f"model has {params.counted:,} {what}, over the limit of {params.limit:,}")
+    return verdict

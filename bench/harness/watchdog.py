@@ -1,0 +1,49 @@
+"""The hard limit inside a trial's worker: a recipe still training past its budget plus grace is stopped."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+from bench.train.clock import TrainingClock
+from bench.train.context import HardLimitExceeded
+
+
+class Watchdog:
+    """Stops a recipe that runs past ``limit`` seconds of training clock, by raising in the main thread.
+
+    Only possible when the trial runs on the main thread (signals are delivered there); otherwise the scheduler's
+    force-cancel is the hard limit. Evaluation time does not count because the clock is paused then.
+    """
+
+    def __init__(self, clock: TrainingClock, limit: float | None) -> None:
+        self._clock = clock
+        self._limit = limit
+        self._done = threading.Event()
+        self.fired = False
+        self._armed = limit is not None and threading.current_thread() is threading.main_thread()
+        self._previous: Any = None
+
+    def __enter__(self) -> Watchdog:
+        if self._armed:
+            self._previous = signal.signal(signal.SIGUSR1, self._raise)
+            threading.Thread(target=self._watch, name="bench-watchdog", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._armed:
+            signal.signal(signal.SIGUSR1, self._previous)
+
+    def _raise(self, signum: int, frame: object) -> None:
+        self.fired = True
+        raise HardLimitExceeded(f"still running after {self._limit:.0f}s of training time")
+
+    def _watch(self) -> None:
+        main = threading.main_thread().ident
+        assert self._limit is not None and main is not None
+        while not self._done.wait(0.25):
+            if self._clock.elapsed() > self._limit:
+                signal.pthread_kill(main, signal.SIGUSR1)
+                return
