@@ -82,8 +82,9 @@ def _ctx(**budget):
 
     ctx = HarnessContext(
         workload=spec, device=torch.device("cpu"), seed=0, hparams={}, vocab_size=257, eos_id=256,
-        stream=EndlessStream(), evaluator=evaluator, flops_per_token=lambda seq_len: 1000.0,
+        stream=EndlessStream(), evaluator=evaluator,
     )
+    ctx.estimate_flops_with(lambda seq_len: 1000.0)
     return ctx, evaluations
 
 
