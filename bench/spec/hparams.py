@@ -40,7 +40,8 @@ def type_problem(name: str, default: Any, value: Any) -> str | None:
         return None
     if expected == "a number" and given == "an integer":
         return None
-    return f"{name}: expected {expected} like the manifest's default {default!r}, got {value!r} ({given or type(value).__name__})"
+    given_words = given or type(value).__name__
+    return f"{name}: expected {expected} like the manifest's default {default!r}, got {value!r} ({given_words})"
 
 
 def check_hyperparameters(

@@ -180,7 +180,9 @@ def entry_point_path(folder: Path, manifest: SubmissionManifest) -> Path:
     file_name = manifest.entry_point.partition(":")[0]
     where = str(folder / "submission.yaml")
     if Path(file_name).is_absolute():
-        raise SpecError(where, [f"entry_point: must be a path inside the submission folder, got absolute {file_name!r}"])
+        raise SpecError(
+            where, [f"entry_point: must be a path inside the submission folder, got absolute {file_name!r}"]
+        )
     root = folder.resolve()
     path = (folder / file_name).resolve()
     if not path.is_relative_to(root):
