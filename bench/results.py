@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import platformdirs
 from pydantic import ValidationError
 
 from bench.errors import BenchError
@@ -43,16 +44,55 @@ def is_result_file(path: Path) -> bool:
     return path.suffix == ".json" and "." not in path.stem and not path.name.startswith(".")
 
 
+class ResultNotWritten(BenchError):
+    """A finished result could not be written where it belongs (disk full, no permission), but it is not lost.
+
+    ``kept`` is where it was written instead (a fallback folder, same ``<workload>/<submission>/`` layout), or
+    None when no fallback folder took it either; ``text`` is the result's JSON, in memory, either way. A caller
+    running several trials catches this, says where the result went, carries on with the others and exits
+    non-zero at the end.
+    """
+
+    def __init__(self, intended: Path, cause: str, kept: Path | None, text: str, fallback_errors: list[str]):
+        self.intended = intended
+        self.cause = cause
+        self.kept = kept
+        self.text = text
+        self.fallback_errors = fallback_errors
+        if kept is not None:
+            where = f"kept it at {kept}: move it to {intended} once there is room"
+        else:
+            where = f"no fallback folder could take it either ({'; '.join(fallback_errors)}): it is held in memory only"
+        super().__init__(f"{intended}: the result was not written ({cause}); {where}")
+
+
+FALLBACK_ENV = "BENCH_RESULTS_FALLBACK"
+
+
+def fallback_dirs() -> list[Path]:
+    """Where a result goes when its results folder cannot take it, in order: ``$BENCH_RESULTS_FALLBACK`` if
+    set, the user's data folder for pretrain-bench, and the system temporary folder (often another disk)."""
+    dirs = [Path(env)] if (env := os.environ.get(FALLBACK_ENV)) else []
+    dirs.append(Path(platformdirs.user_data_dir("pretrain-bench")) / "unsaved-results")
+    dirs.append(Path(tempfile.gettempdir()) / "pretrain-bench-unsaved-results")
+    return dirs
+
+
+class _WriteFailed(BenchError):
+    """``write_atomic`` failed for an OS reason (rather than because the file exists)."""
+
+
 def write_atomic(path: Path, text: str, overwrite: bool = False) -> None:
     """Write ``text`` to ``path`` so that readers see either nothing or the whole file.
 
     A full disk or any other OS error leaves no partial file behind and surfaces as a :class:`BenchError`.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not overwrite:
         raise BenchError(f"{path}: already exists; results are never overwritten")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             os.fchmod(handle.fileno(), 0o644)  # mkstemp makes 0600; results are meant to be shared
             handle.write(text)
@@ -64,18 +104,37 @@ def write_atomic(path: Path, text: str, overwrite: bool = False) -> None:
             os.link(tmp, path)  # fails if another writer got there first, instead of replacing its file
             os.unlink(tmp)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         if exc.errno == errno.EEXIST:
             raise BenchError(f"{path}: already exists; results are never overwritten") from None
         if exc.errno == errno.ENOSPC:
-            raise BenchError(f"{path}: disk full while writing; nothing was written") from None
-        raise BenchError(f"{path}: cannot write: {exc}") from None
+            raise _WriteFailed(f"{path}: disk full while writing; nothing was written") from None
+        raise _WriteFailed(f"{path}: cannot write: {exc}") from None
 
 
 def write_result(result: RunResult, results_dir: Path) -> Path:
-    """Record ``result``; returns its path."""
+    """Record ``result``; returns its path.
+
+    When the results folder cannot take it, the result is written to the first of :func:`fallback_dirs` that
+    can and :class:`ResultNotWritten` is raised, saying where it went (or that it is held only in memory).
+    """
     path = result_path(results_dir, result)
-    write_atomic(path, result.model_dump_json(indent=2) + "\n")
+    text = result.model_dump_json(indent=2) + "\n"
+    try:
+        write_atomic(path, text)
+    except _WriteFailed as exc:
+        cause = str(exc).removeprefix(f"{path}: ")
+        errors = []
+        for folder in fallback_dirs():
+            kept = result_path(folder, result)
+            try:
+                write_atomic(kept, text)
+            except BenchError as fallback_exc:
+                errors.append(str(fallback_exc))
+                continue
+            raise ResultNotWritten(path, cause, kept, text, errors) from None
+        raise ResultNotWritten(path, cause, None, text, errors) from None
     return path
 
 
@@ -86,11 +145,37 @@ def read_result(path: Path) -> RunResult:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise BenchError(f"{path}: not a valid result file: {field}: {first['msg']}") from None
+    except UnicodeDecodeError as exc:
+        raise BenchError(
+            f"{path}: not a valid result file: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start}); it was damaged or is not a result"
+        ) from None
     except OSError as exc:
         raise BenchError(f"{path}: cannot read: {exc}") from None
 
 
 def load_results(dirs: Iterable[Path]) -> list[RunResult]:
-    """Every result file under ``dirs``, sorted by start time. A corrupt file is an error naming it."""
-    results = [read_result(p) for d in dirs if d.exists() for p in sorted(d.rglob("*.json")) if is_result_file(p)]
+    """Every result file under ``dirs``, sorted by start time. A corrupt file is an error naming it.
+
+    The same run may appear in several folders (a published copy in ``leaderboard/results`` and its original);
+    identical copies are all returned (:func:`bench.board.rank.unique_runs` counts them once). Two files that
+    claim one run with different contents are an error naming both: one of them was edited.
+    """
+    results: list[RunResult] = []
+    first: dict[tuple[str, str, str], tuple[Path, RunResult]] = {}
+    for d in dirs:
+        if not d.exists():
+            continue
+        for path in sorted(d.rglob("*.json")):
+            if not is_result_file(path):
+                continue
+            result = read_result(path)
+            key = (result.workload, result.submission, result.run_id)
+            seen = first.setdefault(key, (path, result))
+            if seen[1] != result:
+                raise BenchError(
+                    f"run {result.run_id} of {result.submission!r} on {result.workload!r} appears in two result "
+                    f"files with different contents: {seen[0]} and {path}; keep only the genuine one"
+                )
+            results.append(result)
     return sorted(results, key=lambda r: r.started_at)

@@ -80,7 +80,9 @@ def test_param_counts_by_hand_and_by_position_kind():
     assert rotary.embedding == V * D
     learned = count_parameters(tiny(positions="learned"))
     assert learned.total - rotary.total == T * D and learned.embedding == V * D + T * D
-    assert count_parameters(tiny(positions="none")) == rotary  # rotary tables are buffers, not parameters
+    none = count_parameters(tiny(positions="none"))
+    assert (none.total, none.embedding) == (rotary.total, rotary.embedding)  # rotary tables are exempt buffers
+    assert rotary.buffers == 0 and rotary.exempt == L * 2 * T * (D // H) // 2 and none.exempt == 0
     assert learned.non_embedding == rotary.non_embedding
     assert learned.counted(include_embeddings=True) == learned.total
     assert learned.counted(include_embeddings=False) == learned.non_embedding
@@ -88,9 +90,12 @@ def test_param_counts_by_hand_and_by_position_kind():
 
 def test_count_parameters_on_any_module_and_on_pruned_weights():
     model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 3), nn.LayerNorm(3))
-    assert count_parameters(model) == (10 * 4 + 4 * 3 + 3 + 3 + 3, 10 * 4)
+    assert count_parameters(model) == (10 * 4 + 4 * 3 + 3 + 3 + 3, 10 * 4, 0, 0)
     prune.l1_unstructured(model[1], name="weight", amount=0.5)  # stores weight_orig (param) + weight_mask (buffer)
-    assert count_parameters(model).total == 10 * 4 + 4 * 3 + 3 + 3 + 3  # stored parameters, zeros included
+    # Stored parameters, zeros included, plus the mask the forward needs; the weight prune recomputes is exempt.
+    assert count_parameters(model) == (10 * 4 + 4 * 3 + 3 + 3 + 3 + 4 * 3, 10 * 4, 4 * 3, 4 * 3)
+    prune.remove(model[1], "weight")
+    assert count_parameters(model) == (10 * 4 + 4 * 3 + 3 + 3 + 3, 10 * 4, 0, 0)
 
 
 def test_grad_checkpointing_gives_the_same_gradients():

@@ -44,7 +44,9 @@ from bench.data.shards import (
     cache_root,
     open_tokens,
     read_meta,
+    read_validation,
     token_checksum,
+    verify_training,
     write_meta,
 )
 from bench.data.sources import Piece, fingerprint, split_documents
@@ -130,15 +132,38 @@ class PreparedData:
     cache_hit: bool
     meta: ShardMeta
     train_tokens: np.ndarray
-    val_tokens: np.ndarray
 
     @classmethod
     def load(cls, cache_path: Path, cache_hit: bool = True) -> PreparedData:
-        """Open a complete cache entry."""
+        """Open a complete cache entry (file sizes checked; contents are verified when read, see below)."""
         meta = read_meta(cache_path)
         train = open_tokens(cache_path / TRAIN_FILE, meta.dtype, meta.train.tokens)
-        val = open_tokens(cache_path / VAL_FILE, meta.dtype, meta.val.tokens)
-        return cls(cache_path, cache_hit, meta, train, val)
+        open_tokens(cache_path / VAL_FILE, meta.dtype, meta.val.tokens)
+        return cls(cache_path, cache_hit, meta, train)
+
+    @property
+    def val_tokens(self) -> np.ndarray:
+        """The validation ids, re-read and verified on every access (see :meth:`verify_validation`)."""
+        return self.verify_validation()
+
+    def verify_validation(self) -> np.ndarray:
+        """Re-read ``val.bin``, check it against the length, vocabulary and checksum recorded at prepare time,
+        and return it (read-only, in memory). Raises :class:`~bench.data.shards.DamagedCache` naming the file.
+
+        Done before every evaluation run, since it is cheap (megabytes): a validation file overwritten after
+        ``bench prepare``, even with valid ids, would otherwise be scored while the result records the original
+        checksum."""
+        return read_validation(self.cache_path, self.meta)
+
+    def verify_training(self) -> None:
+        """Check the training ids once for this object (:meth:`stream` calls it): every id inside the
+        vocabulary, and the file's recorded SHA-256. Raises :class:`~bench.data.shards.DamagedCache`."""
+        self._training_verified  # noqa: B018 - computed once, cached
+
+    @cached_property
+    def _training_verified(self) -> bool:
+        verify_training(self.train_tokens, self.meta, self.cache_path / TRAIN_FILE)
+        return True
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (PreparedData.load, (self.cache_path, self.cache_hit))
@@ -165,7 +190,11 @@ class PreparedData:
         return token_bytes(self.tokenizer())
 
     def stream(self, seed: int, order: Order = "random", rank: int = 0, world_size: int = 1) -> TokenStream:
-        """The batch stream over the training split, the only data a recipe receives (see :class:`TokenStream`)."""
+        """The batch stream over the training split, the only data a recipe receives (see :class:`TokenStream`).
+
+        The training file is verified first (once per object), so a damaged cache fails here, as the cache's
+        fault, rather than inside the recipe."""
+        self.verify_training()
         return TokenStream(self.train_tokens, seed, order, rank, world_size)
 
     def validation(self) -> ValidationData:
@@ -342,6 +371,7 @@ def _write_tokens(
         "train": SplitInfo(documents=train.documents, bytes=train.bytes, tokens=train_file.tokens),
         "val": SplitInfo(documents=val.documents, bytes=val.bytes, tokens=val_file.tokens),
         "val_checksum": token_checksum(val_tokens),
+        "train_sha256": train_file.sha256,
         "val_bytes_per_token": val.bytes / val_file.tokens,
         "entropy_floor_bpb": -log_prob / math.log(2) / val.bytes if log_prob_known else None,
     }

@@ -71,6 +71,9 @@ class ShardMeta(BaseModel):
     val_checksum: str
     """SHA-256 of the validation ids as little-endian uint32 (whatever the stored dtype): equal checksums,
     comparable validation losses."""
+    train_sha256: str | None = None
+    """SHA-256 of ``train.bin``'s bytes as stored; None in entries prepared before it was recorded (their
+    training ids are still range-checked)."""
     val_bytes_per_token: float
     entropy_floor_bpb: float | None
     """Bits per byte of the validation text under its true distribution, when the source knows it (synthetic)."""
@@ -82,6 +85,62 @@ def token_checksum(tokens: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(tokens, dtype="<u4").tobytes()).hexdigest()
 
 
+class DamagedCache(BenchError):
+    """A cached token file no longer holds what ``bench prepare`` wrote: changed bytes, or ids outside the
+    vocabulary. Not the recipe's doing; the entry must be rebuilt."""
+
+    def __init__(self, path: Path, problem: str):
+        self.path = path
+        super().__init__(
+            f"damaged cache: {path}: {problem}; delete {path.parent} and re-run `bench prepare` to rebuild it"
+        )
+
+
+VERIFY_CHUNK_TOKENS = 2**24
+"""Tokens checked per step when verifying a training file: bounded memory (32-64 MB) for a file of any size."""
+
+
+def check_ids(tokens: np.ndarray, vocab_size: int, path: Path, offset: int = 0) -> None:
+    """Raise :class:`DamagedCache` if any id in ``tokens`` (``offset`` ids into ``path``) is ``>= vocab_size``.
+
+    Such an id would otherwise fail inside the recipe's embedding lookup and read as the recipe's fault."""
+    if len(tokens) and int(tokens.max()) >= vocab_size:
+        at = int(np.argmax(tokens >= vocab_size))
+        raise DamagedCache(
+            path,
+            f"token id {int(tokens[at])} at position {offset + at:,} lies outside the vocabulary of {vocab_size:,} ids",
+        )
+
+
+def read_validation(folder: Path, meta: ShardMeta) -> np.ndarray:
+    """The validation ids, read afresh from ``val.bin`` and verified against ``meta`` (length, id range,
+    checksum), as a read-only in-memory array: what is scored is exactly what was hashed."""
+    path = folder / VAL_FILE
+    try:
+        tokens = np.fromfile(path, dtype=np.dtype(meta.dtype).newbyteorder("<"))
+    except OSError as exc:
+        raise DamagedCache(path, f"cannot be read ({exc.strerror or exc})") from None
+    if len(tokens) != meta.val.tokens:
+        raise DamagedCache(path, f"holds {len(tokens):,} tokens, {meta.val.tokens:,} were written")
+    check_ids(tokens, meta.vocab_size, path)
+    if token_checksum(tokens) != meta.val_checksum:
+        raise DamagedCache(path, f"its checksum no longer matches the one {META_FILE} recorded when it was prepared")
+    tokens.flags.writeable = False
+    return tokens
+
+
+def verify_training(tokens: np.ndarray, meta: ShardMeta, path: Path) -> None:
+    """Check the training ids (a memory map of ``path``) chunk by chunk: id range always, and the file's
+    SHA-256 when ``meta`` recorded one."""
+    digest = hashlib.sha256()
+    for start in range(0, len(tokens), VERIFY_CHUNK_TOKENS):
+        chunk = np.ascontiguousarray(tokens[start : start + VERIFY_CHUNK_TOKENS])
+        check_ids(chunk, meta.vocab_size, path, start)
+        digest.update(memoryview(chunk).cast("B"))
+    if meta.train_sha256 is not None and digest.hexdigest() != meta.train_sha256:
+        raise DamagedCache(path, f"its SHA-256 no longer matches the one {META_FILE} recorded when it was prepared")
+
+
 class TokenFile:
     """A raw token file being appended to (a context manager). Fsynced when the block completes, so that the
     rename that publishes the entry cannot outrun the data on a crash."""
@@ -90,6 +149,7 @@ class TokenFile:
         self.path = path
         self.dtype = dtype
         self.tokens = 0
+        self._digest = hashlib.sha256()
         self._handle = open(path, "wb")  # noqa: SIM115 - closed by __exit__: this class is the context manager
 
     def __enter__(self) -> TokenFile:
@@ -102,8 +162,15 @@ class TokenFile:
                 os.fsync(self._handle.fileno())
 
     def write(self, tokens: np.ndarray) -> None:
-        self._handle.write(memoryview(np.ascontiguousarray(tokens, dtype=self.dtype)))
+        data = memoryview(np.ascontiguousarray(tokens, dtype=self.dtype)).cast("B")
+        self._handle.write(data)
+        self._digest.update(data)
         self.tokens += len(tokens)
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the bytes written so far: recorded so that later readers can tell the file changed."""
+        return self._digest.hexdigest()
 
 
 def open_tokens(path: Path, dtype: str, count: int) -> np.ndarray:

@@ -10,7 +10,7 @@ owns the clock and the budgets, decides when the stream stops being read.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -93,10 +93,20 @@ class TokenStream:
         return np.concatenate(parts)
 
     def batches(
-        self, batch_size: int, seq_len: int, device: torch.device | str = "cpu"
+        self,
+        batch_size: int,
+        seq_len: int,
+        device: torch.device | str = "cpu",
+        admit: Callable[[], bool] | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(inputs, targets)``: contiguous int64 ``(batch_size, seq_len)`` tensors on ``device``, without
-        end. Another call continues the same stream (with another ``seq_len``, from a new epoch grid)."""
+        """Yield ``(inputs, targets)``: contiguous int64 ``(batch_size, seq_len)`` tensors on ``device``. Another
+        call continues the same stream (with another ``seq_len``, from a new epoch grid).
+
+        ``admit`` is asked before each batch is drawn; when it returns False the stream ends there, having drawn
+        and counted nothing more. A consumer that instead draws a batch and then decides not to pass it on (the
+        harness checking its budget) leaves the counters one batch ahead of what was trained: that was why
+        ``unique_tokens`` exceeded a run's ``tokens`` by one batch. Without ``admit`` the stream has no end.
+        """
         if batch_size <= 0 or seq_len <= 0:
             raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
         if len(self._tokens) < seq_len + 1:
@@ -111,7 +121,7 @@ class TokenStream:
         device = torch.device(device)
         windows = sliding_window_view(self._tokens, seq_len + 1)
         mine = slice(self._rank * batch_size, (self._rank + 1) * batch_size)
-        while True:
+        while admit is None or admit():
             batch = windows[self._take(batch_size * self._world_size)[mine]]
             self.tokens_served += batch_size * seq_len
             self._global_tokens += batch_size * seq_len * self._world_size

@@ -97,8 +97,38 @@ def format_validation_error(error: ValidationError, model: type[BaseModel]) -> l
     return problems
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects a key given twice in one mapping.
+
+    Plain PyYAML keeps the last value, so ``wall_clock: 60s`` followed later by ``wall_clock: 10h`` would silently
+    run a benchmark with a budget nobody reading the top of the file expects. Keys brought in by a ``<<`` merge may
+    still be overridden: that is what merges are for.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                seen = key in first_line
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first given on line {first_line[key] + 1}); a key may appear only once",
+                    key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path) -> Any:
-    """Read a YAML file, turning syntax errors into a :class:`SpecError` with the line and column."""
+    """Read a YAML file, turning syntax errors and duplicate keys into a :class:`SpecError` with the line and
+    column."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -106,7 +136,7 @@ def read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise BenchError(f"{path}: cannot read: {exc}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -234,12 +264,32 @@ def load_submission(folder: Path) -> Submission:
         raise SpecError(str(path), format_validation_error(exc, SubmissionManifest)) from None
     if manifest.name != folder.name:
         raise SpecError(str(path), [f"name: must equal the folder name {folder.name!r}, got {manifest.name!r}"])
+    if recipe_dir is not None:
+        recipe_path(recipe_dir, manifest)
     return Submission(folder=folder, manifest=manifest, lineage=lineage, recipe_dir=recipe_dir)
 
 
 def find_submission(name_or_path: str, root: Path | None = None) -> Submission:
     """The submission named ``name_or_path`` (a folder under ``submissions/``, or a folder path), loaded."""
     return load_submission(submission_dir(name_or_path, root))
+
+
+def recipe_path(recipe_dir: Path, manifest: SubmissionManifest) -> Path:
+    """The resolved file of a file entry point, which must lie inside ``recipe_dir`` (symlinks followed).
+
+    The source hash covers the lineage's folders only, so code imported from elsewhere (a symlink pointing out of
+    the folder; absolute and ``..`` paths are already refused by the manifest's validation) would run without
+    being identified by the result. The file need not exist yet: importing it reports a missing file.
+    """
+    assert manifest.recipe_file is not None
+    root = recipe_dir.resolve()
+    path = (root / manifest.recipe_file).resolve()
+    if not path.is_relative_to(root):
+        raise SpecError(
+            str(recipe_dir / MANIFEST),
+            [f"entry_point: {manifest.recipe_file!r} resolves to {path}, outside the submission folder {root}"],
+        )
+    return path
 
 
 def workload_path(name_or_path: str, root: Path | None = None) -> Path:

@@ -69,10 +69,12 @@ class ValidationData(StrictModel):
 
 
 class ParamCounts(StrictModel):
-    total: int
+    total: int = Field(description="Elements of every tensor the model holds: parameters, buffers, captured tensors.")
     embedding: int
     counted: int = Field(description="What the workload's limit is checked against.")
     limit: int
+    buffers: int = Field(0, description="The part of total held outside parameters (buffers, captured tensors).")
+    exempt: int = Field(0, description="Elements not counted: recomputable rotary tables, causal masks.")
 
 
 class EnergyPhase(StrictModel):

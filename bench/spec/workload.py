@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from bench.spec.base import StrictModel
 from bench.spec.units import ByteSize, Count, Duration
@@ -212,6 +212,16 @@ class EvalSpec(StrictModel):
     def _positive(cls, value: float) -> float:
         if value <= 0:
             raise ValueError(f"must be greater than zero, got {value}")
+        return value
+
+    @field_validator("tokens")
+    @classmethod
+    def _at_least_one_window(cls, value: int, info: ValidationInfo) -> int:
+        """Scoring takes whole windows of ``seq_len``: fewer tokens than one window would score nothing, which
+        used to surface only inside a trial."""
+        seq_len = info.data.get("seq_len")
+        if seq_len is not None and value < seq_len:
+            raise ValueError(f"must be at least eval.seq_len ({seq_len}) to score one window, got {value}")
         return value
 
 

@@ -15,16 +15,13 @@ from pathlib import Path
 from types import ModuleType
 
 from bench.errors import BenchError
-from bench.spec.loading import Submission
+from bench.spec.loading import Submission, recipe_path
 from bench.train.api import Recipe
 
 
-def _import_file(recipe_dir: Path, file_name: str, where: str) -> ModuleType:
-    path = (recipe_dir / file_name).resolve()
-    if not path.is_relative_to(recipe_dir.resolve()):  # a symlink out of the folder, which the hash does not cover
-        raise BenchError(f"{where}: {file_name} resolves to {path}, outside the submission folder {recipe_dir}")
+def _import_file(path: Path, file_name: str, where: str) -> ModuleType:
     if not path.is_file():
-        raise BenchError(f"{where}: {file_name} does not exist in {recipe_dir}")
+        raise BenchError(f"{where}: {file_name} does not exist in {path.parent}")
     module_name = f"bench_submission_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
@@ -53,7 +50,7 @@ def load_recipe_class(submission: Submission, recipe_dir: Path | None = None) ->
     if manifest.recipe_file is not None:
         folder = recipe_dir or submission.recipe_dir
         assert folder is not None, "a file entry point always has the folder of the manifest that named it"
-        module = _import_file(folder, manifest.recipe_file, where)
+        module = _import_file(recipe_path(folder, manifest), manifest.recipe_file, where)
     else:
         try:
             module = importlib.import_module(module_name)

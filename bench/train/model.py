@@ -85,15 +85,26 @@ class Rotary(nn.Module):
     """Rotary position embedding (Su et al. 2021): rotates query/key channel pairs by a position-dependent angle.
 
     The two halves of each head are paired (channel i with channel i + head_dim/2), the layout of GPT-NeoX and
-    Llama. Tables are buffers, so they move with the model and are not parameters.
+    Llama. Tables are buffers, so they move with the model; they are not parameters, and the model-size limit
+    exempts them while they equal :meth:`tables` (see :mod:`bench.train.params`): recomputable, they hold no
+    learned information.
     """
 
     def __init__(self, head_dim: int, seq_len: int, base: float = 10000.0):
         super().__init__()
-        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
-        angles = torch.outer(torch.arange(seq_len, dtype=torch.float32), inv_freq)  # (seq_len, head_dim/2)
-        self.register_buffer("cos", angles.cos(), persistent=False)
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.base = base
+        cos, sin = Rotary.tables(head_dim, seq_len, base)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    @staticmethod
+    def tables(
+        head_dim: int, seq_len: int, base: float = 10000.0, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (seq_len, head_dim/2) float32 cosine and sine tables of the rotation angles."""
+        inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32, device=device) / head_dim)
+        angles = torch.outer(torch.arange(seq_len, dtype=torch.float32, device=device), inv_freq)
+        return angles.cos(), angles.sin()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Rotate ``x`` of shape (B, n_head, T, head_dim)."""

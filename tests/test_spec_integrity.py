@@ -1,0 +1,123 @@
+"""Spec holes found by the integrity fault matrix (issue 15): duplicate YAML keys, entry points outside the
+submission folder, evaluation windows longer than the scored tokens, and overrides of the wrong type."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench.errors import SpecError
+from bench.spec.hparams import check_hyperparameters
+from bench.spec.loading import load_submission, load_workload, read_yaml
+
+from conftest import ROOT
+
+MANIFEST = {
+    "name": "demo",
+    "authors": ["A. Person"],
+    "description": "demo",
+    "entry_point": "recipe.py:Demo",
+    "hyperparameters": {"lr": 3e-3, "batch_size": 16, "tie_weights": True, "norm": "rmsnorm", "optimizer": "adamw"},
+}
+
+
+def _submission(root: Path, entry_point: str) -> Path:
+    folder = root / "demo"
+    folder.mkdir()
+    (folder / "submission.yaml").write_text(yaml.safe_dump({**MANIFEST, "entry_point": entry_point}))
+    return folder
+
+
+def test_duplicate_key_is_an_error_naming_file_line_and_key(tmp_path):
+    text = (ROOT / "workloads" / "tiny.yaml").read_text()
+    assert "  wall_clock: 60s\n" in text
+    path = tmp_path / "tiny.yaml"
+    path.write_text(text.replace("  wall_clock: 60s\n", "  wall_clock: 60s\n  hardware: cpu-2\n  wall_clock: 10h\n"))
+    with pytest.raises(SpecError) as info:
+        load_workload(path)
+    [problem] = info.value.problems
+    first = text.splitlines().index("  wall_clock: 60s") + 1
+    assert f"line {first + 2}" in problem and "'wall_clock'" in problem and f"first given on line {first}" in problem
+    assert str(path) in str(info.value)
+
+
+def test_a_key_repeated_in_different_mappings_or_overridden_by_a_merge_is_fine(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("a: {every: 1}\nb: {every: 2}\nbase: &base {x: 1, y: 2}\nc:\n  <<: *base\n  x: 3\n")
+    assert read_yaml(path) == {"a": {"every": 1}, "b": {"every": 2}, "base": {"x": 1, "y": 2}, "c": {"x": 3, "y": 2}}
+
+
+@pytest.mark.parametrize("entry_point", ["/tmp/evil.py:Demo", "../outside.py:Demo", "sub/../../outside.py:Demo"])
+def test_entry_point_outside_the_submission_folder_is_rejected(tmp_path, entry_point):
+    (tmp_path / "outside.py").write_text("raise SystemExit('ran code outside the submission')\n")
+    folder = _submission(tmp_path, entry_point)
+    with pytest.raises(SpecError) as info:
+        load_submission(folder)
+    assert str(folder / "submission.yaml") in str(info.value) and "entry_point" in str(info.value)
+
+
+def test_entry_point_symlinked_out_of_the_folder_is_rejected(tmp_path):
+    (tmp_path / "outside.py").write_text("class Demo: ...\n")
+    folder = _submission(tmp_path, "recipe.py:Demo")
+    os.symlink(tmp_path / "outside.py", folder / "recipe.py")
+    with pytest.raises(SpecError, match="outside the submission folder"):
+        load_submission(folder)
+
+
+def test_entry_point_inside_the_folder_loads_also_through_a_symlinked_folder(tmp_path):
+    folder = _submission(tmp_path, "lib/recipe.py:Demo")
+    (folder / "lib").mkdir()
+    (folder / "lib" / "recipe.py").write_text("class Demo: ...\n")
+    link = tmp_path / "links"
+    link.mkdir()
+    os.symlink(folder, link / "demo")
+    assert load_submission(link / "demo").entry_point == "lib/recipe.py:Demo"
+
+
+def test_eval_tokens_shorter_than_one_window_is_rejected_naming_the_field(tmp_path):
+    data = yaml.safe_load((ROOT / "workloads" / "tiny.yaml").read_text())
+    data["eval"]["tokens"] = data["eval"]["seq_len"] - 1
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpecError) as info:
+        load_workload(path)
+    [problem] = info.value.problems
+    assert problem.startswith("eval.tokens:") and f"eval.seq_len ({data['eval']['seq_len']})" in problem
+
+
+def test_overrides_of_the_right_kind_pass():
+    hparams = MANIFEST["hyperparameters"]
+    assert check_hyperparameters(hparams, {"lr": 1, "batch_size": 32, "norm": "layernorm"}, ["adamw", "lion"]) == []
+    assert check_hyperparameters(hparams, {"optimizer": "lion"}, ["adamw", "lion"]) == []
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({"lr": "abc"}, "lr: expected a number like the manifest's default 0.003, got 'abc' (a string)"),
+    ({"batch_size": 16.5}, "batch_size: expected an integer"),
+    ({"tie_weights": 1}, "tie_weights: expected a boolean"),
+    ({"batch_size": True}, "batch_size: expected an integer"),
+    ({"norm": 3}, "norm: expected a string"),
+    ({"lrr": 0.1}, "unknown hyperparameter 'lrr'"),
+    ({"optimizer": "adamw2"}, "optimizer: unknown optimizer 'adamw2' (known: adamw, lion)"),
+])
+def test_each_bad_override_is_one_problem(overrides, expected):
+    [problem] = check_hyperparameters(MANIFEST["hyperparameters"], overrides, ["adamw", "lion"])
+    assert problem.startswith(expected)
+
+
+def test_the_manifest_own_optimizer_is_checked_and_only_when_names_are_given():
+    hparams = {**MANIFEST["hyperparameters"], "optimizer": "sgd-typo"}
+    assert check_hyperparameters(hparams, {}, ["adamw"]) == ["optimizer: unknown optimizer 'sgd-typo' (known: adamw)"]
+    assert check_hyperparameters(hparams, {}) == []  # a recipe of its own may use the key for anything
+
+
+def test_hparams_module_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, bench.spec.hparams; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "False"
