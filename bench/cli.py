@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench import __version__
@@ -33,6 +34,7 @@ from bench.spec.workload import WorkloadSpec
 from bench.summary import results_table
 from bench.harness.plan import TrialRequest, plan_trials
 from bench.train.loader import load_recipe_class
+from bench.train.recipes import optimizer_names
 
 app = typer.Typer(
     name="bench",
@@ -149,7 +151,7 @@ def validate_path(path: Path) -> list[str]:
     try:
         if path.is_dir() or path.name == "submission.yaml":
             submission = find_submission(str(path if path.is_dir() else path.parent))
-            load_recipe_class(submission)
+            submission.hyperparameters({}, optimizers=optimizer_names(load_recipe_class(submission)))
             known = {p.stem for p in workload_files()}
             return [
                 f"{submission.manifest_path}: workloads: unknown workload {name!r} (known: {', '.join(sorted(known))})"
@@ -358,14 +360,13 @@ def run(
     ] = False,
 ) -> None:
     """Train submissions on a workload under the harness (through Ray) and write one result file per trial."""
-    from bench.schedule.runner import RunInterrupted, run_trials
+    from bench.schedule.runner import ResultsNotSaved, RunInterrupted, run_trials
 
     path, spec = _resolved_workload(workload, wall_clock)
     submissions = _submissions(submission or ["adamw-baseline"])
     overrides = dict(parse_assignment(item) for item in set_ or [])
     for each in submissions:  # a typo in a manifest, an import or an override fails here, before anything runs
-        load_recipe_class(each)
-        each.hyperparameters(overrides, f"--set for {each.name}")
+        each.hyperparameters(overrides, f"--set for {each.name}", optimizer_names(load_recipe_class(each)))
     requests = [
         TrialRequest(
             workload=spec, workload_dir=str(path.parent), submission_dir=str(each.folder), seed=seed,
@@ -377,12 +378,19 @@ def run(
     ]
     plans = plan_trials(requests, results_dir, submissions)
     _prepare_with_progress(spec, path.parent)
+    unsaved = None
     try:
         results = run_trials(plans, results_dir, address, progress)
     except RunInterrupted as interrupted:
         console.print(results_table(interrupted.results, f"{spec.name}: interrupted"))
         raise typer.Exit(130) from None
+    except ResultsNotSaved as not_saved:
+        results, unsaved = not_saved.results, not_saved
     console.print(results_table(results, f"{spec.name} ({spec.budget.hardware}): results in {results_dir}/"))
+    if unsaved is not None:
+        for line in str(unsaved).splitlines():
+            errors.print(f"[bold red]not saved:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     if strict and any(result.status is not TrialStatus.ok for result in results):
         raise typer.Exit(2)
 

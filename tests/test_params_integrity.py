@@ -9,6 +9,7 @@ from torch import nn
 
 from bench.spec.loading import load_submission, submission_dirs
 from bench.train.model import GPT, GPTConfig
+from bench.train.recipes import build_gpt
 from bench.train.params import count_parameters
 
 from conftest import ROOT
@@ -94,9 +95,7 @@ def test_causal_masks_are_exempt_unless_they_hold_anything_else():
 @pytest.mark.parametrize("folder", submission_dirs(ROOT), ids=lambda f: f.name)
 def test_the_baselines_count_exactly_their_parameters(folder):
     """The new rules change no baseline's count: its GPT holds nothing but parameters and exempt rotary tables."""
-    hparams = load_submission(folder).hyperparameters
-    shape = {k: v for k, v in hparams.items() if k != "seq_len"}
-    model = GPT.from_hparams(shape, 257, 64)
+    model = build_gpt(load_submission(folder).manifest.hyperparameters, 257, 64)
     counts = count_parameters(model)
     assert counts.total == sum(p.numel() for p in model.parameters()) and counts.buffers == 0
 

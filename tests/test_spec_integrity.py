@@ -74,7 +74,7 @@ def test_entry_point_inside_the_folder_loads_also_through_a_symlinked_folder(tmp
     link = tmp_path / "links"
     link.mkdir()
     os.symlink(folder, link / "demo")
-    assert load_submission(link / "demo").entry_point == "lib/recipe.py:Demo"
+    assert load_submission(link / "demo").manifest.entry_point == "lib/recipe.py:Demo"
 
 
 def test_eval_tokens_shorter_than_one_window_is_rejected_naming_the_field(tmp_path):
@@ -121,3 +121,27 @@ def test_hparams_module_does_not_import_torch():
     code = "import sys, bench.spec.hparams; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
+
+
+def test_run_refuses_an_override_of_the_wrong_type_before_anything_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--set", "lr=abc", "--results-dir", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 1
+    assert "--set for adamw-baseline: lr: expected a number" in result.output and "'abc'" in result.output
+    assert not any(tmp_path.iterdir())  # nothing prepared, nothing recorded
+
+
+def test_validate_refuses_an_unknown_optimizer_name(tmp_path):
+    from bench.cli import validate_path
+
+    folder = tmp_path / "typo"
+    folder.mkdir()
+    (folder / "submission.yaml").write_text(
+        "name: typo\nauthors: [tests]\ndescription: d\nentry_point: bench.train.recipes:GPTRecipe\n"
+        "hyperparameters: {optimizer: adamw2, lr: 0.001}\n"
+    )
+    [problem] = validate_path(folder)
+    assert "optimizer: unknown optimizer 'adamw2'" in problem and "lion" in problem

@@ -23,7 +23,7 @@ from bench.harness.verdict import OK, Verdict, failure, judge, param_counts, siz
 from bench.harness.watchdog import Watchdog
 from bench.measure.flops import estimate_flops_per_token
 from bench.measure.meter import Meter, MeterReport
-from bench.spec.result import EvalPoint, ModelCheckpoint, ParamCounts, TrialStatus
+from bench.spec.result import EvalPoint, ModelCheckpoint, ParamCounts, TrialStatus, ValidationData
 from bench.train.api import Recipe
 from bench.train.checkpoint import export_model
 from bench.train.context import HarnessContext, TrainingDiverged
@@ -38,6 +38,7 @@ class Loaded:
 
     data: PreparedData
     recipe: Recipe
+    validation: ValidationData  # the identity of the validation set the trial is scored on
 
 
 @dataclass
@@ -61,7 +62,7 @@ def load(plan: PlannedTrial, recipe_dir: Path | None) -> Loaded:
     data = prepare(plan.workload, Path(request.workload_dir), cache)
     recipe = load_recipe_class(plan.submission, recipe_dir)()
     warm_lazy_imports()
-    return Loaded(data, recipe)
+    return Loaded(data, recipe, data.validation())
 
 
 def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.device, rank: int, world_size: int,

@@ -62,13 +62,13 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
     try:
         with trial.phase("data", "data_s"):
             loaded = phases.load(plan, recipe_dir)
-    except Exception as exc:  # data or submission broken: nothing trained, nothing measured
+        meter = Meter(device=device, hardware_class=spec.budget.hardware, world_size=world_size)
+        ctx = phases.context(plan, loaded, meter, device, rank, world_size, on_event)
+    except Exception as exc:  # data (a damaged cache too) or submission broken: nothing trained, nothing measured
         verdict = failure(exc)
         if isinstance(exc, BenchError):
             verdict = Verdict(verdict.status, str(exc), verdict.traceback_tail)
         return trial.finish(verdict, str(device), world_size)
-    meter = Meter(device=device, hardware_class=spec.budget.hardware, world_size=world_size)
-    ctx = phases.context(plan, loaded, meter, device, rank, world_size, on_event)
     meter.start()
     with trial.phase("setup", "setup_s"):
         trained = phases.build(loaded.recipe, ctx)
@@ -93,5 +93,5 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
         verdict, str(device), world_size, curve=list(ctx.curve), train_log=ctx.train_log, final=final,
         time_to_target_s=ttt, target_reached=ttt is not None, steps=ctx.steps, tokens=ctx.tokens,
         unique_tokens=ctx.unique_tokens, tokens_per_s=ctx.tokens_per_s, params=judged.params,
-        validation=loaded.data.validation(), packages=report.packages, **report.as_result_fields(), **fields,
+        validation=loaded.validation, packages=report.packages, **report.as_result_fields(), **fields,
     )

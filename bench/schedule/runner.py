@@ -12,8 +12,11 @@ would run on a restarted clock). What ``run_trial`` cannot report itself, the dr
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,11 +25,13 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 from rich.console import Console
+from rich.markup import escape
 
 import bench
 from bench.harness.plan import PlannedTrial
 from bench.harness.result import finish_result, planned_device
-from bench.results import write_result
+from bench.errors import BenchError
+from bench.results import ResultNotWritten, write_result
 from bench.schedule.cluster import ray_session
 from bench.schedule.events import EventBox
 from bench.schedule.progress import ProgressBoard
@@ -46,7 +51,8 @@ LOG_TAIL_LINES = 25
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`run_trials`, raised after running trials were stopped and recorded as ``interrupted``.
+    """Ctrl-C (or SIGTERM) during :func:`run_trials`, raised after running trials were stopped and recorded as
+    ``interrupted``.
 
     ``results`` holds every result written, finished and interrupted; trials that never started are not recorded.
     Being a ``KeyboardInterrupt``, it ends a program that does not catch it the way Ctrl-C does (exit status 130).
@@ -55,6 +61,38 @@ class RunInterrupted(KeyboardInterrupt):
     def __init__(self, results: list[RunResult]) -> None:
         super().__init__(f"interrupted; {len(results)} results recorded")
         self.results = results
+
+
+class ResultsNotSaved(BenchError):
+    """Some finished results could not be written to the results folder (disk full ...), raised after every trial
+    ended. Each was kept in a fallback folder or in memory (see :class:`ResultNotWritten`); ``results`` holds all
+    results of the run, ``unsaved`` says where each unsaved one went."""
+
+    def __init__(self, results: list[RunResult], unsaved: list[ResultNotWritten]) -> None:
+        super().__init__("\n".join(str(problem) for problem in unsaved))
+        self.results = results
+        self.unsaved = unsaved
+
+
+@dataclass
+class _Ledger:
+    """Where finished trials go: the results folder and the progress board; what was recorded, what was not."""
+
+    results_dir: Path
+    board: ProgressBoard
+    console: Console
+    done: dict[str, RunResult] = field(default_factory=dict)
+    unsaved: list[ResultNotWritten] = field(default_factory=list)
+
+    def record(self, trial: _Trial, result: RunResult) -> None:
+        """Write ``result``; a write that fails loses nothing (the fallback holds it) and the run goes on."""
+        try:
+            write_result(result, self.results_dir)
+        except ResultNotWritten as problem:
+            self.unsaved.append(problem)
+            self.console.print(f"[bold red]not saved:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
+        self.done[trial.plan.run_id] = result
+        self.board.finish(result)
 
 
 @dataclass
@@ -101,7 +139,6 @@ def run_trials(
     results_dir = Path(results_dir).resolve()
     trials = [_Trial(plan) for plan in plans]
     console = console or Console(stderr=True)
-    done: dict[str, RunResult] = {}
     code = [Path(bench.__file__).parent, *sorted({f for t in trials for f in t.plan.submission.lineage})]
     with ray_session(address, dashboard, ship=code) as dashboard_url:
         if dashboard_url:
@@ -112,20 +149,44 @@ def run_trials(
             check_fits(trial.plan.request, trial.resources, nodes)
         events = EventBox.remote()
         board_rows = [(t.plan.run_id, t.plan.submission.name, t.plan.request.seed) for t in trials]
-        with ProgressBoard(board_rows, console, live=progress and console.is_terminal) as board:
+        with ProgressBoard(board_rows, console, live=progress and console.is_terminal) as board, \
+                _terminate_as_interrupt():
+            ledger = _Ledger(results_dir, board, console)
             try:
                 for trial in trials:
                     trial.ref = _submit(trial, events)
-                _drive(trials, events, results_dir, board, done)
+                _drive(trials, events, ledger)
             except KeyboardInterrupt:
-                _interrupt(trials, results_dir, board, done)
-                raise RunInterrupted([done[t.plan.run_id] for t in trials if t.plan.run_id in done]) from None
+                _interrupt(trials, ledger)
+                raise RunInterrupted([ledger.done[t.plan.run_id] for t in trials if t.plan.run_id in ledger.done]) \
+                    from None
             finally:
                 for trial in trials:
-                    if trial.ref is not None and trial.plan.run_id not in done:
+                    if trial.ref is not None and trial.plan.run_id not in ledger.done:
                         ray.cancel(trial.ref, force=True)
                 ray.kill(events)
-    return [done[t.plan.run_id] for t in trials]
+    results = [ledger.done[t.plan.run_id] for t in trials]
+    if ledger.unsaved:
+        raise ResultsNotSaved(results, ledger.unsaved)
+    return results
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a job scheduler's cancel, ``kill``) stops the run the way Ctrl-C does: running trials are recorded
+    as interrupted instead of the driver dying with nothing recorded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _submit(trial: _Trial, events: ActorHandle) -> ray.ObjectRef:
@@ -140,9 +201,7 @@ def _submit(trial: _Trial, events: ActorHandle) -> ray.ObjectRef:
     return _trial_task.options(**options).remote(trial.plan, events, resources)
 
 
-def _drive(
-    trials: list[_Trial], events: ActorHandle, results_dir: Path, board: ProgressBoard, done: dict[str, RunResult]
-) -> None:
+def _drive(trials: list[_Trial], events: ActorHandle, ledger: _Ledger) -> None:
     """Wait for every trial, forwarding events to the board and enforcing hard limits, until all are recorded."""
     by_run_id = {t.plan.run_id: t for t in trials}
     by_ref = {t.ref: t for t in trials}
@@ -157,37 +216,29 @@ def _drive(
             trial.last = event
             if event.kind != "phase":
                 trial.last_progress = event
-            board.event(event)
+            ledger.board.event(event)
         for ref in ready:
             trial = by_ref.pop(ref)
-            _record(trial, _collect(trial), results_dir, board, done)
+            ledger.record(trial, _collect(trial))
         now = time.monotonic()
         for ref, trial in list(by_ref.items()):
             limit = trial.plan.limits.worker_s
             if trial.limit_from is not None and limit is not None and now - trial.limit_from > limit:
                 ray.cancel(ref, force=True)
                 del by_ref[ref]
-                _record(trial, _overrun(trial), results_dir, board, done)
+                ledger.record(trial, _overrun(trial))
 
 
-def _record(
-    trial: _Trial, result: RunResult, results_dir: Path, board: ProgressBoard, done: dict[str, RunResult]
-) -> None:
-    write_result(result, results_dir)
-    done[trial.plan.run_id] = result
-    board.finish(result)
-
-
-def _interrupt(trials: list[_Trial], results_dir: Path, board: ProgressBoard, done: dict[str, RunResult]) -> None:
-    """Ctrl-C: stop every unfinished trial; the ones that had started are recorded as interrupted."""
+def _interrupt(trials: list[_Trial], ledger: _Ledger) -> None:
+    """Ctrl-C or SIGTERM: stop every unfinished trial; the ones that had started are recorded as interrupted."""
     for trial in trials:
-        if trial.ref is None or trial.plan.run_id in done:
+        if trial.ref is None or trial.plan.run_id in ledger.done:
             continue
         ray.cancel(trial.ref, force=True)
         if trial.started is not None:
             elapsed = time.monotonic() - trial.started
-            reason = f"stopped by the user (Ctrl-C) after {elapsed:.0f}s; last seen: {_describe(trial)}"
-            _record(trial, _driver_result(trial, TrialStatus.interrupted, reason), results_dir, board, done)
+            reason = f"stopped by the user (Ctrl-C or SIGTERM) after {elapsed:.0f}s; last seen: {_describe(trial)}"
+            ledger.record(trial, _driver_result(trial, TrialStatus.interrupted, reason))
 
 
 def _collect(trial: _Trial) -> RunResult:

@@ -6,12 +6,14 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Collection, Mapping
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from bench.errors import BenchError, SpecError
+from bench.spec.hparams import check_hyperparameters
 from bench.spec.submission import SubmissionManifest
 from bench.spec.workload import WorkloadSpec
 
@@ -187,18 +189,16 @@ class Submission:
     def manifest_path(self) -> Path:
         return self.folder / MANIFEST
 
-    def hyperparameters(self, overrides: dict[str, Any], where: str | None = None) -> dict[str, Any]:
-        """The manifest's hyperparameters with ``overrides`` applied; an unknown name is a user error (a typo).
-
-        ``where`` names the overrides in the message (default: this manifest)."""
-        known = self.manifest.hyperparameters
-        unknown = sorted(set(overrides) - set(known))
-        if unknown:
-            raise BenchError(
-                f"{where or self.manifest_path}: unknown hyperparameter {', '.join(map(repr, unknown))} "
-                f"(known: {', '.join(sorted(known)) or 'none'})"
-            )
-        return {**known, **overrides}
+    def hyperparameters(
+        self, overrides: Mapping[str, Any], where: str | None = None, optimizers: Collection[str] | None = None
+    ) -> dict[str, Any]:
+        """The manifest's hyperparameters with ``overrides`` applied, checked by
+        :func:`bench.spec.hparams.check_hyperparameters` (names, types, and with ``optimizers`` the optimizer's
+        name); every problem is a user error naming ``where`` (default: this manifest)."""
+        problems = check_hyperparameters(self.manifest.hyperparameters, overrides, optimizers)
+        if problems:
+            raise BenchError("\n".join(f"{where or self.manifest_path}: {problem}" for problem in problems))
+        return {**self.manifest.hyperparameters, **overrides}
 
     def source_hash(self) -> str:
         """SHA-256 over the complete manifest and the files of every folder in the lineage (relative paths and

@@ -152,10 +152,12 @@ class HarnessContext(TrialContext):
 
     def _serve(self, batch_size: int, seq_len: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         batch_tokens = batch_size * seq_len * self.world_size
-        for inputs, targets in self._stream.batches(batch_size, seq_len, self.device):
-            # A batch that would cross the token or FLOP budget is not served; time is checked before serving.
-            if self._agree(any(f > 1.0 for f in self._fractions(batch_tokens)) or self.time_left() <= 0.0):
-                break
+
+        def admit() -> bool:
+            """A batch that would cross the token or FLOP budget is not drawn; time is checked before drawing."""
+            return not self._agree(any(f > 1.0 for f in self._fractions(batch_tokens)) or self.time_left() <= 0.0)
+
+        for inputs, targets in self._stream.batches(batch_size, seq_len, self.device, admit=admit):
             if self.steps == 1 and self.warmup_seconds is None:
                 self.warmup_seconds = self.clock.elapsed()
             self.steps += 1

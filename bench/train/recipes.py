@@ -17,6 +17,7 @@ trained on shorter sequences and still be evaluated the way the workload says.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ from torch import nn
 from bench.train.api import Recipe, TrialContext
 from bench.train.loop import train_lm
 from bench.train.model import GPT
-from bench.train.optim import build_optimizer
+from bench.train.optim import OPTIMIZERS, build_optimizer
 from bench.train.schedule import make_schedule
 
 
@@ -86,6 +87,12 @@ class GPTRecipe(Recipe):
             compile=bool(hp.get("compile", False)),
             log_every=int(hp.get("log_every", 10)),
         )
+
+
+def optimizer_names(recipe_class: type[Recipe]) -> Collection[str] | None:
+    """The optimizer names a recipe's ``optimizer`` hyperparameter may take: those of the registry for recipes
+    built on :class:`GPTRecipe`, None (unchecked) for a recipe of its own, which may use the key for anything."""
+    return tuple(OPTIMIZERS) if issubclass(recipe_class, GPTRecipe) else None
 
 
 class BudgetPhase(TrialContext):
