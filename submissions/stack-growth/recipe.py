@@ -3,7 +3,8 @@
 Phase 1 (``grow_at`` of the budget) trains a GPT of ``n_layer`` blocks. Then :func:`bench.train.growth.stack_blocks`
 repeats the trained stack ``growth_factor`` times (blocks 1..L, 1..L, ...), carrying the embeddings, final norm and
 tied head, and phase 2 trains the grown model for the rest of the budget with a fresh optimizer and its own warmup
-and cosine schedule, as the paper trains its grown models. The question it asks: does a deep model whose blocks
+and cosine schedule: the paper initialises the grown model from the small one's weights and pre-trains it from
+there (see README.md). The question it asks: does a deep model whose blocks
 start from a trained shallow one beat a model of the final size trained from scratch for the whole budget?
 """
 
