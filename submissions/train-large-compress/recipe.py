@@ -66,25 +66,25 @@ def prune_to_limit(model: nn.Module, limit: int, include_embeddings: bool) -> nn
     keep_count = hidden - remove
     if keep_count < 1:
         raise ValueError(f"cannot reach {limit} parameters by pruning MLPs alone")
-    for block in blocks:
-        mlp = block.mlp
-        score = mlp.c_fc.weight.norm(dim=1) * mlp.c_proj.weight.norm(dim=0)
-        keep = score.topk(keep_count).indices.sort().values
-        _prune_mlp(mlp, keep)
-    model.config = dataclasses.replace(model.config, mlp_ratio=keep_count / model.config.n_embd)
+    _keep_strongest(model, _unit_scores(model), keep_count)
     return model
 
 
 def _unit_scores(model: nn.Module) -> list[torch.Tensor]:
-    """Each block's MLP hidden units ranked as :func:`prune_to_limit` ranks them."""
+    """Each block's MLP hidden units scored by ||w_in[j]|| * ||w_out[:, j]||."""
     return [block.mlp.c_fc.weight.norm(dim=1) * block.mlp.c_proj.weight.norm(dim=0) for block in model.blocks]
+
+
+def _keep_strongest(model: nn.Module, scores: list[torch.Tensor], keep_count: int) -> None:
+    """Keep the ``keep_count`` best-scored hidden units of every block's MLP, in place."""
+    for block, score in zip(model.blocks, scores):
+        _prune_mlp(block.mlp, score.topk(keep_count).indices.sort().values)
+    model.config = dataclasses.replace(model.config, mlp_ratio=keep_count / model.config.n_embd)
 
 
 def _pruned_copy(model: nn.Module, scores: list[torch.Tensor], keep_count: int) -> nn.Module:
     smaller = copy.deepcopy(model)
-    for block, score in zip(smaller.blocks, scores):
-        _prune_mlp(block.mlp, score.topk(keep_count).indices.sort().values)
-    smaller.config = dataclasses.replace(smaller.config, mlp_ratio=keep_count / smaller.config.n_embd)
+    _keep_strongest(smaller, scores, keep_count)
     return smaller
 
 
