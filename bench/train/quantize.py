@@ -27,16 +27,19 @@ QUANTIZED_MODULES = (nn.Linear, nn.Embedding)
 
 def _import_torchao():  # noqa: ANN202 - the torchao.quantization module
     """Import torchao quietly: on a machine without its CUDA kernels (any CPU machine) its import logs a warning
-    per kernel library it cannot load, none of which the CPU weight-only path uses."""
-    logger = logging.getLogger("torchao")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    per kernel library it cannot load, none of which the CPU weight-only path uses, and torch logs a deprecation
+    notice about how torchao registers an enum with torch.compile; neither is for the user of a benchmark."""
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         import torchao.quantization as quantization
     except ImportError as exc:
         raise BenchError(f"int8 quantization needs torchao (pip install torchao): {exc}") from None
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
     return quantization
 
 
