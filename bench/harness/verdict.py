@@ -17,7 +17,7 @@ from bench.spec.result import ParamCounts, TrialStatus
 from bench.spec.workload import WorkloadSpec
 from bench.train.api import BudgetExhausted
 from bench.train.context import HardLimitExceeded, TrainingDiverged
-from bench.train.params import count_parameters
+from bench.train.params import count_model_bytes, count_parameters
 
 TRACEBACK_TAIL_LINES = 25
 
@@ -59,9 +59,14 @@ def failure(exc: BaseException) -> Verdict:
 
 
 def param_counts(model: nn.Module, spec: WorkloadSpec) -> ParamCounts:
-    counts = count_parameters(model)
-    counted = counts.counted(spec.model.count_embeddings)
-    return ParamCounts(total=counts.total, embedding=counts.embedding, counted=counted, limit=spec.model.max_params)
+    """The returned model's size as the result records it: elements (what ``max_params`` limits) and bytes at the
+    stored dtypes (what ``max_bytes`` limits; recorded always, so every result says what it takes to deploy)."""
+    counts, size = count_parameters(model), count_model_bytes(model)
+    return ParamCounts(
+        total=counts.total, embedding=counts.embedding, counted=counts.counted(spec.model.count_embeddings),
+        limit=spec.model.max_params, buffers=counts.buffers, exempt=counts.exempt, bytes=size.total,
+        bytes_by_dtype=size.by_dtype, quantized_bytes=size.quantized, max_bytes=spec.model.max_bytes,
+    )
 
 
 def judge(verdict: Verdict, *, diverged: str | None, train_s: float, hard_limit_s: float | None) -> Verdict:
@@ -76,8 +81,16 @@ def judge(verdict: Verdict, *, diverged: str | None, train_s: float, hard_limit_
 
 
 def size_rule(verdict: Verdict, params: ParamCounts, spec: WorkloadSpec) -> Verdict:
-    """An ok trial whose returned model is over the workload's limit is invalid, with the counts."""
-    if verdict.ok and params.counted > params.limit:
+    """An ok trial whose returned model is over the workload's limits is invalid, with the counts (every limit
+    broken is named, joined by '; ')."""
+    if not verdict.ok:
+        return verdict
+    reasons = []
+    if params.counted > params.limit:
         what = "parameters" if spec.model.count_embeddings else "non-embedding parameters"
-        return Verdict(TrialStatus.invalid, f"model has {params.counted:,} {what}, over the limit of {params.limit:,}")
-    return verdict
+        reasons.append(f"model has {params.counted:,} {what}, over the limit of {params.limit:,}")
+    if params.max_bytes is not None and params.bytes is not None and params.bytes > params.max_bytes:
+        breakdown = ", ".join(f"{dtype}: {n:,}" for dtype, n in sorted(params.bytes_by_dtype.items(), key=lambda i: -i[1]))
+        reasons.append(f"model weights take {params.bytes:,} bytes ({breakdown}), over the limit of "
+                       f"{params.max_bytes:,} bytes")
+    return Verdict(TrialStatus.invalid, "; ".join(reasons)) if reasons else verdict

@@ -75,6 +75,10 @@ class ParamCounts(StrictModel):
     limit: int
     buffers: int = Field(0, description="The part of total held outside parameters (buffers, captured tensors).")
     exempt: int = Field(0, description="Elements not counted: recomputable rotary tables, causal masks.")
+    bytes: int | None = Field(None, description="Bytes of the model's stored weights, at their stored dtypes.")
+    bytes_by_dtype: dict[str, int] = Field(default_factory=dict, description="The same bytes by storage dtype.")
+    quantized_bytes: int | None = Field(None, description="Of those, bytes of quantized weights and their scales.")
+    max_bytes: int | None = Field(None, description="The workload's byte limit, when it has one.")
 
 
 class EnergyPhase(StrictModel):

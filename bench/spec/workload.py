@@ -7,9 +7,16 @@ a submission may choose anything else. See ``workloads/tiny.yaml`` for a comment
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from bench.spec.base import StrictModel
 from bench.spec.units import ByteSize, Count, Duration
@@ -105,17 +112,37 @@ TokenizerSpec = Annotated[
 
 
 class ModelLimit(StrictModel):
+    """Limits on the model the recipe returns: always a parameter count, optionally its size in bytes.
+
+    ``max_bytes`` limits what the model takes to deploy: its stored weights at the dtypes they are stored in
+    (int8 values and their scales after quantization, float32 otherwise), counted by
+    :func:`bench.train.params.count_model_bytes`. A workload that sets it rewards compressing the weights, which
+    a parameter count alone cannot see.
+    """
+
     max_params: Count = Field(description="Largest parameter count of the model the recipe returns.")
     count_embeddings: bool = Field(
         False, description="Whether token/position embedding tables count toward the limit (Kaplan et al. exclude them)."
     )
+    max_bytes: ByteSize | None = Field(
+        None, description="Largest size of the returned model's stored weights, e.g. '2.5MB' (embeddings included)."
+    )
 
-    @field_validator("max_params")
+    @field_validator("max_params", "max_bytes")
     @classmethod
-    def _positive(cls, value: int) -> int:
-        if value <= 0:
+    def _positive(cls, value: int | None) -> int | None:
+        if value is not None and value <= 0:
             raise ValueError(f"must be greater than zero, got {value}")
         return value
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_bytes(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Leave ``max_bytes`` out when unset, so that workloads without it keep the content hash they had before
+        the field existed (results record that hash, and the board compares it)."""
+        data = handler(self)
+        if self.max_bytes is None:
+            data.pop("max_bytes", None)
+        return data
 
 
 HARDWARE_CLASS = re.compile(r"^(?:cpu-(?P<cores>[1-9][0-9]*)|(?P<gpus>[1-9][0-9]*)x(?P<gpu>[A-Za-z][A-Za-z0-9-]*))$")

@@ -21,6 +21,12 @@ Exempt, because they are recomputed or recomputable from shapes and so hold no l
 - the ``weight`` that ``torch.nn.utils.prune`` recomputes as ``weight_orig * weight_mask`` before every forward
   (its ``weight_orig`` parameter and ``weight_mask`` buffer count; ``prune.remove`` drops the mask).
 
+A workload may also limit the model's size in bytes (``model.max_bytes``): :func:`count_model_bytes` counts the
+same tensors at the dtypes they are stored in, so that a quantized model (int8 values plus their scales) is
+credited with what it really takes to deploy. A tensor subclass such as torchao's ``Int8Tensor`` is counted by the
+inner tensors that hold its data, and ``torch.ao``'s packed weights (not parameters, not buffers) through the
+state dict, where they are unpacked.
+
 An exemption applies only to a tensor that owns exactly its storage. On the meta device (sizing a model from
 its shapes) there are no values to compare, and the exemptions go by shape and place alone. Not detected (honour-based, see
 CONTRIBUTING's threat model): tensors hidden inside other Python objects, closures, hooks or globals.
@@ -29,11 +35,13 @@ CONTRIBUTING's threat model): tensors hidden inside other Python objects, closur
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 from torch.nn.utils.prune import BasePruningMethod
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from bench.train.model import Rotary
 
@@ -63,13 +71,14 @@ class ParamCounts(NamedTuple):
 
 def _storage(tensor: torch.Tensor) -> tuple[Any, int]:
     """(identity of ``tensor``'s storage, elements that storage holds); the tensor itself where it has none."""
-    if tensor.layout == torch.strided and tensor.device.type != "meta":
+    if tensor.layout == torch.strided and tensor.device.type != "meta" and not is_traceable_wrapper_subclass(tensor):
         try:
             storage = tensor.untyped_storage()
-        except (RuntimeError, NotImplementedError, TypeError):  # wrapper subclasses without one storage
-            storage = None
-        if storage is not None and storage.data_ptr() != 0:
-            return (str(tensor.device), storage.data_ptr()), storage.nbytes() // tensor.element_size()
+            pointer = storage.data_ptr()
+        except (RuntimeError, NotImplementedError, TypeError):  # tensors without one plain storage
+            pointer = 0
+        if pointer != 0:
+            return (str(tensor.device), pointer), storage.nbytes() // tensor.element_size()
     return ("tensor", id(tensor)), tensor.numel()
 
 
@@ -165,36 +174,129 @@ def _exempt(module: nn.Module, name: str, tensor: torch.Tensor) -> bool:
         )
 
 
-def count_parameters(model: nn.Module) -> ParamCounts:
-    """Count the elements of every tensor ``model`` holds (see the module docstring), and which are embeddings."""
+class _Holdings(NamedTuple):
+    """Every storage a model holds, once: those counted, those exempt, and which counted ones are parameters
+    and embedding tables. Keys are :func:`_storage` identities; values the tensor that holds the storage."""
+
+    counted: dict[Any, torch.Tensor]
+    exempt: dict[Any, torch.Tensor]
+    parameters: set[Any]
+    embedding: set[Any]
+
+
+def _state_tensors(model: nn.Module) -> Iterator[torch.Tensor]:
+    """Tensors of the state dict, where packed weights (``torch.ao``'s, held by script objects) are unpacked."""
+    for value in model.state_dict(keep_vars=True).values():
+        yield from (t for t in _held(value) if isinstance(t, torch.Tensor))
+
+
+def _holdings(model: nn.Module) -> _Holdings:
     modules = _modules(model)
-    counted: dict[Any, int] = {}
+    counted: dict[Any, torch.Tensor] = {}
     for module in modules:
         for param in module._parameters.values():
             if param is not None:
-                key, elements = _storage(param)
-                counted[key] = elements
-    in_parameters = sum(counted.values())
+                counted[_storage(param)[0]] = param
+    parameters = set(counted)
     embedding = {
         _storage(p)[0] for m in modules if isinstance(m, nn.Embedding) for p in m._parameters.values() if p is not None
     }
-    exempt: dict[Any, int] = {}
-    for module in modules:
-        held = [(n, b) for n, b in module._buffers.items() if b is not None]
-        held += [(n, t) for n, t in _captured(module) if isinstance(t, torch.Tensor)]
-        for name, tensor in held:
-            key, elements = _storage(tensor)
-            if key in counted:
-                continue
-            if _exempt(module, name, tensor):
-                exempt[key] = elements
-            else:
-                counted[key] = elements
-                exempt.pop(key, None)
-    total = sum(counted.values())
+    exempt: dict[Any, torch.Tensor] = {}
+    held = [(m, n, b) for m in modules for n, b in m._buffers.items() if b is not None]
+    held += [(m, n, t) for m in modules for n, t in _captured(m) if isinstance(t, torch.Tensor)]
+    for module, name, tensor in held:
+        key = _storage(tensor)[0]
+        if key in counted:
+            continue
+        if _exempt(module, name, tensor):
+            exempt[key] = tensor
+        else:
+            counted[key] = tensor
+            exempt.pop(key, None)
+    for tensor in _state_tensors(model):  # what the walk above cannot see: weights packed into script objects
+        key = _storage(tensor)[0]
+        if key not in counted and key not in exempt:
+            counted[key] = tensor
+    return _Holdings(counted, exempt, parameters, embedding)
+
+
+def count_parameters(model: nn.Module) -> ParamCounts:
+    """Count the elements of every tensor ``model`` holds (see the module docstring), and which are embeddings."""
+    holdings = _holdings(model)
+    elements = {key: _storage(tensor)[1] for key, tensor in holdings.counted.items()}
+    total = sum(elements.values())
     return ParamCounts(
         total=total,
-        embedding=sum(counted[k] for k in embedding),
-        buffers=total - in_parameters,
-        exempt=sum(exempt.values()),
+        embedding=sum(elements[k] for k in holdings.embedding),
+        buffers=total - sum(elements[k] for k in holdings.parameters),
+        exempt=sum(_storage(tensor)[1] for tensor in holdings.exempt.values()),
     )
+
+
+# --- size in bytes ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelBytes:
+    """The bytes of a model's stored state, as :func:`count_model_bytes` counts them.
+
+    ``total``: what a workload's ``model.max_bytes`` limits. ``by_dtype``: the same bytes split by the dtype of the
+    tensor that stores them (``{"int8": ..., "float32": ...}``). ``quantized``: the part held by quantized weights,
+    their scales and zero points included. ``exempt``: bytes of the exempt tensors, which are not counted.
+    """
+
+    total: int
+    by_dtype: dict[str, int]
+    quantized: int
+    exempt: int
+
+    def describe(self) -> str:
+        """``'float32: 8,000,000, int8: 120'``: the breakdown for a reason string, largest first."""
+        parts = sorted(self.by_dtype.items(), key=lambda item: -item[1])
+        return ", ".join(f"{dtype}: {count:,}" for dtype, count in parts)
+
+
+def _stored_pieces(tensor: torch.Tensor, quantized: bool = False) -> list[tuple[torch.Tensor, bool]]:
+    """The plain tensors that hold ``tensor``'s data, each with whether it belongs to a quantized weight.
+
+    A tensor subclass such as torchao's ``Int8Tensor`` holds its data in inner tensors (``qdata`` int8, ``scale``
+    float32 ...) that ``__tensor_flatten__`` names; packed int4 weights are inner ``uint8``/``int32`` tensors, so
+    every piece is counted at the dtype it is really stored in, not at the dtype the wrapper reports.
+    """
+    if is_traceable_wrapper_subclass(tensor):
+        names, _ = tensor.__tensor_flatten__()
+        return [piece for name in names for piece in _stored_pieces(getattr(tensor, name), True)]
+    return [(tensor, quantized or tensor.is_quantized)]
+
+
+def _piece_bytes(tensor: torch.Tensor) -> int:
+    """Bytes of one plain tensor: its whole storage (as elements are counted), or for a ``torch.ao`` quantized
+    tensor its integer values plus the scale and zero point(s) that decode them."""
+    if tensor.is_quantized:
+        values = tensor.numel() * tensor.element_size()
+        if tensor.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric,
+                                torch.per_channel_affine_float_qparams):
+            scales, zero_points = tensor.q_per_channel_scales(), tensor.q_per_channel_zero_points()
+            return values + scales.numel() * scales.element_size() + zero_points.numel() * zero_points.element_size()
+        return values + 16  # one float64 scale and one int64 zero point
+    return _storage(tensor)[1] * tensor.element_size()
+
+
+def count_model_bytes(model: nn.Module) -> ModelBytes:
+    """Count the bytes of the tensors :func:`count_parameters` counts, each piece at its storage dtype."""
+    holdings = _holdings(model)
+    by_dtype: dict[str, int] = {}
+    quantized = 0
+    seen: set[Any] = set()
+    for tensor in holdings.counted.values():
+        for piece, is_quantized in _stored_pieces(tensor):
+            key = ("quantized", id(piece)) if piece.is_quantized else _storage(piece)[0]
+            if key in seen:
+                continue
+            seen.add(key)
+            size = _piece_bytes(piece)
+            dtype = str(piece.dtype).removeprefix("torch.")
+            by_dtype[dtype] = by_dtype.get(dtype, 0) + size
+            quantized += size if is_quantized else 0
+    exempt = sum(_piece_bytes(p) for t in holdings.exempt.values() for p, _ in _stored_pieces(t))
+    return ModelBytes(total=sum(by_dtype.values()), by_dtype=by_dtype, quantized=quantized, exempt=exempt)
