@@ -240,7 +240,8 @@ def test_generation_spec_short_forms_labels_and_errors():
         GenerationSpec(prompts=1, prompt_tokens=1, continuation_tokens=1, decoding=["greedy", "greedy"])
     with pytest.raises(ValueError, match="temperature"):
         GenerationSpec.model_validate(
-            {"prompts": 1, "prompt_tokens": 1, "continuation_tokens": 1, "decoding": [{"kind": "sample", "temperature": 0}]}
+            {"prompts": 1, "prompt_tokens": 1, "continuation_tokens": 1,
+             "decoding": [{"kind": "sample", "temperature": 0}]}
         )
 
 

@@ -16,7 +16,10 @@ names, and scores the continuations:
 * on the synthetic corpus, by the **true grammar**: the exact log-probability of each continuation given its
   prompt (the corpus's forward algorithm; a text the corpus could not have written has probability zero, so
   bits per byte are reported over the viable ones, with their fraction) and the fraction of the sentences it wrote
-  wholly that the grammar accepts, syntactically and in the prompt's topic and protagonist.
+  wholly that the grammar accepts, syntactically and in the prompt's topic and protagonist. Reading the bits per
+  byte: the true continuations score about the corpus's entropy (``reference_grammar``); a model sampled at
+  temperature 1 that had learned the process exactly would score the same, a worse one more; greedy decoding
+  seeks the mode, so it scores less than the entropy when it stays viable.
 
 Generation is a plain loop over any ``(B, T) -> (B, T, vocab)`` module: no KV cache (recipes return arbitrary
 modules), the context cut to the workload's ``eval.seq_len`` (the length the harness evaluates every model at),

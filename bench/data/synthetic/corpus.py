@@ -289,13 +289,17 @@ class SyntheticCorpus:
                     found[item].add(terminal)
         return [frozenset(found[w]) for w in range(self._vocab)]
 
+    @cached_property
+    def _emission_grids(self) -> dict[str, np.ndarray]:
+        return {}  # filled by _emission_grid, one terminal at a time: most texts touch few of them
+
     def _emission_grid(self, terminal: str) -> np.ndarray:
         """P(word | terminal, topic, protagonist) as a dense (topics or 1, protagonists or 1, words) array.
 
         A family indexed by nothing, by the topic or by the protagonist gets a singleton axis for what it ignores,
         so that it broadcasts against the forward algorithm's (topics, protagonists) grid.
         """
-        grids = self.__dict__.setdefault("_emission_grids", {})
+        grids = self._emission_grids
         if terminal not in grids:
             i = self._terminal_ids[terminal]
             family = self._lexicon.families[terminal]
@@ -456,7 +460,7 @@ class SyntheticCorpus:
         allowed = np.ones(self._context_shape) if contexts is None else contexts.astype(float)
         if not allowed.any():
             return False
-        log_prob, alpha = self._forward(words, {SENTENCE: allowed / allowed.sum()})
+        _, alpha = self._forward(words, {SENTENCE: allowed / allowed.sum()})
         return bool(alpha) and self._stop(alpha) > -math.inf
 
     @staticmethod
@@ -472,9 +476,8 @@ class SyntheticCorpus:
         """
         text = prompt + continuation
         ends = [m.end() for m in re.finditer(r"\.", text)]
-        return [
-            text[a:b] for a, b in itertools.pairwise(ends) if a + len(text[a:b]) - len(text[a:b].lstrip()) >= len(prompt)
-        ]
+        spans = itertools.pairwise(ends)
+        return [text[a:b] for a, b in spans if b - len(text[a:b].lstrip()) >= len(prompt)]
 
     def score_continuation(self, prompt: str, continuation: str, *, ended: bool = False) -> ContinuationScore:
         """Everything the true grammar says about a generated continuation of ``prompt``: its exact conditional
