@@ -154,7 +154,7 @@ def test_distinct_n_and_repetition_on_a_fixed_example():
     assert distinct_n(texts, 1) == pytest.approx(4 / 7)  # the cat dog . of 7 words
     assert distinct_n(texts, 2) == pytest.approx(4 / 5)  # the-cat twice among 5 bigrams
     assert repetition(["a b a b a b", "x y"], 4) == pytest.approx(1 - 2 / 3)  # "x y" has no 4-gram
-    assert distinct_n([""], 2) == 0.0 and repetition([""], 4) == 0.0
+    assert distinct_n([""], 2) == 0.0 and repetition(["   ", "one two"], 4) is None
 
 
 # --- decoding --------------------------------------------------------------------------------------------------

@@ -166,11 +166,12 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def repetition(texts: Sequence[str], n: int = 4) -> float:
+def repetition(texts: Sequence[str], n: int = 4) -> float | None:
     """seq-rep-n: the mean over texts of 1 - distinct/total word n-grams within each text; texts shorter than
-    ``n`` words have no n-grams and are left out (0 when all are)."""
+    ``n`` words have no n-grams and are left out, and with none left it is None (not 0: a model that writes only
+    spaces or one word does not repeat itself less than one that writes text)."""
     rates = [1 - len(set(g)) / len(g) for g in (_ngrams(_words(t), n) for t in texts) if g]
-    return float(np.mean(rates)) if rates else 0.0
+    return float(np.mean(rates)) if rates else None
 
 
 def text_statistics(texts: Sequence[str]) -> TextStatistics:

@@ -181,8 +181,9 @@ class TextStatistics(StrictModel):
 
     distinct_1: float = Field(description="Distinct words over all words, pooled over the texts (Li et al. 2016).")
     distinct_2: float = Field(description="Distinct word bigrams over all bigrams, pooled over the texts.")
-    repetition_4: float = Field(
-        description="Mean over texts of 1 - distinct/total word 4-grams in the text (seq-rep-4, Welleck et al. 2019)."
+    repetition_4: float | None = Field(
+        description="Mean over texts of 1 - distinct/total word 4-grams in the text (seq-rep-4, Welleck et al. 2019); "
+        "None when no text has four words."
     )
 
 
