@@ -282,6 +282,9 @@ def test_run_generation_on_the_tiny_workloads_data(tmp_path: Path):
         assert decoding.grammar is not None and decoding.grammar.viable < 1.0  # random bytes are not the corpus
         prompt, continuation = decoding.example.split(" ||| ")
         assert len(prompt.encode()) == 32 and 0 < len(continuation.encode()) <= 48 * 3  # bytes; invalid ones widen
+    headline = scores.headline()
+    assert headline["bleu[greedy]"] == scores.decodings[0].bleu
+    assert {"grammar_bpb[sample-t1-k50-s0]", "grammar_accepted[greedy]", "chrf[greedy]"} <= set(headline)
     # It fits a result file, and a result without it still reads as before.
     fields = dict(run_id="r", status="ok", workload="tiny", workload_hash="h", submission="s", submission_hash="h",
                   seed=0, hyperparameters={}, device="cpu", started_at="2026-01-01T00:00:00Z",

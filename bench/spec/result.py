@@ -215,6 +215,24 @@ class GenerationScores(StrictModel):
     decodings: list[DecodingScores]
     seconds: float = Field(description="Wall-clock of generation and scoring.")
 
+    def headline(self) -> dict[str, float | None]:
+        """The numbers a leaderboard shows, by stable flat names such as ``bleu[greedy]``: per decoding BLEU,
+        chrF, distinct-2, repetition and self-perplexity, and on the synthetic corpus the grammar's bits per byte,
+        viable fraction and sentence acceptance (None where a value is undefined)."""
+        row: dict[str, float | None] = {}
+        for d in self.decodings:
+            values: dict[str, float | None] = {
+                "bleu": d.bleu, "chrf": d.chrf, "distinct_2": d.text.distinct_2,
+                "repetition_4": d.text.repetition_4, "self_perplexity": d.self_perplexity,
+            }
+            if d.grammar is not None:
+                values |= {
+                    "grammar_bpb": d.grammar.bits_per_byte, "grammar_viable": d.grammar.viable,
+                    "grammar_accepted": d.grammar.accepted, "grammar_consistent": d.grammar.consistent,
+                }
+            row |= {f"{name}[{d.decoding}]": value for name, value in values.items()}
+        return row
+
 
 class ModelCheckpoint(StrictModel):
     """The trained model saved beside the result (``bench run --save-model``), for later evaluation."""
