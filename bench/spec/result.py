@@ -163,6 +163,83 @@ class DownstreamFailure(StrictModel):
     reason: str
 
 
+class GrammarScores(StrictModel):
+    """What the synthetic corpus's true grammar says about a set of continuations (synthetic workloads only).
+
+    The log-probability is conditional on the prompt, exact (the corpus's forward algorithm), and counts only the
+    continuations the corpus could have written (``viable``); the others have probability zero. Sentences are those
+    a continuation wrote wholly (see :meth:`bench.data.synthetic.SyntheticCorpus.complete_sentences`).
+    """
+
+    bits_per_byte: float | None = Field(
+        description="-log2 P(continuation | prompt) summed over viable continuations, over their UTF-8 bytes."
+    )
+    viable: float = Field(description="Fraction of continuations with positive probability under the grammar.")
+    sentences: int = Field(description="Complete sentences written by the continuations.")
+    accepted: float | None = Field(description="Fraction of those the grammar derives, for any topic and protagonist.")
+    consistent: float | None = Field(
+        description="Fraction the grammar derives for a topic and protagonist the prompt allows (noun topic, pronoun)."
+    )
+
+
+class TextStatistics(StrictModel):
+    """Diversity of a set of texts, over words (sacrebleu's 13a tokenisation)."""
+
+    distinct_1: float = Field(description="Distinct words over all words, pooled over the texts (Li et al. 2016).")
+    distinct_2: float = Field(description="Distinct word bigrams over all bigrams, pooled over the texts.")
+    repetition_4: float | None = Field(
+        description="Mean over texts of 1 - distinct/total word 4-grams in the text (seq-rep-4, Welleck et al. 2019); "
+        "None when no text has four words."
+    )
+
+
+class DecodingScores(StrictModel):
+    """Scores of the continuations one decoding wrote, against the documents' true continuations."""
+
+    decoding: str = Field(description="The decoding, e.g. 'greedy' or 'sample-t1-k50-s0'.")
+    bleu: float = Field(description="sacrebleu corpus BLEU (13a tokenisation), 0-100.")
+    chrf: float = Field(description="sacrebleu corpus chrF (character 6-grams, beta 2), 0-100.")
+    text: TextStatistics
+    self_perplexity: float = Field(description="exp of the model's mean NLL per token of what it generated.")
+    self_bits_per_byte: float = Field(description="The model's bits per UTF-8 byte of what it generated.")
+    tokens: float = Field(description="Mean tokens generated per prompt (end-of-text included).")
+    ended: float = Field(description="Fraction of continuations that ended the document (end-of-text).")
+    grammar: GrammarScores | None = None
+    example: str = Field(description="The first prompt and its continuation, separated by ' ||| '.")
+
+
+class GenerationScores(StrictModel):
+    """Generation quality after training, as the workload's ``eval.generation`` defines it (off the clock)."""
+
+    prompts: int
+    prompt_tokens: int
+    continuation_tokens: int
+    reference: TextStatistics = Field(description="The same statistics of the true continuations, for comparison.")
+    reference_grammar: GrammarScores | None = Field(
+        None, description="The grammar's scores of the true continuations: the bits per byte of the process itself."
+    )
+    decodings: list[DecodingScores]
+    seconds: float = Field(description="Wall-clock of generation and scoring.")
+
+    def headline(self) -> dict[str, float | None]:
+        """The numbers a leaderboard shows, by stable flat names such as ``bleu[greedy]``: per decoding BLEU,
+        chrF, distinct-2, repetition and self-perplexity, and on the synthetic corpus the grammar's bits per byte,
+        viable fraction and sentence acceptance (None where a value is undefined)."""
+        row: dict[str, float | None] = {}
+        for d in self.decodings:
+            values: dict[str, float | None] = {
+                "bleu": d.bleu, "chrf": d.chrf, "distinct_2": d.text.distinct_2,
+                "repetition_4": d.text.repetition_4, "self_perplexity": d.self_perplexity,
+            }
+            if d.grammar is not None:
+                values |= {
+                    "grammar_bpb": d.grammar.bits_per_byte, "grammar_viable": d.grammar.viable,
+                    "grammar_accepted": d.grammar.accepted, "grammar_consistent": d.grammar.consistent,
+                }
+            row |= {f"{name}[{d.decoding}]": value for name, value in values.items()}
+        return row
+
+
 class ModelCheckpoint(StrictModel):
     """The trained model saved beside the result (``bench run --save-model``), for later evaluation."""
 
@@ -216,6 +293,11 @@ class RunResult(StrictModel):
     packages: dict[str, str] = Field(default_factory=dict)
     tuning: dict[str, Any] | None = Field(None, description="Sweep that produced these hyperparameters, if any.")
     checkpoint: ModelCheckpoint | None = Field(None, description="The saved model, when the run was asked to save it.")
+    generation: GenerationScores | None = Field(
+        None,
+        description="Generation metrics, when the workload declares eval.generation.",
+        exclude_if=lambda value: value is None,  # results of workloads without it keep their old shape
+    )
 
     @property
     def scored(self) -> bool:

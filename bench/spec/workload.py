@@ -220,11 +220,75 @@ class DownstreamTask(StrictModel):
     limit: int | None = Field(None, gt=0, description="Evaluate at most this many examples.")
 
 
+class GreedyDecoding(StrictModel):
+    """Always the most likely next token: deterministic, the usual setting for BLEU-style comparisons."""
+
+    kind: Literal["greedy"]
+
+    @property
+    def label(self) -> str:
+        return "greedy"
+
+
+class SampledDecoding(StrictModel):
+    """Ancestral sampling from the model's distribution, sharpened by ``temperature`` and cut to the ``top_k``
+    most likely tokens; ``seed`` fixes the draws, so a result can be reproduced."""
+
+    kind: Literal["sample"]
+    temperature: float = Field(1.0, gt=0, description="Logits are divided by this before the softmax.")
+    top_k: int | None = Field(None, gt=0, description="Sample among the k most likely tokens only (all when omitted).")
+    seed: int = Field(0, ge=0, description="Seed of the sampling generator.")
+
+    @property
+    def label(self) -> str:
+        top_k = f"-k{self.top_k}" if self.top_k is not None else ""
+        return f"sample-t{self.temperature:g}{top_k}-s{self.seed}"
+
+
+Decoding = Annotated[Union[GreedyDecoding, SampledDecoding], Field(discriminator="kind")]
+
+
+class GenerationSpec(StrictModel):
+    """Generation quality, measured off the clock after training (see :mod:`bench.downstream.generation`).
+
+    Prompts are the first ``prompt_tokens`` tokens of the first ``prompts`` validation documents that have at
+    least ``prompt_tokens + continuation_tokens`` tokens; each decoding writes ``continuation_tokens`` tokens
+    (or fewer, when it ends the document), which are compared with the document's own next tokens.
+    """
+
+    prompts: int = Field(gt=0, description="Number of prompts (validation documents) per decoding.")
+    prompt_tokens: int = Field(gt=0, description="Prompt length in tokens.")
+    continuation_tokens: int = Field(gt=0, description="Tokens generated per prompt (and length of the reference).")
+    decoding: list[Decoding] = Field(min_length=1, description="One set of scores per decoding.")
+
+    @field_validator("decoding", mode="before")
+    @classmethod
+    def _short_forms(cls, value: object) -> object:
+        """Allow ``decoding: [greedy]`` beside full mappings."""
+        if isinstance(value, list):
+            return [{"kind": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_labels(self) -> GenerationSpec:
+        labels = [d.label for d in self.decoding]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"decodings must differ; repeated: {', '.join(repeated)}")
+        return self
+
+
 class EvalSpec(StrictModel):
     every: Duration = Field(description="Evaluate after every this much training time.")
     seq_len: int = Field(gt=0, description="Context length used to score the validation set.")
     tokens: Count = Field(description="Validation tokens scored at each evaluation (the whole set when larger).")
     downstream: list[DownstreamTask] = Field(default_factory=list)
+    generation: GenerationSpec | None = Field(
+        None,
+        description="Generation metrics after training (BLEU, chrF, distinct-n ...); none when omitted.",
+        # Left out of the dump when unset, so that the hash of every workload without it is what it was.
+        exclude_if=lambda value: value is None,
+    )
 
     @field_validator("downstream", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ import scipy.sparse
 import scipy.sparse.linalg
 
 from bench.data.synthetic import lexicon, rng
-from bench.data.synthetic.grammar import END, START, compile_grammar
+from bench.data.synthetic.grammar import END, SENTENCE, START, compile_grammar, stack_successors
 from bench.errors import BenchError
 
 _CHUNK = 8192  # documents generated in lockstep
@@ -24,6 +24,7 @@ _ONE = 1 << 63  # arc thresholds are probabilities scaled by 2**63
 # Rendering variants of a word, chosen by the token before it.
 _PLAIN, _AFTER_STOP, _AFTER_OPEN, _AFTER_BREAK = range(4)
 _TOKEN = re.compile(r"[A-Za-z]+|[^A-Za-z ]")
+_Alpha = dict[tuple[str, ...], np.ndarray]  # forward weights: stack -> (topics, protagonists) grid
 MINIMAL_PAIR_PHENOMENA = (
     "simple_agreement", "subject_relative_attractor", "object_relative", "parenthetical", "pronoun_gender"
 )
@@ -33,6 +34,17 @@ MINIMAL_PAIR_PHENOMENA = (
 class SyntheticDocument:
     text: str
     log_prob: float  # natural log, exact, includes the end-of-document event
+
+
+@dataclass(frozen=True)
+class ContinuationScore:
+    """The true grammar's verdict on a continuation of a prompt (see :meth:`SyntheticCorpus.score_continuation`)."""
+
+    log_prob: float  # natural log of P(continuation | prompt), exact; -inf when impossible
+    bytes: int  # UTF-8 bytes of the continuation
+    sentences: int  # sentences the continuation wrote wholly
+    accepted: int  # of those, derivable from the sentence symbol for some topic and protagonist
+    consistent: int  # of those, derivable for a topic and protagonist the prompt allows
 
 
 @dataclass(frozen=True)
@@ -258,66 +270,228 @@ class SyntheticCorpus:
     # --- exact scoring ----------------------------------------------------------------------------------------
 
     @cached_property
-    def _emission(self) -> list[dict[int, float]]:
-        return [dict(zip(t.items.tolist(), (t.weights / lexicon.TABLE_TOTAL).tolist())) for t in self._tables]
+    def _context_shape(self) -> tuple[int, int]:
+        """(topics, protagonists): the hidden document-level choices the forward algorithm sums over."""
+        return len(self._tables[self._topic_prior].items), len(self._tables[self._name_prior].items)
 
     @cached_property
-    def _terminals_of_word(self) -> list[tuple[str, ...]]:
+    def _prior(self) -> np.ndarray:
+        """P(topic, protagonist) as a (topics, protagonists) grid: both are drawn independently."""
+        topic, name = (self._tables[t].weights / lexicon.TABLE_TOTAL for t in (self._topic_prior, self._name_prior))
+        return np.outer(topic, name)
+
+    @cached_property
+    def _terminals_of_word(self) -> list[frozenset[str]]:
         found: dict[int, set[str]] = defaultdict(set)
         for terminal, family in self._lexicon.families.items():
             for table in family.tables:
                 for item in table.items.tolist():
                     found[item].add(terminal)
-        return [tuple(sorted(found[w])) for w in range(self._vocab)]
+        return [frozenset(found[w]) for w in range(self._vocab)]
 
-    def _parse(self, text: str) -> list[int] | None:
-        """Word ids of ``text``, or None when no document of this corpus is spelled that way."""
+    @cached_property
+    def _emission_grids(self) -> dict[str, np.ndarray]:
+        return {}  # filled by _emission_grid, one terminal at a time: most texts touch few of them
+
+    def _emission_grid(self, terminal: str) -> np.ndarray:
+        """P(word | terminal, topic, protagonist) as a dense (topics or 1, protagonists or 1, words) array.
+
+        A family indexed by nothing, by the topic or by the protagonist gets a singleton axis for what it ignores,
+        so that it broadcasts against the forward algorithm's (topics, protagonists) grid.
+        """
+        grids = self._emission_grids
+        if terminal not in grids:
+            i = self._terminal_ids[terminal]
+            family = self._lexicon.families[terminal]
+            topics, names = self._context_shape
+            shape = {"none": (1, 1), "topic": (topics, 1), "name": (1, names)}[family.context]
+            grid = np.zeros((shape[0] * shape[1], self._vocab))
+            for row in range(len(grid)):
+                table = self._tables[int(self._base[i]) + row]
+                grid[row, table.items] = table.weights / lexicon.TABLE_TOTAL
+            grids[terminal] = grid.reshape(*shape, self._vocab)
+        return grids[terminal]
+
+    def _arcs(self, stack: tuple[str, ...]) -> dict[str, list[tuple[float, tuple[str, ...]]]]:
+        """Terminal -> [(probability, next stack)] from ``stack``: the compiled automaton's, or for a stack that
+        a document never reaches from its start (a lone sentence, ``("S",)``), expanded from the grammar."""
+        arcs = self._automata.stack_arcs.get(stack)
+        return arcs if arcs is not None else stack_successors(stack)
+
+    def _step(self, alpha: _Alpha, words: Sequence[int]) -> tuple[float, _Alpha]:
+        """One step of the forward algorithm: the next word is one of ``words`` (one word, or the completions of a
+        partial word). Returns log P(that | the past) and the normalised forward weights over
+        (stack, topic, protagonist), the last two as a grid per stack; ``-inf`` and no weights when impossible."""
+        candidates = np.asarray(words, np.int64)
+        terminals = frozenset().union(*(self._terminals_of_word[w] for w in candidates.tolist()))
+        following: _Alpha = {}
+        for stack, weight in alpha.items():
+            for terminal, arcs in self._arcs(stack).items():
+                if terminal not in terminals:
+                    continue
+                emit = self._emission_grid(terminal)[:, :, candidates].sum(axis=-1)
+                if not emit.any():
+                    continue
+                emitted = weight * emit
+                for p, after in arcs:
+                    following[after] = following[after] + p * emitted if after in following else p * emitted
+        norm = float(sum(w.sum() for w in following.values()))
+        if norm == 0.0:
+            return -math.inf, {}
+        return math.log(norm), {stack: w / norm for stack, w in following.items() if w.any()}
+
+    def _forward(self, words: Sequence[int], alpha: _Alpha) -> tuple[float, _Alpha]:
+        """log P(the words follow | ``alpha``) and the forward weights after them."""
+        log_prob = 0.0
+        for word in words:
+            step, alpha = self._step(alpha, [word])
+            log_prob += step
+            if not alpha:
+                return -math.inf, {}
+        return log_prob, alpha
+
+    def _stop(self, alpha: _Alpha) -> float:
+        """log P(the text ends here | ``alpha``): the end-of-document event (or end of a lone sentence)."""
+        stop = sum(float(w.sum()) * p for stack, w in alpha.items() for p, _ in self._arcs(stack).get(END, ()))
+        return math.log(stop) if stop > 0 else -math.inf
+
+    def _parse(self, text: str, variant: int = _AFTER_BREAK) -> list[int] | None:
+        """Word ids of ``text``, or None when no text of this corpus is spelled that way after ``variant``."""
         ids = []
         for token in _TOKEN.findall(text):
             word = self._word_ids.get(token.lower())
             if word is None:
                 return None
             ids.append(word)
-        return ids if self._render(ids) == text else None
+        return ids if self._render(ids, variant) == text else None
 
     def score(self, text: str, *, prefix: bool = False) -> float:
         """Exact log P(document == text) in nats; ``-inf`` when the corpus can never produce ``text``.
 
         The forward algorithm runs over the (ambiguous) stack automaton and the hidden topic and protagonist,
         summing over every derivation. With ``prefix=True`` it returns log P(a document's words begin with the
-        words of ``text``) instead (the last word counts as complete), for cloze-style conditional probabilities.
+        words of ``text``) instead (the last word counts as complete), for cloze-style conditional probabilities;
+        :meth:`prefix_log_prob` is the character-level version.
         """
         if not isinstance(text, str):
             raise BenchError(f"score expects a str, got {type(text).__name__}")
         words = self._parse(text)
         if words is None:
             return -math.inf
-        stack_arcs = self._automata.stack_arcs
-        topics, names = self._emission[self._topic_prior], self._emission[self._name_prior]
-        alpha = {(START, t, n): pt * pn for t, pt in topics.items() for n, pn in names.items()}
-        log_prob = 0.0
-        for word in words:
-            nxt: dict[tuple, float] = defaultdict(float)
-            for (stack, topic, name), a in alpha.items():
-                arcs = stack_arcs[stack]
-                for terminal in self._terminals_of_word[word]:
-                    if terminal not in arcs:
-                        continue
-                    i = self._terminal_ids[terminal]
-                    table = int(self._base[i] + self._topic_stride[i] * topic + self._name_stride[i] * name)
-                    emit = self._emission[table].get(word, 0.0)
-                    if emit:
-                        for p, after in arcs[terminal]:
-                            nxt[(after, topic, name)] += a * p * emit
-            norm = sum(nxt.values())
-            if norm == 0.0:
-                return -math.inf
-            log_prob += math.log(norm)
-            alpha = {state: a / norm for state, a in nxt.items()}
-        if prefix:
+        log_prob, alpha = self._forward(words, {START: self._prior})
+        if prefix or not alpha:
             return log_prob
-        stop = sum(a * p for (stack, _, _), a in alpha.items() for p, _ in stack_arcs[stack].get(END, ()))
-        return log_prob + math.log(stop) if stop > 0 else -math.inf
+        return log_prob + self._stop(alpha)
+
+    def _prefix_alpha(self, text: str) -> tuple[float, _Alpha]:
+        """log P(a document's text begins with the characters ``text``) and the forward weights after it.
+
+        ``text`` may end anywhere, inside a word too: it is read as complete words followed by the start of one
+        more word (its leading space included), and the last step sums over every word spelled that way from
+        there. A text ending in a complete word is thus also counted as the start of longer words (``dog`` of
+        ``dogs``), as a character prefix must be.
+        """
+        if not text:
+            return 0.0, {START: self._prior}
+        last = None
+        for last in _TOKEN.finditer(text):
+            pass
+        if text.endswith(" "):
+            cut = len(text) - 1
+        elif last is None:
+            return -math.inf, {}
+        else:
+            cut = last.start() - (last.start() > 0 and text[last.start() - 1] == " ")
+        head, fragment = text[:cut], text[cut:]
+        words = self._parse(head)
+        if words is None:
+            return -math.inf, {}
+        log_prob, alpha = self._forward(words, {START: self._prior})
+        if not alpha:
+            return -math.inf, {}
+        variant = int(self._next_variant[words[-1]]) if words else _AFTER_BREAK
+        spelled = self._pieces[variant * self._vocab : (variant + 1) * self._vocab].astype(str)
+        completions = np.flatnonzero(np.char.startswith(spelled, fragment))
+        if completions.size == 0:
+            return -math.inf, {}
+        step, alpha = self._step(alpha, completions)
+        return log_prob + step, alpha
+
+    def prefix_log_prob(self, text: str) -> float:
+        """Exact log P(a document's text begins with ``text``), for any string, cut anywhere (see
+        :meth:`_prefix_alpha`); ``-inf`` when no document of this corpus begins so."""
+        return self._prefix_alpha(text)[0]
+
+    def continuation_log_prob(self, prompt: str, continuation: str, *, ended: bool = False) -> float:
+        """Exact log P(the text goes on with ``continuation`` | it begins with ``prompt``), both cut anywhere.
+
+        ``ended=True`` says the document ends right after the continuation (a generator emitted end-of-text),
+        which adds the end-of-document event. ``-inf`` when the continuation is impossible after the prompt.
+        """
+        given = self.prefix_log_prob(prompt)
+        if given == -math.inf:
+            raise BenchError(f"continuation_log_prob: no document of this corpus begins with {prompt[:40]!r}")
+        joint = self.score(prompt + continuation) if ended else self.prefix_log_prob(prompt + continuation)
+        return joint - given
+
+    def contexts(self, prompt: str) -> np.ndarray:
+        """Which (topic, protagonist) pairs a document beginning with ``prompt`` can have: a boolean grid."""
+        _, alpha = self._prefix_alpha(prompt)
+        support = np.zeros(self._context_shape, bool)
+        for weight in alpha.values():
+            support |= weight > 0
+        return support
+
+    def accepts_sentence(self, sentence: str, contexts: np.ndarray | None = None) -> bool:
+        """Whether ``sentence`` is a sentence the grammar can produce after a full stop inside a document.
+
+        ``sentence`` is spelled as it follows a full stop: a space and a capital (`` The dogs run.``), or a
+        paragraph break and a capital (``\\nThe dogs run.``; the break belongs to the document, not the sentence).
+        It is accepted iff its words are derivable from the sentence symbol ``S`` with positive probability for
+        some (topic, protagonist) allowed by ``contexts`` (a grid from :meth:`contexts`; all of them when None):
+        with all of them this checks syntax and vocabulary, with a prompt's it also checks that the sentence
+        fits the document (its topic's nouns, the protagonist's pronoun).
+        """
+        words = self._parse(sentence, _AFTER_STOP)
+        if not words:
+            return False
+        if words[0] == self._word_ids["\n"]:
+            words = words[1:]
+        allowed = np.ones(self._context_shape) if contexts is None else contexts.astype(float)
+        if not allowed.any():
+            return False
+        _, alpha = self._forward(words, {SENTENCE: allowed / allowed.sum()})
+        return bool(alpha) and self._stop(alpha) > -math.inf
+
+    @staticmethod
+    def complete_sentences(prompt: str, continuation: str) -> list[str]:
+        """The sentences of ``continuation`` written wholly by it, spelled as :meth:`accepts_sentence` reads them.
+
+        The grammar writes a full stop only at the end of a sentence and ends every sentence with one, so the
+        sentences of ``prompt + continuation`` are the spans between consecutive full stops (the first from the
+        document start), each beginning with the space or paragraph break after the previous full stop. A sentence
+        is the continuation's when its first word starts inside the continuation (the space before it may be the
+        prompt's) and its full stop is the continuation's too: the sentence the prompt began and the unfinished
+        one at the end are left out.
+        """
+        text = prompt + continuation
+        ends = [m.end() for m in re.finditer(r"\.", text)]
+        spans = itertools.pairwise(ends)
+        return [text[a:b] for a, b in spans if b - len(text[a:b].lstrip()) >= len(prompt)]
+
+    def score_continuation(self, prompt: str, continuation: str, *, ended: bool = False) -> ContinuationScore:
+        """Everything the true grammar says about a generated continuation of ``prompt``: its exact conditional
+        log-probability and, for each sentence it wrote wholly, whether the grammar accepts it (any topic and
+        protagonist) and whether it fits the document the prompt began."""
+        sentences = self.complete_sentences(prompt, continuation)
+        contexts = self.contexts(prompt)
+        return ContinuationScore(
+            log_prob=self.continuation_log_prob(prompt, continuation, ended=ended),
+            bytes=len(continuation.encode()),
+            sentences=len(sentences),
+            accepted=sum(self.accepts_sentence(s) for s in sentences),
+            consistent=sum(self.accepts_sentence(s, contexts) for s in sentences),
+        )
 
     # --- analytic entropy -------------------------------------------------------------------------------------
 

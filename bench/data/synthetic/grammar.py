@@ -27,6 +27,8 @@ from functools import cache
 
 END = "<end>"
 START = ("DOC",)
+SENTENCE = ("S",)
+"""The stack of a lone body sentence: what :meth:`SyntheticCorpus.accepts_sentence` parses from."""
 _MAX_STATES = 20_000
 
 Stack = tuple[str, ...]
@@ -121,6 +123,25 @@ def _closure(grammar: Rules, stack: Stack, memo: dict[Stack, dict[tuple[str, Sta
         result = dict(result)
     memo[stack] = result
     return result
+
+
+_SUCCESSOR_MEMO: dict[Stack, dict[tuple[str, Stack], Fraction]] = {}
+
+
+@cache
+def stack_successors(stack: Stack) -> dict[str, list[tuple[float, Stack]]]:
+    """Terminal -> [(probability, next stack)] from any stack, also one that a document never reaches from
+    :data:`START` (the stack automaton holds only those it does): the same expansion of the leftmost
+    nonterminal that :func:`compile_grammar` uses."""
+    by_terminal: dict[str, list[tuple[float, Stack]]] = defaultdict(list)
+    for (terminal, after), p in sorted(_closure(_rules(), stack, _SUCCESSOR_MEMO).items()):
+        by_terminal[terminal].append((float(p), after))
+    return dict(by_terminal)
+
+
+@cache
+def _rules() -> Rules:
+    return rules()
 
 
 @cache
