@@ -26,7 +26,7 @@ def small_tiny(wall_clock: float | None = 3.0, tokens: int | None = None, every:
     return spec.model_copy(update={
         "data": spec.data.model_copy(update={"train_bytes": 2_000_000, "val_bytes": 100_000}),
         "budget": spec.budget.model_copy(update={"wall_clock": wall_clock, "tokens": tokens, "overrun_grace": 1.0}),
-        "eval": spec.eval.model_copy(update={"every": every, "tokens": 8192, "downstream": []}),
+        "eval": spec.eval.model_copy(update={"every": every, "tokens": 8192, "downstream": [], "generation": None}),
         "target": spec.target.model_copy(update={"value": target}),
     })
 
@@ -138,3 +138,20 @@ def test_mfu_is_measured_against_the_peak_of_the_precision_the_loop_trained_in(t
     result = trial(str(folder), small_tiny(wall_clock=None, tokens=2_048, every=1e9), results_dir=tmp_path)
     assert result.status is TrialStatus.ok, result.reason
     assert result.compute.peak.dtype == precision and result.compute.mfu is not None
+
+
+def test_a_tiny_result_holds_generation_scores_with_the_true_grammars_judgement():
+    spec = small_tiny(wall_clock=None, tokens=4_096, every=1e9)
+    generation = load_workload(workload_path("tiny", ROOT)).eval.generation.model_copy(
+        update={"prompts": 4, "continuation_tokens": 48})
+    spec = spec.model_copy(update={"eval": spec.eval.model_copy(update={"generation": generation})})
+    overrides = {"n_layer": 1, "n_head": 2, "n_embd": 32, "batch_size": 4, "seq_len": 64}
+    result = trial("adamw-baseline", spec, overrides=overrides)
+    assert result.status is TrialStatus.ok, result.reason
+    scores = result.generation
+    assert scores.prompts == 4 and [d.decoding for d in scores.decodings] == ["greedy", "sample-t1-k50-s0"]
+    for decoding in scores.decodings:
+        assert 0 <= decoding.bleu <= 100 and 0 <= decoding.chrf <= 100 and 0 <= decoding.text.distinct_2 <= 1
+        assert decoding.grammar is not None and 0 <= decoding.grammar.viable <= 1
+    assert scores.reference_grammar is not None and scores.reference_grammar.viable == 1.0
+    assert "bleu[greedy]" in scores.headline()

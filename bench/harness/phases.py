@@ -1,6 +1,6 @@
 """The phases of one trial, in the order :func:`bench.harness.trial.run_trial` runs them.
 
-load -> build -> train -> judge -> measure -> evaluate -> downstream -> export. Each is a small function that
+load -> build -> train -> judge -> evaluate -> measure -> downstream -> generation -> export. Each is a small function that
 takes what the phases before it produced and returns a small record of its own; none reaches back.
 """
 
@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from bench.data.prepare import PreparedData, prepare
+from bench.downstream.generation import run_generation
 from bench.downstream.runner import run_workload_downstream
 from bench.harness.plan import PlannedTrial
 from bench.harness.verdict import OK, Verdict, failure, judge, param_counts, size_rule
@@ -154,6 +155,11 @@ def downstream(plan: PlannedTrial, model: nn.Module, data: PreparedData, device:
         model, plan.workload, data, device, plan.workload.eval.downstream, offline=plan.request.offline
     )
     return {"downstream": scores, "downstream_failures": failures}
+
+
+def generation(plan: PlannedTrial, model: nn.Module, data: PreparedData, device: torch.device) -> dict[str, Any]:
+    """The workload's generation metrics on the returned model, off the clock."""
+    return {"generation": run_generation(model, plan.workload, data, device)}
 
 
 def export(plan: PlannedTrial, model: nn.Module, data: PreparedData) -> ModelCheckpoint:

@@ -1,4 +1,5 @@
-"""One trial, end to end, as named phases: load, build, train, judge, measure, evaluate, downstream, export.
+"""One trial, end to end, as named phases: load, build, train, judge, evaluate, measure, downstream, generation,
+export.
 
 :func:`run_trial` never raises for anything a recipe does. A crash, an out-of-memory error, a NaN loss, an
 oversized model or an overrun becomes a :class:`RunResult` with that status and a reason, so a scheduler running
@@ -82,9 +83,13 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
             verdict, final = phases.evaluate_final(ctx, trained.model, judged)
     report = phases.measure(meter, ctx)
     trial.timing.update(train_s=ctx.clock.elapsed(), warmup_s=ctx.warmup_seconds, eval_s=ctx.clock.paused_seconds)
-    if verdict.ok and spec.eval.downstream and plan.request.downstream and trained.model is not None:
+    scoring = verdict.ok and plan.request.downstream and trained.model is not None
+    if scoring and spec.eval.downstream:
         with trial.phase("downstream", "downstream_s"):
             fields.update(phases.downstream(plan, trained.model, loaded.data, device))
+    if scoring and spec.eval.generation is not None and rank == 0:
+        with trial.phase("generation"):
+            fields.update(phases.generation(plan, trained.model, loaded.data, device))
     if plan.files.model is not None and rank == 0 and final is not None:
         with trial.phase("save"):
             fields["checkpoint"] = phases.export(plan, trained.model, loaded.data)
