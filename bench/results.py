@@ -90,7 +90,13 @@ def read_result(path: Path) -> RunResult:
         raise BenchError(f"{path}: cannot read: {exc}") from None
 
 
+def load_result_files(dirs: Iterable[Path]) -> list[tuple[Path, RunResult]]:
+    """Every result file under ``dirs`` with its path, sorted by start time: pages that link to a run's files
+    (the leaderboard's per-entry pages) need to know where it was read from. A corrupt file is an error naming it."""
+    found = [(p, read_result(p)) for d in dirs if d.exists() for p in sorted(d.rglob("*.json")) if is_result_file(p)]
+    return sorted(found, key=lambda pair: pair[1].started_at)
+
+
 def load_results(dirs: Iterable[Path]) -> list[RunResult]:
     """Every result file under ``dirs``, sorted by start time. A corrupt file is an error naming it."""
-    results = [read_result(p) for d in dirs if d.exists() for p in sorted(d.rglob("*.json")) if is_result_file(p)]
-    return sorted(results, key=lambda r: r.started_at)
+    return [result for _, result in load_result_files(dirs)]

@@ -18,7 +18,8 @@ from tabulate import tabulate
 from bench.board import format as fmt
 from bench.board.columns import CELLS, run_downstream, run_kwh
 from bench.board.rank import Entry, is_official, unique_runs
-from bench.board.stats import Difference, Ratio, ratio_ci, welch
+from bench.board.stats import Difference, Ratio, welch
+from bench.board.versus import difference_text, speedup_text, time_to_target, versus
 from bench.errors import BenchError
 from bench.spec.result import RunResult
 
@@ -93,17 +94,6 @@ def _entry(results: Sequence[RunResult], name: str, workload: str) -> tuple[Entr
     return Entry(name, (), "val_loss", chosen), official
 
 
-def _difference(d: Difference) -> str:
-    if d.p is None:
-        return f"{fmt.signed(d.value)} (untested, n=1)"
-    p = fmt.p_value(d.p)
-    return f"{fmt.signed(d.value)} {fmt.interval(d.low, d.high)} p{p if p.startswith('<') else '=' + p}"
-
-
-def _ttt(entry: Entry) -> list[float]:
-    return [r.time_to_target_s for r in entry.scored if r.target_reached and r.time_to_target_s is not None]
-
-
 def _ratio(a: Entry, b: Entry, value: Callable[[RunResult], float | None]) -> str:
     """B / A of the mean of a per-run quantity reported without a test (throughput, energy)."""
     va = [v for r in a.scored if (v := value(r)) is not None]
@@ -125,25 +115,22 @@ def compare(results: Sequence[RunResult], a: str, b: str, workload: str) -> Comp
     if official_a != official_b or len(classes) > 1:
         notes.append("The two sides ran on different hardware: times, throughput and energy are not comparable.")
 
-    loss = welch(ea.values("val_loss"), eb.values("val_loss"))
-    bpb = welch(ea.values("val_bpb"), eb.values("val_bpb"))
-    ttt_a, ttt_b = _ttt(ea), _ttt(eb)
-    speedup = ratio_ci(ttt_a, ttt_b) if ttt_a and ttt_b else None
+    by_loss = versus(ea, eb, "val_loss")
+    loss, speedup = by_loss.difference, by_loss.speedup
+    bpb = versus(ea, eb, "val_bpb").difference
+    ttt_a, ttt_b = time_to_target(ea), time_to_target(eb)
     for name, entry, reached in ((a, ea, ttt_a), (b, eb, ttt_b)):
         if len(reached) < len(entry.scored):
             notes.append(f"{len(reached)} of {len(entry.scored)} scored runs of {name} reached the target.")
-    if speedup is None:
-        speedup_cell = "– (target not reached)"
-    else:
-        speedup_cell = f"{speedup.value:.2f}x {fmt.interval(speedup.low, speedup.high, 2)}"
+    speedup_cell = "– (target not reached)" if speedup is None else speedup_text(speedup)
 
     ds_a = [v for r in ea.scored if (v := run_downstream(r)) is not None]
     ds_b = [v for r in eb.scored if (v := run_downstream(r)) is not None]
     rows = [
         ("runs", ea.status_counts, eb.status_counts, ""),
         ("params", CELLS["params"](ea), CELLS["params"](eb), ""),
-        ("val loss", CELLS["val loss"](ea), CELLS["val loss"](eb), _difference(loss)),
-        ("val bpb", CELLS["val bpb"](ea), CELLS["val bpb"](eb), _difference(bpb)),
+        ("val loss", CELLS["val loss"](ea), CELLS["val loss"](eb), difference_text(loss)),
+        ("val bpb", CELLS["val bpb"](ea), CELLS["val bpb"](eb), difference_text(bpb)),
         ("time to target", CELLS["time to target"](ea), CELLS["time to target"](eb), f"speedup {speedup_cell}"),
         ("tokens/s", CELLS["tokens/s"](ea), CELLS["tokens/s"](eb), _ratio(ea, eb, lambda r: r.tokens_per_s)),
         ("energy", CELLS["energy"](ea), CELLS["energy"](eb), _ratio(ea, eb, run_kwh)),
@@ -151,7 +138,7 @@ def compare(results: Sequence[RunResult], a: str, b: str, workload: str) -> Comp
             "downstream",
             CELLS["downstream"](ea),
             CELLS["downstream"](eb),
-            _difference(welch(ds_a, ds_b)) if ds_a and ds_b else fmt.MISSING,
+            difference_text(welch(ds_a, ds_b)) if ds_a and ds_b else fmt.MISSING,
         ),
     ]
     return ComparisonTable(workload, a, b, rows, loss, bpb, speedup, notes)
