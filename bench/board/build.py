@@ -59,7 +59,8 @@ def build_leaderboard(
         for entry in section.entries:
             curve = entry_curve(section, entry, plots_dir / f"{section.slug}--{entry.slug}.svg")
             page = out_dir / entry_page(section, entry)
-            write_atomic(page, render_entry(section, entry, curve, files, out_dir, link(entry.submission)), overwrite=True)
+            text = render_entry(section, entry, curve, files, out_dir, link(entry.submission))
+            write_atomic(page, text, overwrite=True)
             pages.append(page)
 
     as_of = max((r.finished_at for r in results), default=None)

@@ -60,8 +60,8 @@ def section_energy_measured(section: Section) -> bool:
 
 
 ENERGY_NOT_SHOWN = (
-    "Energy is not shown: every run's figure is codecarbon's estimate from power ratings and utilisation over time "
-    "(no RAPL or NVML counter), which on a fixed-time budget only restates the training time."
+    "Energy is not shown or plotted: no run measured it with a hardware counter (NVML, RAPL). codecarbon's "
+    "estimate from power ratings and utilisation over time only restates the training time on a fixed-time budget."
 )
 
 
@@ -182,7 +182,11 @@ def _why(entry: Entry) -> str:
 # (header, tooltip, cell). Renderers emphasise the header ``METRIC_COLUMNS[section.metric]``: the ranking metric.
 Column = tuple[str, str, Callable[[Entry], str]]
 
-RANK: Column = ("rank", "Position; '=' marks a tie: not significantly different from its neighbour.", lambda e: e.rank_label)
+RANK: Column = (
+    "rank",
+    "Position; '=' marks a tie: not significantly different from its neighbour.",
+    lambda e: e.rank_label,
+)
 SUBMISSION: Column = ("submission", "Folder under submissions/; links to the entry's page.", lambda e: e.label)
 RUNS: Column = ("runs", "Runs by status; only ok runs with a final evaluation are scored.", lambda e: e.status_counts)
 

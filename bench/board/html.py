@@ -150,6 +150,10 @@ def _relative(target: Path, page_dir: Path) -> str:
     return Path(os.path.relpath(target, page_dir)).as_posix()
 
 
+def _ttt(run: RunResult) -> str:
+    return f"{run.time_to_target_s:.1f} s" if run.target_reached and run.time_to_target_s else "not reached"
+
+
 def _seed_rows(entry: Entry, files: dict[RunKey, Path], page_dir: Path) -> list[dict]:
     """One row per run of the entry: its numbers and links to its result file and log, where they exist."""
     rows = []
@@ -165,7 +169,7 @@ def _seed_rows(entry: Entry, files: dict[RunKey, Path], page_dir: Path) -> list[
                 "status": run.status.value + ("" if is_scored(run) or run.reason is None else f": {run.reason}"),
                 "val_loss": f"{run.final.val_loss:.3f}" if run.final else fmt.MISSING,
                 "val_bpb": f"{run.final.val_bpb:.3f}" if run.final else fmt.MISSING,
-                "ttt": f"{run.time_to_target_s:.1f} s" if run.target_reached and run.time_to_target_s else "not reached",
+                "ttt": _ttt(run),
                 "steps": str(run.steps),
                 "tokens": fmt.si(run.tokens),
                 "tokens_per_s": fmt.si(run.tokens_per_s),

@@ -52,11 +52,11 @@ def save_svg(fig: Figure, path: Path) -> None:
 
 
 def _figure() -> Figure:
-    return Figure(figsize=(6.4, 4.0), layout="constrained")
+    return Figure(figsize=(7.2, 4.0), layout="constrained")
 
 
 def _label(entry: Entry, official: bool) -> str:
-    return entry.submission if official else f"{entry.submission} (unofficial)"
+    return entry.label if official else f"{entry.label} (unofficial)"
 
 
 _Styled = tuple[Entry, bool, tuple[float, ...]]  # an entry, whether its group is official, its colour
@@ -122,7 +122,7 @@ def _loss_vs_time(section: Section, path: Path) -> Plot:
         ax.set_ylim(*ranking_band(band))
         ax.set_xlabel(f"training time ({unit}, evaluation excluded)")
         ax.set_ylabel(metric_name)
-        ax.legend(fontsize=8, frameon=False)
+        fig.legend(fontsize=8, frameon=False, loc="outside right upper")  # beside the axes: never over a curve
         save_svg(fig, path)
     caption = (
         "Mean over seeds; the band spans the best and worst seed, interpolated onto a common time grid. The y axis "
@@ -253,7 +253,7 @@ def _loss_vs_compute(section: Section, path: Path) -> Plot:
         ax.set_xscale("log")
         ax.set_xlabel("training FLOPs (model FLOPs per token x tokens)")
         ax.set_ylabel(f"final {metric_name}")
-        ax.legend(fontsize=8, frameon=False)
+        fig.legend(fontsize=8, frameon=False, loc="outside right upper")
         save_svg(fig, path)
     caption = "Mean ± 95% CI over seeds; the dashed line joins entries no other entry beats on both compute and loss."
     return Plot(title, path.name, caption + skipped)

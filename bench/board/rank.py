@@ -335,22 +335,46 @@ def _shown(value: Any) -> str:
     return "(unset)"
 
 
+def compared_hash(spec: WorkloadSpec | None, runs: list[RunResult]) -> tuple[str | None, str | None]:
+    """The workload hash a section's entries are compared under, and a note when it is not the file's own.
+
+    Normally the workload file's current hash: a result recorded under other settings (``--wall-clock 15s``)
+    differs from it. When no result matches the file (the file was edited, or the spec grew a field, after every
+    run), the most common hash among the results is used instead, so the board does not empty; the note says so.
+    """
+    if spec is None:
+        return None, None
+    current = spec.content_hash()
+    if not runs or any(r.workload_hash == current for r in runs):
+        return current, None
+    counts = Counter(r.workload_hash for r in runs)
+    chosen = max(counts, key=lambda h: (counts[h], max(r.finished_at for r in runs if r.workload_hash == h)))
+    return chosen, (
+        f"No result matches workloads/{spec.name}.yaml as it is now (hash {current[:8]}): entries are compared "
+        f"under workload hash {chosen[:8]}, the most common among the results. Re-run to compare on the current file."
+    )
+
+
 def _exclusion(
-    config: Configuration, runs: list[RunResult], spec: WorkloadSpec | None, manifest: SubmissionManifest | None
+    config: Configuration,
+    runs: list[RunResult],
+    spec: WorkloadSpec | None,
+    manifest: SubmissionManifest | None,
+    workload_hash: str | None,
 ) -> tuple[str, str | None]:
     """``(variant label, why the configuration is shown apart)``; the reason is None for a comparable one."""
     if config.sweep is not None:
         trials = len(runs)
         return (
-            f"sweep {config.sweep}",
+            "sweep trials",
             f"{trials} trial(s) of the hyperparameter sweep {config.sweep} (bench tune): sweep trials are never "
             "ranked; the declared best configuration, re-run on fresh seeds, is.",
         )
-    if spec is not None and config.workload_hash != spec.content_hash():
+    if spec is not None and workload_hash is not None and config.workload_hash != workload_hash:
         return (
             f"workload {config.workload_hash[:8]}",
             f"other workload settings (e.g. --wall-clock or --tokens): workload hash {config.workload_hash[:8]}, "
-            f"workloads/{spec.name}.yaml now hashes {spec.content_hash()[:8]}.",
+            f"the entries compared here have {workload_hash[:8]} (workloads/{spec.name}.yaml).",
         )
     tuned = any(r.tuning is not None for r in runs)  # the re-run of a sweep's declared best
     if manifest is not None and not tuned:
@@ -367,7 +391,12 @@ def _exclusion(
 
 
 def _entries(
-    runs: list[RunResult], spec: WorkloadSpec | None, lookup: SpecLookup, metric: str, direction: str, official: bool
+    runs: list[RunResult],
+    spec: WorkloadSpec | None,
+    lookup: SpecLookup,
+    workload_hash: str | None,
+    direction: str,
+    official: bool,
 ) -> list[Entry]:
     """One entry per configuration of a group's runs; entries of one submission's source versions are labelled."""
     by_config: dict[Configuration, list[RunResult]] = defaultdict(list)
@@ -379,12 +408,13 @@ def _entries(
     entries = []
     for config, config_runs in by_config.items():
         manifest = lookup.submission(config.submission)
-        variant, excluded = _exclusion(config, config_runs, spec, manifest)
+        variant, excluded = _exclusion(config, config_runs, spec, manifest, workload_hash)
         if len(sources[config.submission]) > 1:
             source = f"source {config.submission_hash[:8]}"
             variant = f"{source}, {variant}" if variant else source
         slug = f"{config.submission}-{config.digest}" + ("" if official else "-unofficial")
         authors = tuple(manifest.authors) if manifest else ()
+        metric = spec.target.metric if spec else DEFAULT_METRIC
         entry = Entry(config.submission, authors, metric, tuple(config_runs), variant=variant, excluded=excluded)
         entries.append(dataclasses.replace(entry, slug=slug, direction=direction))
     return entries
@@ -395,11 +425,12 @@ def _with_reference(entries: list[Entry], reference: str) -> list[Entry]:
     candidates = [e for e in entries if e.submission == reference and e.excluded is None and e.scored]
     if not candidates:
         return entries
-    chosen = max(candidates, key=lambda e: (len(e.scored), max(r.finished_at for r in e.runs)))
+    best = max(candidates, key=lambda e: (len(e.scored), max(r.finished_at for r in e.runs)))
+    chosen = dataclasses.replace(best, is_reference=True)
     out = []
     for e in entries:
-        if e is chosen:
-            out.append(dataclasses.replace(e, is_reference=True))
+        if e is best:
+            out.append(chosen)
         elif e.excluded is None and e.scored:
             out.append(dataclasses.replace(e, reference=chosen))
         else:
@@ -439,14 +470,22 @@ def build_sections(results: Iterable[RunResult], root: Path) -> list[Section]:
         metric = spec.target.metric if spec else DEFAULT_METRIC
         direction = spec.target.direction if spec else "minimize"
         reference = spec.reference if spec else DEFAULT_REFERENCE
+        workload_hash, hash_note = compared_hash(spec, runs)
         groups = []
         for official in (True, False):
             group_runs = [run for run in runs if is_official(run) == official]
             if not group_runs:
                 continue
-            entries = _entries(group_runs, spec, lookup, metric, direction, official)
-            groups.append(Group(official, tuple(rank_entries(_with_reference(entries, reference), direction))))
+            entries = _entries(group_runs, spec, lookup, workload_hash, direction, official)
+            groups.append(Group(official, tuple(_with_reference(rank_entries(entries, direction), reference))))
         sections.append(
-            Section(name, hardware_class, spec, metric, tuple(groups), tuple(_notes(spec, name, metric, runs)))
+            Section(
+                name,
+                hardware_class,
+                spec,
+                metric,
+                tuple(groups),
+                tuple(_notes(spec, name, metric, runs) + ([hash_note] if hash_note else [])),
+            )
         )
     return sections

@@ -241,5 +241,6 @@ class WorkloadSpec(StrictModel):
     def content_hash(self) -> str:
         """The hash of what is *measured*: ``reference`` only chooses what the board compares against, so results
         recorded before the field existed, or under another reference, keep their workload hash and stay comparable."""
-        canonical = json.dumps(self.model_dump(mode="json", exclude={"reference"}), sort_keys=True, separators=(",", ":"))
+        measured = self.model_dump(mode="json", exclude={"reference"})
+        canonical = json.dumps(measured, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
