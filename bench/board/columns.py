@@ -22,7 +22,7 @@ METRIC_COLUMNS = {"val_loss": "val loss", "val_bpb": "val bpb"}
 MEASURED_ENERGY = {"nvml-counter", "rapl"}  # read from hardware counters; codecarbon and TDP figures are modelled
 TEXT_COLUMNS = {"rank", "submission", "authors", "runs", "why not ranked", "date", "versions"}  # others: numbers
 WRAPPED_COLUMNS = {"authors", "versions", "why not ranked"}  # long text that may break lines in the HTML table
-KEPT_COLUMNS = {"rank", "submission"}  # never moved to the caption, even when every row has the same value
+KEPT_COLUMNS = {"rank", "submission", "runs"}  # never moved to the caption: a reader needs n beside each CI
 
 
 def _mean(entry: Entry, value: Callable[[RunResult], float | None]) -> float | None:
