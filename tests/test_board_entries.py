@@ -18,10 +18,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+import numpy as np
 import pytest
 
 from bench.board.build import build_leaderboard
-from bench.board.columns import board_of, headline_columns
+from bench.board.columns import CELLS, board_of, energy_measured, headline_columns
 from bench.board.html import run_files
 from bench.board.rank import Section, build_sections
 from bench.results import load_result_files, write_result
@@ -275,3 +276,23 @@ def test_the_reference_is_an_optional_workload_field_outside_its_hash(published,
     assert [e.submission for e in group.provisional if e.is_reference] == ["rotary"]
     assert all(e.reference.submission == "rotary" for e in group.provisional if not e.is_reference)
     assert headline_columns(board_of(section), ranked=False)[3][0] == "Δ vs rotary"
+
+
+def test_downstream_is_one_score_normalised_against_chance(published, boards):
+    """(acc - chance) / (1 - chance) per task, averaged over tasks, then mean over seeds: cloze's chance 0.25 and
+    the agreement tasks' 0.5 put on one scale."""
+    runs = [r for _, r in published if r.submission == "rotary"]
+    per_run = [np.mean([(s.value - s.chance) / (1 - s.chance) for s in r.downstream]) for r in runs]
+    assert {s.chance for r in runs for s in r.downstream} == {0.5, 0.25}
+    (section,) = boards["published"][0]
+    (rotary,) = [e for e in section.groups[0].provisional if e.submission == "rotary"]
+    assert CELLS["downstream"](rotary).startswith(f"{np.mean(per_run):+.3f} ± ")
+
+
+def test_energy_counts_as_measured_only_from_counters(published):
+    run = published[0][1]
+    assert run.energy.train.method == "codecarbon" and not energy_measured(run)  # the published ones: estimates
+    rapl = run.energy.model_copy(update={"codecarbon_method": "codecarbon 3.3.2: RAPL package counters"})
+    assert energy_measured(run.model_copy(update={"energy": rapl}))
+    nvml = run.energy.model_copy(update={"train": run.energy.train.model_copy(update={"method": "nvml-counter"})})
+    assert energy_measured(run.model_copy(update={"energy": nvml}))

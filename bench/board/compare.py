@@ -8,6 +8,7 @@ hardware when it has any scored ones, and otherwise its runs on other machines, 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import fmean
@@ -17,7 +18,7 @@ from tabulate import tabulate
 
 from bench.board import format as fmt
 from bench.board.columns import CELLS, run_downstream, run_kwh
-from bench.board.rank import Entry, is_official, unique_runs
+from bench.board.rank import Configuration, Entry, is_official, is_scored, sweep_trial, unique_runs
 from bench.board.stats import Difference, Ratio, welch
 from bench.board.versus import difference_text, speedup_text, time_to_target, versus
 from bench.errors import BenchError
@@ -74,8 +75,37 @@ class ComparisonTable:
         return table
 
 
-def _entry(results: Sequence[RunResult], name: str, workload: str) -> tuple[Entry, bool]:
-    """The runs of one side, on official hardware if it has a scored run there; and whether they are official."""
+def _one_configuration(runs: Sequence[RunResult], name: str) -> tuple[tuple[RunResult, ...], list[str]]:
+    """The runs of the configuration with most scored seeds (then the latest), and notes on what was left out.
+
+    Pooling a 15 s smoke run, a ``--set`` run or sweep trials into a submission's seeds is what issue 16 found on
+    the board; ``compare`` keeps to one configuration the same way (see :class:`bench.board.rank.Configuration`).
+    """
+    by_config: dict[Configuration, list[RunResult]] = defaultdict(list)
+    for run in runs:
+        if not sweep_trial(run):
+            by_config[Configuration.of(run)].append(run)
+    if not by_config:
+        return tuple(runs), [f"every run of {name} is a sweep trial: they are compared pooled."]
+
+    def weight(config: Configuration) -> tuple[int, object]:
+        members = by_config[config]
+        return (sum(1 for r in members if is_scored(r)), max(r.finished_at for r in members))
+
+    chosen = max(by_config, key=weight)
+    left = len(runs) - len(by_config[chosen])
+    notes = []
+    if left:
+        notes.append(
+            f"{left} run(s) of {name} with another configuration (source, hyperparameters, workload settings, or "
+            "sweep trials) are left out: only runs of one configuration are pooled."
+        )
+    return tuple(by_config[chosen]), notes
+
+
+def _entry(results: Sequence[RunResult], name: str, workload: str) -> tuple[Entry, bool, list[str]]:
+    """The runs of one side, on official hardware if it has a scored run there, of one configuration; whether
+    they are official; and notes on the runs left out."""
     runs = [r for r in results if r.workload == workload and r.submission == name]
     if not runs:
         known = sorted({r.submission for r in results if r.workload == workload})
@@ -90,8 +120,8 @@ def _entry(results: Sequence[RunResult], name: str, workload: str) -> tuple[Entr
             + "; ".join(everything.failure_reasons)
         )
     official = any(is_official(r) for r in everything.scored)
-    chosen = tuple(r for r in runs if is_official(r) == official)
-    return Entry(name, (), "val_loss", chosen), official
+    chosen, notes = _one_configuration([r for r in runs if is_official(r) == official], name)
+    return Entry(name, (), "val_loss", chosen), official, notes
 
 
 def _ratio(a: Entry, b: Entry, value: Callable[[RunResult], float | None]) -> str:
@@ -106,8 +136,8 @@ def compare(results: Sequence[RunResult], a: str, b: str, workload: str) -> Comp
     if a == b:
         raise BenchError(f"compare needs two different submissions, got {a!r} twice")
     results = unique_runs(results)
-    (ea, official_a), (eb, official_b) = _entry(results, a, workload), _entry(results, b, workload)
-    notes = []
+    (ea, official_a, notes_a), (eb, official_b, notes_b) = _entry(results, a, workload), _entry(results, b, workload)
+    notes = notes_a + notes_b
     for name, official in ((a, official_a), (b, official_b)):
         if not official:
             notes.append(f"{name} has no scored run on official hardware: its runs on other machines are used.")
