@@ -296,3 +296,30 @@ def test_energy_counts_as_measured_only_from_counters(published):
     assert energy_measured(run.model_copy(update={"energy": rapl}))
     nvml = run.energy.model_copy(update={"train": run.energy.train.model_copy(update={"method": "nvml-counter"})})
     assert energy_measured(run.model_copy(update={"energy": nvml}))
+
+
+def test_a_sweeps_declared_best_rerun_is_an_entry_with_its_tuning_budget_and_logs_are_linked(published, tmp_path):
+    """The re-run of a sweep's best on fresh seeds carries the sweep's record without a trial index: it is compared
+    (not shown apart, although its hyperparameters differ from the manifest) and its page states the budget."""
+    lion = _published("lion", 0, published)
+    tuning = {
+        "sweep_id": "sweep-20261201T100000Z-s0-cccccc",
+        "declared_budget": {"trials": 8, "hardware": "cpu-2", "total": {"wall_clock_s": 480.0}},
+    }
+    best = [
+        _scored(lion, f"20261201T110000Z-s{seed}-ffff0{seed}", 3.0 + seed / 100, seed=seed, tuning=tuning,
+                hyperparameters={**lion.hyperparameters, "lr": 0.0007})
+        for seed in (10, 11, 12)
+    ]
+    folder = tmp_path / "results"
+    paths = [write_result(run, folder) for run in best]
+    paths[0].with_name(f"{best[0].run_id}.log").write_text("step 10 loss 4.1\n")
+    found = load_result_files([PUBLISHED, folder])
+    files = build_leaderboard([r for _, r in found], tmp_path / "board", ROOT, run_files(found))
+    (section,) = build_sections([r for _, r in found], ROOT)
+    (tuned,) = [e for e in section.groups[0].ranked if e.submission == "lion"]  # three seeds: ranked
+    assert tuned.label == "lion · tuned: lr=0.0007"
+    assert tuned.excluded is None and tuned.rank == 1 and tuned.reference.submission == "adamw-baseline"
+    page = next(p for p in files.entries if p.name == f"{tuned.slug}.html").read_text()
+    assert "sweep sweep-20261201T100000Z-s0-cccccc, 8 trials, 8.0 min in total" in page
+    assert f'href="../../../results/tiny/lion/{best[0].run_id}.log"' in page

@@ -377,10 +377,12 @@ def _exclusion(
             f"the entries compared here have {workload_hash[:8]} (workloads/{spec.name}.yaml).",
         )
     tuned = any(r.tuning is not None for r in runs)  # the re-run of a sweep's declared best
-    if manifest is not None and not tuned:
+    if manifest is not None:
         changes = hyperparameter_changes(manifest.hyperparameters, runs[0].hyperparameters)
+        used = ", ".join(f"{name}={_shown(new)}" for name, _, new in changes)
+        if tuned:
+            return (f"tuned: {used}" if used else "tuned"), None
         if changes:
-            used = ", ".join(f"{name}={_shown(new)}" for name, _, new in changes)
             declared = ", ".join(f"{name}={_shown(old)}" for name, old, _ in changes)
             return (
                 used,
