@@ -150,6 +150,9 @@ def test_the_pages_say_why(boards):
         assert "Energy is not shown or plotted" in text  # every published figure is a codecarbon estimate
     assert not any(p.name.endswith("-energy.svg") for p in files.plots)
     assert "(source 5c8029ca)" in markdown and "(source eeeeeeee)" in markdown
+    # rotary's change vs adamw-baseline excludes zero (two seeds each): the one Δ marked as better; the
+    # edited recipe's single seed has no interval
+    assert html.count('class="num better"') == 1 and 'class="num better">-1.016 [' in html  # n=1: untested
 
 
 def test_markdown_escapes_html_and_markup_in_user_text(tmp_path, published):

@@ -166,6 +166,17 @@ def _vs_reference(entry: Entry) -> str:
     return difference_text(versus(entry.reference, entry, entry.metric).difference, p=False)
 
 
+def delta_verdict(entry: Entry) -> str:
+    """``"better"`` or ``"worse"`` when the 95% interval of the change vs the reference excludes zero, else ``""``."""
+    if entry.reference is None or not entry.scored:
+        return ""
+    d = versus(entry.reference, entry, entry.metric).difference
+    if d.low is None or d.high is None or d.low <= 0 <= d.high:
+        return ""
+    lower = d.high < 0
+    return "better" if lower == (entry.direction == "minimize") else "worse"
+
+
 def _speedup(entry: Entry) -> str:
     if entry.is_reference:
         return "reference"

@@ -25,6 +25,7 @@ from bench.board.columns import (
     Board,
     Column,
     board_of,
+    delta_verdict,
     downstream_caption,
     downstream_columns,
     energy_measured,
@@ -96,6 +97,8 @@ def _table(section: Section, entries: Sequence[Entry], columns: Sequence[Column]
         for name, _, cell in kept:
             if name == "submission":
                 row.append(_Cell(e.submission, _classes(name, key), href=entry_page(section, e), sub=e.variant))
+            elif name.startswith("Δ vs "):
+                row.append(_Cell(cell(e), f"{_classes(name, key)} {delta_verdict(e)}".strip()))
             else:
                 row.append(_Cell(cell(e), _classes(name, key)))
         rows.append(row)
