@@ -249,14 +249,20 @@ def leaderboard(
 ) -> None:
     """Build the leaderboard pages from leaderboard/results/ (and --include folders)."""
     from bench.board.build import build_leaderboard
-    from bench.results import load_results
+    from bench.board.html import run_files
+    from bench.results import load_result_files
 
     root = project_root()
-    results = load_results([root / "leaderboard" / "results", *(include or [])])
+    found = load_result_files([root / "leaderboard" / "results", *(include or [])])
+    results = [result for _, result in found]
     if not results:
         raise BenchError(f"no result files under {root / 'leaderboard' / 'results'} or {include or []}")
-    files = build_leaderboard(results, out, root)
-    console.print(f"{len(results)} results -> {files.markdown}, {files.html} and {len(files.plots)} plots", highlight=False)
+    files = build_leaderboard(results, out, root, run_files(found))
+    console.print(
+        f"{len(results)} results -> {files.markdown}, {files.html}, {len(files.entries)} entry pages and "
+        f"{len(files.plots)} plots",
+        highlight=False,
+    )
 
 
 @app.command()

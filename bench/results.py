@@ -154,14 +154,15 @@ def read_result(path: Path) -> RunResult:
         raise BenchError(f"{path}: cannot read: {exc}") from None
 
 
-def load_results(dirs: Iterable[Path]) -> list[RunResult]:
-    """Every result file under ``dirs``, sorted by start time. A corrupt file is an error naming it.
+def load_result_files(dirs: Iterable[Path]) -> list[tuple[Path, RunResult]]:
+    """Every result file under ``dirs`` with its path, sorted by start time: pages that link to a run's files
+    (the leaderboard's per-entry pages) need to know where it was read from. A corrupt file is an error naming it.
 
     The same run may appear in several folders (a published copy in ``leaderboard/results`` and its original);
     identical copies are all returned (:func:`bench.board.rank.unique_runs` counts them once). Two files that
     claim one run with different contents are an error naming both: one of them was edited.
     """
-    results: list[RunResult] = []
+    found: list[tuple[Path, RunResult]] = []
     first: dict[tuple[str, str, str], tuple[Path, RunResult]] = {}
     for d in dirs:
         if not d.exists():
@@ -177,5 +178,10 @@ def load_results(dirs: Iterable[Path]) -> list[RunResult]:
                     f"run {result.run_id} of {result.submission!r} on {result.workload!r} appears in two result "
                     f"files with different contents: {seen[0]} and {path}; keep only the genuine one"
                 )
-            results.append(result)
-    return sorted(results, key=lambda r: r.started_at)
+            found.append((path, result))
+    return sorted(found, key=lambda pair: pair[1].started_at)
+
+
+def load_results(dirs: Iterable[Path]) -> list[RunResult]:
+    """Every result file under ``dirs``, sorted by start time (see :func:`load_result_files`)."""
+    return [result for _, result in load_result_files(dirs)]

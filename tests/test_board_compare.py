@@ -92,3 +92,20 @@ def test_only_unofficial_runs_are_used_and_flagged(results):
 def test_user_errors_name_the_cause(results, a, b, message):
     with pytest.raises(BenchError, match=message):
         compare(results, a, b, "tiny")
+
+
+def test_runs_of_another_configuration_are_not_pooled(results):
+    """A 15 s smoke run (another workload hash) of muon-fast leaves the comparison's numbers as they were."""
+    before = compare(results, "adamw-baseline", "muon-fast", "40m-10gb")
+    muon = _runs(results, "40m-10gb", "muon-fast")[0]
+    smoke = muon.model_copy(
+        update={
+            "run_id": "20261125T000000Z-s7-abcdef",
+            "seed": 7,
+            "workload_hash": "0" * 64,
+            "final": muon.final.model_copy(update={"val_loss": 9.0}),
+        }
+    )
+    after = compare([*results, smoke], "adamw-baseline", "muon-fast", "40m-10gb")
+    assert after.rows == before.rows and after.loss_difference == before.loss_difference
+    assert any("1 run(s) of muon-fast with another configuration" in note for note in after.notes)

@@ -68,6 +68,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         folder.mkdir(parents=True)
         (folder / "submission.yaml").write_text(
             f"name: {name}\nauthors: {authors}\ndescription: test\nentry_point: recipe.py:Recipe\n"
+            "hyperparameters: {batch_size: 32, lr: 0.003}\n"  # what the fixture results record
         )
     return root
 
@@ -135,26 +136,26 @@ def test_tiny_ranks_by_bpb_with_a_tie_and_the_failures_below(root, results):
     assert "RuntimeError: mat1 and mat2" in reasons and "over the limit of 2M" in reasons and "overrun:" in reasons
 
 
-def test_unofficial_hardware_is_ranked_apart(root, results):
+def test_unofficial_hardware_is_compared_apart(root, results):
     tiny = _section(build_sections(results, root), "tiny")
     unofficial = tiny.groups[1]
-    ((laptop),) = unofficial.ranked
-    assert laptop.submission == "adamw-baseline" and laptop.rank == 1 and laptop.score.n == 2
+    assert unofficial.ranked == []  # two seeds: provisional
+    ((laptop),) = unofficial.provisional
+    assert laptop.submission == "adamw-baseline" and laptop.rank is None and laptop.score.n == 2
     # better than every official entry but must not displace any of them
     assert laptop.score.mean < tiny.groups[0].ranked[0].score.mean
     assert unofficial.machines == ["Intel(R) Core(TM) i7-1185G7 @ 3.00GHz (8 cores)"]
 
 
-def test_a_single_seed_is_ranked_by_its_mean_but_untested(root, results):
+def test_fewer_than_three_seeds_are_provisional_not_ranked(root, results):
     forty = _section(build_sections(results, root), "40m-10gb")
     (official,) = forty.groups
-    assert [(e.submission, e.rank_label) for e in official.ranked] == [
-        ("muon-fast", "1"),
-        ("adamw-baseline", "2"),
-        ("withdrawn-entry", "3"),
-    ]
-    assert official.ranked[1].p_next is None and official.ranked[1].has_next
-    assert official.ranked[2].authors == ()  # its submission folder is gone; the result still shows
+    assert [(e.submission, e.rank_label) for e in official.ranked] == [("muon-fast", "1"), ("adamw-baseline", "2")]
+    assert official.ranked[1].p_next is None and not official.ranked[1].has_next  # the single seed is not "next"
+    ((withdrawn),) = official.provisional
+    assert withdrawn.submission == "withdrawn-entry" and withdrawn.score.n == 1 and withdrawn.rank is None
+    assert withdrawn.authors == ()  # its submission folder is gone; the result still shows
+    assert withdrawn.reference == official.ranked[1] and official.ranked[1].is_reference  # adamw-baseline
 
 
 def test_failed_invalid_and_overrun_runs_are_never_ranked_even_with_a_great_loss(base_run):
@@ -169,7 +170,7 @@ def test_failed_invalid_and_overrun_runs_are_never_ranked_even_with_a_great_loss
         Entry(name, (), "val_bpb", tuple(r for r in runs if r.submission == name))
         for name in ("steady", "cheater", "crasher")
     ]
-    ranked = rank_entries(entries)
+    ranked = rank_entries(entries, min_seeds=1)
     assert [(e.submission, e.rank) for e in ranked] == [("steady", 1), ("cheater", None), ("crasher", None)]
     assert ranked[1].status_counts == "1 invalid, 1 overrun"
     assert ranked[2].failure_reasons == ["failed: CUDA OOM"]
@@ -180,7 +181,7 @@ def test_ties_equal_means_and_chains(base_run):
         return Entry(name, (), "val_bpb", tuple(_variant(base_run, name, i, v) for i, v in enumerate(values)))
 
     # a and b have equal single-seed means: a tie although untestable; c is clearly worse than both
-    ranked = rank_entries([entry("c", [1.30]), entry("b", [1.00]), entry("a", [1.00])])
+    ranked = rank_entries([entry("c", [1.30]), entry("b", [1.00]), entry("a", [1.00])], min_seeds=1)
     assert [(e.submission, e.rank_label) for e in ranked] == [("a", "=1"), ("b", "=1"), ("c", "3")]
 
     # x ~ y and y ~ z (overlapping seeds) form one tie group; w is far better
@@ -205,7 +206,7 @@ def test_a_section_without_its_workload_file_still_shows(root, base_run, tmp_pat
     assert section.spec is None and section.metric == "val_loss"
     assert section.hardware_class == "cpu-2"
     assert "retired-workload.yaml not found" in section.notes[0]
-    assert section.groups[0].ranked[0].submission == "adamw-baseline"
+    assert section.groups[0].provisional[0].submission == "adamw-baseline"
 
 
 def test_a_published_copy_is_the_same_run_and_an_edited_copy_is_an_error(root, results, base_run, tmp_path):
@@ -236,8 +237,8 @@ def test_markdown_lists_sections_rows_and_failures_in_order(board):
     ]
     assert text.index("[broken-recipe]", tiny) < text.index("### Unofficial hardware", tiny)
     assert "3 ok, 1 failed" in ranked_table and "1 failed, 1 invalid, 1 overrun" in text
-    assert "[muon-fast](../submissions/muon-fast/)" in text
-    assert "| withdrawn-entry " in text  # no folder, no link
+    assert "[muon-fast](entries/tiny--cpu-2/muon-fast-" in text  # each entry links to its own page
+    assert "#### Provisional (not ranked: fewer than 3 seeds)" in text and "[withdrawn-entry](entries/" in text
     assert "Welch's unequal-variance t-test" in text and "Student t" in text
     assert "**val bpb**" in text and "**val loss**" in text
     for plot in board.plots:
@@ -287,7 +288,7 @@ def test_a_board_without_energy_or_compute_draws_no_such_plot(root, base_run, tm
     files = build_leaderboard(bare, tmp_path, root)
     assert [p.name for p in files.plots] == ["tiny--cpu-2-time.svg"]
     html = files.html.read_text()
-    assert "No scored run recorded its energy." in html and "No scored run recorded its training FLOPs." in html
+    assert "Energy is not shown" in html and "No scored run recorded its training FLOPs." in html
 
 
 def test_html_escapes_what_results_contain(root, base_run, tmp_path):
@@ -353,8 +354,9 @@ def test_chromium_renders_the_tables_and_plots(board, tmp_path):
     parser = _Elements()
     parser.feed(dom)
     tables = [a.get("class", "") for tag, a in parser.found if tag == "table"]
-    # Each ranked table (40m-10gb, tiny, tiny's unofficial hardware) has its downstream table beside it.
-    assert sorted(tables) == ["downstream"] * 3 + ["ranked", "ranked", "ranked unofficial", "unranked"]
+    # Each group (40m-10gb, tiny, tiny's unofficial hardware) has its per-task downstream table; the single seed
+    # of 40m-10gb and the two laptop seeds are provisional.
+    assert sorted(tables) == ["downstream"] * 3 + ["provisional"] * 2 + ["ranked", "ranked", "unranked"]
     images = [a["src"] for tag, a in parser.found if tag == "img"]
     assert sorted(images) == sorted(f"plots/{p.name}" for p in board.plots)
     sections = [a["id"] for tag, a in parser.found if tag == "section"]

@@ -1,18 +1,19 @@
-"""Building the leaderboard: results -> ranked sections -> ``README.md``, ``index.html`` and ``plots/*.svg``."""
+"""Building the leaderboard: results -> ranked sections -> ``README.md``, ``index.html``, entry pages and plots."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.board.describe import submission_link
-from bench.board.html import render_html
+from bench.board.html import RunKey, entry_page, render_entry, render_html, run_key
 from bench.board.markdown import render_markdown
-from bench.board.plots import section_plots
+from bench.board.plots import entry_curve, section_plots
 from bench.board.rank import build_sections
 from bench.errors import BenchError
-from bench.results import write_atomic
+from bench.results import result_path, write_atomic
 from bench.spec.loading import submission_dir
 from bench.spec.result import RunResult
 
@@ -21,20 +22,29 @@ from bench.spec.result import RunResult
 class LeaderboardFiles:
     markdown: Path
     html: Path
-    plots: list[Path]
+    plots: list[Path]  # the section plots (entry pages' curves are in ``entries``' folder tree's plots)
+    entries: list[Path]  # one static page per entry
 
 
-def build_leaderboard(results: Sequence[RunResult], out_dir: Path, root: Path) -> LeaderboardFiles:
+def build_leaderboard(
+    results: Sequence[RunResult], out_dir: Path, root: Path, files: dict[RunKey, Path] | None = None
+) -> LeaderboardFiles:
     """Write the leaderboard pages for ``results`` into ``out_dir``; ``root`` holds workloads/ and submissions/.
 
-    ``out_dir/plots/`` belongs to the board: SVG files left there by an earlier build are removed first, so a
-    section that disappeared leaves no stale plot behind. Other files in ``out_dir`` (such as the published
-    ``results/``) are not touched.
+    ``files`` maps each run to the result file it was read from, for the entry pages' links (see
+    :func:`bench.results.load_result_files`); without it, runs are looked for in ``out_dir/results`` (the
+    published copies). ``out_dir/plots/`` and ``out_dir/entries/`` belong to the board: what an earlier build left
+    there is removed first, so an entry that disappeared leaves no stale page behind. Other files in ``out_dir``
+    (such as the published ``results/``) are not touched.
     """
+    if files is None:
+        published = out_dir / "results"
+        files = {run_key(r): p for r in results if (p := result_path(published, r)).exists()}
     sections = build_sections(results, root)
     plots_dir = out_dir / "plots"
     for stale in plots_dir.glob("*.svg"):
         stale.unlink()
+    shutil.rmtree(out_dir / "entries", ignore_errors=True)
     plots = {s.slug: section_plots(s, plots_dir) for s in sections}
 
     def link(name: str) -> str | None:
@@ -44,11 +54,20 @@ def build_leaderboard(results: Sequence[RunResult], out_dir: Path, root: Path) -
             return None
         return submission_link(name, out_dir, root)
 
+    pages = []
+    for section in sections:
+        for entry in section.entries:
+            curve = entry_curve(section, entry, plots_dir / f"{section.slug}--{entry.slug}.svg")
+            page = out_dir / entry_page(section, entry)
+            text = render_entry(section, entry, curve, files, out_dir, link(entry.submission))
+            write_atomic(page, text, overwrite=True)
+            pages.append(page)
+
     as_of = max((r.finished_at for r in results), default=None)
     as_of_text = as_of.date().isoformat() if as_of else ""
     markdown = out_dir / "README.md"
     html = out_dir / "index.html"
-    write_atomic(markdown, render_markdown(sections, plots, link, as_of_text), overwrite=True)
-    write_atomic(html, render_html(sections, plots, link, as_of_text), overwrite=True)
-    files = [plots_dir / p.file for ps in plots.values() for p in ps if p.file is not None]
-    return LeaderboardFiles(markdown, html, files)
+    write_atomic(markdown, render_markdown(sections, plots, as_of_text), overwrite=True)
+    write_atomic(html, render_html(sections, plots, as_of_text), overwrite=True)
+    section_files = [plots_dir / p.file for ps in plots.values() for p in ps if p.file is not None]
+    return LeaderboardFiles(markdown, html, section_files, pages)

@@ -1,23 +1,28 @@
-"""The leaderboard's columns: one definition of what each shows, rendered by both the Markdown and HTML pages.
+"""The leaderboard's columns: one definition of what each shows, rendered by the Markdown and HTML pages.
 
 Cells are plain text; the renderers add what their format needs (a link on the submission, emphasis on the
-ranking metric). Every aggregate is over an entry's scored runs only.
+ranking metric). Every aggregate is over an entry's scored runs only. The main table is kept narrow: a column whose
+cell is the same for every row moves to the table's caption (:func:`split_constant`), and what describes an entry
+rather than compares it (authors, versions, date, hardware, tuning budget) lives on the entry's own page.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from statistics import fmean
 
 from bench.board import format as fmt
-from bench.board.rank import Entry
+from bench.board.rank import Entry, Section
 from bench.board.stats import ALPHA, mean_ci
+from bench.board.versus import difference_text, speedup_text, time_to_target, versus
 from bench.spec.result import RunResult
 
 METRIC_COLUMNS = {"val_loss": "val loss", "val_bpb": "val bpb"}
 MEASURED_ENERGY = {"nvml-counter", "rapl"}  # read from hardware counters; codecarbon and TDP figures are modelled
 TEXT_COLUMNS = {"rank", "submission", "authors", "runs", "why not ranked", "date", "versions"}  # others: numbers
 WRAPPED_COLUMNS = {"authors", "versions", "why not ranked"}  # long text that may break lines in the HTML table
+KEPT_COLUMNS = {"rank", "submission", "runs"}  # never moved to the caption: a reader needs n beside each CI
 
 
 def _mean(entry: Entry, value: Callable[[RunResult], float | None]) -> float | None:
@@ -35,9 +40,44 @@ def run_kwh(run: RunResult) -> float | None:
     return None if joules is None else joules / 3.6e6
 
 
+def energy_measured(run: RunResult) -> bool:
+    """Whether a run's training energy was read from counters (NVML, RAPL, or codecarbon reading RAPL).
+
+    codecarbon without RAPL multiplies a TDP by utilisation and time: on a fixed-time budget that figure restates
+    the training time, so it can neither rank entries nor be plotted as if it measured something else.
+    """
+    if run.energy is None or run_kwh(run) is None:
+        return False
+    method = run.energy.train.method
+    if method in MEASURED_ENERGY:
+        return True
+    return method == "codecarbon" and "rapl" in (run.energy.codecarbon_method or "").lower()
+
+
+def section_energy_measured(section: Section) -> bool:
+    """Whether any scored run of a section has a measured energy figure (else energy is neither shown nor drawn)."""
+    return any(energy_measured(r) for e in section.entries for r in e.scored)
+
+
+ENERGY_NOT_SHOWN = (
+    "Energy is not shown or plotted: no run measured it with a hardware counter (NVML, RAPL). codecarbon's "
+    "estimate from power ratings and utilisation over time only restates the training time on a fixed-time budget."
+)
+
+
+def normalised_downstream(run: RunResult) -> float | None:
+    """Mean over a run's downstream tasks of ``(score - chance) / (1 - chance)``: 0 is guessing, 1 is perfect.
+
+    Raw accuracies cannot be averaged across tasks of chance 0.5 (minimal pairs) and 0.25 (four choices); tasks
+    without a chance level are left out of the average (the caption says which).
+    """
+    values = [(s.value - s.chance) / (1 - s.chance) for s in run.downstream if s.chance is not None and s.chance < 1]
+    return fmean(values) if values else None
+
+
 def run_downstream(run: RunResult) -> float | None:
-    """Mean score over a run's downstream tasks."""
-    return fmean(s.value for s in run.downstream) if run.downstream else None
+    """The single downstream score of a run, as the board and ``bench compare`` show it (chance-normalised)."""
+    return normalised_downstream(run)
 
 
 def _metric(entry: Entry, name: str) -> str:
@@ -55,7 +95,7 @@ def _p_next(entry: Entry) -> str:
 
 
 def _time_to_target(entry: Entry) -> str:
-    reached = [r.time_to_target_s for r in entry.scored if r.target_reached and r.time_to_target_s is not None]
+    reached = time_to_target(entry)
     total = len(entry.scored)
     if not reached:
         return f"not reached (0/{total})" if total else fmt.MISSING
@@ -72,7 +112,7 @@ def _energy(entry: Entry) -> str:
     runs = [r for r in entry.scored if run_kwh(r) is not None]
     if not runs:
         return fmt.MISSING
-    measured = all(r.energy is not None and r.energy.train.method in MEASURED_ENERGY for r in runs)
+    measured = all(energy_measured(r) for r in runs)
     kwh = fmean(run_kwh(r) for r in runs)  # type: ignore[misc]
     return f"{fmt.energy(kwh)} ({'m' if measured else 'e'})"
 
@@ -91,8 +131,11 @@ def _mfu(entry: Entry) -> str:
 
 
 def _downstream(entry: Entry) -> str:
-    score = _mean(entry, run_downstream)
-    return fmt.MISSING if score is None else f"{score:.3f}"
+    values = [v for r in entry.scored if (v := normalised_downstream(r)) is not None]
+    if not values:
+        return fmt.MISSING
+    score = mean_ci(values)
+    return f"{fmt.signed(score.mean)}" + ("" if score.half_width is None else f" ± {score.half_width:.3f}")
 
 
 def _date(entry: Entry) -> str:
@@ -115,37 +158,169 @@ def _tokens(entry: Entry) -> str:
     return fmt.si(_mean(entry, lambda r: float(r.tokens)))
 
 
+def _vs_reference(entry: Entry) -> str:
+    if entry.is_reference:
+        return "reference"
+    if entry.reference is None or not entry.scored:
+        return fmt.MISSING
+    return difference_text(versus(entry.reference, entry, entry.metric).difference, p=False)
+
+
+def delta_verdict(entry: Entry) -> str:
+    """``"better"`` or ``"worse"`` when the 95% interval of the change vs the reference excludes zero, else ``""``."""
+    if entry.reference is None or not entry.scored:
+        return ""
+    d = versus(entry.reference, entry, entry.metric).difference
+    if d.low is None or d.high is None or d.low <= 0 <= d.high:
+        return ""
+    lower = d.high < 0
+    return "better" if lower == (entry.direction == "minimize") else "worse"
+
+
+def _speedup(entry: Entry) -> str:
+    if entry.is_reference:
+        return "reference"
+    if entry.reference is None or not entry.scored:
+        return fmt.MISSING
+    return speedup_text(versus(entry.reference, entry, entry.metric).speedup)
+
+
+def _why(entry: Entry) -> str:
+    reasons = ([entry.excluded] if entry.excluded else []) + entry.failure_reasons
+    return "; ".join(reasons)
+
+
 # (header, tooltip, cell). Renderers emphasise the header ``METRIC_COLUMNS[section.metric]``: the ranking metric.
 Column = tuple[str, str, Callable[[Entry], str]]
 
-RANKED_COLUMNS: tuple[Column, ...] = (
-    ("rank", "Position; '=' marks a tie: not significantly different from its neighbour.", lambda e: e.rank_label),
-    ("submission", "Folder under submissions/.", lambda e: e.submission),
-    ("authors", "From the submission's manifest.", lambda e: ", ".join(e.authors) or fmt.MISSING),
-    ("runs", "Runs by status; only ok runs with a final evaluation are scored.", lambda e: e.status_counts),
-    ("params", "Parameters counted against the workload's limit.", _params),
-    ("tokens", "Training tokens served, mean over scored runs.", _tokens),
-    ("val loss", "Final validation loss (nats/token), mean ± 95% CI.", lambda e: _metric(e, "val_loss")),
-    ("val bpb", "Final validation bits per byte, mean ± 95% CI.", lambda e: _metric(e, "val_bpb")),
-    ("gap to floor", "val bpb above the corpus's entropy floor, where the source knows it.", _gap),
-    ("p vs next", "Welch's t-test on the ranking metric against the next row.", _p_next),
-    ("time to target", "Training time to reach the target, mean ± 95% CI over runs that reached it.", _time_to_target),
-    ("tokens/s", "Training throughput, mean over scored runs.", _tokens_per_s),
-    ("MFU", "Model FLOPs utilisation, mean over scored runs.", _mfu),
-    ("energy", "Training energy, mean over scored runs; (m) measured by hardware counters, (e) estimated.", _energy),
-    ("downstream", "Mean score over the downstream tasks.", _downstream),
-    ("date", "Latest run.", _date),
-    ("versions", "pretrain-bench / torch that produced the runs.", _versions),
+RANK: Column = (
+    "rank",
+    "Position; '=' marks a tie: not significantly different from its neighbour.",
+    lambda e: e.rank_label,
+)
+SUBMISSION: Column = ("submission", "Folder under submissions/; links to the entry's page.", lambda e: e.label)
+RUNS: Column = ("runs", "Runs by status; only ok runs with a final evaluation are scored.", lambda e: e.status_counts)
+
+CELLS: dict[str, Callable[[Entry], str]] = {
+    "params": _params,
+    "tokens": _tokens,
+    "val loss": lambda e: _metric(e, "val_loss"),
+    "val bpb": lambda e: _metric(e, "val_bpb"),
+    "gap to floor": _gap,
+    "p vs next": _p_next,
+    "time to target": _time_to_target,
+    "tokens/s": _tokens_per_s,
+    "MFU": _mfu,
+    "energy": _energy,
+    "downstream": _downstream,
+    "date": _date,
+    "versions": _versions,
+    "authors": lambda e: ", ".join(e.authors) or fmt.MISSING,
+}
+
+TIPS = {
+    "params": "Parameters counted against the workload's limit.",
+    "tokens": "Training tokens served, mean over scored runs.",
+    "val loss": "Final validation loss (nats/token), mean ± 95% CI.",
+    "val bpb": "Final validation bits per byte, mean ± 95% CI.",
+    "gap to floor": "val bpb above the corpus's entropy floor, where the source knows it.",
+    "p vs next": "Welch's t-test on the ranking metric against the next ranked row.",
+    "time to target": "Training time to reach the target, mean ± 95% CI over runs that reached it.",
+    "tokens/s": "Training throughput, mean over scored runs.",
+    "MFU": "Model FLOPs utilisation, mean over scored runs.",
+    "energy": "Training energy, mean over scored runs; (m) measured by hardware counters, (e) estimated.",
+    "downstream": "Downstream score normalised against chance, (acc - chance) / (1 - chance), averaged over tasks: "
+    "0 is guessing, 1 is perfect; mean ± 95% CI over seeds.",
+    "date": "Latest run.",
+    "versions": "pretrain-bench / torch that produced the runs.",
+    "authors": "From the submission's manifest.",
+}
+
+
+def _column(name: str) -> Column:
+    return (name, TIPS[name], CELLS[name])
+
+
+@dataclass(frozen=True)
+class Board:
+    """What a section's tables need to know beyond the entries: its metric, its reference and its energy method."""
+
+    metric: str
+    reference: str
+    energy: bool  # whether energy is measured anywhere in the section (else neither shown nor drawn)
+    floor: bool  # whether any run knows the corpus's entropy floor
+
+
+def board_of(section: Section) -> Board:
+    reference = section.spec.reference if section.spec else "adamw-baseline"
+    floor = any(
+        r.validation is not None and r.validation.entropy_floor_bpb is not None
+        for e in section.entries
+        for r in e.scored
+    )
+    return Board(section.metric, reference, section_energy_measured(section), floor)
+
+
+def headline_columns(board: Board, ranked: bool) -> tuple[Column, ...]:
+    """The main table: who wins and by how much (Δ and speedup against the reference), then the costs."""
+    metric = METRIC_COLUMNS[board.metric]
+    delta: Column = (
+        f"Δ vs {board.reference}",
+        f"Change in {metric} against {board.reference}, the workload's reference baseline: difference of means "
+        "with its 95% CI (Welch). Negative is better for a loss.",
+        _vs_reference,
+    )
+    speedup: Column = (
+        "speedup",
+        f"Time-to-target of {board.reference} divided by this entry's (above 1: faster), with a 95% CI from the "
+        "delta method on the log ratio; over runs that reached the target.",
+        _speedup,
+    )
+    columns: list[Column] = [RANK] if ranked else []
+    columns += [SUBMISSION, RUNS, _column(metric), delta]
+    columns += [_column("p vs next")] if ranked else []
+    columns += [_column("time to target"), speedup]
+    columns += [_column("gap to floor")] if board.floor else []
+    columns += [_column("params"), _column("tokens/s")]
+    columns += [_column("energy")] if board.energy else []
+    columns += [_column("downstream")]
+    return tuple(columns)
+
+
+def unranked_columns(board: Board) -> tuple[Column, ...]:
+    metric = METRIC_COLUMNS[board.metric]
+    return (
+        SUBMISSION,
+        RUNS,
+        _column(metric),
+        ("why not ranked", "Why the entry is shown apart, and the status and reason of every run not scored.", _why),
+    )
+
+
+DETAIL_COLUMNS: tuple[Column, ...] = tuple(
+    _column(name)
+    for name in ("authors", "val loss", "val bpb", "tokens", "tokens/s", "MFU", "energy", "params", "date", "versions")
 )
 
-UNRANKED_COLUMNS: tuple[Column, ...] = (
-    RANKED_COLUMNS[1],
-    RANKED_COLUMNS[2],
-    RANKED_COLUMNS[3],
-    ("why not ranked", "Status and reason of every run that was not scored.", lambda e: "; ".join(e.failure_reasons)),
-)
 
-CELLS: dict[str, Callable[[Entry], str]] = {name: cell for name, _, cell in RANKED_COLUMNS}
+def split_constant(
+    columns: Sequence[Column], entries: Sequence[Entry]
+) -> tuple[tuple[Column, ...], list[tuple[str, str]]]:
+    """Columns whose cell differs between rows, and ``(header, value)`` of those that are the same for all.
+
+    With a single row nothing is constant: that row's values belong in the table.
+    """
+    if len(entries) < 2:
+        return tuple(columns), []
+    kept, constant = [], []
+    for column in columns:
+        name, _, cell = column
+        values = {cell(e) for e in entries}
+        if name in KEPT_COLUMNS or len(values) > 1:
+            kept.append(column)
+        else:
+            constant.append((name, values.pop()))
+    return tuple(kept), constant
 
 
 def downstream_columns(entries: Sequence[Entry]) -> tuple[Column, ...]:
@@ -163,16 +338,16 @@ def downstream_columns(entries: Sequence[Entry]) -> tuple[Column, ...]:
         return cell
 
     return (
-        ("submission", "Folder under submissions/.", lambda e: e.submission),
+        SUBMISSION,
         *((task, f"{task}: mean ± 95% CI over seeds.", score_of(task)) for task in tasks),
     )
 
 
 def downstream_caption(entries: Sequence[Entry]) -> str:
-    """What the downstream table shows, with each task's metric and chance level (from the runs themselves)."""
+    """What the per-task table shows, with each task's metric and chance level (from the runs themselves)."""
     described: dict[str, str] = {}
     for score in (s for e in entries for r in e.scored for s in r.downstream):
-        chance = f", chance {score.chance:.2f}" if score.chance is not None else ""
+        chance = f", chance {score.chance:.2f}" if score.chance is not None else ", no chance level: not normalised"
         described.setdefault(score.task, f"{score.task} ({score.metric}{chance})")
     return (
         "Downstream scores of the returned models, mean ± 95% CI over seeds: "

@@ -8,6 +8,7 @@ hardware when it has any scored ones, and otherwise its runs on other machines, 
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import fmean
@@ -17,8 +18,9 @@ from tabulate import tabulate
 
 from bench.board import format as fmt
 from bench.board.columns import CELLS, run_downstream, run_kwh
-from bench.board.rank import Entry, is_official, unique_runs
-from bench.board.stats import Difference, Ratio, ratio_ci, welch
+from bench.board.rank import Configuration, Entry, is_official, is_scored, sweep_trial, unique_runs
+from bench.board.stats import Difference, Ratio, welch
+from bench.board.versus import difference_text, speedup_text, time_to_target, versus
 from bench.errors import BenchError
 from bench.spec.result import RunResult
 
@@ -73,8 +75,37 @@ class ComparisonTable:
         return table
 
 
-def _entry(results: Sequence[RunResult], name: str, workload: str) -> tuple[Entry, bool]:
-    """The runs of one side, on official hardware if it has a scored run there; and whether they are official."""
+def _one_configuration(runs: Sequence[RunResult], name: str) -> tuple[tuple[RunResult, ...], list[str]]:
+    """The runs of the configuration with most scored seeds (then the latest), and notes on what was left out.
+
+    Pooling a 15 s smoke run, a ``--set`` run or sweep trials into a submission's seeds is what issue 16 found on
+    the board; ``compare`` keeps to one configuration the same way (see :class:`bench.board.rank.Configuration`).
+    """
+    by_config: dict[Configuration, list[RunResult]] = defaultdict(list)
+    for run in runs:
+        if not sweep_trial(run):
+            by_config[Configuration.of(run)].append(run)
+    if not by_config:
+        return tuple(runs), [f"every run of {name} is a sweep trial: they are compared pooled."]
+
+    def weight(config: Configuration) -> tuple[int, object]:
+        members = by_config[config]
+        return (sum(1 for r in members if is_scored(r)), max(r.finished_at for r in members))
+
+    chosen = max(by_config, key=weight)
+    left = len(runs) - len(by_config[chosen])
+    notes = []
+    if left:
+        notes.append(
+            f"{left} run(s) of {name} with another configuration (source, hyperparameters, workload settings, or "
+            "sweep trials) are left out: only runs of one configuration are pooled."
+        )
+    return tuple(by_config[chosen]), notes
+
+
+def _entry(results: Sequence[RunResult], name: str, workload: str) -> tuple[Entry, bool, list[str]]:
+    """The runs of one side, on official hardware if it has a scored run there, of one configuration; whether
+    they are official; and notes on the runs left out."""
     runs = [r for r in results if r.workload == workload and r.submission == name]
     if not runs:
         known = sorted({r.submission for r in results if r.workload == workload})
@@ -89,19 +120,8 @@ def _entry(results: Sequence[RunResult], name: str, workload: str) -> tuple[Entr
             + "; ".join(everything.failure_reasons)
         )
     official = any(is_official(r) for r in everything.scored)
-    chosen = tuple(r for r in runs if is_official(r) == official)
-    return Entry(name, (), "val_loss", chosen), official
-
-
-def _difference(d: Difference) -> str:
-    if d.p is None:
-        return f"{fmt.signed(d.value)} (untested, n=1)"
-    p = fmt.p_value(d.p)
-    return f"{fmt.signed(d.value)} {fmt.interval(d.low, d.high)} p{p if p.startswith('<') else '=' + p}"
-
-
-def _ttt(entry: Entry) -> list[float]:
-    return [r.time_to_target_s for r in entry.scored if r.target_reached and r.time_to_target_s is not None]
+    chosen, notes = _one_configuration([r for r in runs if is_official(r) == official], name)
+    return Entry(name, (), "val_loss", chosen), official, notes
 
 
 def _ratio(a: Entry, b: Entry, value: Callable[[RunResult], float | None]) -> str:
@@ -116,8 +136,8 @@ def compare(results: Sequence[RunResult], a: str, b: str, workload: str) -> Comp
     if a == b:
         raise BenchError(f"compare needs two different submissions, got {a!r} twice")
     results = unique_runs(results)
-    (ea, official_a), (eb, official_b) = _entry(results, a, workload), _entry(results, b, workload)
-    notes = []
+    (ea, official_a, notes_a), (eb, official_b, notes_b) = _entry(results, a, workload), _entry(results, b, workload)
+    notes = notes_a + notes_b
     for name, official in ((a, official_a), (b, official_b)):
         if not official:
             notes.append(f"{name} has no scored run on official hardware: its runs on other machines are used.")
@@ -125,25 +145,22 @@ def compare(results: Sequence[RunResult], a: str, b: str, workload: str) -> Comp
     if official_a != official_b or len(classes) > 1:
         notes.append("The two sides ran on different hardware: times, throughput and energy are not comparable.")
 
-    loss = welch(ea.values("val_loss"), eb.values("val_loss"))
-    bpb = welch(ea.values("val_bpb"), eb.values("val_bpb"))
-    ttt_a, ttt_b = _ttt(ea), _ttt(eb)
-    speedup = ratio_ci(ttt_a, ttt_b) if ttt_a and ttt_b else None
+    by_loss = versus(ea, eb, "val_loss")
+    loss, speedup = by_loss.difference, by_loss.speedup
+    bpb = versus(ea, eb, "val_bpb").difference
+    ttt_a, ttt_b = time_to_target(ea), time_to_target(eb)
     for name, entry, reached in ((a, ea, ttt_a), (b, eb, ttt_b)):
         if len(reached) < len(entry.scored):
             notes.append(f"{len(reached)} of {len(entry.scored)} scored runs of {name} reached the target.")
-    if speedup is None:
-        speedup_cell = "– (target not reached)"
-    else:
-        speedup_cell = f"{speedup.value:.2f}x {fmt.interval(speedup.low, speedup.high, 2)}"
+    speedup_cell = "– (target not reached)" if speedup is None else speedup_text(speedup)
 
     ds_a = [v for r in ea.scored if (v := run_downstream(r)) is not None]
     ds_b = [v for r in eb.scored if (v := run_downstream(r)) is not None]
     rows = [
         ("runs", ea.status_counts, eb.status_counts, ""),
         ("params", CELLS["params"](ea), CELLS["params"](eb), ""),
-        ("val loss", CELLS["val loss"](ea), CELLS["val loss"](eb), _difference(loss)),
-        ("val bpb", CELLS["val bpb"](ea), CELLS["val bpb"](eb), _difference(bpb)),
+        ("val loss", CELLS["val loss"](ea), CELLS["val loss"](eb), difference_text(loss)),
+        ("val bpb", CELLS["val bpb"](ea), CELLS["val bpb"](eb), difference_text(bpb)),
         ("time to target", CELLS["time to target"](ea), CELLS["time to target"](eb), f"speedup {speedup_cell}"),
         ("tokens/s", CELLS["tokens/s"](ea), CELLS["tokens/s"](eb), _ratio(ea, eb, lambda r: r.tokens_per_s)),
         ("energy", CELLS["energy"](ea), CELLS["energy"](eb), _ratio(ea, eb, run_kwh)),
@@ -151,7 +168,7 @@ def compare(results: Sequence[RunResult], a: str, b: str, workload: str) -> Comp
             "downstream",
             CELLS["downstream"](ea),
             CELLS["downstream"](eb),
-            _difference(welch(ds_a, ds_b)) if ds_a and ds_b else fmt.MISSING,
+            difference_text(welch(ds_a, ds_b)) if ds_a and ds_b else fmt.MISSING,
         ),
     ]
     return ComparisonTable(workload, a, b, rows, loss, bpb, speedup, notes)

@@ -10,13 +10,15 @@ from pathlib import Path
 
 from bench.board import format as fmt
 from bench.board.columns import METRIC_COLUMNS
-from bench.board.rank import Section
+from bench.board.rank import MIN_SEEDS, Section
 from bench.board.stats import Estimate
 
 INTRO = (
-    "Each section is one workload on one hardware class. Submissions are ranked by the workload's target metric "
-    "(final validation loss or bits per byte of the returned model) at the end of the fixed training budget; "
-    "time-to-target is shown beside it."
+    "Each section is one workload on one hardware class. An entry is one configuration: a submission's source, "
+    "its declared hyperparameters and the workload's settings. Entries are ranked by the workload's target metric "
+    "(final validation loss or bits per byte of the returned model) at the end of the fixed training budget, and "
+    "each is stated against the workload's reference baseline: the change in that metric and the speedup in "
+    "time-to-target, with 95% confidence intervals."
 )
 
 METHODS = (
@@ -27,13 +29,41 @@ METHODS = (
         "Entries with a single seed cannot be tested and keep the order of their means."
     ),
     (
+        f"An entry needs {MIN_SEEDS} scored seeds to be ranked; entries with fewer are listed as provisional, "
+        "ordered by their mean, with their interval (which with two seeds is wide: Student t with 1 degree of "
+        "freedom is 12.7)."
+    ),
+    (
+        "Runs are pooled only when they share submission, submission source hash, resolved hyperparameters and "
+        "workload hash. Runs under other workload settings (e.g. --wall-clock), with hyperparameters that differ "
+        "from the manifest (--set), and the trials of a hyperparameter sweep are shown under 'Not ranked' with the "
+        "reason; the declared best configuration of a sweep, re-run on fresh seeds, is ranked with its tuning budget "
+        "on its page. Two source versions of one submission are two entries."
+    ),
+    (
+        "Δ vs the reference: difference of means with Welch's 95% interval; speedup: mean time-to-target of the "
+        "reference over the entry's, with a 95% interval from the delta method on the log ratio (as bench compare)."
+    ),
+    (
+        "Downstream: each task's score normalised against chance, (acc - chance) / (1 - chance), averaged over "
+        "tasks (0 is guessing, 1 is perfect); the per-task table is under 'Downstream per task'."
+    ),
+    (
         "Only runs with status ok and a final evaluation are scored. Failed, invalid, overrun and interrupted runs "
-        "are counted in the runs column; a submission without a scored run is listed under 'Not ranked' with its "
+        "are counted in the runs column; an entry without a scored run is listed under 'Not ranked' with its "
         "reasons."
     ),
     "Runs on machines that do not match the workload's hardware class are ranked separately ('Unofficial hardware').",
     "Energy: (m) read from hardware counters (NVML, RAPL), (e) estimated (codecarbon or TDP model).",
 )
+
+
+def provisional_line() -> str:
+    """What the provisional table is, said where it appears."""
+    return (
+        f"Provisional: fewer than {MIN_SEEDS} scored seeds, so not ranked. Ordered by mean; run more seeds "
+        f"(bench run --seeds {MIN_SEEDS}) to be ranked."
+    )
 
 
 def budget_line(section: Section) -> str:

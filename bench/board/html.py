@@ -1,33 +1,59 @@
-"""The leaderboard as one static HTML page (``index.html``): inline CSS, no scripts, plots as relative SVG images.
+"""The leaderboard as static HTML: ``index.html`` and one page per entry, inline CSS, no scripts, relative links.
 
-The page opens from file:// with no network. Everything taken from result files (names, failure reasons) is
+Every page opens from file:// with no network. Everything taken from result files (names, failure reasons) is
 escaped by Jinja's autoescaping, since a failure reason may contain anything a traceback does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
+from pathlib import Path
 
 import jinja2
 
+from bench.board import format as fmt
 from bench.board.columns import (
+    DETAIL_COLUMNS,
+    ENERGY_NOT_SHOWN,
     METRIC_COLUMNS,
-    RANKED_COLUMNS,
     TEXT_COLUMNS,
-    UNRANKED_COLUMNS,
     WRAPPED_COLUMNS,
+    Board,
     Column,
+    board_of,
+    delta_verdict,
     downstream_caption,
     downstream_columns,
+    energy_measured,
+    headline_columns,
+    normalised_downstream,
+    run_kwh,
+    split_constant,
+    unranked_columns,
 )
-from bench.board.describe import INTRO, METHODS, budget_line
+from bench.board.describe import INTRO, METHODS, budget_line, provisional_line
 from bench.board.plots import Plot
-from bench.board.rank import Entry, Section
+from bench.board.rank import MIN_SEEDS, Entry, Group, Section, is_scored, sweep_trial
+from bench.board.stats import Estimate
+from bench.board.versus import difference_text, speedup_text, versus
+from bench.spec.result import RunResult
 
-_ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-_PAGE = _ENV.from_string(files("bench.board").joinpath("page.html.j2").read_text(encoding="utf-8"))
+
+def _template(name: str) -> str:
+    return files("bench.board").joinpath(name).read_text(encoding="utf-8")
+
+
+_ENV = jinja2.Environment(
+    loader=jinja2.FunctionLoader(_template),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
 @dataclass(frozen=True)
@@ -36,12 +62,19 @@ class _Cell:
     cls: str = ""
     tip: str = ""
     href: str | None = None
+    sub: str = ""  # a second, muted line: what tells this entry apart from another of its submission
 
 
 @dataclass(frozen=True)
 class _Table:
     headers: list[_Cell]
     rows: list[list[_Cell]]
+    constant: list[tuple[str, str]]  # columns moved to the caption: (header, the value every row has)
+
+
+def entry_page(section: Section, entry: Entry) -> str:
+    """Where an entry's page lives, relative to the leaderboard folder."""
+    return f"entries/{section.slug}/{entry.slug}.html"
 
 
 def _classes(name: str, key: str) -> str:
@@ -53,40 +86,44 @@ def _classes(name: str, key: str) -> str:
     return " ".join(classes)
 
 
-def _table(
-    entries: Sequence[Entry], columns: Sequence[Column], key: str, link: Callable[[str], str | None]
-) -> _Table | None:
+def _table(section: Section, entries: Sequence[Entry], columns: Sequence[Column], key: str) -> _Table | None:
     if not entries or not columns:
         return None
-    headers = [_Cell(name, _classes(name, key), tip) for name, tip, _ in columns]
-    rows = [
-        [
-            _Cell(cell(e), _classes(name, key), href=link(e.submission) if name == "submission" else None)
-            for name, _, cell in columns
-        ]
-        for e in entries
-    ]
-    return _Table(headers, rows)
+    kept, constant = split_constant(columns, entries)
+    headers = [_Cell(name, _classes(name, key), tip) for name, tip, _ in kept]
+    rows = []
+    for e in entries:
+        row = []
+        for name, _, cell in kept:
+            if name == "submission":
+                row.append(_Cell(e.submission, _classes(name, key), href=entry_page(section, e), sub=e.variant))
+            elif name.startswith("Δ vs "):
+                row.append(_Cell(cell(e), f"{_classes(name, key)} {delta_verdict(e)}".strip()))
+            else:
+                row.append(_Cell(cell(e), _classes(name, key)))
+        rows.append(row)
+    return _Table(headers, rows, constant)
 
 
-def render_html(
-    sections: Sequence[Section], plots: dict[str, list[Plot]], link: Callable[[str], str | None], as_of: str
-) -> str:
-    """The whole ``index.html``. ``link(submission)`` gives the relative link to its folder, or None if it has none."""
+def _group_view(section: Section, group: Group, board: Board) -> dict:
+    key = METRIC_COLUMNS[section.metric]
+    compared = group.compared
+    return {
+        "official": group.official,
+        "machines": "; ".join(group.machines) or "unknown machines",
+        "ranked": _table(section, group.ranked, headline_columns(board, ranked=True), key),
+        "provisional": _table(section, group.provisional, headline_columns(board, ranked=False), key),
+        "downstream": _table(section, compared, downstream_columns(compared), key),
+        "downstream_caption": downstream_caption(compared),
+        "unranked": _table(section, group.unranked, unranked_columns(board), key),
+    }
+
+
+def render_html(sections: Sequence[Section], plots: dict[str, list[Plot]], as_of: str) -> str:
+    """The whole ``index.html``: each section's tables and plots; every entry links to its own page."""
     views = []
     for s in sections:
-        key = METRIC_COLUMNS[s.metric]
-        groups = [
-            {
-                "official": g.official,
-                "machines": "; ".join(g.machines) or "unknown machines",
-                "ranked": _table(g.ranked, RANKED_COLUMNS, key, link),
-                "downstream": _table(g.ranked, downstream_columns(g.ranked), key, link),
-                "downstream_caption": downstream_caption(g.ranked),
-                "unranked": _table(g.unranked, UNRANKED_COLUMNS, key, link),
-            }
-            for g in s.groups
-        ]
+        board = board_of(s)
         views.append(
             {
                 "slug": s.slug,
@@ -94,16 +131,172 @@ def render_html(
                 "hardware_class": s.hardware_class,
                 "description": s.spec.description.strip() if s.spec else "",
                 "budget": budget_line(s),
-                "groups": groups,
+                "reference": board.reference,
+                "provisional_line": provisional_line(),
+                "energy_note": "" if board.energy else ENERGY_NOT_SHOWN,
+                "groups": [_group_view(s, g, board) for g in s.groups],
                 "notes": s.notes,
                 "plots": plots[s.slug],
             }
         )
-    return _PAGE.render(
+    return _ENV.get_template("page.html.j2").render(
         intro=INTRO,
         methods=METHODS,
-        columns=[_Cell(name, tip=tip) for name, tip, _ in RANKED_COLUMNS],
+        min_seeds=MIN_SEEDS,
         sections=views,
         runs=sum(len(e.runs) for s in sections for e in s.entries),
         as_of=as_of,
     )
+
+
+def _relative(target: Path, page_dir: Path) -> str:
+    return Path(os.path.relpath(target, page_dir)).as_posix()
+
+
+def _ttt(run: RunResult) -> str:
+    return f"{run.time_to_target_s:.1f} s" if run.target_reached and run.time_to_target_s else "not reached"
+
+
+def _seed_rows(entry: Entry, files: dict[RunKey, Path], page_dir: Path) -> list[dict]:
+    """One row per run of the entry: its numbers and links to its result file and log, where they exist."""
+    rows = []
+    for run in sorted(entry.runs, key=lambda r: (r.seed, r.started_at)):
+        result = files.get(run_key(run))
+        log = result.with_name(f"{run.run_id}.log") if result else None
+        kwh = run_kwh(run)
+        downstream = normalised_downstream(run)
+        rows.append(
+            {
+                "seed": run.seed,
+                "run_id": run.run_id,
+                "status": run.status.value + ("" if is_scored(run) or run.reason is None else f": {run.reason}"),
+                "val_loss": f"{run.final.val_loss:.3f}" if run.final else fmt.MISSING,
+                "val_bpb": f"{run.final.val_bpb:.3f}" if run.final else fmt.MISSING,
+                "ttt": _ttt(run),
+                "steps": str(run.steps),
+                "tokens": fmt.si(run.tokens),
+                "tokens_per_s": fmt.si(run.tokens_per_s),
+                "energy": fmt.MISSING if kwh is None else f"{fmt.energy(kwh)} ({'m' if energy_measured(run) else 'e'})",
+                "downstream": fmt.signed(downstream),
+                "result": _relative(result, page_dir) if result else None,
+                "log": _relative(log, page_dir) if log is not None and log.exists() else None,
+            }
+        )
+    return rows
+
+
+def _hardware(entry: Entry) -> list[str]:
+    seen = []
+    for run in entry.runs:
+        hw = run.hardware
+        if hw is None:
+            continue
+        gpus = ", ".join(sorted(set(hw.gpus))) if hw.gpus else "no GPU"
+        line = (
+            f"{hw.hardware_class} ({'matches' if hw.matches_class else 'does not match'} the class): {hw.cpu_model}, "
+            f"{hw.cpu_cores} cores, {hw.memory_bytes / 2**30:.0f} GiB; {gpus}; device {run.device}, "
+            f"world size {run.world_size}; host {hw.hostname_hash}"
+        )
+        if line not in seen:
+            seen.append(line)
+    return seen or ["not recorded (no run reached the hardware fingerprint)"]
+
+
+def _hyperparameters(entry: Entry) -> str:
+    if any(sweep_trial(r) for r in entry.runs):
+        return "one set per sweep trial (see each result file)"
+    return json.dumps(entry.runs[0].hyperparameters, sort_keys=True)
+
+
+def _tuning(entry: Entry) -> str:
+    """The declared tuning budget charged to the configuration, from its runs' ``tuning`` record."""
+    records = [r.tuning for r in entry.runs if r.tuning is not None]
+    if not records:
+        return "none declared: the manifest's hyperparameters, not tuned on this workload by bench tune"
+    record = records[0]
+    budget = record.get("declared_budget")
+    parts = [f"sweep {record.get('sweep_id', '?')}"]
+    if isinstance(budget, dict):
+        parts.append(f"{budget.get('trials', '?')} trials")
+        total = budget.get("total") or {}
+        if "wall_clock_s" in total:
+            parts.append(f"{fmt.duration_estimate(Estimate(float(total['wall_clock_s']), None, 1))} in total")
+        if "tokens" in total:
+            parts.append(f"{fmt.si(float(total['tokens']))} tokens in total")
+    return ", ".join(parts)
+
+
+def render_entry(
+    section: Section,
+    entry: Entry,
+    curve: Plot | None,
+    files: dict[RunKey, Path],
+    out_dir: Path,
+    submission_link: str | None,
+) -> str:
+    """The page of one entry: what it is, its headline numbers, its curves and every seed with its files."""
+    page_dir = out_dir / Path(entry_page(section, entry)).parent
+    board = board_of(section)
+    metric = METRIC_COLUMNS[section.metric]
+    headline = []
+    if entry.scored:
+        headline.append((metric, f"{fmt.estimate(entry.score)} (n={entry.score.n})"))
+    if entry.reference is not None and entry.scored:
+        vs = versus(entry.reference, entry, section.metric)
+        headline.append((f"Δ {metric} vs {board.reference}", difference_text(vs.difference)))
+        headline.append((f"speedup vs {board.reference}", speedup_text(vs.speedup)))
+    elif entry.is_reference:
+        headline.append(("reference", f"this is {board.reference}, which the board compares every entry with"))
+    details = [
+        (name, cell(entry))
+        for name, _, cell in DETAIL_COLUMNS
+        if (entry.scored or name == "authors") and name != metric  # the ranking metric is in the headline
+    ]
+    first = entry.runs[0]
+    configuration = [
+        ("submission hash", first.submission_hash),
+        ("workload hash", first.workload_hash),
+        ("hyperparameters", _hyperparameters(entry)),
+    ]
+    details.append(("tuning budget", _tuning(entry)))
+    downstream = downstream_columns([entry])
+    per_task = [(name, cell(entry)) for name, _, cell in downstream[1:]]
+    return _ENV.get_template("entry.html.j2").render(
+        title=entry.label,
+        section_title=f"{section.workload} · {section.hardware_class}",
+        back=_relative(out_dir / "index.html", page_dir) + f"#{section.slug}",
+        submission_link=_relative(out_dir / submission_link, page_dir) if submission_link else None,
+        submission=entry.submission,
+        status="ranked " + entry.rank_label if entry.rank is not None else (
+            f"provisional: {len(entry.scored)} scored seed(s), ranking needs {MIN_SEEDS}" if entry.provisional
+            else "not ranked"
+        ),
+        excluded=entry.excluded or "",
+        failures=entry.failure_reasons,
+        headline=headline,
+        details=details,
+        configuration=configuration,
+        hardware=_hardware(entry),
+        runs=entry.status_counts,
+        curve=curve,
+        curve_src=_relative(out_dir / "plots" / curve.file, page_dir) if curve and curve.file else None,
+        seeds=_seed_rows(entry, files, page_dir),
+        per_task=per_task,
+        per_task_caption=downstream_caption([entry]) if per_task else "",
+        energy_note="" if board.energy else ENERGY_NOT_SHOWN,
+    )
+
+
+RunKey = tuple[str, str, str]  # workload, submission, run id: a run's identity (see rank.unique_runs)
+
+
+def run_key(run: RunResult) -> RunKey:
+    return (run.workload, run.submission, run.run_id)
+
+
+def run_files(results: Sequence[tuple[Path, RunResult]]) -> dict[RunKey, Path]:
+    """Each run -> the first result file it was read from (the published copy when its folder is listed first)."""
+    out: dict[RunKey, Path] = {}
+    for path, run in results:
+        out.setdefault(run_key(run), path)
+    return out

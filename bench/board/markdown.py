@@ -1,92 +1,135 @@
-"""The leaderboard as GitHub-flavoured Markdown (``README.md``): tables by tabulate, plots as relative images."""
+"""The leaderboard as GitHub-flavoured Markdown (``README.md``): tables by tabulate, plots as relative images.
+
+Text from result files, manifests and workload files is escaped (:func:`escape`): GitHub renders inline HTML and
+Markdown syntax, so a failure reason or a submission name could otherwise add links, images or markup to the page.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import html
+import re
+from collections.abc import Sequence
 
 from tabulate import tabulate
 
 from bench.board.columns import (
+    ENERGY_NOT_SHOWN,
     METRIC_COLUMNS,
-    RANKED_COLUMNS,
     TEXT_COLUMNS,
-    UNRANKED_COLUMNS,
     Column,
+    board_of,
     downstream_caption,
     downstream_columns,
+    headline_columns,
+    split_constant,
+    unranked_columns,
 )
-from bench.board.describe import INTRO, METHODS, budget_line
+from bench.board.describe import INTRO, METHODS, budget_line, provisional_line
+from bench.board.html import entry_page
 from bench.board.plots import Plot
-from bench.board.rank import Entry, Group, Section
+from bench.board.rank import MIN_SEEDS, Entry, Group, Section
+
+_MARKDOWN_SYNTAX = re.compile(r"([\\`*_{}\[\]#|~])")
+
+
+def escape(text: str) -> str:
+    """User text as literal Markdown: HTML escaped, Markdown punctuation backslash-escaped, one line."""
+    escaped = html.escape(text, quote=False)  # & < > first, so that the backslashes below are not touched
+    escaped = _MARKDOWN_SYNTAX.sub(r"\\\1", escaped.replace("\r", " ").replace("\n", " "))
+    return escaped
 
 
 def _cell(text: str) -> str:
-    """A table cell may not break the row: pipes are escaped and newlines flattened."""
-    return text.replace("|", "\\|").replace("\n", " ")
+    """A generated cell (numbers, intervals): only what could break the table or open HTML is escaped."""
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
 
 
-def _table(entries: Sequence[Entry], columns: Sequence[Column], key: str, link: Callable[[str], str | None]) -> str:
-    headers = [f"**{name}**" if name == key else name for name, _, _ in columns]
+USER_TEXT_COLUMNS = {"why not ranked", "authors"}  # cells that quote result files or manifests verbatim
+
+
+def _table(section: Section, entries: Sequence[Entry], columns: Sequence[Column], key: str) -> tuple[str, str]:
+    """The table, and the caption sentence for the columns every row shares (moved out of the table)."""
+    kept, constant = split_constant(columns, entries)
+    headers = [f"**{name}**" if name == key else _cell(name) for name, _, _ in kept]
     rows = []
     for entry in entries:
         row = []
-        for name, _, cell in columns:
-            text = _cell(cell(entry))
-            target = link(entry.submission) if name == "submission" else None
-            row.append(f"[{text}]({target})" if target else text)
+        for name, _, cell in kept:
+            if name == "submission":
+                text = f"[{escape(entry.submission)}]({entry_page(section, entry)})"
+                row.append(text + (f" ({escape(entry.variant)})" if entry.variant else ""))
+            else:
+                row.append(escape(cell(entry)) if name in USER_TEXT_COLUMNS else _cell(cell(entry)))
         rows.append(row)
-    align = ["left" if name in TEXT_COLUMNS else "right" for name, _, _ in columns]
-    return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True, colalign=align)
+    align = ["left" if name in TEXT_COLUMNS else "right" for name, _, _ in kept]
+    table = tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True, colalign=align)
+    shared = "; ".join(f"{name} {value}" for name, value in constant)
+    return table, (f"Same for every row: {_cell(shared)}." if shared else "")
 
 
-def _group(section: Section, group: Group, link: Callable[[str], str | None]) -> list[str]:
+def _caption(*parts: str) -> list[str]:
+    text = " ".join(p for p in parts if p)
+    return [f"*{text}*", ""] if text else []
+
+
+def _group(section: Section, group: Group) -> list[str]:
     key = METRIC_COLUMNS[section.metric]
+    board = board_of(section)
+    energy = "" if board.energy else ENERGY_NOT_SHOWN
     lines = []
     if not group.official:
         machines = "; ".join(group.machines) or "unknown machines"
         lines += [
             "### Unofficial hardware",
             "",
-            (
+            escape(
                 f"Runs on machines that do not match {section.hardware_class} ({machines}). "
-                "Ranked among themselves only, not against the table above."
+                "Compared among themselves only, not against the tables above."
             ),
             "",
         ]
     if group.ranked:
-        lines += [_table(group.ranked, RANKED_COLUMNS, key, link), ""]
-        downstream = downstream_columns(group.ranked)
-        if downstream:
-            lines += [_table(group.ranked, downstream, key, link), "", f"*{downstream_caption(group.ranked)}*", ""]
+        table, shared = _table(section, group.ranked, headline_columns(board, ranked=True), key)
+        lines += [table, ""] + _caption(f"Ranked: at least {MIN_SEEDS} scored seeds.", shared, energy)
+    if group.provisional:
+        table, shared = _table(section, group.provisional, headline_columns(board, ranked=False), key)
+        lines += [f"#### Provisional (not ranked: fewer than {MIN_SEEDS} seeds)", "", table, ""]
+        lines += _caption(provisional_line(), shared, energy)
+    downstream = downstream_columns(group.compared)
+    if downstream:
+        table, shared = _table(section, group.compared, downstream, key)
+        lines += ["<details><summary>Downstream per task</summary>", "", table, ""]
+        lines += _caption(_cell(downstream_caption(group.compared)), shared) + ["</details>", ""]
     if group.unranked:
-        heading = "#### Not ranked" if not group.official else "### Not ranked"
-        lines += [heading, "", _table(group.unranked, UNRANKED_COLUMNS, key, link), ""]
+        table, shared = _table(section, group.unranked, unranked_columns(board), key)
+        lines += ["#### Not ranked", "", table, ""] + _caption(shared)
     return lines
 
 
-def render_markdown(
-    sections: Sequence[Section], plots: dict[str, list[Plot]], link: Callable[[str], str | None], as_of: str
-) -> str:
-    """The whole ``README.md``. ``link(submission)`` gives the relative link to its folder, or None if it has none."""
+def render_markdown(sections: Sequence[Section], plots: dict[str, list[Plot]], as_of: str) -> str:
+    """The whole ``README.md``; each entry's name links to its HTML page under ``entries/``."""
     lines = ["# pretrain-bench leaderboard", "", INTRO, ""]
     if not sections:
         lines += ["No results yet.", ""]
     else:
         runs = sum(len(e.runs) for s in sections for e in s.entries)
-        lines += [f"Built from {runs} result files; latest run {as_of}. Methods are described at the end.", ""]
+        lines += [
+            f"Built from {runs} result files; latest run {as_of}. Each entry links to its page (curves, every seed, "
+            "result files and logs); [index.html](index.html) is the same board as a web page. Methods are at the end.",
+            "",
+        ]
     for section in sections:
-        lines += [f"## {section.workload} · {section.hardware_class}", ""]
+        lines += [f"## {escape(section.workload)} · {escape(section.hardware_class)}", ""]
         if section.spec is not None:
-            lines += [section.spec.description.strip(), ""]
-        lines += [budget_line(section), ""]
+            lines += [escape(section.spec.description.strip()), ""]
+        lines += [_cell(budget_line(section)) + f" Reference baseline: {escape(board_of(section).reference)}.", ""]
         for group in section.groups:
-            lines += _group(section, group, link)
-        lines += [f"> **Note:** {note}" for note in section.notes] + ([""] if section.notes else [])
+            lines += _group(section, group)
+        lines += [f"> **Note:** {escape(note)}" for note in section.notes] + ([""] if section.notes else [])
         for plot in plots[section.slug]:
             if plot.file is None:
                 lines += [f"*{plot.title}: {plot.caption}*", ""]
             else:
                 lines += [f"![{plot.title}](plots/{plot.file})", "", f"*{plot.title}. {plot.caption}*", ""]
     lines += ["## Methods", ""] + [f"- {m}" for m in METHODS] + [""]
-    lines += ["Columns:", ""] + [f"- **{name}**: {tip}" for name, tip, _ in RANKED_COLUMNS] + [""]
     return "\n".join(lines)

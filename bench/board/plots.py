@@ -17,7 +17,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from bench.board.columns import METRIC_COLUMNS, run_kwh
+from bench.board.columns import METRIC_COLUMNS, run_kwh, section_energy_measured
 from bench.board.rank import Entry, Section
 from bench.board.stats import mean_ci
 from bench.results import write_atomic
@@ -52,11 +52,11 @@ def save_svg(fig: Figure, path: Path) -> None:
 
 
 def _figure() -> Figure:
-    return Figure(figsize=(6.4, 4.0), layout="constrained")
+    return Figure(figsize=(7.2, 4.0), layout="constrained")
 
 
 def _label(entry: Entry, official: bool) -> str:
-    return entry.submission if official else f"{entry.submission} (unofficial)"
+    return entry.label if official else f"{entry.label} (unofficial)"
 
 
 _Styled = tuple[Entry, bool, tuple[float, ...]]  # an entry, whether its group is official, its colour
@@ -66,7 +66,7 @@ def _scored_entries(section: Section) -> list[_Styled]:
     """Every entry with a score, its group, and a colour that stays the same across the section's plots."""
     out: list[_Styled] = []
     for group in section.groups:
-        for entry in group.ranked:
+        for entry in group.compared:
             out.append((entry, group.official, COLORS[len(out) % len(COLORS)]))
     return out
 
@@ -107,28 +107,66 @@ def _loss_vs_time(section: Section, path: Path) -> Plot:
     with matplotlib.rc_context(STYLE):
         fig = _figure()
         ax = fig.add_subplot()
-        lows, tails = [], []
+        finals: list[float] = []
         for (entry, official, color), seeds in zip(entries, curves):
             grid, mean, low, high = seed_band(seeds)
             label = f"{_label(entry, official)} (n={len(seeds)})"
+            finals.append(mean[-1])
             ax.plot(grid / scale, mean, "-" if official else "--", color=color, label=label)
             if len(seeds) > 1:
                 ax.fill_between(grid / scale, low, high, color=color, alpha=0.2, linewidth=0)
-            lows.append(low.min())
-            tails.append(mean[-1])
+        band = list(finals)
         if section.spec is not None and section.spec.target.metric == section.metric:
             ax.axhline(section.spec.target.value, color="0.3", linestyle=":", linewidth=1, label="target")
-            tails.append(section.spec.target.value)
-        # Early losses are far above the final ones; showing all of them would flatten the part that decides the
-        # ranking, so the axis stops a few spans above the worst final value.
-        bottom, top = min(lows), max(tails)
-        span = max(top - bottom, 0.02 * abs(bottom))
-        ax.set_ylim(bottom - 0.2 * span, top + 5 * span)
+            band.append(section.spec.target.value)
+        ax.set_ylim(*ranking_band(band))
+        ax.set_xlabel(f"training time ({unit}, evaluation excluded)")
+        ax.set_ylabel(metric_name)
+        fig.legend(fontsize=8, frameon=False, loc="outside right upper")  # beside the axes: never over a curve
+        save_svg(fig, path)
+    caption = (
+        "Mean over seeds; the band spans the best and worst seed, interpolated onto a common time grid. The y axis "
+        "shows the band of final values that decides the ranking (and the target); earlier, higher losses are cut."
+    )
+    return Plot(title, path.name, caption)
+
+
+def ranking_band(finals: Sequence[float], margin: float = 0.6) -> tuple[float, float]:
+    """Y limits around the values that decide a ranking: their range, widened by ``margin`` of it on each side.
+
+    Early losses are several times the final ones; an axis that showed them would flatten the differences the
+    ranking is about into one line. A single value (or equal ones) gets a band of 2% of its size.
+    """
+    low, high = min(finals), max(finals)
+    span = max(high - low, 0.02 * abs(high) or 1.0)
+    return low - margin * span, high + margin * span
+
+
+def entry_curve(section: Section, entry: Entry, path: Path) -> Plot:
+    """One entry's evaluation curve per seed, on the same ranking band as its section (for the entry's page)."""
+    metric_name = METRIC_COLUMNS[section.metric]
+    title = f"{metric_name} vs training time, each seed"
+    runs = [r for r in entry.runs if r.curve or r.final is not None]
+    if not runs:
+        return Plot(title, None, "No run recorded an evaluation.")
+    curves = [(r, _curve(r, section.metric)) for r in runs]
+    longest = max(t[-1] for _, (t, _) in curves)
+    scale, unit = (60.0, "min") if longest > 120 else (1.0, "s")
+    finals = [float(y[-1]) for _, (_, y) in curves]
+    with matplotlib.rc_context(STYLE):
+        fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+        ax = fig.add_subplot()
+        for i, (run, (t, y)) in enumerate(curves):
+            ax.plot(t / scale, y, "-o", markersize=3, color=COLORS[i % len(COLORS)], label=f"seed {run.seed}")
+        if section.spec is not None and section.spec.target.metric == section.metric:
+            ax.axhline(section.spec.target.value, color="0.3", linestyle=":", linewidth=1, label="target")
+            finals.append(section.spec.target.value)
+        ax.set_ylim(*ranking_band(finals))
         ax.set_xlabel(f"training time ({unit}, evaluation excluded)")
         ax.set_ylabel(metric_name)
         ax.legend(fontsize=8, frameon=False)
         save_svg(fig, path)
-    caption = "Mean over seeds; the band spans the best and worst seed, interpolated onto a common time grid."
+    caption = "Each seed's evaluations on the training clock; the y axis shows the band of final values and target."
     return Plot(title, path.name, caption)
 
 
@@ -211,20 +249,25 @@ def _loss_vs_compute(section: Section, path: Path) -> Plot:
         xs = [drawn[i][3] for i in front]
         ys = [drawn[i][4].mean for i in front]
         ax.step(xs, ys, where="post", color="0.4", linewidth=1, linestyle="--", label="Pareto front")
+        ax.set_ylim(*ranking_band([d[4].mean for d in drawn]))  # a wide interval may run off: the means decide
         ax.set_xscale("log")
         ax.set_xlabel("training FLOPs (model FLOPs per token x tokens)")
         ax.set_ylabel(f"final {metric_name}")
-        ax.legend(fontsize=8, frameon=False)
+        fig.legend(fontsize=8, frameon=False, loc="outside right upper")
         save_svg(fig, path)
     caption = "Mean ± 95% CI over seeds; the dashed line joins entries no other entry beats on both compute and loss."
     return Plot(title, path.name, caption + skipped)
 
 
 def section_plots(section: Section, plots_dir: Path) -> list[Plot]:
-    """Draw a section's plots into ``plots_dir`` as ``<section slug>-{time,energy,compute}.svg``."""
+    """Draw a section's plots into ``plots_dir`` as ``<section slug>-{time,energy,compute}.svg``.
+
+    The energy plot is left out when no run's energy was measured (see :func:`columns.energy_measured`): an
+    estimate proportional to time would only redraw the time plot.
+    """
     plots_dir.mkdir(parents=True, exist_ok=True)
-    return [
-        _loss_vs_time(section, plots_dir / f"{section.slug}-time.svg"),
-        _loss_vs_energy(section, plots_dir / f"{section.slug}-energy.svg"),
-        _loss_vs_compute(section, plots_dir / f"{section.slug}-compute.svg"),
-    ]
+    plots = [_loss_vs_time(section, plots_dir / f"{section.slug}-time.svg")]
+    if section_energy_measured(section):
+        plots.append(_loss_vs_energy(section, plots_dir / f"{section.slug}-energy.svg"))
+    plots.append(_loss_vs_compute(section, plots_dir / f"{section.slug}-compute.svg"))
+    return plots

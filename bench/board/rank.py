@@ -1,30 +1,39 @@
-"""Grouping result files into leaderboard sections and ranking the submissions in each, with ties.
+"""Grouping result files into leaderboard sections and ranking the configurations in each, with ties.
 
 A section is one (workload, hardware class). Inside it, runs on machines that match the class ("official") and
 runs that do not are ranked separately, so a faster unofficial machine can never push an official entry down.
-An entry is one submission's runs in one such group: its seeds are summarised by mean and Student-t interval,
-and the entries are ordered by the workload's target metric. Each entry is tested against the next one with
-Welch's t-test; when the difference is not significant (or the means are equal) the two share a rank, shown as
-"=2". Only runs with status ``ok`` and a final evaluation are scored; all others are counted and explained.
+An entry is one *configuration* in one such group: the runs that share submission, submission source hash,
+resolved hyperparameters and workload hash. Pooling anything else would mix a 15 s smoke run or a hand-set learning
+rate into a submission's seeds. Some configurations are shown but never compared (``Entry.excluded`` says why): runs
+under other workload settings than the workload file's, sweep trials, and hyperparameters that differ from the
+submission's manifest. The seeds of an entry are summarised by mean and Student-t interval; entries with at least
+``MIN_SEEDS`` scored seeds are ordered by the workload's target metric and each is tested against the next with
+Welch's t-test (a non-significant difference, or equal means, shares a rank: "=2"); entries with fewer are listed
+as provisional, by their mean. Only runs with status ``ok`` and a final evaluation are scored; all others are
+counted and explained.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
+import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.board.stats import Estimate, mean_ci, welch
 from bench.errors import BenchError
 from bench.spec.loading import load_submission, load_workload, submission_dir, workload_path
 from bench.spec.result import RunResult, TrialStatus
 from bench.spec.submission import SubmissionManifest
-from bench.spec.workload import WorkloadSpec
+from bench.spec.workload import DEFAULT_REFERENCE, WorkloadSpec
 
 DEFAULT_METRIC = "val_loss"  # what a section is ranked by when its workload file is gone
+MIN_SEEDS = 3  # scored seeds an entry needs to be ranked: two give a t interval with 1 degree of freedom (x12.7)
 
 
 def unique_runs(results: Iterable[RunResult]) -> list[RunResult]:
@@ -51,9 +60,49 @@ def is_scored(run: RunResult) -> bool:
     return run.status == TrialStatus.ok and run.final is not None
 
 
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def sweep_trial(run: RunResult) -> bool:
+    """A trial of a ``bench tune`` sweep: its ``tuning`` record names its index in the sweep. The declared best
+    configuration, re-run on fresh seeds, carries the sweep's record (and budget) without a trial index."""
+    return run.tuning is not None and "trial" in run.tuning
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """What makes two runs seeds of one entry. A sweep's trials form one configuration per sweep (``sweep``)."""
+
+    submission: str
+    submission_hash: str
+    hyperparameters: str  # canonical JSON of the resolved hyperparameters ("" for a sweep's trials)
+    workload_hash: str
+    sweep: str | None = None
+
+    @classmethod
+    def of(cls, run: RunResult) -> Configuration:
+        if sweep_trial(run):
+            assert run.tuning is not None
+            sweep = str(run.tuning.get("sweep_id", "unnamed sweep"))
+            return cls(run.submission, run.submission_hash, "", run.workload_hash, sweep)
+        return cls(run.submission, run.submission_hash, _canonical(run.hyperparameters), run.workload_hash)
+
+    @property
+    def digest(self) -> str:
+        """A short stable name for file names: eight hex digits of the key."""
+        key = _canonical(dataclasses.astuple(self))
+        return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
 @dataclass(frozen=True)
 class Entry:
-    """One submission's runs in one group, with its place once ranked (``rank`` is None for unranked entries)."""
+    """One configuration's runs in one group, with its place once ranked (``rank`` is None for unranked entries).
+
+    ``variant`` tells apart entries of one submission (``"lr=0.001"``, ``"source 1a2b3c4d"``); ``excluded`` is why
+    the entry is shown but never compared; ``reference`` is the entry of the workload's reference submission that
+    the headline columns compare this one with (None for the reference itself or where there is none).
+    """
 
     submission: str
     authors: tuple[str, ...]
@@ -63,6 +112,21 @@ class Entry:
     tied: bool = False
     p_next: float | None = None  # Welch's p-value against the next ranked entry
     has_next: bool = False
+    variant: str = ""
+    excluded: str | None = None
+    reference: Entry | None = None
+    is_reference: bool = False
+    slug: str = ""
+    direction: str = "minimize"
+
+    @property
+    def label(self) -> str:
+        return f"{self.submission} · {self.variant}" if self.variant else self.submission
+
+    @property
+    def provisional(self) -> bool:
+        """Scored and comparable, but with too few seeds to be ranked."""
+        return self.excluded is None and 0 < len(self.scored) < MIN_SEEDS
 
     @property
     def scored(self) -> list[RunResult]:
@@ -114,8 +178,19 @@ class Group:
         return [e for e in self.entries if e.rank is not None]
 
     @property
+    def provisional(self) -> list[Entry]:
+        """Comparable entries with 1 to ``MIN_SEEDS - 1`` scored seeds, best mean first."""
+        return [e for e in self.entries if e.provisional]
+
+    @property
+    def compared(self) -> list[Entry]:
+        """Ranked, then provisional: every entry that has headline numbers."""
+        return self.ranked + self.provisional
+
+    @property
     def unranked(self) -> list[Entry]:
-        return [e for e in self.entries if e.rank is None]
+        """Entries without a scored run, and entries shown apart (``excluded``)."""
+        return [e for e in self.entries if e.rank is None and not e.provisional]
 
     @property
     def machines(self) -> list[str]:
@@ -199,17 +274,24 @@ class SpecLookup:
         return self._submissions[name]
 
 
-def rank_entries(entries: Iterable[Entry], direction: str = "minimize") -> list[Entry]:
-    """Order entries best first and assign ranks; entries without a scored run follow, unranked, by name.
+def rank_entries(entries: Iterable[Entry], direction: str = "minimize", min_seeds: int = MIN_SEEDS) -> list[Entry]:
+    """Order entries best first and assign ranks to those with ``min_seeds`` scored seeds or more.
 
-    Each entry is compared with the next by Welch's t-test on the ranking metric. A chain of non-significant
-    neighbours is one tie group sharing the rank of its first member. Where either side has a single seed the
-    test is impossible and the order of the means stands (the page shows that the difference was not tested).
+    Each ranked entry is compared with the next by Welch's t-test on the ranking metric. A chain of non-significant
+    neighbours is one tie group sharing the rank of its first member. Where either side has a single seed (only
+    with ``min_seeds=1``) the test is impossible and the order of the means stands. Provisional entries (fewer
+    seeds) follow unranked, by mean; then entries without a scored run or shown apart, by name.
     """
     entries = list(entries)
     sign = 1.0 if direction == "minimize" else -1.0
-    scored = sorted((e for e in entries if e.scored), key=lambda e: (sign * e.score.mean, e.submission))
-    unranked = sorted((e for e in entries if not e.scored), key=lambda e: e.submission)
+
+    def by_mean(e: Entry) -> tuple[float, str, str]:
+        return (sign * e.score.mean, e.submission, e.variant)
+
+    comparable = [e for e in entries if e.excluded is None and e.scored]
+    scored = sorted((e for e in comparable if len(e.scored) >= min_seeds), key=by_mean)
+    provisional = sorted((e for e in comparable if len(e.scored) < min_seeds), key=by_mean)
+    rest = sorted((e for e in entries if e not in comparable), key=lambda e: (e.submission, e.variant))
     tests = [welch(a.values(), b.values()) for a, b in itertools.pairwise(scored)]
     same = [t.value == 0 or t.significant is False for t in tests]  # same[i]: entry i ties entry i + 1
     ranked: list[Entry] = []
@@ -220,7 +302,142 @@ def rank_entries(entries: Iterable[Entry], direction: str = "minimize") -> list[
         tied = (i > 0 and same[i - 1]) or (i < len(same) and same[i])
         p_next = tests[i].p if i < len(tests) else None
         ranked.append(dataclasses.replace(entry, rank=start + 1, tied=tied, p_next=p_next, has_next=i < len(tests)))
-    return ranked + unranked
+    return ranked + provisional + rest
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer_options": {"betas": [..]}}`` -> ``{"optimizer_options.betas": [..]}``, for naming differences."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, inner in value.items():
+            out.update(_flat(inner, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def hyperparameter_changes(declared: dict[str, Any], resolved: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(name, declared value, value used)`` for every hyperparameter a run changed, dotted names, sorted."""
+    before, after = _flat(declared), _flat(resolved)
+    missing = object()
+    return [
+        (name, before.get(name, missing), after.get(name, missing))
+        for name in sorted(set(before) | set(after))
+        if before.get(name, missing) != after.get(name, missing)
+    ]
+
+
+def _shown(value: Any) -> str:
+    """A hyperparameter value as a person would type it after ``--set``; "(unset)" where one side lacks it."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, bool, list, dict, type(None))):
+        return _canonical(value)
+    return "(unset)"
+
+
+def compared_hash(spec: WorkloadSpec | None, runs: list[RunResult]) -> tuple[str | None, str | None]:
+    """The workload hash a section's entries are compared under, and a note when it is not the file's own.
+
+    Normally the workload file's current hash: a result recorded under other settings (``--wall-clock 15s``)
+    differs from it. When no result matches the file (the file was edited, or the spec grew a field, after every
+    run), the most common hash among the results is used instead, so the board does not empty; the note says so.
+    """
+    if spec is None:
+        return None, None
+    current = spec.content_hash()
+    if not runs or any(r.workload_hash == current for r in runs):
+        return current, None
+    counts = Counter(r.workload_hash for r in runs)
+    chosen = max(counts, key=lambda h: (counts[h], max(r.finished_at for r in runs if r.workload_hash == h)))
+    return chosen, (
+        f"No result matches workloads/{spec.name}.yaml as it is now (hash {current[:8]}): entries are compared "
+        f"under workload hash {chosen[:8]}, the most common among the results. Re-run to compare on the current file."
+    )
+
+
+def _exclusion(
+    config: Configuration,
+    runs: list[RunResult],
+    spec: WorkloadSpec | None,
+    manifest: SubmissionManifest | None,
+    workload_hash: str | None,
+) -> tuple[str, str | None]:
+    """``(variant label, why the configuration is shown apart)``; the reason is None for a comparable one."""
+    if config.sweep is not None:
+        trials = len(runs)
+        return (
+            "sweep trials",
+            f"{trials} trial(s) of the hyperparameter sweep {config.sweep} (bench tune): sweep trials are never "
+            "ranked; the declared best configuration, re-run on fresh seeds, is.",
+        )
+    if spec is not None and workload_hash is not None and config.workload_hash != workload_hash:
+        return (
+            f"workload {config.workload_hash[:8]}",
+            f"other workload settings (e.g. --wall-clock or --tokens): workload hash {config.workload_hash[:8]}, "
+            f"the entries compared here have {workload_hash[:8]} (workloads/{spec.name}.yaml).",
+        )
+    tuned = any(r.tuning is not None for r in runs)  # the re-run of a sweep's declared best
+    if manifest is not None:
+        changes = hyperparameter_changes(manifest.hyperparameters, runs[0].hyperparameters)
+        used = ", ".join(f"{name}={_shown(new)}" for name, _, new in changes)
+        if tuned:
+            return (f"tuned: {used}" if used else "tuned"), None
+        if changes:
+            declared = ", ".join(f"{name}={_shown(old)}" for name, old, _ in changes)
+            return (
+                used,
+                f"hyperparameters differ from submissions/{config.submission}/submission.yaml (e.g. --set): "
+                f"{used} instead of {declared}. Only a submission's declared configuration is ranked.",
+            )
+    return "", None
+
+
+def _entries(
+    runs: list[RunResult],
+    spec: WorkloadSpec | None,
+    lookup: SpecLookup,
+    workload_hash: str | None,
+    direction: str,
+    official: bool,
+) -> list[Entry]:
+    """One entry per configuration of a group's runs; entries of one submission's source versions are labelled."""
+    by_config: dict[Configuration, list[RunResult]] = defaultdict(list)
+    for run in runs:
+        by_config[Configuration.of(run)].append(run)
+    sources: dict[str, set[str]] = defaultdict(set)
+    for config in by_config:
+        sources[config.submission].add(config.submission_hash)
+    entries = []
+    for config, config_runs in by_config.items():
+        manifest = lookup.submission(config.submission)
+        variant, excluded = _exclusion(config, config_runs, spec, manifest, workload_hash)
+        if len(sources[config.submission]) > 1:
+            source = f"source {config.submission_hash[:8]}"
+            variant = f"{source}, {variant}" if variant else source
+        slug = f"{config.submission}-{config.digest}" + ("" if official else "-unofficial")
+        authors = tuple(manifest.authors) if manifest else ()
+        metric = spec.target.metric if spec else DEFAULT_METRIC
+        entry = Entry(config.submission, authors, metric, tuple(config_runs), variant=variant, excluded=excluded)
+        entries.append(dataclasses.replace(entry, slug=slug, direction=direction))
+    return entries
+
+
+def _with_reference(entries: list[Entry], reference: str) -> list[Entry]:
+    """Point every comparable entry at the group's entry of the ``reference`` submission (most seeds, then latest)."""
+    candidates = [e for e in entries if e.submission == reference and e.excluded is None and e.scored]
+    if not candidates:
+        return entries
+    best = max(candidates, key=lambda e: (len(e.scored), max(r.finished_at for r in e.runs)))
+    chosen = dataclasses.replace(best, is_reference=True)
+    out = []
+    for e in entries:
+        if e is best:
+            out.append(chosen)
+        elif e.excluded is None and e.scored:
+            out.append(dataclasses.replace(e, reference=chosen))
+        else:
+            out.append(e)
+    return out
 
 
 def _notes(spec: WorkloadSpec | None, name: str, metric: str, runs: list[RunResult]) -> list[str]:
@@ -229,7 +446,7 @@ def _notes(spec: WorkloadSpec | None, name: str, metric: str, runs: list[RunResu
     if spec is None:
         notes.append(f"workloads/{name}.yaml not found: ranked by {metric}, target and budget unknown.")
     hashes = {r.workload_hash for r in runs}
-    if len(hashes) > 1:
+    if spec is None and len(hashes) > 1:  # with the file, entries of other settings are shown apart instead
         notes.append(f"Results come from {len(hashes)} versions of the workload (different workload hashes).")
     checksums = {r.validation.checksum for r in runs if r.validation is not None}
     if len(checksums) > 1:
@@ -254,21 +471,23 @@ def build_sections(results: Iterable[RunResult], root: Path) -> list[Section]:
         spec = lookup.workload(name)
         metric = spec.target.metric if spec else DEFAULT_METRIC
         direction = spec.target.direction if spec else "minimize"
+        reference = spec.reference if spec else DEFAULT_REFERENCE
+        workload_hash, hash_note = compared_hash(spec, runs)
         groups = []
         for official in (True, False):
-            by_submission: dict[str, list[RunResult]] = defaultdict(list)
-            for run in runs:
-                if is_official(run) == official:
-                    by_submission[run.submission].append(run)
-            if not by_submission:
+            group_runs = [run for run in runs if is_official(run) == official]
+            if not group_runs:
                 continue
-            entries = []
-            for submission, sub_runs in by_submission.items():
-                manifest = lookup.submission(submission)
-                authors = tuple(manifest.authors) if manifest else ()
-                entries.append(Entry(submission, authors, metric, tuple(sub_runs)))
-            groups.append(Group(official, tuple(rank_entries(entries, direction))))
+            entries = _entries(group_runs, spec, lookup, workload_hash, direction, official)
+            groups.append(Group(official, tuple(_with_reference(rank_entries(entries, direction), reference))))
         sections.append(
-            Section(name, hardware_class, spec, metric, tuple(groups), tuple(_notes(spec, name, metric, runs)))
+            Section(
+                name,
+                hardware_class,
+                spec,
+                metric,
+                tuple(groups),
+                tuple(_notes(spec, name, metric, runs) + ([hash_note] if hash_note else [])),
+            )
         )
     return sections

@@ -6,6 +6,8 @@ a submission may choose anything else. See ``workloads/tiny.yaml`` for a comment
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Annotated, Any, Literal, Union
 
@@ -20,6 +22,8 @@ from pydantic import (
 
 from bench.spec.base import StrictModel
 from bench.spec.units import ByteSize, Count, Duration
+
+DEFAULT_REFERENCE = "adamw-baseline"  # the baseline every other shipped submission changes one thing of
 
 # --- data sources ----------------------------------------------------------------------------------------------
 
@@ -329,3 +333,15 @@ class WorkloadSpec(StrictModel):
     eval: EvalSpec
     seeds: int = Field(1, ge=1, le=100, description="Default number of seeds per submission (0, 1, ... seeds-1).")
     notes: str | None = Field(None, description="Reasoning behind budgets and targets, with sources.")
+    reference: str = Field(
+        DEFAULT_REFERENCE,
+        pattern=r"^[a-z0-9][a-z0-9._-]*$",
+        description="Submission the leaderboard states every entry's change and speedup against.",
+    )
+
+    def content_hash(self) -> str:
+        """The hash of what is *measured*: ``reference`` only chooses what the board compares against, so results
+        recorded before the field existed, or under another reference, keep their workload hash and stay comparable."""
+        measured = self.model_dump(mode="json", exclude={"reference"})
+        canonical = json.dumps(measured, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
