@@ -11,7 +11,7 @@ import pytest
 from bench.errors import BenchError
 from bench.spec.loading import load_workload, workload_path
 from bench.spec.result import TrialStatus
-from bench.harness.plan import TrialRequest, plan_trial
+from bench.harness.plan import TrialRequest, plan_trials
 from bench.harness.trial import run_trial
 
 from conftest import ROOT
@@ -35,7 +35,7 @@ def trial(submission: str, spec=None, results_dir: Path = RESULTS, **kwargs) -> 
     folder = RECIPES / submission if (RECIPES / submission).exists() else ROOT / "submissions" / submission
     request = TrialRequest(workload=spec or small_tiny(), workload_dir=str(ROOT / "workloads"),
                            submission_dir=str(folder), seed=kwargs.pop("seed", 0), run_id="test", **kwargs)
-    return run_trial(plan_trial(request, results_dir))
+    return run_trial(plan_trials([request], results_dir)[0])
 
 
 def test_good_recipe_trains_within_budget_and_evaluation_is_off_the_clock():
@@ -119,7 +119,7 @@ def test_scaffolded_submission_trains_under_the_harness(tmp_path):
     request = TrialRequest(workload=small_tiny(wall_clock=2.0), workload_dir=str(ROOT / "workloads"),
                            submission_dir=str(folder), seed=0, run_id="scaffold",
                            overrides={"n_layer": 1, "n_embd": 32, "batch_size": 4, "seq_len": 64})
-    result = run_trial(plan_trial(request, tmp_path))
+    result = run_trial(plan_trials([request], tmp_path)[0])
     assert result.status is TrialStatus.ok, result.reason
     assert result.steps > 0 and result.final.val_loss < result.curve[0].val_loss
 

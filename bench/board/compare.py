@@ -18,7 +18,7 @@ from tabulate import tabulate
 
 from bench.board import format as fmt
 from bench.board.columns import CELLS, run_downstream, run_kwh
-from bench.board.rank import Configuration, Entry, is_official, is_scored, sweep_trial, unique_runs
+from bench.board.rank import Configuration, Entry, is_official, sweep_trial, unique_runs
 from bench.board.stats import Difference, Ratio, welch
 from bench.board.versus import difference_text, speedup_text, time_to_target, versus
 from bench.errors import BenchError
@@ -90,7 +90,7 @@ def _one_configuration(runs: Sequence[RunResult], name: str) -> tuple[tuple[RunR
 
     def weight(config: Configuration) -> tuple[int, object]:
         members = by_config[config]
-        return (sum(1 for r in members if is_scored(r)), max(r.finished_at for r in members))
+        return (sum(1 for r in members if r.scored), max(r.finished_at for r in members))
 
     chosen = max(by_config, key=weight)
     left = len(runs) - len(by_config[chosen])

@@ -37,7 +37,7 @@ from bench.board.columns import (
 )
 from bench.board.describe import INTRO, METHODS, budget_line, provisional_line
 from bench.board.plots import Plot
-from bench.board.rank import MIN_SEEDS, Entry, Group, Section, is_scored, sweep_trial
+from bench.board.rank import MIN_SEEDS, Entry, Group, Section, sweep_trial
 from bench.board.stats import Estimate
 from bench.board.versus import difference_text, speedup_text, versus
 from bench.spec.result import RunResult
@@ -169,7 +169,7 @@ def _seed_rows(entry: Entry, files: dict[RunKey, Path], page_dir: Path) -> list[
             {
                 "seed": run.seed,
                 "run_id": run.run_id,
-                "status": run.status.value + ("" if is_scored(run) or run.reason is None else f": {run.reason}"),
+                "status": run.status.value + ("" if run.scored or run.reason is None else f": {run.reason}"),
                 "val_loss": f"{run.final.val_loss:.3f}" if run.final else fmt.MISSING,
                 "val_bpb": f"{run.final.val_bpb:.3f}" if run.final else fmt.MISSING,
                 "ttt": _ttt(run),

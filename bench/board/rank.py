@@ -27,7 +27,7 @@ from typing import Any
 
 from bench.board.stats import Estimate, mean_ci, welch
 from bench.errors import BenchError
-from bench.spec.loading import load_submission, load_workload, submission_dir, workload_path
+from bench.spec.loading import find_submission, load_workload, workload_path
 from bench.spec.result import RunResult, TrialStatus
 from bench.spec.submission import SubmissionManifest
 from bench.spec.workload import DEFAULT_REFERENCE, WorkloadSpec
@@ -53,11 +53,6 @@ def unique_runs(results: Iterable[RunResult]) -> list[RunResult]:
                 "different contents; keep only the genuine one"
             )
     return list(seen.values())
-
-
-def is_scored(run: RunResult) -> bool:
-    """Only a successful run with a final evaluation has a score; any other run is counted but never ranked."""
-    return run.status == TrialStatus.ok and run.final is not None
 
 
 def _canonical(value: Any) -> str:
@@ -130,7 +125,7 @@ class Entry:
 
     @property
     def scored(self) -> list[RunResult]:
-        return [r for r in self.runs if is_scored(r)]
+        return [r for r in self.runs if r.scored]
 
     def values(self, metric: str | None = None) -> list[float]:
         """Final value of ``metric`` (default: the ranking metric) of every scored run."""
@@ -161,7 +156,7 @@ class Entry:
             if r.status != TrialStatus.ok
             else "ok: no final evaluation recorded"
             for r in self.runs
-            if not is_scored(r)
+            if not r.scored
         )
         return [reason if n == 1 else f"{reason} (x{n})" for reason, n in sorted(reasons.items())]
 
@@ -266,11 +261,9 @@ class SpecLookup:
     def submission(self, name: str) -> SubmissionManifest | None:
         if name not in self._submissions:
             try:
-                folder = submission_dir(name, self.root)
+                self._submissions[name] = find_submission(name, self.root).manifest
             except BenchError:
                 self._submissions[name] = None
-            else:
-                self._submissions[name] = load_submission(folder)
         return self._submissions[name]
 
 

@@ -19,7 +19,7 @@ from pydantic import Field
 from bench.errors import BenchError
 from bench.results import run_file
 from bench.spec.base import StrictModel
-from bench.spec.loading import Submission, load_submission
+from bench.spec.loading import Submission, find_submission
 from bench.spec.workload import WorkloadSpec
 from bench.train.checkpoint import MODEL_SUFFIX
 
@@ -99,11 +99,9 @@ class PlannedTrial:
 
 
 def plan_trial(
-    request: TrialRequest, results_dir: Path, submission: Submission | None = None,
-    allowance_s: float = DEFAULT_ALLOWANCE_S,
+    request: TrialRequest, results_dir: Path, submission: Submission, allowance_s: float = DEFAULT_ALLOWANCE_S
 ) -> PlannedTrial:
-    """Plan ``request`` (``submission``: its already loaded submission, to load each manifest once per run)."""
-    submission = submission or load_submission(Path(request.submission_dir))
+    """Plan ``request`` for ``submission``, the loaded submission its ``submission_dir`` names."""
     hyperparameters = submission.hyperparameters(request.overrides)
     absolute: dict[str, Any] = {
         "submission_dir": str(submission.folder), "workload_dir": str(Path(request.workload_dir).resolve()),
@@ -143,6 +141,6 @@ def plan_trials(
     for request in requests:
         folder = Path(request.submission_dir).resolve()
         if folder not in loaded:
-            loaded[folder] = load_submission(folder)
+            loaded[folder] = find_submission(str(folder))
         plans.append(plan_trial(request, results_dir, loaded[folder], allowance_s))
     return plans
