@@ -44,7 +44,28 @@ def saved_run(result_path: Path) -> SavedRun:
         raise BenchError(f"{result_path}: run {result.run_id} saved no model; rerun it with `bench run --save-model`")
     if checkpoint.file is None:
         raise BenchError(f"{result_path}: run {result.run_id} could not save its model: {checkpoint.error}")
-    return SavedRun(result, result_path, result_path.parent / checkpoint.file)
+    return SavedRun(result, result_path, confined_model_path(result_path, checkpoint.file))
+
+
+def confined_model_path(result_path: Path, name: str) -> Path:
+    """The saved model's path: ``name`` (the result's ``checkpoint.file``) inside the result's own folder.
+
+    A result file is input like any other; a ``checkpoint.file`` with a folder part, ``..`` or an absolute path (or a
+    link leading out of the folder) would make ``bench eval`` read a file from anywhere, so it is refused.
+    """
+    folder = result_path.parent.resolve()
+    candidate = folder / name
+    if name in ("", ".", "..") or Path(name).name != name or "/" in name or "\\" in name or Path(name).is_absolute():
+        raise BenchError(
+            f"{result_path}: field 'checkpoint.file' is {name!r}; it must be a file name in the result's folder "
+            f"({folder}), without folders, '..' or an absolute path"
+        )
+    if candidate.exists() and not candidate.resolve().is_relative_to(folder):
+        raise BenchError(
+            f"{result_path}: field 'checkpoint.file' {name!r} is a link to {candidate.resolve()}, outside the "
+            f"result's folder ({folder})"
+        )
+    return candidate
 
 
 def workload_for(run: SavedRun, workload: str | None) -> tuple[Path, WorkloadSpec, str | None]:
