@@ -521,5 +521,25 @@ def study_report(
     console.print(f"report: {report_study(file, results_dir)}", highlight=False)
 
 
+@app.command("export")
+@user_errors
+def export_command(
+    result: Annotated[Path, typer.Argument(help="Result file of a run made with --save-model.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create (must be new or empty).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Output format: hf (Hugging Face transformers).")] = "hf",
+    workload: Annotated[
+        str | None, typer.Option("--workload", "-w", help="Workload for the tokenizer (default: the run's own).")
+    ] = None,
+) -> None:
+    """Export a saved model with its tokenizer (hf: loadable with AutoModelForCausalLM and `lm_eval --model hf`)."""
+    from bench.export import export_result
+
+    record = export_result(result, out, fmt, workload)
+    console.print(
+        f"exported run {record['run_id']} to {out} (logits checked against the saved model: max difference "
+        f"{record['max_logit_difference']:.2g})", highlight=False, soft_wrap=True,
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -144,8 +144,10 @@ def _plant(result: RunResult, tmp_path: Path, name: str, payload: bytes, file_fi
 
 
 @pytest.fixture(scope="module")
-def real_result() -> RunResult:
-    return trial("good-bigram", spec=small_tiny(wall_clock=1.0))
+def real_result(tmp_path_factory) -> RunResult:
+    with pytest.MonkeyPatch.context() as patch:  # the session's data cache (conftest), never the user's
+        patch.setenv("BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "bench-cache"))
+        return trial("good-bigram", spec=small_tiny(wall_clock=1.0))
 
 
 def _torch_pickle(marker: Path) -> bytes:

@@ -6,13 +6,13 @@ lm-eval's Hugging Face model cannot wrap that, so this adapter implements lm-eva
 
 Conventions, chosen to match lm-eval's HF causal-LM model so that scores are comparable with published ones:
 
-* **Tokenising a (context, continuation) pair.** The whole string ``context + continuation`` is encoded once and
-  split where it stops agreeing with the encoding of ``context`` alone. Normally that split falls exactly after the
-  context's tokens (what lm-eval's HF model does); when a BPE merge crosses the boundary (a context ending in a
-  space, a continuation starting mid-word) the straddling token goes to the continuation, so the scored tokens are
-  always the ones the model would see for the whole text and never misaligned.
+* **Tokenising a (context, continuation) pair** exactly as lm-eval's ``TemplateLM`` does for causal models (its
+  ``hf`` model included): whitespace at the end of the context moves to the front of the continuation, the whole
+  text is encoded once, and the continuation is what follows the first ``len(encode(context))`` tokens. Scores are
+  then comparable token for token with ``lm_eval --model hf`` on the exported model (``bench export``).
 * **Empty context.** The continuation is conditioned on the end-of-text token, which is what precedes every
-  document in training. Non-empty contexts get no prefix (like GPT-2 in lm-eval).
+  document in training (lm-eval's ``prefix_token_id``; when the continuation itself starts with it, that token is
+  the context). Non-empty contexts get no prefix (like GPT-2 in lm-eval).
 * **Long inputs.** Contexts are truncated from the left so that context and continuation fit the window; the
   continuation is kept whole. A continuation longer than the window itself cannot be scored in one pass: then only
   its last ``seq_len`` tokens are scored (each with all the window's context); the earlier ones are dropped.
@@ -121,13 +121,21 @@ class BenchLM(LM):
         return self.tok.encode(text, add_special_tokens=False).ids
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """Context and continuation tokens, split from the encoding of the whole text (see the module docstring)."""
-        whole = self.encode(context + continuation)
-        alone = self.encode(context)
-        split = 0
-        while split < min(len(whole), len(alone)) and whole[split] == alone[split]:
-            split += 1
-        return (whole[:split] or [self.eos_id]), whole[split:]
+        """Context and continuation tokens, split as lm-eval's ``TemplateLM`` splits them (see the module docstring).
+
+        One deliberate difference: a context of only whitespace, which lm-eval leaves with no tokens at all (nothing
+        to condition the first continuation token on), is conditioned on end-of-text like an empty one.
+        """
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        context_ids = self.encode(context)
+        if not context_ids:  # an empty (or all-whitespace) context: condition on end-of-text
+            tokens = self.encode(continuation)
+            if tokens and tokens[0] == self.eos_id:
+                return tokens[:1], tokens[1:]
+            return [self.eos_id], tokens
+        return context_ids, self.encode(context + continuation)[len(context_ids) :]
 
     def score_tokens(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """``(sum of log p(continuation tokens), all of them greedy)`` for token-level (context, continuation)."""
