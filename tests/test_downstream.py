@@ -259,6 +259,55 @@ def test_generation_does_not_depend_on_batch_composition():
     assert together == alone and len(together[1]) > 0
 
 
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_incremental_decoding_gives_the_whole_sequences_logits(positions):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=257, seq_len=WINDOW, n_layer=2, n_head=2, n_embd=32, positions=positions)).eval()
+    tokens = torch.randint(0, 257, (3, WINDOW))
+    with torch.no_grad():
+        whole = model(tokens)
+        logits, cache = model.forward_cached(tokens[:, :5])
+        steps = [logits]
+        for t in range(5, WINDOW, 3):  # several tokens at a time too, not only one
+            logits, cache = model.forward_cached(tokens[:, t : t + 3], cache)
+            steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), whole, rtol=0, atol=1e-5)
+
+
+class _Hidden(nn.Module):
+    """The same GPT behind a module the adapter does not know, so it decodes without a cache."""
+
+    def __init__(self, gpt: GPT) -> None:
+        super().__init__()
+        self.gpt = gpt
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.gpt(idx)
+
+
+def test_generation_with_the_kv_cache_gives_the_same_tokens_as_without():
+    model = make_gpt(257, seed=2)
+    full_passes = []
+    model.register_forward_pre_hook(lambda module, args: full_passes.append(args[0].shape))
+    args = [
+        ("the dog", {"until": [], "max_gen_toks": 6}),
+        ("the cat", {"until": [], "max_gen_toks": 9}),  # same length as the first: one cached batch, rows leave it
+        ("a", {"until": [], "max_gen_toks": 12}),
+        ("", {"until": [], "max_gen_toks": 3}),
+    ]
+    lm = BenchLM(model, byte_tokenizer(), EOS, WINDOW, "cpu")
+    cached = lm.generate_until(requests("generate_until", args))
+    assert full_passes == []  # everything fit the window: only cached steps ran
+    plain = BenchLM(_Hidden(model), byte_tokenizer(), EOS, WINDOW, "cpu").generate_until(
+        requests("generate_until", args))
+    assert cached == plain and sum(map(len, cached)) > 10
+
+    longer = [("the quick brown fox", {"until": [], "max_gen_toks": 30}),  # outgrows the 16-token window
+              ("the quick brown fox jumps over the lazy dog", {"until": [], "max_gen_toks": 5})]
+    assert lm.generate_until(requests("generate_until", longer)) == BenchLM(
+        _Hidden(model), byte_tokenizer(), EOS, WINDOW, "cpu").generate_until(requests("generate_until", longer))
+
+
 def test_generate_until_refuses_sampling():
     lm = BenchLM(NextByte(), byte_tokenizer(), EOS, WINDOW, "cpu")
     with pytest.raises(BenchError, match="greedily"):
