@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 from safetensors import safe_open
 from torch import nn
@@ -229,3 +230,45 @@ def test_bench_eval_of_a_run_without_a_saved_model_says_how_to_save_one(tmp_path
     path = write_result(result, tmp_path)
     refused = CliRunner().invoke(app, ["eval", "--result", str(path)])
     assert refused.exit_code == 1 and "bench run --save-model" in refused.output
+
+
+@pytest.fixture(scope="module")
+def saved_gpt(tmp_path_factory) -> Path:
+    """A result with a saved GPT, trained for a few thousand tokens on a shrunken tiny."""
+    results_dir = tmp_path_factory.mktemp("results")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "bench-cache"))
+        model_path = run_file(results_dir, "tiny", "adamw-baseline", "test", MODEL_SUFFIX)
+        result = trial("adamw-baseline", spec=small_tiny(wall_clock=None, tokens=4096), overrides=TINY_GPT,
+                       model_path=str(model_path))
+    assert result.status is TrialStatus.ok and result.checkpoint.file, result.reason
+    return write_result(result, results_dir)
+
+
+def test_bench_eval_takes_custom_task_yamls_and_writes_per_sample_logs(tmp_path, saved_gpt):
+    from bench.downstream.tasks import synthetic_docs, write_synthetic_tasks
+
+    task = "synthetic_agreement_simple_agreement"
+    custom = write_synthetic_tasks(tmp_path / "custom", synthetic_docs(0, [task]))
+    config = yaml.safe_load((custom / f"{task}.yaml").read_text())
+    (custom / f"{task}.yaml").unlink()
+    config = {key: value for key, value in config.items() if key != "tag"} | {"task": "my_agreement"}
+    (custom / "my_agreement.yaml").write_text(yaml.safe_dump(config))
+
+    done = CliRunner().invoke(app, ["eval", "--result", str(saved_gpt), "--workload", "tiny", "--task", "my_agreement",
+                                    "--include-path", str(custom), "--limit", "12", "--log-samples", "--offline"])
+    assert done.exit_code == 0, done.output
+    [record_path] = saved_gpt.parent.glob("test.downstream-*[0-9]Z.json")
+    record = DownstreamEvaluation.model_validate_json(record_path.read_text())
+    assert [(s.task, s.samples) for s in record.downstream] == [("my_agreement", 12)]
+    lines = [json.loads(line) for line in record_path.with_name(f"{record_path.stem}.samples.jsonl").read_text()
+             .splitlines()]
+    assert len(lines) == 12 and {line["task"] for line in lines} == {"my_agreement"}
+    assert all(len(line["resps"]) == 2 and "acc" in line for line in lines)  # both choices scored, metric kept
+    assert [r.run_id for r in load_results([saved_gpt.parent])] == ["test"]  # the logs are not results
+
+
+def test_bench_eval_names_a_missing_include_path(tmp_path, saved_gpt):
+    done = CliRunner().invoke(app, ["eval", "--result", str(saved_gpt), "--workload", "tiny", "--task", "x",
+                                    "--include-path", str(tmp_path / "nowhere"), "--offline"])
+    assert done.exit_code == 1 and "nowhere: not a folder of lm-eval task YAML files" in " ".join(done.output.split())

@@ -8,10 +8,13 @@ caller who vouches for it. The scores go into a new record beside the result; th
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -99,8 +102,13 @@ def evaluate_saved(
     device: torch.device | str,
     *,
     offline: bool = False,
+    include_paths: Sequence[Path] = (),
+    samples: dict[str, list[dict[str, Any]]] | None = None,
 ) -> DownstreamEvaluation:
-    """Score ``run``'s saved model on ``tasks`` with ``workload``'s tokenizer and evaluation window."""
+    """Score ``run``'s saved model on ``tasks`` with ``workload``'s tokenizer and evaluation window.
+
+    ``include_paths``: folders of custom lm-eval task YAMLs; ``samples``, when given, receives lm-eval's per-sample
+    records by task (see :func:`write_samples`)."""
     from bench.downstream.runner import run_workload_downstream
 
     if not tasks:
@@ -109,7 +117,9 @@ def evaluate_saved(
     assert run.result.checkpoint is not None
     model = load_model(run.model_path, device, run.result.checkpoint.sha256)
     data = prepare(workload, workload_dir)
-    scores, failures = run_workload_downstream(model, workload, data, device, tasks, offline=offline)
+    scores, failures = run_workload_downstream(
+        model, workload, data, device, tasks, offline=offline, include_paths=include_paths, samples=samples
+    )
     return DownstreamEvaluation(
         run_id=run.result.run_id, workload=workload.name, workload_hash=workload.content_hash(),
         submission=run.result.submission, checkpoint_sha256=run.result.checkpoint.sha256 or "", device=str(device),
@@ -123,4 +133,18 @@ def write_evaluation(run: SavedRun, evaluation: DownstreamEvaluation) -> Path:
     stamp = evaluation.started_at.strftime("%Y%m%dT%H%M%S%fZ")
     path = run.result_path.with_name(f"{run.result.run_id}{EVALUATION_INFIX}{stamp}.json")
     write_atomic(path, evaluation.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def write_samples(evaluation_path: Path, samples: dict[str, list[dict[str, Any]]]) -> Path:
+    """lm-eval's per-sample records as JSON lines beside the evaluation record (``<record>.samples.jsonl``), one
+    object per sample with its ``task``; what lm-eval holds that JSON cannot (numpy values, sets) is converted."""
+    from lm_eval.utils import handle_non_serializable
+
+    path = evaluation_path.with_name(f"{evaluation_path.stem}.samples.jsonl")
+    lines = (
+        json.dumps({"task": task, **record}, default=handle_non_serializable, ensure_ascii=False)
+        for task, records in sorted(samples.items()) for record in records
+    )
+    write_atomic(path, "".join(line + "\n" for line in lines))
     return path
