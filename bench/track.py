@@ -125,8 +125,9 @@ class BufferedTracker(Tracker):
                              | {"train/tokens": float(point.tokens), "train/seconds": point.train_seconds}))
 
     def on_eval(self, point: EvalPoint) -> None:
-        self.pending.append((point.step, {"eval/val_loss": point.val_loss, "eval/val_bpb": point.val_bpb,
-                                          "eval/tokens": float(point.tokens), "eval/train_seconds": point.train_seconds}))
+        values = {"eval/val_loss": point.val_loss, "eval/val_bpb": point.val_bpb, "eval/tokens": float(point.tokens),
+                  "eval/train_seconds": point.train_seconds}
+        self.pending.append((point.step, values))
         self._flush()
 
     def on_result(self, result: RunResult) -> None:

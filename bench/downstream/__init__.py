@@ -4,8 +4,8 @@
 synthetic corpus (offline, for the ``tiny`` workload), :mod:`.runner` runs a workload's task list and turns lm-eval's
 results into result-file records, :mod:`.saved` re-evaluates saved runs (``bench eval``), and
 :mod:`.lm_eval_model` / :mod:`.lm_eval_hook` make a saved run lm-eval's ``bench`` model
-(``lm_eval --model bench --model_args result=PATH``). ``python -m bench.downstream TASK ...`` downloads lm-eval tasks' datasets once,
-so that evaluation can run offline later.
+(``lm_eval --model bench --model_args result=PATH``). ``python -m bench.downstream TASK ...`` downloads lm-eval
+tasks' datasets once, so that evaluation can run offline later.
 
 Default tasks for the FineWeb-Edu workloads (20M-160M parameters)
 -----------------------------------------------------------------
