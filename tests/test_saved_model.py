@@ -17,6 +17,7 @@ import pytest
 import yaml
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import nn
 from typer.testing import CliRunner
 
@@ -27,7 +28,7 @@ from bench.spec.loading import load_submission
 from bench.spec.loading import load_workload, workload_path
 from bench.spec.result import DownstreamEvaluation, ModelCheckpoint, RunResult, TrialStatus
 from bench.spec.workload import DownstreamTask
-from bench.train.checkpoint import MODEL_SUFFIX, export_model, load_model
+from bench.train.checkpoint import MODEL_SUFFIX, describe, export_model, load_model
 from bench.train.loader import load_recipe_class
 from bench.train.model import GPT
 
@@ -272,3 +273,17 @@ def test_bench_eval_names_a_missing_include_path(tmp_path, saved_gpt):
     done = CliRunner().invoke(app, ["eval", "--result", str(saved_gpt), "--workload", "tiny", "--task", "x",
                                     "--include-path", str(tmp_path / "nowhere"), "--offline"])
     assert done.exit_code == 1 and "nowhere: not a folder of lm-eval task YAML files" in " ".join(done.output.split())
+
+
+def test_a_description_that_does_not_match_the_stored_tensors_is_refused_before_building(tmp_path):
+    model = GPT.from_hparams({"n_layer": 1, "n_head": 2, "n_embd": 16}, VOCAB, WINDOW)
+    path = tmp_path / "m.model.safetensors"
+    export_model(model, WINDOW, VOCAB, path)
+    tensors = load_file(str(path))
+    metadata = describe(dataclasses.replace(model.config, n_layer=2000, n_embd=4096, n_head=32))
+    save_file(tensors, str(path), metadata=metadata)  # a 400B-parameter description over a tiny file
+    with pytest.raises(BenchError, match="stored tensors do not match the model its description gives"):
+        load_model(path, "cpu")
+    save_file(tensors, str(path), metadata=describe(dataclasses.replace(model.config, n_layer=10**9)))
+    with pytest.raises(BenchError, match="n_layer=1000000000, the file holds 1 blocks"):
+        load_model(path, "cpu")

@@ -120,6 +120,7 @@ def load_model(path: Path, device: torch.device | str, sha256: str | None = None
     if sha256 is not None and file_sha256(path) != sha256:
         raise BenchError(f"{path}: the file's SHA-256 differs from the one its result recorded; it was modified")
     config, dtype = read_description(path)
+    _check_shapes(path, config)  # before allocating: a description must not make us build an arbitrary model
     model = GPT(config).to(dtype)
     try:
         load_safetensors_into(model, str(path), strict=True)
@@ -143,6 +144,23 @@ def read_description(path: Path) -> tuple[GPTConfig, torch.dtype]:
             f"expected {FORMAT!r} version {FORMAT_VERSION!r}"
         )
     return _config(path, metadata.get("config", "")), dtype
+
+
+def _check_shapes(path: Path, config: GPTConfig) -> None:
+    """The file's tensors are exactly those of a GPT with ``config`` (names and shapes, tied weights stored once)."""
+    with safe_open(str(path), framework="pt") as handle:
+        stored = {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    layers = {name.split(".")[1] for name in stored if name.startswith("blocks.")}
+    if len(layers) != config.n_layer:  # checked first: even on the meta device, building n_layer blocks takes time
+        raise BenchError(f"{path}: the description says n_layer={config.n_layer}, the file holds {len(layers)} blocks")
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in GPT(config).state_dict().items()}
+    if config.tie_weights:  # saved once, under either name
+        expected.pop("lm_head.weight" if "wte.weight" in stored else "wte.weight", None)
+    if stored != expected:
+        differ = sorted(n for n in stored.keys() | expected.keys() if stored.get(n) != expected.get(n))
+        raise BenchError(f"{path}: the stored tensors do not match the model its description gives (differ: "
+                         f"{', '.join(differ[:4])})")
 
 
 def _config(path: Path, text: str) -> GPTConfig:
