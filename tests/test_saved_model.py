@@ -280,8 +280,8 @@ def test_a_description_that_does_not_match_the_stored_tensors_is_refused_before_
     path = tmp_path / "m.model.safetensors"
     export_model(model, WINDOW, VOCAB, path)
     tensors = load_file(str(path))
-    metadata = describe(dataclasses.replace(model.config, n_layer=2000, n_embd=4096, n_head=32))
-    save_file(tensors, str(path), metadata=metadata)  # a 400B-parameter description over a tiny file
+    metadata = describe(dataclasses.replace(model.config, n_embd=65536, n_head=32, vocab_size=10**6))
+    save_file(tensors, str(path), metadata=metadata)  # a 200B-parameter description over a tiny file
     with pytest.raises(BenchError, match="stored tensors do not match the model its description gives"):
         load_model(path, "cpu")
     save_file(tensors, str(path), metadata=describe(dataclasses.replace(model.config, n_layer=10**9)))
