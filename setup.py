@@ -1,7 +1,7 @@
 """Only here to ship ``pretrain_bench_lm_eval.pth`` into site-packages (pyproject.toml has everything else).
 
 The .pth makes ``lm_eval --model bench`` work from lm-eval's own command line; why it is needed and what it does:
-``bench/downstream/lm_eval_hook.py``.
+``pretrain_bench_lm_eval.py``.
 """
 
 from pathlib import Path

@@ -3,7 +3,7 @@
 :class:`BenchResultLM` is :class:`~bench.downstream.adapter.BenchLM` built from a result file, the way lm-eval builds
 its own models from ``--model_args``: the run's saved model (``bench run --save-model``), loaded safely and checked
 against the hash its result recorded, with the workload's tokenizer and evaluation window. Importing this module
-registers it under the name ``bench``; :mod:`bench.downstream.lm_eval_hook` arranges that import for lm-eval's own
+registers it under the name ``bench``; the top-level module ``pretrain_bench_lm_eval`` arranges that import for lm-eval's own
 command line.
 
 ``--model_args``: ``result`` (required), ``workload`` (a name or path, when the run's own workload file changed or the
