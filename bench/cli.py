@@ -415,9 +415,15 @@ def eval_command(
     ] = None,
     device: Annotated[str | None, typer.Option(help="torch device (default: cuda:0 if available, else cpu).")] = None,
     offline: Annotated[bool, typer.Option(help="Never contact the Hugging Face Hub.")] = False,
+    include_path: Annotated[
+        list[Path] | None, typer.Option("--include-path", help="Folder of custom lm-eval task YAMLs (repeatable).")
+    ] = None,
+    log_samples: Annotated[
+        bool, typer.Option(help="Also write lm-eval's per-sample records (<record>.samples.jsonl).")
+    ] = False,
 ) -> None:
     """Re-run downstream evaluation on a saved model; the scores go to a new file beside the result."""
-    from bench.downstream.saved import evaluate_saved, saved_run, workload_for, write_evaluation
+    from bench.downstream.saved import evaluate_saved, saved_run, workload_for, write_evaluation, write_samples
     from bench.spec.workload import DownstreamTask
     from bench.train.runtime import pick_device
 
@@ -428,8 +434,12 @@ def eval_command(
     tasks = [DownstreamTask(task=name) for name in task] if task else list(spec.eval.downstream)
     tasks = [t.model_copy(update={k: v for k, v in (("limit", limit), ("num_fewshot", num_fewshot)) if v is not None})
              for t in tasks]
-    evaluation = evaluate_saved(run, spec, path.parent, tasks, pick_device(device), offline=offline)
+    samples: dict[str, list[dict[str, Any]]] | None = {} if log_samples else None
+    evaluation = evaluate_saved(run, spec, path.parent, tasks, pick_device(device), offline=offline,
+                                include_paths=include_path or [], samples=samples)
     written = write_evaluation(run, evaluation)
+    if samples is not None:
+        console.print(f"samples in {write_samples(written, samples)}", highlight=False, soft_wrap=True)
     table = Table(title=f"{run.result.submission} seed {run.result.seed} ({run.result.run_id})", title_justify="left")
     for column in ("task", "metric", "score", "± stderr", "chance", "examples"):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right", no_wrap=True)
@@ -541,6 +551,26 @@ def study_report(
     from bench.study.report import report_study
 
     console.print(f"report: {report_study(file, results_dir)}", highlight=False)
+
+
+@app.command("export")
+@user_errors
+def export_command(
+    result: Annotated[Path, typer.Argument(help="Result file of a run made with --save-model.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create (must be new or empty).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="Output format: hf (Hugging Face transformers).")] = "hf",
+    workload: Annotated[
+        str | None, typer.Option("--workload", "-w", help="Workload for the tokenizer (default: the run's own).")
+    ] = None,
+) -> None:
+    """Export a saved model with its tokenizer (hf: loadable with AutoModelForCausalLM and `lm_eval --model hf`)."""
+    from bench.export import export_result
+
+    record = export_result(result, out, fmt, workload)
+    console.print(
+        f"exported run {record['run_id']} to {out} (logits checked against the saved model: max difference "
+        f"{record['max_logit_difference']:.2g})", highlight=False, soft_wrap=True,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,8 +2,8 @@
 
 Results are written atomically (temporary file, fsync, rename) and never overwritten, so a crash, a full disk or a
 second run can never damage a result that was already recorded. Files that belong to a run sit beside its result
-and share its run id, followed by a dot: ``<run_id>.log`` (the worker's output), ``<run_id>.model.pt2`` (the saved
-model) and ``<run_id>.downstream-<time>.json`` (later evaluations). Run ids contain no dot, so a result file is
+and share its run id, followed by a dot: ``<run_id>.log`` (the worker's output), ``<run_id>.model.safetensors`` (the
+saved model) and ``<run_id>.downstream-<time>.json`` (later evaluations). Run ids contain no dot, so a result file is
 exactly a ``.json`` file whose stem has none.
 """
 

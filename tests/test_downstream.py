@@ -14,6 +14,7 @@ import torch.nn.functional as F
 import yaml
 from lm_eval import simple_evaluate
 from lm_eval.api.instance import Instance
+from lm_eval.api.model import TemplateLM
 from lm_eval.tasks import TaskManager
 from torch import nn
 
@@ -95,23 +96,58 @@ def test_empty_context_conditions_on_end_of_text(bpe, bpe_model):
     assert logprob == pytest.approx(direct(bpe_model, [bpe_eos(bpe), *tokens], len(tokens)), abs=1e-4)
 
 
-def test_merge_across_the_boundary_scores_the_whole_texts_tokens(bpe, bpe_model):
-    """("the do", "g runs") splits inside " dog", a single BPE token: the straddling token is scored as part of the
-    continuation, conditioned on the context tokens that the whole text and the context alone agree on."""
+class _LmEvalSplit(TemplateLM):
+    """lm-eval's own (context, continuation) tokenisation (``TemplateLM``, as its ``hf`` model uses), over ``tok``."""
+
+    backend = "causal"
+
+    def __init__(self, tok, eos: int) -> None:
+        super().__init__()
+        self.tok, self.eos = tok, eos
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.eos
+
+    @property
+    def prefix_token_id(self) -> int:
+        return self.eos
+
+    def tok_encode(self, string: str, add_special_tokens=None, **kwargs) -> list[int]:
+        return self.tok.encode(string, add_special_tokens=False).ids
+
+    def _loglikelihood_tokens(self, requests, **kwargs):  # the split is all this class is for
+        return [(context_enc, continuation_enc) for _, context_enc, continuation_enc in requests]
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+        raise NotImplementedError
+
+    def generate_until(self, requests, disable_tqdm: bool = False):
+        raise NotImplementedError
+
+
+def test_pairs_are_tokenised_exactly_as_lm_eval_does(bpe, bpe_model):
+    """Contexts ending in a space, mid-word splits, empty contexts: the same tokens as lm-eval's TemplateLM."""
+    rng = random.Random(3)
+    pairs = [("the do", "g runs"), ("the dog ", "runs"), ("the dog  ", " runs"), ("", "the big dog")]
+    for _ in range(200):
+        text = sentence(rng, rng.randint(2, 5))
+        cut = rng.randint(1, len(text) - 1)
+        pairs.append((text[:cut], text[cut:]))
     lm = BenchLM(bpe_model, bpe, bpe_eos(bpe), WINDOW, "cpu")
-    whole = lm.encode("the dog runs")
-    context, continuation = lm.encode_pair("the do", "g runs")
-    assert context + continuation == whole
-    assert context == lm.encode("the do")[: len(context)] and len(context) < len(lm.encode("the do"))
-    ((logprob, _),) = lm.loglikelihood(requests("loglikelihood", [("the do", "g runs")]))
-    assert logprob == pytest.approx(direct(bpe_model, whole, len(continuation)), abs=1e-4)
+    theirs = _LmEvalSplit(bpe, bpe_eos(bpe)).loglikelihood(requests("loglikelihood", pairs), disable_tqdm=True)
+    assert [lm.encode_pair(*pair) for pair in pairs] == [tuple(t) for t in theirs]
+    # An all-whitespace context leaves lm-eval with no context tokens at all; here it is end-of-text, as if empty.
+    assert lm.encode_pair("  ", "a") == ([bpe_eos(bpe)], lm.encode("  a"))
 
 
-def test_trailing_space_of_the_context_moves_to_the_continuation(bpe, bpe_model):
+def test_trailing_space_of_the_context_is_scored_with_the_continuation(bpe, bpe_model):
     lm = BenchLM(bpe_model, bpe, bpe_eos(bpe), WINDOW, "cpu")
     context, continuation = lm.encode_pair("the dog ", "runs")
     assert context == bpe.encode("the dog").ids
     assert continuation == bpe.encode("the dog runs").ids[len(context) :]
+    ((logprob, _),) = lm.loglikelihood(requests("loglikelihood", [("the dog ", "runs")]))
+    assert logprob == pytest.approx(direct(bpe_model, context + continuation, len(continuation)), abs=1e-4)
 
 
 def test_long_context_is_truncated_from_the_left():
@@ -221,6 +257,55 @@ def test_generation_does_not_depend_on_batch_composition():
         for a in args
     ]
     assert together == alone and len(together[1]) > 0
+
+
+@pytest.mark.parametrize("positions", ["learned", "rotary"])
+def test_incremental_decoding_gives_the_whole_sequences_logits(positions):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=257, seq_len=WINDOW, n_layer=2, n_head=2, n_embd=32, positions=positions)).eval()
+    tokens = torch.randint(0, 257, (3, WINDOW))
+    with torch.no_grad():
+        whole = model(tokens)
+        logits, cache = model.forward_cached(tokens[:, :5])
+        steps = [logits]
+        for t in range(5, WINDOW, 3):  # several tokens at a time too, not only one
+            logits, cache = model.forward_cached(tokens[:, t : t + 3], cache)
+            steps.append(logits)
+    torch.testing.assert_close(torch.cat(steps, dim=1), whole, rtol=0, atol=1e-5)
+
+
+class _Hidden(nn.Module):
+    """The same GPT behind a module the adapter does not know, so it decodes without a cache."""
+
+    def __init__(self, gpt: GPT) -> None:
+        super().__init__()
+        self.gpt = gpt
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.gpt(idx)
+
+
+def test_generation_with_the_kv_cache_gives_the_same_tokens_as_without():
+    model = make_gpt(257, seed=2)
+    full_passes = []
+    model.register_forward_pre_hook(lambda module, args: full_passes.append(args[0].shape))
+    args = [
+        ("the dog", {"until": [], "max_gen_toks": 6}),
+        ("the cat", {"until": [], "max_gen_toks": 9}),  # same length as the first: one cached batch, rows leave it
+        ("a", {"until": [], "max_gen_toks": 12}),
+        ("", {"until": [], "max_gen_toks": 3}),
+    ]
+    lm = BenchLM(model, byte_tokenizer(), EOS, WINDOW, "cpu")
+    cached = lm.generate_until(requests("generate_until", args))
+    assert full_passes == []  # everything fit the window: only cached steps ran
+    plain = BenchLM(_Hidden(model), byte_tokenizer(), EOS, WINDOW, "cpu").generate_until(
+        requests("generate_until", args))
+    assert cached == plain and sum(map(len, cached)) > 10
+
+    longer = [("the quick brown fox", {"until": [], "max_gen_toks": 30}),  # outgrows the 16-token window
+              ("the quick brown fox jumps over the lazy dog", {"until": [], "max_gen_toks": 5})]
+    assert lm.generate_until(requests("generate_until", longer)) == BenchLM(
+        _Hidden(model), byte_tokenizer(), EOS, WINDOW, "cpu").generate_until(requests("generate_until", longer))
 
 
 def test_generate_until_refuses_sampling():

@@ -2,8 +2,10 @@
 
 :mod:`.adapter` presents any causal ``nn.Module`` to lm-eval, :mod:`.tasks` defines the built-in tasks of the
 synthetic corpus (offline, for the ``tiny`` workload), :mod:`.runner` runs a workload's task list and turns lm-eval's
-results into result-file records. ``python -m bench.downstream TASK ...`` downloads lm-eval tasks' datasets once,
-so that evaluation can run offline later.
+results into result-file records, :mod:`.saved` re-evaluates saved runs (``bench eval``), and
+``.lm_eval_model`` (with the hook module ``pretrain_bench_lm_eval``) make a saved run lm-eval's ``bench`` model
+(``lm_eval --model bench --model_args result=PATH``). ``python -m bench.downstream TASK ...`` downloads lm-eval
+tasks' datasets once, so that evaluation can run offline later.
 
 Default tasks for the FineWeb-Edu workloads (20M-160M parameters)
 -----------------------------------------------------------------

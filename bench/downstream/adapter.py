@@ -6,13 +6,13 @@ lm-eval's Hugging Face model cannot wrap that, so this adapter implements lm-eva
 
 Conventions, chosen to match lm-eval's HF causal-LM model so that scores are comparable with published ones:
 
-* **Tokenising a (context, continuation) pair.** The whole string ``context + continuation`` is encoded once and
-  split where it stops agreeing with the encoding of ``context`` alone. Normally that split falls exactly after the
-  context's tokens (what lm-eval's HF model does); when a BPE merge crosses the boundary (a context ending in a
-  space, a continuation starting mid-word) the straddling token goes to the continuation, so the scored tokens are
-  always the ones the model would see for the whole text and never misaligned.
+* **Tokenising a (context, continuation) pair** exactly as lm-eval's ``TemplateLM`` does for causal models (its
+  ``hf`` model included): whitespace at the end of the context moves to the front of the continuation, the whole
+  text is encoded once, and the continuation is what follows the first ``len(encode(context))`` tokens. Scores are
+  then comparable token for token with ``lm_eval --model hf`` on the exported model (``bench export``).
 * **Empty context.** The continuation is conditioned on the end-of-text token, which is what precedes every
-  document in training. Non-empty contexts get no prefix (like GPT-2 in lm-eval).
+  document in training (lm-eval's ``prefix_token_id``; when the continuation itself starts with it, that token is
+  the context). Non-empty contexts get no prefix (like GPT-2 in lm-eval).
 * **Long inputs.** Contexts are truncated from the left so that context and continuation fit the window; the
   continuation is kept whole. A continuation longer than the window itself cannot be scored in one pass: then only
   its last ``seq_len`` tokens are scored (each with all the window's context); the earlier ones are dropped.
@@ -38,6 +38,7 @@ from torch import nn
 
 from bench.errors import BenchError
 from bench.train.evaluate import EVAL_BATCH_TOKENS
+from bench.train.model import GPT
 
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default when a generation task does not set max_gen_toks
 
@@ -121,13 +122,21 @@ class BenchLM(LM):
         return self.tok.encode(text, add_special_tokens=False).ids
 
     def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        """Context and continuation tokens, split from the encoding of the whole text (see the module docstring)."""
-        whole = self.encode(context + continuation)
-        alone = self.encode(context)
-        split = 0
-        while split < min(len(whole), len(alone)) and whole[split] == alone[split]:
-            split += 1
-        return (whole[:split] or [self.eos_id]), whole[split:]
+        """Context and continuation tokens, split as lm-eval's ``TemplateLM`` splits them (see the module docstring).
+
+        One deliberate difference: a context of only whitespace, which lm-eval leaves with no tokens at all (nothing
+        to condition the first continuation token on), is conditioned on end-of-text like an empty one.
+        """
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        context_ids = self.encode(context)
+        if not context_ids:  # an empty (or all-whitespace) context: condition on end-of-text
+            tokens = self.encode(continuation)
+            if tokens and tokens[0] == self.eos_id:
+                return tokens[:1], tokens[1:]
+            return [self.eos_id], tokens
+        return context_ids, self.encode(context + continuation)[len(context_ids) :]
 
     def score_tokens(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
         """``(sum of log p(continuation tokens), all of them greedy)`` for token-level (context, continuation)."""
@@ -195,21 +204,69 @@ class BenchLM(LM):
         return logits
 
     def _greedy(self, prompts: list[list[int]], limits: list[int], stops: list[list[str]]) -> list[str]:
-        """Decode greedily, one token per forward pass for all unfinished rows (no KV cache: models are small)."""
+        """Decode greedily, one token per step for all unfinished rows.
+
+        A shared GPT decodes with a KV cache (each step runs only the new token) while prompt and output fit its
+        window; any other model, and a row whose text outgrows the window, runs the whole window every step (then
+        positions shift, so cached keys cannot be reused). Both give the same tokens (up to float rounding).
+        """
         generated: list[list[int]] = [[] for _ in prompts]
         active = [r for r in range(len(prompts)) if limits[r] > 0]
+        decoder = _cached_decoder(self.model)
+        if decoder is not None and active:
+            active = self._greedy_cached(decoder, prompts, limits, stops, generated, active)
         while active:
             windows = [(prompts[r] + generated[r])[-self.seq_len :] for r in active]
             logits = self._forward(windows)
             last = torch.tensor([len(w) - 1 for w in windows], device=logits.device)
             tokens = logits[torch.arange(len(windows), device=logits.device), last].argmax(dim=-1).tolist()
-            still = []
-            for r, token in zip(active, tokens):
-                if token == self.eos_id:
-                    continue
-                generated[r].append(token)
-                text = self.tok.decode(generated[r])
-                if len(generated[r]) < limits[r] and not any(s in text for s in stops[r]):
-                    still.append(r)
-            active = still
+            active = [r for r, token in zip(active, tokens) if self._advance(r, token, generated, limits, stops)]
         return [self.tok.decode(ids) for ids in generated]
+
+    def _advance(
+        self, row: int, token: int, generated: list[list[int]], limits: list[int], stops: list[list[str]]
+    ) -> bool:
+        """Take ``token`` as ``row``'s next; whether the row goes on (no end-of-text, limit or stop string yet)."""
+        if token == self.eos_id:
+            return False
+        generated[row].append(token)
+        text = self.tok.decode(generated[row])
+        return len(generated[row]) < limits[row] and not any(stop in text for stop in stops[row])
+
+    def _greedy_cached(
+        self, decoder: GPT, prompts: list[list[int]], limits: list[int], stops: list[list[str]],
+        generated: list[list[int]], active: list[int],
+    ) -> list[int]:
+        """KV-cached decoding of ``active`` rows, batched by prompt length (rows advance in step); returns the
+        rows that are unfinished when their text fills the window."""
+        left: list[int] = []
+        by_length: dict[int, list[int]] = {}
+        for r in active:
+            by_length.setdefault(min(len(prompts[r]), self.seq_len), []).append(r)
+        for length, group in sorted(by_length.items(), reverse=True):
+            for begin in range(0, len(group), self.batch_size):
+                rows = group[begin : begin + self.batch_size]
+                batch = torch.tensor([prompts[r][-self.seq_len :] for r in rows], dtype=torch.long)
+                with self._inference():
+                    logits, cache = decoder.forward_cached(batch.to(self._device))
+                    while True:
+                        tokens = logits[:, -1].argmax(dim=-1).tolist()
+                        keep = [i for i, (r, t) in enumerate(zip(rows, tokens))
+                                if self._advance(r, t, generated, limits, stops)]
+                        rows = [rows[i] for i in keep]
+                        if not rows:
+                            break
+                        if length + len(generated[rows[0]]) >= self.seq_len:  # the next step would not fit
+                            left += rows
+                            break
+                        index = torch.tensor(keep, device=self._device)
+                        cache = [(k[index], v[index]) for k, v in cache]
+                        step = torch.tensor([[generated[r][-1]] for r in rows], dtype=torch.long, device=self._device)
+                        logits, cache = decoder.forward_cached(step, cache)
+        return sorted(left)
+
+
+def _cached_decoder(model: nn.Module) -> GPT | None:
+    """The shared GPT behind ``model`` (also under torch.compile), which can decode incrementally; else None."""
+    inner = getattr(model, "_orig_mod", model)
+    return inner if type(inner) is GPT else None

@@ -19,7 +19,7 @@ import logging
 import os
 import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,29 +71,36 @@ def run_downstream(
     *,
     offline: bool = False,
     batch_size: int | None = None,
+    include_paths: Sequence[Path] = (),
+    samples: dict[str, list[dict[str, Any]]] | None = None,
 ) -> tuple[list[DownstreamScore], list[DownstreamFailure]]:
     """Evaluate ``model`` on ``tasks``; returns the scores and the tasks that could not be evaluated.
 
     ``corpus_seed`` is the synthetic corpus's seed when the workload trains on it (it defines the built-in
     ``synthetic_*`` tasks), else None. ``offline=True`` forbids network access: lm-eval registry tasks then run
     only if their datasets are already in the Hugging Face cache (see ``python -m bench.downstream``).
+    ``include_paths`` are folders of custom lm-eval task YAMLs (lm-eval's ``--include_path``). With ``samples``
+    given, lm-eval's per-sample records (document, arguments, responses, metrics) are added to it by task name.
     """
     scores: list[DownstreamScore] = []
     failures: list[DownstreamFailure] = []
     if not tasks:
         return scores, failures
+    for folder in include_paths:
+        if not Path(folder).is_dir():
+            raise BenchError(f"include path {folder}: not a folder of lm-eval task YAML files")
     lm = BenchLM(model, tokenizer, eos_id, seq_len, device, batch_size)
     with tempfile.TemporaryDirectory(prefix="bench-downstream-") as tmp, hub_access(offline), quiet_lm_eval():
         builtin = sorted({t.task for t in tasks} & set(SYNTHETIC_TASKS)) if corpus_seed is not None else []
-        include = write_synthetic_tasks(Path(tmp), synthetic_docs(corpus_seed, builtin)) if builtin else None
-        manager = _task_manager(include, registry=any(t.task not in SYNTHETIC_TASKS for t in tasks))
+        include = [write_synthetic_tasks(Path(tmp), synthetic_docs(corpus_seed, builtin))] if builtin else []
+        manager = _task_manager([*include, *map(Path, include_paths)], [t.task for t in tasks])
         for task in tasks:
             if task.task in SYNTHETIC_TASKS and corpus_seed is None:
                 reason = f"'{task.task}' is a task of the built-in synthetic corpus; this workload does not train on it"
                 failures.append(DownstreamFailure(task=task.task, reason=reason))
                 continue
             try:
-                scores.extend(_evaluate(lm, manager, task))
+                scores.extend(_evaluate(lm, manager, task, samples))
             except Exception as exc:  # one task's failure must not lose the others' scores
                 reason = _reason(task.task, exc)
                 log.warning("downstream task %s failed: %s", task.task, reason)
@@ -110,6 +117,8 @@ def run_workload_downstream(
     tasks: list[DownstreamTask],
     *,
     offline: bool = False,
+    include_paths: Sequence[Path] = (),
+    samples: dict[str, list[dict[str, Any]]] | None = None,
 ) -> tuple[list[DownstreamScore], list[DownstreamFailure]]:
     """:func:`run_downstream` as ``workload`` defines it: its prepared tokenizer, its evaluation window, and, when it
     trains on the synthetic corpus, that corpus's seed (which defines the built-in tasks)."""
@@ -117,16 +126,24 @@ def run_workload_downstream(
     return run_downstream(
         model=model, tokenizer=data.tokenizer().tokenizer, eos_id=data.eos_id, seq_len=workload.eval.seq_len,
         device=device, tasks=tasks, corpus_seed=source.seed if source.kind == "synthetic" else None, offline=offline,
+        include_paths=include_paths, samples=samples,
     )
 
 
-def _task_manager(include: Path | None, registry: bool) -> TaskManager:
-    """lm-eval's task index: the built-in tasks' folder, plus lm-eval's own tasks only when asked for (indexing
-    its thousands of YAML files takes seconds)."""
-    return TaskManager(include_path=str(include) if include else None, include_defaults=registry)
+def _task_manager(includes: list[Path], names: list[str]) -> TaskManager:
+    """lm-eval's task index: the given folders (built-in tasks, custom YAMLs), plus lm-eval's own tasks only when
+    some name is not found in them (indexing its thousands of YAML files takes seconds)."""
+    paths = [str(path) for path in includes] or None
+    if paths:
+        local = TaskManager(include_path=paths, include_defaults=False)
+        if set(names) <= set(local.all_tasks):
+            return local
+    return TaskManager(include_path=paths, include_defaults=True)
 
 
-def _evaluate(lm: BenchLM, manager: TaskManager, task: DownstreamTask) -> list[DownstreamScore]:
+def _evaluate(
+    lm: BenchLM, manager: TaskManager, task: DownstreamTask, samples: dict[str, list[dict[str, Any]]] | None = None
+) -> list[DownstreamScore]:
     """Scores of one workload entry: one for a task or group, one per member task for a tag."""
     loaded = manager.load([task.task])
     for name, task_obj in loaded["tasks"].items():
@@ -136,8 +153,11 @@ def _evaluate(lm: BenchLM, manager: TaskManager, task: DownstreamTask) -> list[D
         task_obj.set_fewshot_seed(seed=SEEDS["fewshot"])
     with _seeded():
         results = evaluate(
-            lm=lm, task_dict=loaded, limit=task.limit, bootstrap_iters=BOOTSTRAP_ITERS, log_samples=False
+            lm=lm, task_dict=loaded, limit=task.limit, bootstrap_iters=BOOTSTRAP_ITERS, log_samples=samples is not None
         )
+    if samples is not None:
+        for name, records in results.get("samples", {}).items():
+            samples.setdefault(name, []).extend(records)
     # A task, or a group with an aggregate score, gives one score; a tag (or a group without one), one per member.
     names = [task.task] if _metrics(results["results"].get(task.task, {})) else sorted(loaded["tasks"])
     return [_score(name, results, loaded, task.num_fewshot) for name in names]
@@ -195,7 +215,7 @@ def prefetch(names: list[str]) -> list[DownstreamFailure]:
         return []
     failures = []
     with hub_access(offline=False), quiet_lm_eval():
-        manager = _task_manager(None, registry=True)
+        manager = TaskManager(include_defaults=True)
         for name in names:
             try:
                 manager.load([name])

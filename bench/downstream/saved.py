@@ -8,10 +8,13 @@ caller who vouches for it. The scores go into a new record beside the result; th
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -44,7 +47,28 @@ def saved_run(result_path: Path) -> SavedRun:
         raise BenchError(f"{result_path}: run {result.run_id} saved no model; rerun it with `bench run --save-model`")
     if checkpoint.file is None:
         raise BenchError(f"{result_path}: run {result.run_id} could not save its model: {checkpoint.error}")
-    return SavedRun(result, result_path, result_path.parent / checkpoint.file)
+    return SavedRun(result, result_path, confined_model_path(result_path, checkpoint.file))
+
+
+def confined_model_path(result_path: Path, name: str) -> Path:
+    """The saved model's path: ``name`` (the result's ``checkpoint.file``) inside the result's own folder.
+
+    A result file is input like any other; a ``checkpoint.file`` with a folder part, ``..`` or an absolute path (or a
+    link leading out of the folder) would make ``bench eval`` read a file from anywhere, so it is refused.
+    """
+    folder = result_path.parent.resolve()
+    candidate = folder / name
+    if name in ("", ".", "..") or Path(name).name != name or "/" in name or "\\" in name or Path(name).is_absolute():
+        raise BenchError(
+            f"{result_path}: field 'checkpoint.file' is {name!r}; it must be a file name in the result's folder "
+            f"({folder}), without folders, '..' or an absolute path"
+        )
+    if candidate.exists() and not candidate.resolve().is_relative_to(folder):
+        raise BenchError(
+            f"{result_path}: field 'checkpoint.file' {name!r} is a link to {candidate.resolve()}, outside the "
+            f"result's folder ({folder})"
+        )
+    return candidate
 
 
 def workload_for(run: SavedRun, workload: str | None) -> tuple[Path, WorkloadSpec, str | None]:
@@ -78,8 +102,13 @@ def evaluate_saved(
     device: torch.device | str,
     *,
     offline: bool = False,
+    include_paths: Sequence[Path] = (),
+    samples: dict[str, list[dict[str, Any]]] | None = None,
 ) -> DownstreamEvaluation:
-    """Score ``run``'s saved model on ``tasks`` with ``workload``'s tokenizer and evaluation window."""
+    """Score ``run``'s saved model on ``tasks`` with ``workload``'s tokenizer and evaluation window.
+
+    ``include_paths``: folders of custom lm-eval task YAMLs; ``samples``, when given, receives lm-eval's per-sample
+    records by task (see :func:`write_samples`)."""
     from bench.downstream.runner import run_workload_downstream
 
     if not tasks:
@@ -88,7 +117,9 @@ def evaluate_saved(
     assert run.result.checkpoint is not None
     model = load_model(run.model_path, device, run.result.checkpoint.sha256)
     data = prepare(workload, workload_dir)
-    scores, failures = run_workload_downstream(model, workload, data, device, tasks, offline=offline)
+    scores, failures = run_workload_downstream(
+        model, workload, data, device, tasks, offline=offline, include_paths=include_paths, samples=samples
+    )
     return DownstreamEvaluation(
         run_id=run.result.run_id, workload=workload.name, workload_hash=workload.content_hash(),
         submission=run.result.submission, checkpoint_sha256=run.result.checkpoint.sha256 or "", device=str(device),
@@ -102,4 +133,18 @@ def write_evaluation(run: SavedRun, evaluation: DownstreamEvaluation) -> Path:
     stamp = evaluation.started_at.strftime("%Y%m%dT%H%M%S%fZ")
     path = run.result_path.with_name(f"{run.result.run_id}{EVALUATION_INFIX}{stamp}.json")
     write_atomic(path, evaluation.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def write_samples(evaluation_path: Path, samples: dict[str, list[dict[str, Any]]]) -> Path:
+    """lm-eval's per-sample records as JSON lines beside the evaluation record (``<record>.samples.jsonl``), one
+    object per sample with its ``task``; what lm-eval holds that JSON cannot (numpy values, sets) is converted."""
+    from lm_eval.utils import handle_non_serializable
+
+    path = evaluation_path.with_name(f"{evaluation_path.stem}.samples.jsonl")
+    lines = (
+        json.dumps({"task": task, **record}, default=handle_non_serializable, ensure_ascii=False)
+        for task, records in sorted(samples.items()) for record in records
+    )
+    write_atomic(path, "".join(line + "\n" for line in lines))
     return path

@@ -243,7 +243,10 @@ class GenerationScores(StrictModel):
 class ModelCheckpoint(StrictModel):
     """The trained model saved beside the result (``bench run --save-model``), for later evaluation."""
 
-    file: str | None = Field(None, description="File name, in the result's folder (a torch.export program, .pt2).")
+    file: str | None = Field(
+        None, description="File name in the result's folder: safetensors with the GPT config in its header "
+        "(older results: a torch.export .pt2, which is no longer loaded)."
+    )
     sha256: str | None = None
     bytes: int | None = None
     seconds: float = Field(description="Time taken to export and write it, after the trial's measurements.")

@@ -19,6 +19,9 @@ from torch.utils.checkpoint import checkpoint
 
 from bench.errors import BenchError
 
+KVCache = tuple[torch.Tensor, torch.Tensor]
+"""One attention layer's keys and values, each (B, n_head, T, head_dim), for incremental decoding."""
+
 _CHOICES = {
     "positions": ("learned", "rotary", "none"),
     "norm": ("layernorm", "rmsnorm"),
@@ -113,6 +116,13 @@ class Rotary(nn.Module):
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
+    def rotate_from(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Rotate ``x`` of shape (B, n_head, T, head_dim) holding positions ``start .. start + T - 1``."""
+        T = x.size(-2)
+        cos, sin = self.cos[start : start + T].to(x.dtype), self.sin[start : start + T].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
 
 def _norm(config: GPTConfig) -> nn.Module:
     if config.norm == "rmsnorm":
@@ -137,6 +147,23 @@ class CausalSelfAttention(nn.Module):
             q, k = self.rotary(q), self.rotary(k)
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
+
+    def forward_cached(self, x: torch.Tensor, past: KVCache | None) -> tuple[torch.Tensor, KVCache]:
+        """Attention of ``x`` (the positions after those in ``past``) over ``past`` and itself, for inference;
+        returns the output and the keys and values of all positions so far."""
+        B, T, C = x.shape
+        start = 0 if past is None else past[0].size(2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in self.c_attn(x).split(C, dim=2))
+        if self.rotary is not None:
+            q, k = self.rotary.rotate_from(q, start), self.rotary.rotate_from(k, start)
+        if past is not None:
+            k, v = torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2)
+        if start == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # query i sits at position start + i and sees keys 0 .. start + i
+            seen = torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=seen)
+        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)), (k, v)
 
 
 class MLP(nn.Module):
@@ -167,6 +194,11 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
+
+    def forward_cached(self, x: torch.Tensor, past: KVCache | None) -> tuple[torch.Tensor, KVCache]:
+        attended, cache = self.attn.forward_cached(self.ln_1(x), past)
+        x = x + attended
+        return x + self.mlp(self.ln_2(x)), cache
 
 
 class GPT(nn.Module):
@@ -226,3 +258,26 @@ class GPT(nn.Module):
             else:
                 x = block(x)
         return self.lm_head(self.ln_f(x))
+
+    def forward_cached(
+        self, idx: torch.Tensor, past: list[KVCache] | None = None
+    ) -> tuple[torch.Tensor, list[KVCache]]:
+        """Logits for ``idx`` (B, T), the tokens after those ``past`` holds keys and values of, and the keys and
+        values of all positions so far: incremental decoding, in evaluation mode (no dropout, no checkpointing).
+
+        The logits equal :meth:`forward`'s on the whole sequence (up to float rounding); the whole sequence must
+        still fit ``seq_len``.
+        """
+        start = 0 if past is None else past[0][0].size(2)
+        T = idx.size(1)
+        if start + T > self.config.seq_len:
+            raise BenchError(f"{start + T} tokens are longer than the model's seq_len={self.config.seq_len}")
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(start, start + T, device=idx.device))
+        caches = []
+        for i, block in enumerate(self.blocks):
+            x, cache = block.forward_cached(x, None if past is None else past[i])
+            caches.append(cache)
+        return self.lm_head(self.ln_f(x)), caches
+
