@@ -12,10 +12,10 @@ from conftest import ROOT
 LAYERS = {
     "errors": 0, "templates": 0,
     "spec": 1, "scaffold": 1,
-    "results": 2, "summary": 2, "data": 2,
+    "results": 2, "summary": 2, "data": 2, "track": 2,
     "train": 3, "board": 3,
     "measure": 4,
-    "downstream": 5,
+    "downstream": 5, "export": 5,
     "harness": 6,
     "schedule": 7,
     "check": 8, "study": 8,

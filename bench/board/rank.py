@@ -319,6 +319,16 @@ def hyperparameter_changes(declared: dict[str, Any], resolved: dict[str, Any]) -
     ]
 
 
+def _changes(declared: dict[str, Any], run: RunResult) -> list[tuple[str, Any, Any]]:
+    """What a run changed of its manifest's hyperparameters: the overrides it records, or, for a result made
+    before overrides were recorded, the differences on the names both have (a name the manifest gained later
+    was no override; the source hash tells that manifest version apart)."""
+    if run.overrides is not None:
+        return hyperparameter_changes({k: declared.get(k) for k in run.overrides}, run.overrides)
+    common = set(declared) & set(run.hyperparameters)
+    return hyperparameter_changes({k: declared[k] for k in common}, {k: run.hyperparameters[k] for k in common})
+
+
 def _shown(value: Any) -> str:
     """A hyperparameter value as a person would type it after ``--set``; "(unset)" where one side lacks it."""
     if isinstance(value, str):
@@ -371,7 +381,7 @@ def _exclusion(
         )
     tuned = any(r.tuning is not None for r in runs)  # the re-run of a sweep's declared best
     if manifest is not None:
-        changes = hyperparameter_changes(manifest.hyperparameters, runs[0].hyperparameters)
+        changes = _changes(manifest.hyperparameters, runs[0])
         used = ", ".join(f"{name}={_shown(new)}" for name, _, new in changes)
         if tuned:
             return (f"tuned: {used}" if used else "tuned"), None

@@ -24,6 +24,7 @@ from bench.harness.verdict import OK, Verdict, failure, judge, param_counts, siz
 from bench.harness.watchdog import Watchdog
 from bench.measure.flops import estimate_flops_per_token
 from bench.measure.meter import Meter, MeterReport
+from bench.track import Tracker
 from bench.spec.result import EvalPoint, ModelCheckpoint, ParamCounts, TrialStatus, ValidationData
 from bench.train.api import Recipe
 from bench.train.checkpoint import export_model
@@ -67,7 +68,7 @@ def load(plan: PlannedTrial, recipe_dir: Path | None) -> Loaded:
 
 
 def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.device, rank: int, world_size: int,
-            on_event: Any) -> HarnessContext:
+            on_event: Any, tracker: Tracker) -> HarnessContext:
     """The recipe's view of the trial: seeded, with the budgeted stream and an evaluator on the meter's clock."""
     spec, data = plan.workload, loaded.data
     windows = evaluation_windows(data.val_tokens, spec.eval.seq_len, spec.eval.tokens)
@@ -81,7 +82,7 @@ def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.devi
         workload=spec, device=device, seed=plan.request.seed, hparams=plan.hyperparameters,
         vocab_size=data.vocab_size, eos_id=data.eos_id,
         stream=data.stream(seed=plan.request.seed, rank=rank, world_size=world_size),
-        evaluator=evaluator, on_event=on_event, run_id=plan.run_id, rank=rank, world_size=world_size,
+        evaluator=evaluator, on_event=on_event, tracker=tracker, run_id=plan.run_id, rank=rank, world_size=world_size,
     )
 
 
@@ -98,16 +99,24 @@ def build(recipe: Recipe, ctx: HarnessContext) -> Trained:
     return Trained(model, OK)
 
 
+def origin(ctx: HarnessContext, built: Trained) -> Trained:
+    """The curve's origin: the model as built, evaluated before the clock starts (a NaN here fails the trial)."""
+    assert built.model is not None
+    try:
+        ctx.evaluate_now(built.model)
+    except TrainingDiverged as exc:
+        return Trained(built.model, failure(exc))
+    return built
+
+
 def train(recipe: Recipe, ctx: HarnessContext, model: nn.Module, meter: Meter, limit_s: float | None) -> Trained:
-    """``Recipe.train`` on the clock, under the watchdog, after the curve's origin (an evaluation of the model as
-    built, clock not started); whatever it raises becomes the verdict.
+    """``Recipe.train`` on the clock, under the watchdog; whatever it raises becomes the verdict.
 
     With several ranks the model is wrapped in DDP here, so a recipe is the same for 1 and N GPUs."""
     wrapped = model if ctx.world_size == 1 else DistributedDataParallel(
         model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
     )
     try:
-        ctx.evaluate_now(model)
         with Watchdog(ctx.clock, limit_s), meter.phase("train"):
             ctx.clock.start()
             trained = recipe.train(ctx, wrapped)

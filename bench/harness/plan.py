@@ -118,7 +118,7 @@ def plan_trial(
     base = dict(
         run_id=request.run_id, workload=spec.name, workload_hash=spec.content_hash(), submission=submission.name,
         submission_hash=submission.source_hash(), seed=request.seed, hyperparameters=hyperparameters,
-        tuning=request.tuning,
+        overrides=dict(request.overrides), tuning=request.tuning,
     )
     files = RunFiles(named(RESULT_SUFFIX), named(LOG_SUFFIX), named(MODEL_SUFFIX) if request.save_model else None)
     return PlannedTrial(request, submission, hyperparameters, files, TrialLimits.of(spec, allowance_s), base)

@@ -22,6 +22,7 @@ from bench.harness.result import finish_result
 from bench.harness.verdict import Verdict, failure
 from bench.measure.meter import Meter
 from bench.spec.result import RunResult, Timing
+from bench.track import Tracker, identity, tracker_from_env
 from bench.train.events import TrialEvent
 from bench.train.runtime import distributed_rank, pick_device
 from bench.train.targets import time_to_target
@@ -32,8 +33,8 @@ EventSink = Callable[[TrialEvent], None]
 class TrialRecorder:
     """The trial's own bookkeeping: when it started, how long each harness phase took, the phase events."""
 
-    def __init__(self, plan: PlannedTrial, on_event: EventSink | None) -> None:
-        self.plan, self._on_event = plan, on_event
+    def __init__(self, plan: PlannedTrial, on_event: EventSink | None, tracker: Tracker) -> None:
+        self.plan, self._on_event, self.tracker = plan, on_event, tracker
         self.started_at = datetime.now(timezone.utc)
         self._t0 = time.perf_counter()
         self.timing: dict[str, float | None] = {}
@@ -51,20 +52,23 @@ class TrialRecorder:
     def finish(self, verdict: Verdict, device: str, world_size: int, **measured: object) -> RunResult:
         with self.phase("done"):
             self.timing["total_s"] = time.perf_counter() - self._t0
-        return finish_result(self.plan, verdict.status, verdict.reason, started_at=self.started_at,
-                             timing=Timing(**self.timing), device=device, world_size=world_size,
-                             traceback_tail=verdict.traceback_tail, **measured)
+        result = finish_result(self.plan, verdict.status, verdict.reason, started_at=self.started_at,
+                               timing=Timing(**self.timing), device=device, world_size=world_size,
+                               traceback_tail=verdict.traceback_tail, **measured)
+        self.tracker.on_result(result)
+        return result
 
 
 def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir: Path | None = None) -> RunResult:
     """Run ``plan`` in this process and return its result (never raises for recipe problems)."""
-    trial, spec = TrialRecorder(plan, on_event), plan.workload
     device, (rank, world_size) = pick_device(plan.request.device), distributed_rank()
+    tracker = tracker_from_env(plan.run_id, identity(plan.base)) if rank == 0 else Tracker()
+    trial, spec = TrialRecorder(plan, on_event, tracker), plan.workload
     try:
         with trial.phase("data", "data_s"):
             loaded = phases.load(plan, recipe_dir)
         meter = Meter(device=device, hardware_class=spec.budget.hardware, world_size=world_size)
-        ctx = phases.context(plan, loaded, meter, device, rank, world_size, on_event)
+        ctx = phases.context(plan, loaded, meter, device, rank, world_size, on_event, tracker)
     except Exception as exc:  # data (a damaged cache too) or submission broken: nothing trained, nothing measured
         verdict = failure(exc)
         if isinstance(exc, BenchError):
@@ -73,6 +77,8 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
     meter.start()
     with trial.phase("setup", "setup_s"):
         trained = phases.build(loaded.recipe, ctx)
+    if trained.verdict.ok:
+        trained = phases.origin(ctx, trained)
     if trained.verdict.ok:
         with trial.phase("train"):
             trained = phases.train(loaded.recipe, ctx, trained.model, meter, plan.limits.train_s)

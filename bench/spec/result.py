@@ -266,6 +266,9 @@ class RunResult(StrictModel):
     submission_hash: str = Field(description="SHA-256 over the submission folder's files.")
     seed: int
     hyperparameters: dict[str, Any]
+    overrides: dict[str, Any] | None = Field(
+        None, description="Hyperparameters the command set over the manifest's (--set, a sweep's point); None in "
+                          "results made before this was recorded.")
     device: str = Field(description="torch device the trial trained on, e.g. 'cpu' or 'cuda:0'.")
     world_size: int = 1
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from bench.spec.result import EvalPoint, TrainLogPoint
 from bench.spec.workload import WorkloadSpec
+from bench.track import Tracker
 from bench.train.api import BudgetExhausted, TrialContext
 from bench.train.clock import TrainingClock
 from bench.train.evaluate import EvalScore
@@ -55,6 +56,7 @@ class HarnessContext(TrialContext):
         stream: Any,
         evaluator: Callable[[nn.Module], EvalScore],
         on_event: Callable[[TrialEvent], None] | None = None,
+        tracker: Tracker | None = None,
         run_id: str = "",
         rank: int = 0,
         world_size: int = 1,
@@ -81,6 +83,7 @@ class HarnessContext(TrialContext):
         self._flops_per_token: float | None = None
         self.precision = "fp32"  # what the recipe declared it trains in (train_lm does); fp32 until then
         self._on_event = on_event
+        self._tracker = tracker or Tracker()
         self._run_id = run_id
         self._budget = workload.budget
         self._next_eval = workload.eval.every
@@ -179,6 +182,8 @@ class HarnessContext(TrialContext):
             val_bpb=score.bpb,
         )
         self.curve.append(point)
+        with self.clock.paused():
+            self._tracker.on_eval(point)
         self._emit(TrialEvent(run_id=self._run_id, kind="eval", step=self.steps, tokens=self.tokens,
                               train_seconds=point.train_seconds, time_left=self._event_time_left(),
                               val_loss=score.loss), force=True)
@@ -214,7 +219,9 @@ class HarnessContext(TrialContext):
             self._last_loss = values["loss"]
         elapsed = self.clock.elapsed()
         if self.steps % self._log_every == 0:
-            self.train_log.append(TrainLogPoint(step=self.steps, tokens=self.tokens, train_seconds=elapsed, metrics=values))
+            point = TrainLogPoint(step=self.steps, tokens=self.tokens, train_seconds=elapsed, metrics=values)
+            self.train_log.append(point)
+            self._tracker.on_train_log(point)  # buffers only: written at the next evaluation, off the clock
             if len(self.train_log) > MAX_TRAIN_LOG_POINTS:
                 self.train_log = self.train_log[::2]
                 self._log_every *= 2
