@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -325,6 +327,20 @@ def results_json(results: Sequence[RunResult]) -> str:
     return json.dumps([result.model_dump(mode="json") for result in results], indent=2)
 
 
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """``$name`` set to ``value`` for the duration, then as it was (in-process callers, tests, keep theirs)."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
 def _resolved_workload(workload: str, wall_clock: str | None) -> tuple[Path, WorkloadSpec]:
     path = workload_path(workload)
     spec = load_workload(path)
@@ -361,6 +377,10 @@ def run(
     downstream: Annotated[bool, typer.Option(help="Run the workload's downstream tasks after training.")] = True,
     offline: Annotated[bool, typer.Option(help="Never contact the Hugging Face Hub (use what `bench prepare` cached).")] = False,
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
+    progress_every: Annotated[
+        str | None, typer.Option(help="Off a terminal, and in each trial's log: a progress line this often (e.g. 30s; "
+                                      "0: none; default $BENCH_PROGRESS_EVERY, else 10s).")
+    ] = None,
     strict: Annotated[bool, typer.Option(help="Exit with status 2 when any trial is not ok (for CI).")] = False,
     save_model: Annotated[
         bool, typer.Option(help="Save each trained model beside its result, for `bench eval` later.")
@@ -371,10 +391,12 @@ def run(
 ) -> None:
     """Train submissions on a workload under the harness (through Ray) and write one result file per trial."""
     from bench.harness.plan import TrialRequest, plan_trials
+    from bench.schedule.progress import PROGRESS_ENV, parse_interval, progress_interval
     from bench.schedule.runner import ResultsNotSaved, RunInterrupted, run_trials
     from bench.train.loader import load_recipe_class
     from bench.train.recipes import optimizer_names
 
+    every = parse_interval(progress_every, "--progress-every") if progress_every is not None else progress_interval()
     path, spec = _resolved_workload(workload, wall_clock)
     submissions = _submissions(submission or ["adamw-baseline"])
     overrides = dict(parse_assignment(item) for item in set_ or [])
@@ -393,8 +415,9 @@ def run(
     _prepare_with_progress(spec, path.parent)
     unsaved = None
     out = errors if json_ else console
-    try:
-        results = run_trials(plans, results_dir, address, progress)
+    try:  # the board reads the interval from the environment, and so do the workers of a local Ray
+        with _environment(PROGRESS_ENV, str(every)):
+            results = run_trials(plans, results_dir, address, progress)
     except RunInterrupted as interrupted:
         print_table(out, results_table(interrupted.results, f"{spec.name}: interrupted"))
         if json_:

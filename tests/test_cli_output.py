@@ -145,6 +145,11 @@ def test_progress_interval_comes_from_the_environment(monkeypatch):
         progress_interval()
 
 
+def test_a_malformed_progress_interval_fails_before_anything_runs():
+    result = runner.invoke(app, ["run", "--workload", "tiny", "--progress-every", "soon"])
+    assert result.exit_code == 1 and "--progress-every: expected a duration" in result.output
+
+
 def test_event_log_writes_phases_evaluations_and_periodic_progress():
     now = [0.0]
     log, forwarded = StringIO(), []
@@ -194,8 +199,8 @@ def test_piped_run_shows_progress_a_full_table_json_and_a_log(tmp_path):
     results_dir = tmp_path / "results"
     done = _bench(
         "run", "--workload", "tiny", "--submission", str(folder), "--seeds", "1", "--wall-clock", "5s",
-        "--no-downstream", "--results-dir", str(results_dir),
-        env={"BENCH_PROGRESS_EVERY": "1", "RAY_USAGE_STATS_ENABLED": "0"}, timeout=280,
+        "--no-downstream", "--results-dir", str(results_dir), "--progress-every", "1s",
+        env={"RAY_USAGE_STATS_ENABLED": "0"}, timeout=280,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [result] = load_results([results_dir])

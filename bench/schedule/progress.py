@@ -57,17 +57,20 @@ def progress_interval() -> float:
     """Seconds between progress lines when not on a terminal: ``$BENCH_PROGRESS_EVERY`` (``30``, ``1m``; 0 turns
     them off), else 10 s. Ray workers started by ``bench run`` inherit it, so trial logs follow it too."""
     text = os.environ.get(PROGRESS_ENV, "").strip()
-    if not text:
-        return DEFAULT_PROGRESS_EVERY_S
+    return parse_interval(text, f"${PROGRESS_ENV}") if text else DEFAULT_PROGRESS_EVERY_S
+
+
+def parse_interval(text: str, where: str) -> float:
+    """``30``, ``30s`` or ``1m`` -> seconds; errors name ``where`` the text came from (an option, a variable)."""
     try:
         seconds = float(text)
     except ValueError:
         try:
             seconds = parse_duration(text)
         except ValueError as exc:
-            raise BenchError(f"${PROGRESS_ENV}: {exc}") from None
+            raise BenchError(f"{where}: {exc}") from None
     if not math.isfinite(seconds) or seconds < 0:
-        raise BenchError(f"${PROGRESS_ENV}: expected a duration of 0 s or more, got {text!r}")
+        raise BenchError(f"{where}: expected a duration of 0 s or more, got {text!r}")
     return seconds
 
 
