@@ -23,7 +23,7 @@ from bench.schedule.progress import ProgressBoard, progress_interval
 from bench.schedule.worker import EventLog
 from bench.spec.result import RunResult
 from bench.summary import print_table, results_table
-from bench.train.request import TrialEvent
+from bench.train.events import TrialEvent
 
 from conftest import ROOT
 
@@ -173,11 +173,12 @@ def test_event_log_writes_phases_evaluations_and_periodic_progress():
 
 
 PRINTING_RECIPE = '''
-
 import sys
 
+from bench.train.recipes import GPTRecipe
 
-class Printing(AdamWBaseline):
+
+class Printing(GPTRecipe):
     """The baseline, saying something on stdout and stderr as a recipe author's debugging would."""
 
     def build_model(self, ctx):
@@ -198,7 +199,7 @@ def test_piped_run_shows_progress_a_full_table_json_and_a_log(tmp_path):
     folder = tmp_path / "adamw-baseline"  # the baseline, with prints, under the baseline's name
     folder.mkdir()
     source = ROOT / "submissions" / "adamw-baseline"
-    (folder / "recipe.py").write_text((source / "recipe.py").read_text() + PRINTING_RECIPE)
+    (folder / "recipe.py").write_text(PRINTING_RECIPE)
     manifest = yaml.safe_load((source / "submission.yaml").read_text())
     (folder / "submission.yaml").write_text(yaml.safe_dump({**manifest, "entry_point": "recipe.py:Printing"}))
 
