@@ -4,8 +4,11 @@ and prints; user errors (:class:`bench.errors.BenchError`) become a readable mes
 from __future__ import annotations
 
 import functools
+import json
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -14,6 +17,7 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from bench import __version__
 from bench.errors import BenchError, SpecError
@@ -28,13 +32,10 @@ from bench.spec.loading import (
     workload_path,
 )
 from bench.results import DEFAULT_RESULTS_DIR, new_run_id
-from bench.spec.result import TrialStatus
+from bench.spec.result import RunResult, TrialStatus
 from bench.spec.units import format_bytes, format_count, format_duration, parse_duration
 from bench.spec.workload import WorkloadSpec
-from bench.summary import results_table
-from bench.harness.plan import TrialRequest, plan_trials
-from bench.train.loader import load_recipe_class
-from bench.train.recipes import optimizer_names
+from bench.summary import print_table, results_table
 
 app = typer.Typer(
     name="bench",
@@ -58,7 +59,7 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except BenchError as exc:
             for line in str(exc).splitlines():
-                errors.print(f"[bold red]error:[/] {line}", highlight=False, markup=True, soft_wrap=True)
+                errors.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
@@ -111,10 +112,10 @@ def list_command() -> None:
         try:
             spec = load_workload(path)
         except SpecError as exc:
-            workloads.add_row(path.stem, f"[red]invalid: {exc.problems[0]}[/]")
+            workloads.add_row(Text(path.stem), Text(f"invalid: {exc.problems[0]}", style="red"))
             continue
         tokenizer = spec.tokenizer.kind + (f" {spec.tokenizer.vocab_size}" if spec.tokenizer.kind == "bpe" else "")
-        workloads.add_row(
+        workloads.add_row(*map(Text, (  # Text: a spec's own words are never read as markup
             spec.name,
             _source_text(spec),
             format_bytes(spec.data.train_bytes),
@@ -123,8 +124,8 @@ def list_command() -> None:
             _budget_text(spec),
             spec.budget.hardware,
             f"{spec.target.metric} {'<=' if spec.target.direction == 'minimize' else '>='} {spec.target.value:g}",
-        )
-    console.print(workloads)
+        )))
+    print_table(console, workloads)
 
     submissions = Table(title="Submissions", title_justify="left")
     submissions.add_column("name", no_wrap=True)
@@ -134,22 +135,25 @@ def list_command() -> None:
         try:
             manifest = find_submission(str(folder)).manifest
         except SpecError as exc:
-            submissions.add_row(folder.name, f"[red]invalid: {exc.problems[0]}[/]")
+            submissions.add_row(Text(folder.name), Text(f"invalid: {exc.problems[0]}", style="red"))
             continue
-        submissions.add_row(
+        submissions.add_row(*map(Text, (
             manifest.name,
             ", ".join(manifest.authors),
             manifest.entry_point,
             ", ".join(manifest.workloads),
             manifest.description.strip().splitlines()[0],
-        )
-    console.print(submissions)
+        )))
+    print_table(console, submissions)
 
 
 def validate_path(path: Path) -> list[str]:
     """Validate one workload file or submission folder; returns the problems (empty when valid)."""
     try:
         if path.is_dir() or path.name == "submission.yaml":
+            from bench.train.loader import load_recipe_class  # these import torch: only when a recipe is checked
+            from bench.train.recipes import optimizer_names
+
             submission = find_submission(str(path if path.is_dir() else path.parent))
             submission.hyperparameters({}, optimizers=optimizer_names(load_recipe_class(submission)))
             known = {p.stem for p in workload_files()}
@@ -180,9 +184,9 @@ def validate(
         if problems:
             failed += 1
             for problem in problems:
-                errors.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+                errors.print(f"[bold red]error:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         else:
-            console.print(f"[green]ok[/]    {path}", highlight=False)
+            console.print(f"[green]ok[/]    {escape(str(path))}", highlight=False, soft_wrap=True)
     if failed:
         errors.print(f"{failed} of {len(targets)} specs invalid", highlight=False)
         raise typer.Exit(1)
@@ -219,7 +223,7 @@ def _prepare_with_progress(
 
     with RichPrepareProgress(out) as progress:
         data = prepare_data(spec, workload_dir, cache_dir, progress)
-    out.print(f"[bold]{spec.name}[/]: {format_summary(data)}", highlight=False, soft_wrap=True)
+    out.print(f"[bold]{escape(spec.name)}[/]: {escape(format_summary(data))}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -236,7 +240,7 @@ def prepare(
     spec = load_workload(path)
     _prepare_with_progress(spec, path.parent, cache_dir, console)
     for failure in prefetch([task.task for task in spec.eval.downstream]):
-        errors.print(f"[yellow]warning:[/] downstream {failure.reason}", highlight=False, soft_wrap=True)
+        errors.print(f"[yellow]warning:[/] downstream {escape(failure.reason)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -261,7 +265,7 @@ def leaderboard(
     console.print(
         f"{len(results)} results -> {files.markdown}, {files.html}, {len(files.entries)} entry pages and "
         f"{len(files.plots)} plots",
-        highlight=False,
+        highlight=False, markup=False, soft_wrap=True,
     )
 
 
@@ -279,7 +283,7 @@ def compare(
 
     name = Path(workload).stem if workload.endswith((".yaml", ".yml")) else workload
     table = compare_runs(load_results(results_dir or [DEFAULT_RESULTS_DIR]), a, b, name)
-    console.print(table.to_rich())
+    print_table(console, table.to_rich())
 
 
 @app.command()
@@ -292,7 +296,8 @@ def new(
     from bench.scaffold import scaffold_submission
 
     folder = scaffold_submission(name, project_root() / "submissions", author)
-    console.print(f"created {folder}: edit recipe.py and submission.yaml, then `bench validate {folder}`", highlight=False)
+    console.print(f"created {folder}: edit recipe.py and submission.yaml, then `bench validate {folder}`",
+                  highlight=False, markup=False, soft_wrap=True)
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -322,6 +327,25 @@ def _submissions(names: list[str]) -> list[Submission]:
     return [find_submission(name) for name in names]
 
 
+def results_json(results: Sequence[RunResult]) -> str:
+    """Results as one JSON array of result-file objects, for scripts (``jq``, CI) rather than people."""
+    return json.dumps([result.model_dump(mode="json") for result in results], indent=2)
+
+
+@contextmanager
+def _environment(name: str, value: str) -> Iterator[None]:
+    """``$name`` set to ``value`` for the duration, then as it was (in-process callers, tests, keep theirs)."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
 def _resolved_workload(workload: str, wall_clock: str | None) -> tuple[Path, WorkloadSpec]:
     path = workload_path(workload)
     spec = load_workload(path)
@@ -332,8 +356,6 @@ def _resolved_workload(workload: str, wall_clock: str | None) -> tuple[Path, Wor
             raise BenchError(f"--wall-clock: {exc}") from None
         spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"wall_clock": seconds})})
     return path, spec
-
-
 
 
 
@@ -360,14 +382,26 @@ def run(
     downstream: Annotated[bool, typer.Option(help="Run the workload's downstream tasks after training.")] = True,
     offline: Annotated[bool, typer.Option(help="Never contact the Hugging Face Hub (use what `bench prepare` cached).")] = False,
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
+    progress_every: Annotated[
+        str | None, typer.Option(help="Off a terminal, and in each trial's log: a progress line this often (e.g. 30s; "
+                                      "0: none; default $BENCH_PROGRESS_EVERY, else 10s).")
+    ] = None,
     strict: Annotated[bool, typer.Option(help="Exit with status 2 when any trial is not ok (for CI).")] = False,
     save_model: Annotated[
         bool, typer.Option(help="Save each trained model beside its result, for `bench eval` later.")
     ] = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print the results as a JSON array on stdout (human output goes to stderr).")
+    ] = False,
 ) -> None:
     """Train submissions on a workload under the harness (through Ray) and write one result file per trial."""
+    from bench.harness.plan import TrialRequest, plan_trials
+    from bench.schedule.progress import PROGRESS_ENV, parse_interval, progress_interval
     from bench.schedule.runner import ResultsNotSaved, RunInterrupted, run_trials
+    from bench.train.loader import load_recipe_class
+    from bench.train.recipes import optimizer_names
 
+    every = parse_interval(progress_every, "--progress-every") if progress_every is not None else progress_interval()
     path, spec = _resolved_workload(workload, wall_clock)
     submissions = _submissions(submission or ["adamw-baseline"])
     overrides = dict(parse_assignment(item) for item in set_ or [])
@@ -385,14 +419,20 @@ def run(
     plans = plan_trials(requests, results_dir, submissions)
     _prepare_with_progress(spec, path.parent)
     unsaved = None
-    try:
-        results = run_trials(plans, results_dir, address, progress)
+    out = errors if json_ else console
+    try:  # the board reads the interval from the environment, and so do the workers of a local Ray
+        with _environment(PROGRESS_ENV, str(every)):
+            results = run_trials(plans, results_dir, address, progress)
     except RunInterrupted as interrupted:
-        console.print(results_table(interrupted.results, f"{spec.name}: interrupted"))
+        print_table(out, results_table(interrupted.results, f"{spec.name}: interrupted"))
+        if json_:
+            typer.echo(results_json(interrupted.results))
         raise typer.Exit(130) from None
     except ResultsNotSaved as not_saved:
         results, unsaved = not_saved.results, not_saved
-    console.print(results_table(results, f"{spec.name} ({spec.budget.hardware}): results in {results_dir}/"))
+    print_table(out, results_table(results, f"{spec.name} ({spec.budget.hardware}): results in {results_dir}/"))
+    if json_:
+        typer.echo(results_json(results))
     if unsaved is not None:
         for line in str(unsaved).splitlines():
             errors.print(f"[bold red]not saved:[/] {escape(line)}", highlight=False, soft_wrap=True)
@@ -430,7 +470,7 @@ def eval_command(
     run = saved_run(result)
     path, spec, warning = workload_for(run, workload)
     if warning:
-        errors.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        errors.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     tasks = [DownstreamTask(task=name) for name in task] if task else list(spec.eval.downstream)
     tasks = [t.model_copy(update={k: v for k, v in (("limit", limit), ("num_fewshot", num_fewshot)) if v is not None})
              for t in tasks]
@@ -439,18 +479,19 @@ def eval_command(
                                 include_paths=include_path or [], samples=samples)
     written = write_evaluation(run, evaluation)
     if samples is not None:
-        console.print(f"samples in {write_samples(written, samples)}", highlight=False, soft_wrap=True)
-    table = Table(title=f"{run.result.submission} seed {run.result.seed} ({run.result.run_id})", title_justify="left")
+        console.print(f"samples in {write_samples(written, samples)}", highlight=False, markup=False, soft_wrap=True)
+    title = Text(f"{run.result.submission} seed {run.result.seed} ({run.result.run_id})")
+    table = Table(title=title, title_justify="left")
     for column in ("task", "metric", "score", "± stderr", "chance", "examples"):
         table.add_column(column, justify="left" if column in ("task", "metric") else "right", no_wrap=True)
     for score in evaluation.downstream:
-        table.add_row(score.task, score.metric, f"{score.value:.4f}",
+        table.add_row(Text(score.task), Text(score.metric), f"{score.value:.4f}",
                       f"{score.stderr:.4f}" if score.stderr is not None else "-",
                       f"{score.chance:.4f}" if score.chance is not None else "-", str(score.samples))
-    console.print(table)
+    print_table(console, table)
     for failure in evaluation.downstream_failures:
-        errors.print(f"[red]failed:[/] {failure.task}: {failure.reason}", highlight=False, soft_wrap=True)
-    console.print(f"recorded in {written}", highlight=False, soft_wrap=True)
+        errors.print(f"[red]failed:[/] {escape(f'{failure.task}: {failure.reason}')}", highlight=False, soft_wrap=True)
+    console.print(f"recorded in {written}", highlight=False, markup=False, soft_wrap=True)
     if evaluation.downstream_failures:
         raise typer.Exit(1)
 
@@ -475,11 +516,12 @@ def tune(
     _prepare_with_progress(spec, path.parent)
     report = run_sweep(spec, path.parent.resolve(), chosen, trials, seed, results_dir, address, progress,
                        downstream=downstream)
-    console.print(results_table(report.results, f"sweep {report.sweep_id}"))
-    console.print(report.markdown, highlight=False, soft_wrap=True)
+    print_table(console, results_table(report.results, f"sweep {report.sweep_id}"))
+    console.print(report.markdown, highlight=False, markup=False, soft_wrap=True)
     if report.best is None:
         raise BenchError("no trial of the sweep finished ok")
-    console.print(f"best: {report.best.hyperparameters}  ({report.table_path})", highlight=False, soft_wrap=True)
+    console.print(f"best: {report.best.hyperparameters}  ({report.table_path})", highlight=False, markup=False,
+                  soft_wrap=True)
 
 
 @app.command()
@@ -505,16 +547,18 @@ def check(
     else:
         chosen = [s for s in _submissions(["all"]) if "tiny" in s.manifest.workloads]
     findings = run_check(chosen, reference_path, update=update, address=address, progress=progress)
-    table = Table(title=f"bench check against {reference_path}", title_justify="left")
+    table = Table(title=Text(f"bench check against {reference_path}"), title_justify="left")
     for column in ("check", "reference", "measured", "", "detail"):
         table.add_column(column)
     for finding in findings:
         verdict = "[green]ok[/]" if finding.ok else "[bold red]REGRESSED[/]"
-        table.add_row(finding.subject, finding.reference, finding.measured, verdict, finding.detail)
-    console.print(table)
+        table.add_row(Text(finding.subject), Text(finding.reference), Text(finding.measured), verdict,
+                      Text(finding.detail))
+    print_table(console, table)
     failed = [f for f in findings if not f.ok]
     if failed:
-        errors.print(f"[bold red]{len(failed)} check(s) failed:[/] " + "; ".join(f"{f.subject}: {f.detail}" for f in failed),
+        details = "; ".join(f"{f.subject}: {f.detail}" for f in failed)
+        errors.print(f"[bold red]{len(failed)} check(s) failed:[/] {escape(details)}",
                      highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
@@ -537,8 +581,8 @@ def study_run(
     from bench.study.report import report_study
 
     results = run_study(file, results_dir, address, progress=progress)
-    console.print(results_table(results, f"study {file.stem}"))
-    console.print(f"report: {report_study(file, results_dir)}", highlight=False)
+    print_table(console, results_table(results, f"study {file.stem}"))
+    console.print(f"report: {report_study(file, results_dir)}", highlight=False, markup=False, soft_wrap=True)
 
 
 @study_app.command("report")
@@ -550,7 +594,41 @@ def study_report(
     """Write the study's Markdown report (tables, scaling fit with CIs, comparisons, plots) from its results."""
     from bench.study.report import report_study
 
-    console.print(f"report: {report_study(file, results_dir)}", highlight=False)
+    console.print(f"report: {report_study(file, results_dir)}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command("results")
+@user_errors
+def results_command(
+    workload: Annotated[str | None, typer.Option("--workload", "-w", help="Only this workload's results.")] = None,
+    submission: Annotated[
+        list[str] | None, typer.Option("--submission", "-s", help="Only these submissions' results (repeatable).")
+    ] = None,
+    results_dir: Annotated[
+        list[Path] | None, typer.Option(help="Result folders, repeatable (default: results/).")
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print a JSON array of the result files instead.")] = False,
+) -> None:
+    """List stored results, oldest first: one table per workload, or JSON for scripts."""
+    from bench.results import load_results
+
+    folders = results_dir or [DEFAULT_RESULTS_DIR]
+    name = Path(workload).stem if workload and workload.endswith((".yaml", ".yml")) else workload
+    results = [
+        r for r in load_results(folders)
+        if (name is None or r.workload == name) and (not submission or r.submission in submission)
+    ]  # fmt: skip
+    if json_:
+        typer.echo(results_json(results))
+        return
+    if not results:
+        wanted = " ".join([*(["--workload", name] if name else []), *(f"--submission {s}" for s in submission or [])])
+        errors.print(f"no results{' for ' + wanted if wanted else ''} under {', '.join(map(str, folders))}",
+                     highlight=False, markup=False, soft_wrap=True)
+        return
+    for workload_name in dict.fromkeys(r.workload for r in results):
+        rows = [r for r in results if r.workload == workload_name]
+        print_table(console, results_table(rows, f"{workload_name}: {len(rows)} results", run_ids=True))
 
 
 @app.command("export")

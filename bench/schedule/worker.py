@@ -1,18 +1,25 @@
 """What runs inside a Ray worker for one trial (or one rank of a multi-GPU trial).
 
 The worker's own output (prints, warnings, native crashes) goes to the trial's log file, not to the terminal, and
-progress reaches the driver as :class:`TrialEvent` objects posted to its event box. The budget clock starts in
-here, inside ``run_trial``, so the time a trial waited for free resources never counts.
+progress reaches the driver as :class:`TrialEvent` objects posted to its event box. The log also gets the
+harness's side of the story (phase changes, a progress line every :func:`progress_interval` seconds, evaluations,
+the outcome), so that it reads on its own: a recipe that prints nothing still leaves a log that shows how far it
+got. The budget clock starts in here, inside ``run_trial``, so the time a trial waited for free resources never
+counts.
 """
 
 from __future__ import annotations
 
 import faulthandler
 import os
+import socket
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import TextIO
 
 import torch
 from ray.actor import ActorHandle
@@ -20,12 +27,15 @@ from ray.actor import ActorHandle
 from bench.harness.plan import PlannedTrial
 from bench.harness.trial import run_trial
 from bench.schedule.events import poster
+from bench.schedule.progress import progress_interval, progress_text
 from bench.spec.result import RunResult
+from bench.train.events import TrialEvent
 
 
 @contextmanager
-def output_to(path: Path) -> Iterator[None]:
-    """Send this process's stdout and stderr (file descriptors 1 and 2, so native output too) to ``path``.
+def output_to(path: Path) -> Iterator[TextIO | None]:
+    """Send this process's stdout and stderr (file descriptors 1 and 2, so native output too) to ``path``; yields
+    the log itself, for the harness's own lines (None when it could not be opened).
 
     A worker on another machine may not be able to create the driver's results folder; its output then stays in
     Ray's own worker log on that machine.
@@ -34,7 +44,7 @@ def output_to(path: Path) -> Iterator[None]:
         path.parent.mkdir(parents=True, exist_ok=True)
         log = open(path, "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed below, after the fds are restored
     except OSError:
-        yield
+        yield None
         return
     sys.stdout.flush()
     sys.stderr.flush()
@@ -43,7 +53,7 @@ def output_to(path: Path) -> Iterator[None]:
     os.dup2(log.fileno(), 2)
     faulthandler.enable(all_threads=False)  # a segfault or abort leaves its Python stack in the log
     try:
-        yield
+        yield log
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -69,10 +79,64 @@ def locate(folder: Path) -> Path:
     return folder  # importing the recipe reports the missing folder as the trial's failure
 
 
+class EventLog:
+    """An ``on_event`` callback that writes the harness's events into the trial's log and passes them on.
+
+    Phase changes and evaluations are written as they come; training progress once every ``every_s`` seconds
+    (the first at once; 0: never), since a recipe may report every step.
+    """
+
+    def __init__(
+        self, log: TextIO, forward: Callable[[TrialEvent], None] | None = None, every_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self._log = log
+        self._forward = forward
+        self._every_s = progress_interval() if every_s is None else every_s
+        self._clock = clock
+        self._last_progress: float | None = None
+
+    def __call__(self, event: TrialEvent) -> None:
+        if self._forward is not None:
+            self._forward(event)
+        if event.kind == "phase":
+            self.write(f"phase {event.phase}")
+        elif event.kind == "eval":
+            self.write("eval  " + progress_text(event.step, event.tokens, val_loss=event.val_loss,
+                                                time_left=event.time_left))
+        elif self._due():
+            self.write(progress_text(event.step, event.tokens, event.loss, None, event.tokens_per_s, event.time_left))
+
+    def write(self, text: str) -> None:
+        """One line, ``[bench 2026-12-01T19:57:08Z] text``: the prefix tells the harness's lines from the recipe's."""
+        stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        try:
+            self._log.write(f"[bench {stamp}] {text}\n")
+        except (OSError, ValueError):  # a full disk or a closed log must never fail the trial
+            pass
+
+    def _due(self) -> bool:
+        now = self._clock()
+        if self._every_s <= 0 or (self._last_progress is not None and now - self._last_progress < self._every_s):
+            return False
+        self._last_progress = now
+        return True
+
+
 def execute(plan: PlannedTrial, events: ActorHandle | None, threads: int, log_path: Path | None = None) -> RunResult:
     """Run one trial in this worker: ``threads`` torch threads, output to the plan's log (or ``log_path``), events
-    to the ``events`` box."""
+    to the ``events`` box and, with the harness's own lines, to the log."""
     torch.set_num_threads(threads)
     recipe_dir = locate(plan.submission.recipe_dir) if plan.submission.recipe_dir is not None else None
-    with output_to(log_path or plan.files.log):
-        return run_trial(plan, on_event=poster(events) if events is not None else None, recipe_dir=recipe_dir)
+    forward = poster(events) if events is not None else None
+    with output_to(log_path or plan.files.log) as log:
+        if log is None:
+            return run_trial(plan, on_event=forward, recipe_dir=recipe_dir)
+        event_log = EventLog(log, forward)
+        event_log.write(
+            f"trial {plan.run_id}: {plan.submission.name} seed {plan.request.seed} on workload {plan.workload.name}, "
+            f"host {socket.gethostname()}, pid {os.getpid()}, {threads} torch threads"
+        )
+        result = run_trial(plan, on_event=event_log, recipe_dir=recipe_dir)
+        event_log.write(f"result: {result.status.value}" + (f": {result.reason}" if result.reason else ""))
+        return result
