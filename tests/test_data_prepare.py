@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import pickle
-import socket
 import subprocess
 import sys
 from io import StringIO
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+import bench.data.build as build_module
 import bench.data.prepare as prepare_module
 from bench.data.prepare import RichPrepareProgress, format_summary, prepare
 from bench.data.shards import TokenFile, token_checksum
@@ -88,7 +88,7 @@ def test_decoded_splits_are_whole_source_documents_and_disjoint(corpus, tmp_path
 def test_second_prepare_is_a_cache_hit_without_reading_the_source(corpus, tmp_path, monkeypatch):
     folder, _ = corpus
     first = prepare(workload(JSONL), folder, tmp_path)
-    monkeypatch.setattr(prepare_module, "split_documents", lambda *a: pytest.fail("the source was read again"))
+    monkeypatch.setattr(prepare_module, "Splitter", lambda *a: pytest.fail("the source was read again"))
     second = prepare(workload(JSONL), folder, tmp_path)
     assert second.cache_hit and second.cache_path == first.cache_path
     assert np.array_equal(second.train_tokens, first.train_tokens)
@@ -105,50 +105,119 @@ def test_same_inputs_give_the_same_tokens_in_another_cache_and_other_budgets_ano
     assert other.cache_path != a.cache_path and other.meta.train.tokens < a.meta.train.tokens
 
 
-@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
-def test_a_failure_mid_write_leaves_no_entry_and_no_temporary_folder(corpus, tmp_path, monkeypatch, error):
-    folder, _ = corpus
-    monkeypatch.setattr(prepare_module, "BATCH_CHARS", 10_000)  # many writes
-    original, calls = TokenFile.write, []
+def shard_bytes(data) -> tuple[bytes, bytes]:
+    return (data.cache_path / "train.bin").read_bytes(), (data.cache_path / "val.bin").read_bytes()
 
-    def failing_write(self, tokens):
-        calls.append(1)
-        if len(calls) == 3:
+
+ENCODE_PART = build_module.encode_part
+
+
+def counting_encoder(monkeypatch, fail_after: int | None = None, error: BaseException | None = None) -> list[int]:
+    """Count the parts encoded in this process; optionally raise ``error`` instead of encoding one more."""
+    original, encoded = ENCODE_PART, []
+
+    def encode(part, parts_dir, tokenizer=None):
+        if fail_after is not None and len(encoded) == fail_after:
             raise error
-        original(self, tokens)
+        encoded.append(part.index)
+        return original(part, parts_dir, tokenizer)
 
-    monkeypatch.setattr(TokenFile, "write", failing_write)
+    monkeypatch.setattr(build_module, "encode_part", encode)
+    return encoded
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_an_interrupted_build_keeps_its_parts_and_the_rerun_resumes_to_identical_shards(
+    corpus, tmp_path, monkeypatch, error
+):
+    folder, _ = corpus
+    monkeypatch.setattr(build_module, "PART_BYTES", 10_000)  # ~14 parts
+    spec = workload(JSONL, tokenizer={"kind": "bpe", "vocab_size": 300, "train_sample_bytes": "50KB"})
+    full_parts = counting_encoder(monkeypatch)
+    uninterrupted = prepare(spec, folder, tmp_path / "reference", workers=0)
+    assert len(full_parts) > 10
+
+    counting_encoder(monkeypatch, fail_after=4, error=error)
     with pytest.raises(type(error)):
-        prepare(workload(JSONL), folder, tmp_path)
-    assert cache_contents(tmp_path) == []
-    monkeypatch.setattr(TokenFile, "write", original)
-    assert not prepare(workload(JSONL), folder, tmp_path).cache_hit
+        prepare(spec, folder, tmp_path / "cache", workers=0)
+    assert cache_contents(tmp_path / "cache") == []  # nothing published
+    partial = tmp_path / "cache" / "partial" / uninterrupted.cache_path.name
+    assert json.loads((partial / "progress.json").read_text())["merged"] == 4
+
+    resumed_parts = counting_encoder(monkeypatch)
+    resumed = prepare(spec, folder, tmp_path / "cache", workers=0)
+    assert resumed_parts == full_parts[4:]  # only the parts the first build had not finished
+    assert shard_bytes(resumed) == shard_bytes(uninterrupted)
+    assert resumed.meta.model_dump(exclude={"created_at", "build_seconds"}) == uninterrupted.meta.model_dump(
+        exclude={"created_at", "build_seconds"}
+    )
+    assert not partial.exists() and cache_contents(tmp_path / "cache") == [resumed.cache_path.name]
 
 
-def test_full_disk_is_a_bench_error_naming_the_cache(corpus, tmp_path, monkeypatch):
+KILL_AFTER_TWO_PARTS = """
+import json, os, signal, sys
+from pathlib import Path
+import bench.data.build as build
+from bench.data.prepare import PrepareProgress, prepare
+from bench.spec.workload import WorkloadSpec
+
+build.PART_BYTES = 10_000
+
+class CtrlCAfterTwoParts(PrepareProgress):
+    merged = 0
+    def update(self, bytes_done, tokens_done):
+        self.merged += 1
+        if self.merged == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+prepare(WorkloadSpec.model_validate_json(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), CtrlCAfterTwoParts(),
+        workers=2)
+"""
+
+
+def test_ctrl_c_in_a_parallel_build_keeps_its_parts_and_the_rerun_resumes(corpus, tmp_path, monkeypatch):
+    folder, _ = corpus
+    monkeypatch.setattr(build_module, "PART_BYTES", 10_000)
+    spec = workload(JSONL)
+    full_parts = counting_encoder(monkeypatch)
+    uninterrupted = prepare(spec, folder, tmp_path / "reference", workers=0)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_TWO_PARTS, spec.model_dump_json(), str(folder), str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert killed.returncode != 0 and "KeyboardInterrupt" in killed.stderr, killed.stderr[-2000:]
+    assert cache_contents(tmp_path / "cache") == []
+    progress = json.loads((tmp_path / "cache" / "partial" / uninterrupted.cache_path.name / "progress.json").read_text())
+    assert progress["merged"] >= 2
+
+    resumed_parts = counting_encoder(monkeypatch)
+    resumed = prepare(spec, folder, tmp_path / "cache", workers=0)
+    assert len(resumed_parts) <= len(full_parts) - progress["merged"]
+    assert shard_bytes(resumed) == shard_bytes(uninterrupted)
+
+
+def test_the_tokens_do_not_depend_on_the_number_of_worker_processes(corpus, tmp_path, monkeypatch):
+    folder, _ = corpus
+    monkeypatch.setattr(build_module, "PART_BYTES", 20_000)  # cut in the main process, so the workers see it
+    spec = workload(JSONL, tokenizer={"kind": "bpe", "vocab_size": 300, "train_sample_bytes": "50KB"})
+    one = prepare(spec, folder, tmp_path / "inline", workers=0)
+    two = prepare(spec, folder, tmp_path / "pool", workers=2)
+    assert (one.meta.workers, two.meta.workers) == (0, 2)
+    assert shard_bytes(one) == shard_bytes(two) and one.meta.train == two.meta.train
+
+
+def test_full_disk_is_a_bench_error_naming_the_cache_and_keeps_the_parts(corpus, tmp_path, monkeypatch):
     folder, _ = corpus
 
     def no_space(self, tokens):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(TokenFile, "write", no_space)
-    with pytest.raises(BenchError, match=f"{tmp_path}: disk full"):
-        prepare(workload(JSONL), folder, tmp_path)
+    with pytest.raises(BenchError, match=f"{tmp_path}: disk full.*kept in {tmp_path / 'partial'}"):
+        prepare(workload(JSONL), folder, tmp_path, workers=0)
     assert cache_contents(tmp_path) == []
-
-
-def test_temporary_folders_of_dead_builds_are_removed(corpus, tmp_path):
-    folder, _ = corpus
-    key = prepare(workload(JSONL), folder, tmp_path).cache_path.name
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
-    )
-    abandoned = tmp_path / "shards" / f".tmp-{key}-{socket.gethostname()}-{dead.stdout.strip()}-x"
-    abandoned.mkdir()
-    (tmp_path / "shards" / key / "meta.json").unlink()  # make the entry incomplete so that prepare rebuilds
-    (tmp_path / "shards" / key).rename(tmp_path / "old")
-    prepare(workload(JSONL), folder, tmp_path)
-    assert cache_contents(tmp_path) == [key]
 
 
 def test_bad_inputs_are_bench_errors_and_leave_nothing(corpus, tmp_path):
@@ -241,7 +310,7 @@ def test_synthetic_source_records_the_entropy_floor(tmp_path, monkeypatch):
 
 def test_a_long_text_stream_is_one_document_however_it_is_cut_for_encoding(tmp_path, monkeypatch):
     monkeypatch.setattr("bench.data.sources.TEXT_BLOCK", 5_000)
-    monkeypatch.setattr(prepare_module, "PIECE_CHARS", 700)
+    monkeypatch.setattr(build_module, "PIECE_CHARS", 700)
     text = "".join(f"line {i}: the model learns é日本\n" for i in range(3000))
     (tmp_path / "book.txt").write_text(text, encoding="utf-8")
     source = {"kind": "local", "paths": ["book.txt"], "documents": "file"}

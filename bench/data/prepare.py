@@ -1,9 +1,10 @@
 """``prepare``: from a workload's data and tokenizer specs to cached token shards, in one pass over the source.
 
 The source is read once (twice for a BPE tokenizer not yet learned: first its training sample), split into
-training and validation text, encoded in large multi-threaded batches, and written to a cache entry whose key
-hashes everything the tokens depend on. A second ``prepare`` of the same workload is a cache hit that opens the
-memory maps and reads nothing else.
+training and validation text, encoded by a pool of worker processes while it is read (:mod:`bench.data.build`),
+and written to a cache entry whose key hashes everything the tokens depend on, a Hub dataset's resolved commit
+included. An interrupted build keeps its completed parts and the next ``prepare`` continues it. A second
+``prepare`` of the same workload is a cache hit that opens the memory maps and reads nothing else.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from bench.data.build import default_workers, encode_splits, finish
 from bench.data.shards import (
     META_FILE,
     PIPELINE_VERSION,
@@ -38,8 +40,6 @@ from bench.data.shards import (
     TRAIN_FILE,
     VAL_FILE,
     ShardMeta,
-    SplitInfo,
-    TokenFile,
     building,
     cache_root,
     open_tokens,
@@ -47,7 +47,7 @@ from bench.data.shards import (
     token_checksum,
     write_meta,
 )
-from bench.data.sources import Piece, fingerprint, split_documents
+from bench.data.sources import Splitter, fingerprint, resolve_revision, split_documents
 from bench.data.stream import Order, TokenStream
 from bench.data.tokenizer import (
     BPE_VERSION,
@@ -57,27 +57,21 @@ from bench.data.tokenizer import (
     load_tokenizer,
     token_bytes,
     token_dtype,
+    save_tokenizer,
     train_bpe,
 )
 from bench.errors import BenchError
 from bench.spec.result import ValidationData
 from bench.spec.units import format_bytes, format_count
-from bench.spec.workload import BpeTokenizerSpec, ByteTokenizerSpec, FileTokenizerSpec, WorkloadSpec
-
-BATCH_CHARS = 2**20
-"""Characters encoded per ``encode_batch`` call: enough to keep every thread busy, small enough for frequent
-progress updates and bounded memory."""
-
-PIECE_CHARS = 2**16
-"""Longer texts are encoded in pieces cut after a newline: a huge string is encoded on one thread, slower per
-byte, into an encoding object of gigabytes."""
+from bench.spec.workload import BpeTokenizerSpec, ByteTokenizerSpec, FileTokenizerSpec, HubSource, WorkloadSpec
 
 
 class PrepareProgress:
     """Receives progress from :func:`prepare`. This base class shows nothing; :class:`RichPrepareProgress` draws."""
 
-    def phase(self, description: str, total_bytes: int | None) -> None:
-        """A new phase begins; ``total_bytes`` is None when its length is unknown."""
+    def phase(self, description: str, total_bytes: int | None, done_bytes: int = 0) -> None:
+        """A new phase begins; ``total_bytes`` is None when its length is unknown; ``done_bytes`` were done by an
+        earlier, interrupted build (so a rate and ETA count only this run's work)."""
 
     def update(self, bytes_done: int, tokens_done: int) -> None:
         """Text bytes processed and tokens written so far in the current phase."""
@@ -106,11 +100,11 @@ class RichPrepareProgress(PrepareProgress):
     def __exit__(self, *_: object) -> None:
         self._progress.stop()
 
-    def phase(self, description: str, total_bytes: int | None) -> None:
+    def phase(self, description: str, total_bytes: int | None, done_bytes: int = 0) -> None:
         if self._task is not None:
             task = self._progress.tasks[-1]
             self._progress.update(self._task, total=task.completed)
-        self._task = self._progress.add_task(description, total=total_bytes, tokens="-")
+        self._task = self._progress.add_task(description, total=total_bytes, completed=done_bytes, tokens="-")
 
     def update(self, bytes_done: int, tokens_done: int) -> None:
         self._progress.update(
@@ -152,6 +146,11 @@ class PreparedData:
         return self.meta.eos_id
 
     @property
+    def source_revision(self) -> str | None:
+        """The Hugging Face dataset commit the tokens came from (None for other sources or when unresolved)."""
+        return self.meta.source_revision
+
+    @property
     def tokenizer_path(self) -> Path:
         return self.cache_path / TOKENIZER_FILE
 
@@ -184,9 +183,10 @@ def _resolve(workload_dir: Path, path: str) -> Path:
     return workload_dir / Path(path).expanduser()
 
 
-def cache_inputs(spec: WorkloadSpec, workload_dir: Path) -> dict[str, Any]:
+def cache_inputs(spec: WorkloadSpec, workload_dir: Path, commit: str | None = None) -> dict[str, Any]:
     """Everything the tokens depend on. A learned BPE tokenizer is a function of the source and budgets already
-    listed, so its spec stands for its content; a tokenizer file is identified by the hash of its bytes."""
+    listed, so its spec stands for its content; a tokenizer file is identified by the hash of its bytes; a Hub
+    dataset by the ``commit`` its revision resolved to (:func:`~bench.data.sources.resolve_revision`)."""
     tokenizer: dict[str, Any] = spec.tokenizer.model_dump(mode="json")
     if isinstance(spec.tokenizer, BpeTokenizerSpec):
         tokenizer["bpe_version"] = BPE_VERSION
@@ -198,7 +198,7 @@ def cache_inputs(spec: WorkloadSpec, workload_dir: Path) -> dict[str, Any]:
             raise BenchError(f"tokenizer.path: cannot read {path}: {exc.strerror or exc}") from None
     return {
         "pipeline": PIPELINE_VERSION,
-        "source": fingerprint(spec.data.source, workload_dir),
+        "source": fingerprint(spec.data.source, workload_dir, commit),
         "train_bytes": spec.data.train_bytes,
         "val_bytes": spec.data.val_bytes,
         "tokenizer": tokenizer,
@@ -210,21 +210,36 @@ def prepare(
     workload_dir: Path,
     cache_dir: Path | None = None,
     progress: PrepareProgress | None = None,
+    workers: int | None = None,
 ) -> PreparedData:
     """Tokenize the workload's data into the cache (``cache_dir``, else ``$BENCH_CACHE``, else the user cache)
-    unless an identical entry is there already, and open it. Relative paths are relative to ``workload_dir``."""
+    unless an identical entry is there already, and open it. Relative paths are relative to ``workload_dir``.
+
+    ``workers`` encoding processes (default :func:`~bench.data.build.default_workers`: one per core); the tokens
+    do not depend on it. A build that fails or is interrupted keeps its completed parts in the cache's
+    ``partial/`` folder and the next call continues it.
+    """
     progress = progress or PrepareProgress()
     root = cache_root(cache_dir)
-    inputs = cache_inputs(spec, workload_dir)
+    source = spec.data.source
+    commit = resolve_revision(source, workload_dir, root) if isinstance(source, HubSource) else None
+    inputs = cache_inputs(spec, workload_dir, commit)
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
     entry = root / "shards" / key
     if (entry / META_FILE).exists():
         return PreparedData.load(entry, cache_hit=True)
     started = time.perf_counter()
+    total = spec.data.train_bytes + spec.data.val_bytes
+    workers = default_workers(total) if workers is None else workers
     with building(entry) as folder:
-        tokenizer = _tokenizer(spec, workload_dir, root, progress)
-        tokenizer.tokenizer.save(str(folder / TOKENIZER_FILE))
-        counts = _write_tokens(spec, workload_dir, tokenizer, folder, progress)
+        if folder is None:  # another process completed it while this one waited
+            return PreparedData.load(entry, cache_hit=True)
+        tokenizer = _tokenizer(spec, workload_dir, root, progress, folder)
+
+        def splitter(state: dict[str, Any] | None) -> Splitter:
+            return Splitter(source, workload_dir, spec.data.train_bytes, spec.data.val_bytes, state, commit)
+
+        totals = encode_splits(splitter, tokenizer, folder, key, workers, progress, total)
         write_meta(
             folder,
             ShardMeta(
@@ -236,13 +251,42 @@ def prepare(
                 eos_id=tokenizer.eos_id,
                 created_at=datetime.now(timezone.utc),
                 build_seconds=time.perf_counter() - started,
-                **counts,
+                source_revision=commit,
+                workers=workers,
+                **_counts(folder, totals, token_dtype(tokenizer.vocab_size)),
             ),
         )
+        finish(folder)
     return PreparedData.load(entry, cache_hit=False)
 
 
-def _tokenizer(spec: WorkloadSpec, workload_dir: Path, root: Path, progress: PrepareProgress) -> LoadedTokenizer:
+def _counts(folder: Path, totals: Any, dtype: np.dtype) -> dict[str, Any]:
+    """The counts and checksum for :class:`ShardMeta` from the build's totals."""
+    val_tokens = np.fromfile(folder / VAL_FILE, dtype=dtype)
+    if len(val_tokens) != totals.val.tokens or (folder / TRAIN_FILE).stat().st_size != totals.train.tokens * dtype.itemsize:
+        raise BenchError(f"{folder}: token files disagree with the build's records; delete {folder} and prepare again")
+    return {
+        "train": totals.train,
+        "val": totals.val,
+        "val_checksum": token_checksum(val_tokens),
+        "val_bytes_per_token": totals.val.bytes / totals.val.tokens,
+        "entropy_floor_bpb": -totals.val_log_prob / math.log(2) / totals.val.bytes if totals.val_log_prob_known else None,
+    }
+
+
+def _tokenizer(
+    spec: WorkloadSpec, workload_dir: Path, root: Path, progress: PrepareProgress, folder: Path
+) -> LoadedTokenizer:
+    """The build's tokenizer, saved into ``folder``; a resumed build reuses the one saved there."""
+    saved = folder / TOKENIZER_FILE
+    if saved.exists():
+        return load_tokenizer(saved)
+    tokenizer = _make_tokenizer(spec, workload_dir, root, progress)
+    save_tokenizer(tokenizer.tokenizer, saved)
+    return tokenizer
+
+
+def _make_tokenizer(spec: WorkloadSpec, workload_dir: Path, root: Path, progress: PrepareProgress) -> LoadedTokenizer:
     if isinstance(spec.tokenizer, ByteTokenizerSpec):
         return describe(byte_tokenizer(), "byte tokenizer")
     if isinstance(spec.tokenizer, FileTokenizerSpec):
@@ -267,84 +311,6 @@ def _tokenizer(spec: WorkloadSpec, workload_dir: Path, root: Path, progress: Pre
 def _cut_utf8(text: str, nbytes: int) -> str:
     """The longest prefix of ``text`` within ``nbytes`` UTF-8 bytes."""
     return text.encode("utf-8")[:nbytes].decode("utf-8", errors="ignore")
-
-
-def _pieces(text: str) -> list[str]:
-    """``text`` cut after a newline (or anywhere, lacking one) into pieces of at most ``PIECE_CHARS``."""
-    pieces, start = [], 0
-    while len(text) - start > PIECE_CHARS:
-        cut = text.rfind("\n", start, start + PIECE_CHARS) + 1 or start + PIECE_CHARS
-        pieces.append(text[start:cut])
-        start = cut
-    pieces.append(text[start:] if start else text)
-    return pieces
-
-
-class _Encoder:
-    """Collects one split's text, encodes it in batches and appends the ids, with end-of-text after each
-    document, to that split's token file."""
-
-    def __init__(self, tokenizer: LoadedTokenizer, out: TokenFile):
-        self.tokenizer = tokenizer
-        self.out = out
-        self.documents = 0
-        self.bytes = 0
-        self._texts: list[str] = []
-        self._ends: list[bool] = []
-        self._chars = 0
-
-    def add(self, piece: Piece) -> bool:
-        """Queue ``piece``; returns True when a batch was encoded and written."""
-        texts = _pieces(piece.text)
-        self._texts.extend(texts)
-        self._ends.extend([False] * (len(texts) - 1) + [piece.end])
-        self._chars += len(piece.text)
-        self.documents += piece.end
-        self.bytes += piece.nbytes
-        if self._chars < BATCH_CHARS:
-            return False
-        self.flush()
-        return True
-
-    def flush(self) -> None:
-        if not self._texts:
-            return
-        encodings = self.tokenizer.tokenizer.encode_batch_fast(self._texts, add_special_tokens=False)
-        eos = [self.tokenizer.eos_id]
-        ids = chain.from_iterable(
-            chain(encoding.ids, eos) if end else encoding.ids for encoding, end in zip(encodings, self._ends)
-        )
-        self.out.write(np.fromiter(ids, dtype=self.out.dtype))
-        self._texts, self._ends, self._chars = [], [], 0
-
-
-def _write_tokens(
-    spec: WorkloadSpec, workload_dir: Path, tokenizer: LoadedTokenizer, folder: Path, progress: PrepareProgress
-) -> dict[str, Any]:
-    """Encode both splits into ``folder``; returns the counts and checksum for :class:`ShardMeta`."""
-    data = spec.data
-    dtype = token_dtype(tokenizer.vocab_size)
-    progress.phase("tokenizing", data.train_bytes + data.val_bytes)
-    log_prob, log_prob_known = 0.0, True
-    with TokenFile(folder / TRAIN_FILE, dtype) as train_file, TokenFile(folder / VAL_FILE, dtype) as val_file:
-        train, val = _Encoder(tokenizer, train_file), _Encoder(tokenizer, val_file)
-        for piece in split_documents(data.source, workload_dir, data.train_bytes, data.val_bytes):
-            if piece.split == "val":
-                log_prob_known = log_prob_known and piece.log_prob is not None
-                log_prob += piece.log_prob or 0.0
-            if (val if piece.split == "val" else train).add(piece):
-                progress.update(train.bytes + val.bytes, train_file.tokens + val_file.tokens)
-        train.flush()
-        val.flush()
-        progress.update(train.bytes + val.bytes, train_file.tokens + val_file.tokens)
-    val_tokens = np.fromfile(folder / VAL_FILE, dtype=dtype)
-    return {
-        "train": SplitInfo(documents=train.documents, bytes=train.bytes, tokens=train_file.tokens),
-        "val": SplitInfo(documents=val.documents, bytes=val.bytes, tokens=val_file.tokens),
-        "val_checksum": token_checksum(val_tokens),
-        "val_bytes_per_token": val.bytes / val_file.tokens,
-        "entropy_floor_bpb": -log_prob / math.log(2) / val.bytes if log_prob_known else None,
-    }
 
 
 def format_summary(data: PreparedData) -> str:

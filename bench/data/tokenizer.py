@@ -139,11 +139,11 @@ def train_bpe(texts: Sequence[str], vocab_size: int, cache_root: Path) -> Tokeni
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer, length=len(texts))
-    _save_atomic(tokenizer, path)
+    save_tokenizer(tokenizer, path)
     return tokenizer
 
 
-def _save_atomic(tokenizer: Tokenizer, path: Path) -> None:
+def save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
     """Write ``path`` whole or not at all, so a concurrent reader or a full disk never leaves a broken file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
