@@ -10,12 +10,13 @@ import sys
 from io import StringIO
 
 import numpy as np
+import psutil
 import pytest
 from rich.console import Console
 
 import bench.data.build as build_module
 import bench.data.prepare as prepare_module
-from bench.data.prepare import RichPrepareProgress, format_summary, prepare
+from bench.data.prepare import PrepareProgress, RichPrepareProgress, format_summary, prepare
 from bench.data.shards import TokenFile, token_checksum
 from bench.data.synthetic import SyntheticCorpus, bits_per_byte
 from bench.data.tokenizer import EOS, byte_tokenizer, describe
@@ -196,6 +197,27 @@ def test_ctrl_c_in_a_parallel_build_keeps_its_parts_and_the_rerun_resumes(corpus
     resumed = prepare(spec, folder, tmp_path / "cache", workers=0)
     assert len(resumed_parts) <= len(full_parts) - progress["merged"]
     assert shard_bytes(resumed) == shard_bytes(uninterrupted)
+
+
+class KillAWorker(PrepareProgress):
+    """Kills one encoding process (as the kernel's out-of-memory killer would) when the first part is merged."""
+
+    def update(self, bytes_done: int, tokens_done: int) -> None:
+        if bytes_done and not getattr(self, "killed", False):
+            workers = [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
+            workers[0].kill()
+            self.killed = True
+
+
+def test_a_worker_that_dies_is_a_bench_error_and_the_rerun_resumes(corpus, tmp_path, monkeypatch):
+    folder, _ = corpus
+    monkeypatch.setattr(build_module, "PART_BYTES", 10_000)
+    spec = workload(JSONL)
+    with pytest.raises(BenchError, match="worker process died.*completed parts are kept"):
+        prepare(spec, folder, tmp_path / "cache", KillAWorker(), workers=2)
+    assert cache_contents(tmp_path / "cache") == []
+    resumed = prepare(spec, folder, tmp_path / "cache", workers=0)
+    assert shard_bytes(resumed) == shard_bytes(prepare(spec, folder, tmp_path / "reference", workers=0))
 
 
 def test_the_tokens_do_not_depend_on_the_number_of_worker_processes(corpus, tmp_path, monkeypatch):

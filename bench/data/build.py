@@ -24,6 +24,8 @@ import shutil
 import signal
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -231,10 +233,10 @@ class _Done:
     def __init__(self, record: PartRecord):
         self.record = record
 
-    def ready(self) -> bool:
+    def done(self) -> bool:
         return True
 
-    def get(self) -> PartRecord:
+    def result(self) -> PartRecord:
         return self.record
 
 
@@ -319,7 +321,9 @@ def encode_splits(
     reporter.phase(f"tokenizing ({label}{resumed})", total_bytes, progress.train.bytes + progress.val.bytes)
     dtype = token_dtype(tokenizer.vocab_size)
     pool = (
-        multiprocessing.get_context("spawn").Pool(workers, _init_worker, (tokenizer.tokenizer.to_str(),))
+        ProcessPoolExecutor(
+            workers, multiprocessing.get_context("spawn"), _init_worker, (tokenizer.tokenizer.to_str(),)
+        )
         if workers
         else None
     )
@@ -332,7 +336,7 @@ def encode_splits(
         def merge_oldest() -> None:
             nonlocal progress
             part, handle = pending.popleft()
-            record = handle.get()
+            record = handle.result()  # a worker that died (killed, out of memory) raises BrokenProcessPool here
             for split, out in (("train", train), ("val", val)):
                 with open(part_path(parts_dir, part.index, f"{split}.bin"), "rb") as source:
                     shutil.copyfileobj(source, out, COPY_BUFFER)
@@ -352,20 +356,37 @@ def encode_splits(
             elif pool is None:
                 pending.append((part, _Done(encode_part(part, parts_dir, tokenizer))))
             else:
-                pending.append((part, pool.apply_async(encode_part, (part, parts_dir))))
-            while pending and (len(pending) >= in_flight or pending[0][1].ready()):
+                pending.append((part, pool.submit(encode_part, part, parts_dir)))
+            while pending and (len(pending) >= in_flight or pending[0][1].done()):
                 merge_oldest()
         while pending:
             merge_oldest()
         if pool is not None:
-            pool.close()
-            pool.join()
+            pool.shutdown(wait=True)
+    except BrokenProcessPool:
+        raise BenchError(
+            f"a tokenizer worker process died (killed, or out of memory?) while preparing {folder.name}; the completed "
+            f"parts are kept in {folder}: prepare again to continue (with fewer processes, BENCH_PREPARE_WORKERS, "
+            "if memory is short)"
+        ) from None
     finally:
         if pool is not None:
-            pool.terminate()  # after an error or Ctrl-C: stop the workers now; their finished parts stay
+            _stop(pool)
         train.close()
         val.close()
     return progress
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Shut the pool down; after an error or Ctrl-C, stop its workers now rather than after their current part
+    (what they finished is on disk and kept). The executor has no public way to do that before Python 3.14."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join()
 
 
 def finish(folder: Path) -> None:
