@@ -190,7 +190,8 @@ def test_ctrl_c_in_a_parallel_build_keeps_its_parts_and_the_rerun_resumes(corpus
     )
     assert killed.returncode != 0 and "KeyboardInterrupt" in killed.stderr, killed.stderr[-2000:]
     assert cache_contents(tmp_path / "cache") == []
-    progress = json.loads((tmp_path / "cache" / "partial" / uninterrupted.cache_path.name / "progress.json").read_text())
+    partial = tmp_path / "cache" / "partial" / uninterrupted.cache_path.name
+    progress = json.loads((partial / "progress.json").read_text())
     assert progress["merged"] >= 2
 
     resumed_parts = counting_encoder(monkeypatch)

@@ -169,7 +169,8 @@ def _three_parquet_shards(folder):
     (folder / "ds").mkdir()
     docs = make_docs(900, seed=4)
     for shard in range(3):
-        pq.write_table(pa.table({"text": docs[shard * 300 : (shard + 1) * 300]}), folder / "ds" / f"train-{shard}.parquet")
+        shard_docs = docs[shard * 300 : (shard + 1) * 300]
+        pq.write_table(pa.table({"text": shard_docs}), folder / "ds" / f"train-{shard}.parquet")
 
 
 @pytest.mark.parametrize("kind", ["synthetic", "jsonl files", "hub dataset folder"])

@@ -24,12 +24,13 @@ import shutil
 import signal
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -269,15 +270,17 @@ def load_progress(folder: Path, key: str) -> BuildProgress:
     try:
         progress = BuildProgress.model_validate_json(path.read_text(encoding="utf-8"))
     except (OSError, ValidationError) as exc:
-        raise BenchError(f"{path}: unreadable build progress ({exc}); delete {folder} to prepare from scratch") from None
+        raise BenchError(
+            f"{path}: unreadable build progress ({exc}); delete {folder} to prepare from scratch"
+        ) from None
     if progress.key != key:
         raise BenchError(f"{path}: progress of another build (key {progress.key}); delete {folder}")
     return progress
 
 
-def _open_merged(path: Path, length: int) -> Any:
+def _open_merged(path: Path, length: int) -> BinaryIO:
     """``path`` opened for appending after its first ``length`` bytes (what progress.json vouches for)."""
-    handle = open(path, "r+b" if path.exists() else "w+b")  # noqa: SIM115 - closed by the build's ExitStack
+    handle = open(path, "r+b" if path.exists() else "w+b")  # noqa: SIM115 - the caller closes it (an ExitStack)
     size = handle.seek(0, os.SEEK_END)
     if size < length:
         handle.close()
@@ -312,69 +315,87 @@ def encode_splits(
     """Encode the split stream into ``folder``'s ``train.bin`` and ``val.bin``, continuing an earlier build there;
     returns the totals. ``workers`` processes encode (0: this process does, with the tokenizer's threads)."""
     progress = load_progress(folder, key)
-    parts_dir = folder / PARTS_DIR
-    parts_dir.mkdir(exist_ok=True)
+    (folder / PARTS_DIR).mkdir(exist_ok=True)
     splitter = make_splitter(progress.state)
     first = progress.merged if progress.state is not None and splitter.resumable else 0
     resumed = f", resuming after {progress.merged} parts" if progress.merged else ""
     label = f"{workers} processes" if workers else "in this process"
     reporter.phase(f"tokenizing ({label}{resumed})", total_bytes, progress.train.bytes + progress.val.bytes)
     dtype = token_dtype(tokenizer.vocab_size)
-    pool = (
-        ProcessPoolExecutor(
-            workers, multiprocessing.get_context("spawn"), _init_worker, (tokenizer.tokenizer.to_str(),)
-        )
-        if workers
-        else None
-    )
-    train = _open_merged(folder / TRAIN_FILE, progress.train.tokens * dtype.itemsize)
-    val = _open_merged(folder / VAL_FILE, progress.val.tokens * dtype.itemsize)
-    try:
-        pending: deque[tuple[Part, Any]] = deque()
-        in_flight = 2 * workers if workers else 1
+    with ExitStack() as stack:
+        train = stack.enter_context(_open_merged(folder / TRAIN_FILE, progress.train.tokens * dtype.itemsize))
+        val = stack.enter_context(_open_merged(folder / VAL_FILE, progress.val.tokens * dtype.itemsize))
+        pool = stack.enter_context(_pool(workers, tokenizer)) if workers else None
+        try:
+            stream = parts(splitter, first)
+            return _encode_parts(stream, progress, folder, tokenizer, pool, workers, (train, val), reporter)
+        except BrokenProcessPool:
+            raise BenchError(
+                f"a tokenizer worker process died (killed, or out of memory?) while preparing {folder.name}; the "
+                f"completed parts are kept in {folder}: prepare again to continue (with fewer processes, "
+                "BENCH_PREPARE_WORKERS, if memory is short)"
+            ) from None
 
-        def merge_oldest() -> None:
-            nonlocal progress
-            part, handle = pending.popleft()
-            record = handle.result()  # a worker that died (killed, out of memory) raises BrokenProcessPool here
-            for split, out in (("train", train), ("val", val)):
-                with open(part_path(parts_dir, part.index, f"{split}.bin"), "rb") as source:
-                    shutil.copyfileobj(source, out, COPY_BUFFER)
-                out.flush()
-                os.fsync(out.fileno())
-            progress = progress.add(record, part.state)
-            _write_atomic(folder / PROGRESS_FILE, progress.model_dump_json())
-            for suffix in ("train.bin", "val.bin", "json"):
-                part_path(parts_dir, part.index, suffix).unlink(missing_ok=True)
-            reporter.update(progress.train.bytes + progress.val.bytes, progress.train.tokens + progress.val.tokens)
 
-        for part in parts(splitter, first):
-            if part.index < progress.merged:
-                continue  # re-read to find the place (a contiguous text split), already in the files
-            if (record := _read_record(parts_dir, part.index)) is not None:
-                pending.append((part, _Done(record)))
-            elif pool is None:
-                pending.append((part, _Done(encode_part(part, parts_dir, tokenizer))))
-            else:
-                pending.append((part, pool.submit(encode_part, part, parts_dir)))
-            while pending and (len(pending) >= in_flight or pending[0][1].done()):
-                merge_oldest()
-        while pending:
+def _encode_parts(
+    stream: Iterator[Part],
+    progress: BuildProgress,
+    folder: Path,
+    tokenizer: LoadedTokenizer,
+    pool: ProcessPoolExecutor | None,
+    workers: int,
+    outputs: tuple[BinaryIO, BinaryIO],
+    reporter: Reporter,
+) -> BuildProgress:
+    """Encode the parts not done yet (at most ``2 * workers`` in flight, so reading stays ahead with bounded
+    memory) and append each, oldest first, to the outputs as soon as it is ready."""
+    parts_dir = folder / PARTS_DIR
+    pending: deque[tuple[Part, Any]] = deque()
+    in_flight = 2 * workers if workers else 1
+
+    def merge_oldest() -> None:
+        nonlocal progress
+        part, handle = pending.popleft()
+        record = handle.result()  # a worker that died (killed, out of memory) raises BrokenProcessPool here
+        for split, out in zip(("train", "val"), outputs):
+            with open(part_path(parts_dir, part.index, f"{split}.bin"), "rb") as source:
+                shutil.copyfileobj(source, out, COPY_BUFFER)
+            out.flush()
+            os.fsync(out.fileno())
+        progress = progress.add(record, part.state)
+        _write_atomic(folder / PROGRESS_FILE, progress.model_dump_json())
+        for suffix in ("train.bin", "val.bin", "json"):
+            part_path(parts_dir, part.index, suffix).unlink(missing_ok=True)
+        reporter.update(progress.train.bytes + progress.val.bytes, progress.train.tokens + progress.val.tokens)
+
+    for part in stream:
+        if part.index < progress.merged:
+            continue  # re-read to find the place (a contiguous text split), already in the files
+        if (record := _read_record(parts_dir, part.index)) is not None:
+            pending.append((part, _Done(record)))
+        elif pool is None:
+            pending.append((part, _Done(encode_part(part, parts_dir, tokenizer))))
+        else:
+            pending.append((part, pool.submit(encode_part, part, parts_dir)))
+        while pending and (len(pending) >= in_flight or pending[0][1].done()):
             merge_oldest()
-        if pool is not None:
-            pool.shutdown(wait=True)
-    except BrokenProcessPool:
-        raise BenchError(
-            f"a tokenizer worker process died (killed, or out of memory?) while preparing {folder.name}; the completed "
-            f"parts are kept in {folder}: prepare again to continue (with fewer processes, BENCH_PREPARE_WORKERS, "
-            "if memory is short)"
-        ) from None
-    finally:
-        if pool is not None:
-            _stop(pool)
-        train.close()
-        val.close()
+    while pending:
+        merge_oldest()
+    if pool is not None:
+        pool.shutdown(wait=True)
     return progress
+
+
+@contextmanager
+def _pool(workers: int, tokenizer: LoadedTokenizer) -> Iterator[ProcessPoolExecutor]:
+    """``workers`` spawned encoding processes (spawn, not fork: the parent may hold tokenizer threads, Ray, torch),
+    each loading the tokenizer once; stopped at once when the block ends, however it ends."""
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, context, _init_worker, (tokenizer.tokenizer.to_str(),))
+    try:
+        yield pool
+    finally:
+        _stop(pool)
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

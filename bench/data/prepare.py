@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from bench.data.build import default_workers, encode_splits, finish
+from bench.data.build import BuildProgress, default_workers, encode_splits, finish
 from bench.data.shards import (
     META_FILE,
     PIPELINE_VERSION,
@@ -260,17 +259,19 @@ def prepare(
     return PreparedData.load(entry, cache_hit=False)
 
 
-def _counts(folder: Path, totals: Any, dtype: np.dtype) -> dict[str, Any]:
-    """The counts and checksum for :class:`ShardMeta` from the build's totals."""
+def _counts(folder: Path, totals: BuildProgress, dtype: np.dtype) -> dict[str, Any]:
+    """The counts and checksum for :class:`ShardMeta` from the build's totals, checked against the files."""
     val_tokens = np.fromfile(folder / VAL_FILE, dtype=dtype)
-    if len(val_tokens) != totals.val.tokens or (folder / TRAIN_FILE).stat().st_size != totals.train.tokens * dtype.itemsize:
+    train_size = (folder / TRAIN_FILE).stat().st_size
+    if len(val_tokens) != totals.val.tokens or train_size != totals.train.tokens * dtype.itemsize:
         raise BenchError(f"{folder}: token files disagree with the build's records; delete {folder} and prepare again")
+    floor = -totals.val_log_prob / math.log(2) / totals.val.bytes if totals.val_log_prob_known else None
     return {
         "train": totals.train,
         "val": totals.val,
         "val_checksum": token_checksum(val_tokens),
         "val_bytes_per_token": totals.val.bytes / totals.val.tokens,
-        "entropy_floor_bpb": -totals.val_log_prob / math.log(2) / totals.val.bytes if totals.val_log_prob_known else None,
+        "entropy_floor_bpb": floor,
     }
 
 

@@ -225,8 +225,9 @@ def resolve_revision(source: HubSource, workload_dir: Path, cache_root: Path) ->
     """The commit that ``source.revision`` (a branch, tag or commit) names, or None when it cannot be known.
 
     Asked of the Hub unless offline; then the Hugging Face cache's own ``refs`` (what an offline read would use);
-    then the commit recorded the last time this cache resolved it. A local dataset folder has no revision (its files identify it). Every commit
-    found is recorded under ``cache_root/hub-revisions``, so an offline run keys the data as the online one did.
+    then the commit recorded the last time this cache resolved it. A local dataset folder has no revision (its
+    files identify it). Every commit found is recorded under ``cache_root/hub-revisions``, so an offline run keys
+    the data as the online one did.
     """
     if Path(hub_path(source, workload_dir)).is_dir():
         return None

@@ -185,9 +185,15 @@ def tiktoken_encoding(loaded: LoadedTokenizer) -> Any:
         for why, bad in (
             ("not a BPE model", model.get("type") != "BPE"),
             ("a normalizer", data.get("normalizer") is not None),
-            ("no byte-level pre-tokenizer with GPT-2's regex", pre.get("type") != "ByteLevel" or not pre.get("use_regex", True)),
+            (
+                "no byte-level pre-tokenizer with GPT-2's regex",
+                pre.get("type") != "ByteLevel" or not pre.get("use_regex", True),
+            ),
             ("a prefix space", pre.get("add_prefix_space", False)),
-            ("BPE dropout or word affixes", model.get("dropout") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix")),
+            (
+                "BPE dropout or word affixes",
+                model.get("dropout") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"),
+            ),
         )
         if bad
     ]
