@@ -11,6 +11,8 @@ from io import StringIO
 
 import numpy as np
 import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 
@@ -127,13 +129,21 @@ def counting_encoder(monkeypatch, fail_after: int | None = None, error: BaseExce
     return encoded
 
 
-@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+@pytest.mark.parametrize(
+    ("error", "source"),
+    [(RuntimeError("boom"), JSONL), (KeyboardInterrupt(), JSONL), (RuntimeError("boom"), {"kind": "hub", "path": "ds"})],
+)
 def test_an_interrupted_build_keeps_its_parts_and_the_rerun_resumes_to_identical_shards(
-    corpus, tmp_path, monkeypatch, error
+    corpus, tmp_path, monkeypatch, error, source
 ):
-    folder, _ = corpus
+    """The hub case streams a local dataset folder (3 parquet shards) and resumes from its ``state_dict``."""
+    folder, docs = corpus
+    if source["kind"] == "hub" and not (folder / "ds").exists():
+        (folder / "ds").mkdir()
+        for shard in range(3):
+            pq.write_table(pa.table({"text": docs[shard::3]}), folder / "ds" / f"train-{shard}.parquet")
     monkeypatch.setattr(build_module, "PART_BYTES", 10_000)  # ~14 parts
-    spec = workload(JSONL, tokenizer={"kind": "bpe", "vocab_size": 300, "train_sample_bytes": "50KB"})
+    spec = workload(source, tokenizer={"kind": "bpe", "vocab_size": 300, "train_sample_bytes": "50KB"})
     full_parts = counting_encoder(monkeypatch)
     uninterrupted = prepare(spec, folder, tmp_path / "reference", workers=0)
     assert len(full_parts) > 10

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -376,7 +376,8 @@ def _encode_parts(
         elif pool is None:
             pending.append((part, _Done(encode_part(part, parts_dir, tokenizer))))
         else:
-            pending.append((part, pool.submit(encode_part, part, parts_dir)))
+            work = replace(part, state=None)  # the worker needs the text, not the split's state
+            pending.append((part, pool.submit(encode_part, work, parts_dir)))
         while pending and (len(pending) >= in_flight or pending[0][1].done()):
             merge_oldest()
     while pending:

@@ -203,6 +203,7 @@ def _hub_documents(source: HubSource, workload_dir: Path, reader: DocumentReader
         rows = iter(dataset)
     except Exception as exc:  # noqa: BLE001 - the library raises many unrelated types (HTTP, file, config, offline)
         raise _hub_error(source, exc) from None
+    reader.dataset = dataset  # its state_dict is the position: taken when asked for, not copied after every row
     while True:
         try:
             row = next(rows)
@@ -210,7 +211,6 @@ def _hub_documents(source: HubSource, workload_dir: Path, reader: DocumentReader
             return
         except Exception as exc:  # noqa: BLE001 - a connection lost mid-stream surfaces here
             raise _hub_error(source, exc) from None
-        reader.position = {"state": dataset.state_dict()}
         if source.text_field not in row:
             raise BenchError(
                 f"{describe_source(source)}: no field {source.text_field!r} (fields: {', '.join(row)}); "
@@ -301,7 +301,16 @@ class DocumentReader:
         self.start: dict[str, Any] = dict(start or {})
         self.revision = revision
         """For a hub source, the resolved commit to read (else ``source.revision``)."""
-        self.position: dict[str, Any] = dict(self.start)
+        self.dataset: Any = None
+        """The streamed Hub dataset being read, whose ``state_dict`` is the position."""
+        self._position: dict[str, Any] = dict(self.start)
+
+    @property
+    def position(self) -> dict[str, Any]:
+        """Where the next document starts: pass it as ``start`` to a new reader to continue from there."""
+        if self.dataset is not None:
+            return {"state": self.dataset.state_dict()}
+        return self._position
 
     def __iter__(self) -> Iterator[Document]:
         if isinstance(self.source, SyntheticSource):
@@ -317,7 +326,7 @@ class DocumentReader:
         start = self.start.get("next", 0)
         while True:
             for offset, doc in enumerate(corpus.documents(start, SYNTHETIC_CHUNK), 1):
-                self.position = {"next": start + offset}
+                self._position = {"next": start + offset}
                 yield Document(doc.text, doc.log_prob)
             start += SYNTHETIC_CHUNK
 
@@ -334,7 +343,7 @@ class DocumentReader:
                 texts = _parquet_documents(path, source.text_field)
             for count, text in enumerate(islice(texts, skip if index == first else 0, None),
                                          (skip if index == first else 0) + 1):
-                self.position = {"file": index, "document": count}
+                self._position = {"file": index, "document": count}
                 yield text
 
 
