@@ -7,6 +7,7 @@ import json
 import pickle
 import subprocess
 import sys
+import time
 from io import StringIO
 
 import numpy as np
@@ -364,3 +365,38 @@ def test_describe_finds_the_end_of_text_id():
     loaded = describe(byte_tokenizer(), "byte")
     assert (loaded.eos_id, loaded.vocab_size) == (256, 257)
     assert loaded.tokenizer.encode("é").ids == list("é".encode())
+
+
+SLOW_BUILD = """
+import sys, time
+from pathlib import Path
+import bench.data.build as build
+from bench.data.prepare import PrepareProgress, prepare
+from bench.spec.workload import WorkloadSpec
+
+build.PART_BYTES = 10_000
+
+class Slow(PrepareProgress):
+    def update(self, bytes_done, tokens_done):
+        time.sleep(0.3)
+
+print(prepare(WorkloadSpec.model_validate_json(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), Slow(),
+              workers=0).cache_path)
+"""
+
+
+def test_a_second_build_of_the_same_data_waits_for_the_first_and_gets_a_cache_hit(corpus, tmp_path):
+    folder, _ = corpus
+    spec = workload(JSONL, train="100KB")
+    first = subprocess.Popen(
+        [sys.executable, "-c", SLOW_BUILD, spec.model_dump_json(), str(folder), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "partial").glob("*/progress.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the first build holds the lock and has merged a part
+    second = prepare(spec, folder, tmp_path, workers=0)
+    out, _ = first.communicate(timeout=120)
+    assert first.returncode == 0 and out.strip() == str(second.cache_path)
+    assert second.cache_hit  # it waited for the lock instead of building the same entry again
