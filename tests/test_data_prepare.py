@@ -132,13 +132,22 @@ def counting_encoder(monkeypatch, fail_after: int | None = None, error: BaseExce
 
 @pytest.mark.parametrize(
     ("error", "source"),
-    [(RuntimeError("boom"), JSONL), (KeyboardInterrupt(), JSONL), (RuntimeError("boom"), {"kind": "hub", "path": "ds"})],
+    [
+        (RuntimeError("boom"), JSONL),
+        (KeyboardInterrupt(), JSONL),
+        (RuntimeError("boom"), {"kind": "hub", "path": "ds"}),
+        (RuntimeError("boom"), {"kind": "local", "paths": ["book.txt"], "documents": "file"}),
+    ],
 )
 def test_an_interrupted_build_keeps_its_parts_and_the_rerun_resumes_to_identical_shards(
     corpus, tmp_path, monkeypatch, error, source
 ):
-    """The hub case streams a local dataset folder (3 parquet shards) and resumes from its ``state_dict``."""
+    """The hub case streams a local dataset folder (3 parquet shards) and resumes from its ``state_dict``; a single
+    text file split contiguously cannot continue from a state and is re-read, skipping what is merged."""
     folder, docs = corpus
+    monkeypatch.setattr("bench.data.sources.TEXT_BLOCK", 5_000)
+    if not (folder / "book.txt").exists():
+        (folder / "book.txt").write_text("\n".join(docs), encoding="utf-8")
     if source["kind"] == "hub" and not (folder / "ds").exists():
         (folder / "ds").mkdir()
         for shard in range(3):
