@@ -409,3 +409,19 @@ def test_a_second_build_of_the_same_data_waits_for_the_first_and_gets_a_cache_hi
     out, _ = first.communicate(timeout=120)
     assert first.returncode == 0 and out.strip() == str(second.cache_path)
     assert second.cache_hit  # it waited for the lock instead of building the same entry again
+
+
+def test_a_hub_dataset_folder_has_no_revision_and_a_given_commit_keys_a_hub_id(corpus, tmp_path):
+    folder, docs = corpus
+    (tmp_path / "ds").mkdir()
+    pq.write_table(pa.table({"text": docs}), tmp_path / "ds" / "train.parquet")
+    data = prepare(workload({"kind": "hub", "path": "ds"}), tmp_path, tmp_path / "cache", workers=0)
+    assert data.source_revision is None and "files" in data.meta.inputs["source"]
+    # A hub id is keyed by the commit it resolved to, given here as the driver of a run would pass it to trials.
+    with pytest.raises(BenchError, match="org/data"):  # offline: the commit is known, the data is not
+        prepare(workload({"kind": "hub", "path": "org/data"}), tmp_path, tmp_path / "cache", commit="a" * 40)
+    partial = tmp_path / "cache" / "partial"
+    keys = {p.name for p in partial.iterdir() if p.is_dir()}
+    with pytest.raises(BenchError):
+        prepare(workload({"kind": "hub", "path": "org/data"}), tmp_path, tmp_path / "cache", commit="b" * 40)
+    assert len({p.name for p in partial.iterdir() if p.is_dir()} - keys) == 1  # another commit, another key

@@ -210,18 +210,22 @@ def prepare(
     cache_dir: Path | None = None,
     progress: PrepareProgress | None = None,
     workers: int | None = None,
+    commit: str | None = None,
 ) -> PreparedData:
     """Tokenize the workload's data into the cache (``cache_dir``, else ``$BENCH_CACHE``, else the user cache)
     unless an identical entry is there already, and open it. Relative paths are relative to ``workload_dir``.
 
     ``workers`` encoding processes (default :func:`~bench.data.build.default_workers`: one per core); the tokens
     do not depend on it. A build that fails or is interrupted keeps its completed parts in the cache's
-    ``partial/`` folder and the next call continues it.
+    ``partial/`` folder and the next call continues it. ``commit``: the Hub dataset's commit as resolved already
+    (``PreparedData.source_revision`` of the driver's ``prepare``), so that the trials of one run open the data the
+    driver prepared even if the branch moves meanwhile, and ask the Hub nothing.
     """
     progress = progress or PrepareProgress()
     root = cache_root(cache_dir)
     source = spec.data.source
-    commit = resolve_revision(source, workload_dir, root) if isinstance(source, HubSource) else None
+    if commit is None and isinstance(source, HubSource):
+        commit = resolve_revision(source, workload_dir, root)
     inputs = cache_inputs(spec, workload_dir, commit)
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
     entry = root / "shards" / key
