@@ -54,9 +54,9 @@ from bench.data.tokenizer import (
     byte_tokenizer,
     describe,
     load_tokenizer,
+    save_tokenizer,
     token_bytes,
     token_dtype,
-    save_tokenizer,
     train_bpe,
 )
 from bench.errors import BenchError
