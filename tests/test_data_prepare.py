@@ -175,6 +175,29 @@ def test_an_interrupted_build_keeps_its_parts_and_the_rerun_resumes_to_identical
     assert not partial.exists() and cache_contents(tmp_path / "cache") == [resumed.cache_path.name]
 
 
+def test_a_build_begun_with_other_part_sizes_continues_to_identical_shards(corpus, tmp_path, monkeypatch):
+    """Part numbers mean other text under another PART_BYTES: the merged prefix is kept, unmerged parts redone."""
+    folder, _ = corpus
+    spec = workload(JSONL)
+    monkeypatch.setattr(build_module, "PART_BYTES", 10_000)
+    uninterrupted = prepare(spec, folder, tmp_path / "reference", workers=0)
+    counting_encoder(monkeypatch, fail_after=5, error=RuntimeError("boom"))
+    with pytest.raises(RuntimeError):
+        prepare(spec, folder, tmp_path / "cache", workers=0)
+    # A part the old build finished out of order (as a worker pool does), numbered the old way: must not be reused.
+    parts = tmp_path / "cache" / "partial" / uninterrupted.cache_path.name / "parts"
+    (parts / "00000005.train.bin").write_bytes(b"\0\0" * 100)
+    (parts / "00000005.val.bin").write_bytes(b"")
+    empty = {"documents": 1, "bytes": 100, "tokens": 100}
+    (parts / "00000005.json").write_text(
+        json.dumps({"index": 5, "train": empty, "val": empty | {"tokens": 0}, "val_log_prob": 0.0,
+                    "val_log_prob_known": False})
+    )
+    monkeypatch.setattr(build_module, "PART_BYTES", 7_000)
+    counting_encoder(monkeypatch)
+    assert shard_bytes(prepare(spec, folder, tmp_path / "cache", workers=0)) == shard_bytes(uninterrupted)
+
+
 KILL_AFTER_TWO_PARTS = """
 import json, os, signal, sys
 from pathlib import Path

@@ -85,6 +85,8 @@ class BuildProgress(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str
+    part_bytes: int
+    """:data:`PART_BYTES` of the build: part numbers mean the same text only under the same value."""
     merged: int = 0
     train: SplitInfo = SplitInfo(documents=0, bytes=0, tokens=0)
     val: SplitInfo = SplitInfo(documents=0, bytes=0, tokens=0)
@@ -95,6 +97,7 @@ class BuildProgress(BaseModel):
     def add(self, record: PartRecord, state: dict[str, Any] | None) -> BuildProgress:
         return BuildProgress(
             key=self.key,
+            part_bytes=self.part_bytes,
             merged=self.merged + 1,
             train=_plus(self.train, record.train),
             val=_plus(self.val, record.val),
@@ -266,7 +269,7 @@ def load_progress(folder: Path, key: str) -> BuildProgress:
     """The recorded progress of an earlier build in ``folder`` (or a fresh one)."""
     path = folder / PROGRESS_FILE
     if not path.exists():
-        return BuildProgress(key=key)
+        return BuildProgress(key=key, part_bytes=PART_BYTES)
     try:
         progress = BuildProgress.model_validate_json(path.read_text(encoding="utf-8"))
     except (OSError, ValidationError) as exc:
@@ -317,6 +320,15 @@ def encode_splits(
     progress = load_progress(folder, key)
     (folder / PARTS_DIR).mkdir(exist_ok=True)
     splitter = make_splitter(progress.state)
+    if progress.part_bytes != PART_BYTES:  # an earlier version cut the parts differently
+        if progress.merged and not splitter.resumable:
+            raise BenchError(
+                f"{folder}: begun by a version that cut parts of {progress.part_bytes:,} bytes (now {PART_BYTES:,}) "
+                f"from a source that cannot continue from its state; delete {folder} to prepare from scratch"
+            )
+        for path in (folder / PARTS_DIR).iterdir():
+            path.unlink()  # unmerged parts numbered the old way; the merged prefix stays valid
+        progress = progress.model_copy(update={"part_bytes": PART_BYTES})
     first = progress.merged if progress.state is not None and splitter.resumable else 0
     resumed = f", resuming after {progress.merged} parts" if progress.merged else ""
     label = f"{workers} processes" if workers else "in this process"
