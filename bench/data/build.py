@@ -306,6 +306,21 @@ def default_workers(total_bytes: int) -> int:
     return workers if workers > 1 else 0
 
 
+def _same_part_size(progress: BuildProgress, folder: Path, splitter: Splitter) -> BuildProgress:
+    """Continue a build begun under another :data:`PART_BYTES` (an earlier version): its merged prefix stays
+    valid (every piece is encoded on its own), but its unmerged parts are numbered the old way and are redone."""
+    if progress.part_bytes == PART_BYTES:
+        return progress
+    if progress.merged and not splitter.resumable:
+        raise BenchError(
+            f"{folder}: begun by a version that cut parts of {progress.part_bytes:,} bytes (now {PART_BYTES:,}) "
+            f"from a source that cannot continue from its state; delete {folder} to prepare from scratch"
+        )
+    for path in (folder / PARTS_DIR).iterdir():
+        path.unlink()
+    return progress.model_copy(update={"part_bytes": PART_BYTES})
+
+
 def encode_splits(
     make_splitter: Callable[[dict[str, Any] | None], Splitter],
     tokenizer: LoadedTokenizer,
@@ -320,15 +335,7 @@ def encode_splits(
     progress = load_progress(folder, key)
     (folder / PARTS_DIR).mkdir(exist_ok=True)
     splitter = make_splitter(progress.state)
-    if progress.part_bytes != PART_BYTES:  # an earlier version cut the parts differently
-        if progress.merged and not splitter.resumable:
-            raise BenchError(
-                f"{folder}: begun by a version that cut parts of {progress.part_bytes:,} bytes (now {PART_BYTES:,}) "
-                f"from a source that cannot continue from its state; delete {folder} to prepare from scratch"
-            )
-        for path in (folder / PARTS_DIR).iterdir():
-            path.unlink()  # unmerged parts numbered the old way; the merged prefix stays valid
-        progress = progress.model_copy(update={"part_bytes": PART_BYTES})
+    progress = _same_part_size(progress, folder, splitter)
     first = progress.merged if progress.state is not None and splitter.resumable else 0
     resumed = f", resuming after {progress.merged} parts" if progress.merged else ""
     label = f"{workers} processes" if workers else "in this process"
