@@ -179,7 +179,11 @@ def building(entry: Path) -> Iterator[Path | None]:
             raise disk_full(root, partial) from None
         raise BenchError(f"{partial.parent}: cannot create the data cache: {exc}") from None
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as exc:  # a file system without locks (some network mounts): build unlocked, as before
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
         if (entry / META_FILE).exists():
             yield None
             return
