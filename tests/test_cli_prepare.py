@@ -25,3 +25,20 @@ def test_prepare_with_a_missing_local_file_names_it(tmp_path):
     )
     result = CliRunner().invoke(app, ["prepare", "--workload", str(workload)])
     assert result.exit_code == 1 and "missing.txt" in result.output and "Traceback" not in result.output
+
+
+def test_prepare_uses_the_worker_processes_bench_prepare_workers_asks_for(tmp_path):
+    (tmp_path / "c.jsonl").write_text("".join(f'{{"text": "document {i} of the corpus"}}\n' for i in range(3000)))
+    workload = tmp_path / "local.yaml"
+    workload.write_text(
+        "name: local\ndescription: d\n"
+        "data: {source: {kind: local, paths: [c.jsonl]}, train_bytes: 60KB, val_bytes: 6KB}\n"
+        "tokenizer: {kind: byte}\nmodel: {max_params: 1M}\nbudget: {wall_clock: 10s, hardware: cpu-2}\n"
+        "target: {metric: val_loss, value: 2.0}\neval: {every: 5s, seq_len: 64, tokens: 4k}\n"
+    )
+    args = ["prepare", "--workload", str(workload), "--cache-dir", str(tmp_path / "cache")]
+    bad = CliRunner().invoke(app, args, env={"BENCH_PREPARE_WORKERS": "many"})
+    assert bad.exit_code == 1 and "BENCH_PREPARE_WORKERS: expected a number of processes, got 'many'" in bad.output
+    result = CliRunner().invoke(app, args, env={"BENCH_PREPARE_WORKERS": "2", "COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "tokenizing (2 processes)" in result.output and "cached at" in result.output

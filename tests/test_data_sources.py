@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import random
+from itertools import islice
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bench.data.sources import iter_documents, split_documents
+from bench.data.sources import Splitter, fingerprint, iter_documents, resolve_revision, split_documents
 from bench.errors import BenchError
-from bench.spec.workload import HubSource, LocalSource
+from bench.spec.workload import HubSource, LocalSource, SyntheticSource
 from conftest import make_docs
 
 
@@ -159,3 +160,76 @@ def test_single_text_stream_is_split_contiguously_at_character_boundaries(tmp_pa
     assert all(p.text.endswith("\n") for p in train[:-1])
     with pytest.raises(BenchError, match=f"has {len(data):,} bytes of text"):
         list(split_documents(local("book.txt", documents="file"), tmp_path, len(data), 10))
+
+
+# --- continuing a split from its state (resumable preparation) -------------------------------------------------
+
+
+def _three_parquet_shards(folder):
+    (folder / "ds").mkdir()
+    docs = make_docs(900, seed=4)
+    for shard in range(3):
+        shard_docs = docs[shard * 300 : (shard + 1) * 300]
+        pq.write_table(pa.table({"text": shard_docs}), folder / "ds" / f"train-{shard}.parquet")
+
+
+@pytest.mark.parametrize("kind", ["synthetic", "jsonl files", "hub dataset folder"])
+def test_a_split_continued_from_its_state_yields_exactly_the_remaining_pieces(tmp_path, monkeypatch, kind):
+    monkeypatch.setattr("bench.data.sources.SYNTHETIC_CHUNK", 32)  # continue across generation chunks
+    if kind == "synthetic":
+        source = SyntheticSource(kind="synthetic", seed=1)
+    elif kind == "jsonl files":
+        docs = make_docs(900, seed=4)
+        write_jsonl(tmp_path / "a.jsonl", docs[:400])
+        write_jsonl(tmp_path / "b.jsonl", docs[400:])
+        source = local("*.jsonl")
+    else:
+        _three_parquet_shards(tmp_path)
+        source = HubSource(kind="hub", path="ds")
+    full = Splitter(source, tmp_path, 40_000, 4_000)
+    pieces = list(full)
+    assert len(pieces) > 60
+    for cut in (1, len(pieces) // 2, len(pieces) - 1):
+        head = Splitter(source, tmp_path, 40_000, 4_000)
+        for _ in islice(head, cut):
+            pass
+        state = json.loads(json.dumps(head.state()))  # what progress.json stores
+        assert list(Splitter(source, tmp_path, 40_000, 4_000, state)) == pieces[cut:]
+
+
+def test_a_contiguous_text_split_cannot_be_continued_and_says_so(tmp_path):
+    (tmp_path / "book.txt").write_text("line\n" * 5000, encoding="utf-8")
+    splitter = Splitter(local("book.txt", documents="file"), tmp_path, 10_000, 1_000)
+    assert not splitter.resumable and splitter.state() is None
+
+
+# --- the Hub dataset's revision --------------------------------------------------------------------------------
+
+
+def test_hub_revision_defaults_to_main_and_a_local_dataset_folder_has_none(tmp_path):
+    _three_parquet_shards(tmp_path)
+    assert HubSource(kind="hub", path="org/data").revision == "main"
+    assert resolve_revision(HubSource(kind="hub", path="ds"), tmp_path, tmp_path / "cache") is None
+
+
+def test_hub_revision_resolves_offline_from_the_hf_cache_then_from_this_cache_record(tmp_path, monkeypatch):
+    commit, newer = "a" * 40, "b" * 40
+    hub_cache = tmp_path / "hf"
+    refs = hub_cache / "datasets--org--data" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text(commit)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(hub_cache))
+    source = HubSource(kind="hub", path="org/data", name="cfg")
+    assert resolve_revision(source, tmp_path, tmp_path / "cache") == commit
+    (refs / "main").unlink()  # e.g. the data cache copied to a machine without the Hugging Face cache
+    assert resolve_revision(source, tmp_path, tmp_path / "cache") == commit
+    (refs / "main").write_text(newer)  # the local copy moved on: the key follows it
+    assert resolve_revision(source, tmp_path, tmp_path / "cache") == newer
+    assert resolve_revision(HubSource(kind="hub", path="org/data", revision="c" * 40), tmp_path, tmp_path) == "c" * 40
+    assert resolve_revision(HubSource(kind="hub", path="org/unknown"), tmp_path, tmp_path / "cache") is None
+
+
+def test_the_cache_key_changes_with_the_resolved_commit(tmp_path):
+    source = HubSource(kind="hub", path="org/data")
+    assert fingerprint(source, tmp_path, "a" * 40) != fingerprint(source, tmp_path, "b" * 40)
+    assert fingerprint(source, tmp_path, "a" * 40)["commit"] == "a" * 40

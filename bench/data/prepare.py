@@ -1,9 +1,10 @@
 """``prepare``: from a workload's data and tokenizer specs to cached token shards, in one pass over the source.
 
 The source is read once (twice for a BPE tokenizer not yet learned: first its training sample), split into
-training and validation text, encoded in large multi-threaded batches, and written to a cache entry whose key
-hashes everything the tokens depend on. A second ``prepare`` of the same workload is a cache hit that opens the
-memory maps and reads nothing else.
+training and validation text, encoded by a pool of worker processes while it is read (:mod:`bench.data.build`),
+and written to a cache entry whose key hashes everything the tokens depend on, a Hub dataset's resolved commit
+included. An interrupted build keeps its completed parts and the next ``prepare`` continues it. A second
+``prepare`` of the same workload is a cache hit that opens the memory maps and reads nothing else.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import cached_property
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from bench.data.build import BuildProgress, default_workers, encode_splits, finish
 from bench.data.shards import (
     META_FILE,
     PIPELINE_VERSION,
@@ -38,8 +39,6 @@ from bench.data.shards import (
     TRAIN_FILE,
     VAL_FILE,
     ShardMeta,
-    SplitInfo,
-    TokenFile,
     building,
     cache_root,
     open_tokens,
@@ -49,7 +48,7 @@ from bench.data.shards import (
     verify_training,
     write_meta,
 )
-from bench.data.sources import Piece, fingerprint, split_documents
+from bench.data.sources import Splitter, fingerprint, resolve_revision, split_documents
 from bench.data.stream import Order, TokenStream
 from bench.data.tokenizer import (
     BPE_VERSION,
@@ -57,6 +56,7 @@ from bench.data.tokenizer import (
     byte_tokenizer,
     describe,
     load_tokenizer,
+    save_tokenizer,
     token_bytes,
     token_dtype,
     train_bpe,
@@ -64,22 +64,15 @@ from bench.data.tokenizer import (
 from bench.errors import BenchError
 from bench.spec.result import ValidationData
 from bench.spec.units import format_bytes, format_count
-from bench.spec.workload import BpeTokenizerSpec, ByteTokenizerSpec, FileTokenizerSpec, WorkloadSpec
-
-BATCH_CHARS = 2**20
-"""Characters encoded per ``encode_batch`` call: enough to keep every thread busy, small enough for frequent
-progress updates and bounded memory."""
-
-PIECE_CHARS = 2**16
-"""Longer texts are encoded in pieces cut after a newline: a huge string is encoded on one thread, slower per
-byte, into an encoding object of gigabytes."""
+from bench.spec.workload import BpeTokenizerSpec, ByteTokenizerSpec, FileTokenizerSpec, HubSource, WorkloadSpec
 
 
 class PrepareProgress:
     """Receives progress from :func:`prepare`. This base class shows nothing; :class:`RichPrepareProgress` draws."""
 
-    def phase(self, description: str, total_bytes: int | None) -> None:
-        """A new phase begins; ``total_bytes`` is None when its length is unknown."""
+    def phase(self, description: str, total_bytes: int | None, done_bytes: int = 0) -> None:
+        """A new phase begins; ``total_bytes`` is None when its length is unknown; ``done_bytes`` were done by an
+        earlier, interrupted build (so a rate and ETA count only this run's work)."""
 
     def update(self, bytes_done: int, tokens_done: int) -> None:
         """Text bytes processed and tokens written so far in the current phase."""
@@ -108,11 +101,11 @@ class RichPrepareProgress(PrepareProgress):
     def __exit__(self, *_: object) -> None:
         self._progress.stop()
 
-    def phase(self, description: str, total_bytes: int | None) -> None:
+    def phase(self, description: str, total_bytes: int | None, done_bytes: int = 0) -> None:
         if self._task is not None:
             task = self._progress.tasks[-1]
             self._progress.update(self._task, total=task.completed)
-        self._task = self._progress.add_task(description, total=total_bytes, tokens="-")
+        self._task = self._progress.add_task(description, total=total_bytes, completed=done_bytes, tokens="-")
 
     def update(self, bytes_done: int, tokens_done: int) -> None:
         self._progress.update(
@@ -177,6 +170,11 @@ class PreparedData:
         return self.meta.eos_id
 
     @property
+    def source_revision(self) -> str | None:
+        """The Hugging Face dataset commit the tokens came from (None for other sources or when unresolved)."""
+        return self.meta.source_revision
+
+    @property
     def tokenizer_path(self) -> Path:
         return self.cache_path / TOKENIZER_FILE
 
@@ -213,9 +211,10 @@ def _resolve(workload_dir: Path, path: str) -> Path:
     return workload_dir / Path(path).expanduser()
 
 
-def cache_inputs(spec: WorkloadSpec, workload_dir: Path) -> dict[str, Any]:
+def cache_inputs(spec: WorkloadSpec, workload_dir: Path, commit: str | None = None) -> dict[str, Any]:
     """Everything the tokens depend on. A learned BPE tokenizer is a function of the source and budgets already
-    listed, so its spec stands for its content; a tokenizer file is identified by the hash of its bytes."""
+    listed, so its spec stands for its content; a tokenizer file is identified by the hash of its bytes; a Hub
+    dataset by the ``commit`` its revision resolved to (:func:`~bench.data.sources.resolve_revision`)."""
     tokenizer: dict[str, Any] = spec.tokenizer.model_dump(mode="json")
     if isinstance(spec.tokenizer, BpeTokenizerSpec):
         tokenizer["bpe_version"] = BPE_VERSION
@@ -227,7 +226,7 @@ def cache_inputs(spec: WorkloadSpec, workload_dir: Path) -> dict[str, Any]:
             raise BenchError(f"tokenizer.path: cannot read {path}: {exc.strerror or exc}") from None
     return {
         "pipeline": PIPELINE_VERSION,
-        "source": fingerprint(spec.data.source, workload_dir),
+        "source": fingerprint(spec.data.source, workload_dir, commit),
         "train_bytes": spec.data.train_bytes,
         "val_bytes": spec.data.val_bytes,
         "tokenizer": tokenizer,
@@ -239,21 +238,40 @@ def prepare(
     workload_dir: Path,
     cache_dir: Path | None = None,
     progress: PrepareProgress | None = None,
+    workers: int | None = None,
+    commit: str | None = None,
 ) -> PreparedData:
     """Tokenize the workload's data into the cache (``cache_dir``, else ``$BENCH_CACHE``, else the user cache)
-    unless an identical entry is there already, and open it. Relative paths are relative to ``workload_dir``."""
+    unless an identical entry is there already, and open it. Relative paths are relative to ``workload_dir``.
+
+    ``workers`` encoding processes (default :func:`~bench.data.build.default_workers`: one per core); the tokens
+    do not depend on it. A build that fails or is interrupted keeps its completed parts in the cache's
+    ``partial/`` folder and the next call continues it. ``commit``: the Hub dataset's commit as resolved already
+    (``PreparedData.source_revision`` of the driver's ``prepare``), so that the trials of one run open the data the
+    driver prepared even if the branch moves meanwhile, and ask the Hub nothing.
+    """
     progress = progress or PrepareProgress()
     root = cache_root(cache_dir)
-    inputs = cache_inputs(spec, workload_dir)
+    source = spec.data.source
+    if commit is None and isinstance(source, HubSource):
+        commit = resolve_revision(source, workload_dir, root)
+    inputs = cache_inputs(spec, workload_dir, commit)
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
     entry = root / "shards" / key
     if (entry / META_FILE).exists():
         return PreparedData.load(entry, cache_hit=True)
     started = time.perf_counter()
+    total = spec.data.train_bytes + spec.data.val_bytes
+    workers = default_workers(total) if workers is None else workers
     with building(entry) as folder:
-        tokenizer = _tokenizer(spec, workload_dir, root, progress)
-        tokenizer.tokenizer.save(str(folder / TOKENIZER_FILE))
-        counts = _write_tokens(spec, workload_dir, tokenizer, folder, progress)
+        if folder is None:  # another process completed it while this one waited
+            return PreparedData.load(entry, cache_hit=True)
+        tokenizer = _tokenizer(spec, workload_dir, root, progress, folder)
+
+        def splitter(state: dict[str, Any] | None) -> Splitter:
+            return Splitter(source, workload_dir, spec.data.train_bytes, spec.data.val_bytes, state, commit)
+
+        totals = encode_splits(splitter, tokenizer, folder, key, workers, progress, total)
         write_meta(
             folder,
             ShardMeta(
@@ -265,13 +283,44 @@ def prepare(
                 eos_id=tokenizer.eos_id,
                 created_at=datetime.now(timezone.utc),
                 build_seconds=time.perf_counter() - started,
-                **counts,
+                source_revision=commit,
+                workers=workers,
+                **_counts(folder, totals, token_dtype(tokenizer.vocab_size)),
             ),
         )
+        finish(folder)
     return PreparedData.load(entry, cache_hit=False)
 
 
-def _tokenizer(spec: WorkloadSpec, workload_dir: Path, root: Path, progress: PrepareProgress) -> LoadedTokenizer:
+def _counts(folder: Path, totals: BuildProgress, dtype: np.dtype) -> dict[str, Any]:
+    """The counts and checksum for :class:`ShardMeta` from the build's totals, checked against the files."""
+    val_tokens = np.fromfile(folder / VAL_FILE, dtype=dtype)
+    train_size = (folder / TRAIN_FILE).stat().st_size
+    if len(val_tokens) != totals.val.tokens or train_size != totals.train.tokens * dtype.itemsize:
+        raise BenchError(f"{folder}: token files disagree with the build's records; delete {folder} and prepare again")
+    floor = -totals.val_log_prob / math.log(2) / totals.val.bytes if totals.val_log_prob_known else None
+    return {
+        "train": totals.train,
+        "val": totals.val,
+        "val_checksum": token_checksum(val_tokens),
+        "val_bytes_per_token": totals.val.bytes / totals.val.tokens,
+        "entropy_floor_bpb": floor,
+    }
+
+
+def _tokenizer(
+    spec: WorkloadSpec, workload_dir: Path, root: Path, progress: PrepareProgress, folder: Path
+) -> LoadedTokenizer:
+    """The build's tokenizer, saved into ``folder``; a resumed build reuses the one saved there."""
+    saved = folder / TOKENIZER_FILE
+    if saved.exists():
+        return load_tokenizer(saved)
+    tokenizer = _make_tokenizer(spec, workload_dir, root, progress)
+    save_tokenizer(tokenizer.tokenizer, saved)
+    return tokenizer
+
+
+def _make_tokenizer(spec: WorkloadSpec, workload_dir: Path, root: Path, progress: PrepareProgress) -> LoadedTokenizer:
     if isinstance(spec.tokenizer, ByteTokenizerSpec):
         return describe(byte_tokenizer(), "byte tokenizer")
     if isinstance(spec.tokenizer, FileTokenizerSpec):
@@ -298,6 +347,7 @@ def _cut_utf8(text: str, nbytes: int) -> str:
     return text.encode("utf-8")[:nbytes].decode("utf-8", errors="ignore")
 
 
+<<<<<<< HEAD
 def _pieces(text: str) -> list[str]:
     """``text`` cut after a newline (or anywhere, lacking one) into pieces of at most ``PIECE_CHARS``."""
     pieces, start = [], 0
@@ -377,6 +427,8 @@ def _write_tokens(
     }
 
 
+=======
+>>>>>>> dataprep
 def format_summary(data: PreparedData) -> str:
     """One line for ``bench prepare``: documents, tokens, bytes per token, entropy floor, where the cache is."""
     meta = data.meta

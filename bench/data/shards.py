@@ -4,18 +4,17 @@ Layout: ``<root>/shards/<key>/`` holds ``train.bin`` and ``val.bin`` (flat littl
 ids, every document followed by the end-of-text id), the ``tokenizer.json`` that produced them and ``meta.json``
 (:class:`ShardMeta`: dtype, lengths, counts, checksum). Raw arrays rather than ``.npy`` because the length is not
 known until the last document is encoded; they are opened as read-only memory maps, so a trial's memory does not
-grow with the dataset. A folder is built under a temporary name beside its final one and renamed when complete:
-an interrupted or failed build leaves no entry, and readers never see a half-written one.
+grow with the dataset. An entry is built in ``<root>/partial/<key>/`` under a lock and renamed into ``shards/``
+when complete, so readers never see a half-written one; an interrupted or failed build leaves its completed
+parts there, and the next build of the same key continues from them (see :mod:`bench.data.build`).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
-import shutil
-import socket
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -79,6 +78,12 @@ class ShardMeta(BaseModel):
     """Bits per byte of the validation text under its true distribution, when the source knows it (synthetic)."""
     created_at: datetime
     build_seconds: float
+    """Wall time of the build that completed the entry (a resumed build counts only its own run)."""
+    source_revision: str | None = None
+    """The commit of a Hugging Face dataset the tokens were read from (None for other sources, or when it could
+    not be resolved offline); also part of ``inputs``, hence of the key."""
+    workers: int = 0
+    """Encoding processes of the build that completed the entry (0: encoded in the preparing process)."""
 
 
 def token_checksum(tokens: np.ndarray) -> str:
@@ -205,59 +210,60 @@ def read_meta(folder: Path) -> ShardMeta:
         raise BenchError(f"{path}: unreadable cache metadata ({exc}); delete {folder} to prepare again") from None
 
 
-def _owner_prefix(name: str) -> str:
-    return f".tmp-{name}-{socket.gethostname()}-"
+PARTIAL_DIR = "partial"
+"""Folder of ``cache_root`` holding unfinished builds, one per key, and their lock files."""
 
 
-def _remove_abandoned(parent: Path, name: str) -> None:
-    """Delete temporary folders of builds of ``name`` on this host whose process is gone (killed, power loss)."""
-    prefix = _owner_prefix(name)
-    for folder in parent.glob(f"{prefix}*"):
-        pid = folder.name[len(prefix) :].split("-")[0]
-        if not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except PermissionError:
-            pass  # alive, owned by another user
+def partial_folder(entry: Path) -> Path:
+    """Where the build of ``entry`` (``<root>/shards/<key>``) keeps its completed parts until it is published."""
+    return entry.parent.parent / PARTIAL_DIR / entry.name
 
 
-def _disk_full(root: Path) -> BenchError:
+def disk_full(root: Path, partial: Path) -> BenchError:
     return BenchError(
-        f"{root}: disk full while preparing data; nothing was kept. Free space there or set BENCH_CACHE to a "
-        "folder on a disk with room for the token shards."
+        f"{root}: disk full while preparing data; the completed parts are kept in {partial}. Free space there (or "
+        "set BENCH_CACHE to a folder on a disk with room for the token shards) and prepare again to continue."
     )
 
 
 @contextmanager
-def building(entry: Path) -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``entry`` and publish it as ``entry`` when the block completes.
+def building(entry: Path) -> Iterator[Path | None]:
+    """Lock the build of ``entry`` and yield its partial folder; publish it as ``entry`` when the block completes.
 
-    On any exception (Ctrl-C included) the folder is deleted and the exception propagates; a full disk becomes a
-    :class:`BenchError` naming the cache. If another process published the same entry first, ours is discarded:
-    equal keys mean equal contents.
+    The folder persists across failures (Ctrl-C included), so the next build continues where this one stopped;
+    a full disk becomes a :class:`BenchError` naming the cache. A second process building the same key waits for
+    the lock (an advisory ``flock``: one machine, or a file system that supports it) and then gets None, because
+    the entry is complete: equal keys mean equal contents.
     """
-    parent = entry.parent
+    partial = partial_folder(entry)
+    root = entry.parent.parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned(parent, entry.name)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{_owner_prefix(entry.name)}{os.getpid()}-", dir=parent))
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(partial.with_name(partial.name + ".lock"), "a")  # noqa: SIM115 - closed in the finally below
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise _disk_full(parent.parent) from None
-        raise BenchError(f"{parent}: cannot create the data cache: {exc}") from None
+            raise disk_full(root, partial) from None
+        raise BenchError(f"{partial.parent}: cannot create the data cache: {exc}") from None
     try:
-        yield tmp
-    except BaseException as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
-            raise _disk_full(parent.parent) from None
-        raise
-    try:
-        os.rename(tmp, entry)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (entry / META_FILE).exists():
-            raise BenchError(f"{entry}: cannot publish the prepared data: {exc}") from None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as exc:  # a file system without locks (some network mounts): build unlocked, as before
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+        if (entry / META_FILE).exists():
+            yield None
+            return
+        try:
+            partial.mkdir(exist_ok=True)
+            yield partial
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise disk_full(root, partial) from None
+            raise
+        try:
+            os.rename(partial, entry)
+        except OSError as exc:
+            raise BenchError(f"{entry}: cannot publish the prepared data from {partial}: {exc}") from None
+    finally:
+        lock.close()  # releases the lock

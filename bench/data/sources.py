@@ -13,7 +13,10 @@ import glob
 import hashlib
 import inspect
 import json
+import os
+import re
 from collections.abc import Iterator
+from itertools import islice
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, NamedTuple
@@ -167,17 +170,6 @@ def _parquet_documents(path: Path, field: str) -> Iterator[str]:
         raise BenchError(f"{path}: cannot read parquet data: {exc}") from None
 
 
-def _local_documents(source: LocalSource, workload_dir: Path) -> Iterator[str]:
-    for path in resolve_files(source, workload_dir):
-        kind = file_format(source, path)
-        if kind == "text":
-            yield from _text_documents(path, source.documents)
-        elif kind == "jsonl":
-            yield from _jsonl_documents(path, source.text_field)
-        else:
-            yield from _parquet_documents(path, source.text_field)
-
-
 # --- Hugging Face hub ------------------------------------------------------------------------------------------
 
 
@@ -197,16 +189,21 @@ def _hub_error(source: HubSource, exc: Exception) -> BenchError:
     )
 
 
-def _hub_documents(source: HubSource, workload_dir: Path) -> Iterator[str]:
+def _hub_documents(source: HubSource, workload_dir: Path, reader: DocumentReader) -> Iterator[str]:
+    """Rows of the streamed dataset from ``reader``'s position; after each row the position is the dataset's own
+    ``state_dict`` (shard and row within it), so a resumed read skips whole shards instead of re-downloading them."""
     import datasets  # imported here: a second of start-up that only hub sources need
 
+    path = hub_path(source, workload_dir)
+    revision = None if Path(path).is_dir() else (reader.revision or source.revision)
     try:
-        dataset = datasets.load_dataset(
-            hub_path(source, workload_dir), source.name, split=source.split, streaming=True, revision=source.revision
-        )
+        dataset = datasets.load_dataset(path, source.name, split=source.split, streaming=True, revision=revision)
+        if reader.start.get("state") is not None:
+            dataset.load_state_dict(reader.start["state"])
         rows = iter(dataset)
     except Exception as exc:  # noqa: BLE001 - the library raises many unrelated types (HTTP, file, config, offline)
         raise _hub_error(source, exc) from None
+    reader.dataset = dataset  # its state_dict is the position: taken when asked for, not copied after every row
     while True:
         try:
             row = next(rows)
@@ -224,33 +221,142 @@ def _hub_documents(source: HubSource, workload_dir: Path) -> Iterator[str]:
             yield text
 
 
+def resolve_revision(source: HubSource, workload_dir: Path, cache_root: Path) -> str | None:
+    """The commit that ``source.revision`` (a branch, tag or commit) names, or None when it cannot be known.
+
+    Asked of the Hub unless offline; then the Hugging Face cache's own ``refs`` (what an offline read would use);
+    then the commit recorded the last time this cache resolved it. A local dataset folder has no revision (its
+    files identify it). Every commit found is recorded under ``cache_root/hub-revisions``, so an offline run keys
+    the data as the online one did.
+    """
+    if Path(hub_path(source, workload_dir)).is_dir():
+        return None
+    if re.fullmatch(r"[0-9a-f]{40}", source.revision):
+        return source.revision
+    record = cache_root / "hub-revisions" / (
+        hashlib.sha256(json.dumps([source.path, source.revision]).encode()).hexdigest()[:32] + ".json"
+    )
+    commit = _hub_commit(source) or _hf_cache_commit(source) or _recorded_commit(record)
+    if commit is not None:
+        _record_commit(record, source, commit)
+    return commit
+
+
+def _hub_commit(source: HubSource) -> str | None:
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return None
+    try:
+        return HfApi().dataset_info(source.path, revision=source.revision, timeout=10).sha
+    except Exception:  # noqa: BLE001 - no network, unknown repository, rate limit: all mean "not known online"
+        return None
+
+
+def _recorded_commit(record: Path) -> str | None:
+    try:
+        return json.loads(record.read_text(encoding="utf-8"))["commit"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _hf_cache_commit(source: HubSource) -> str | None:
+    from huggingface_hub import constants
+
+    ref = Path(constants.HF_HUB_CACHE) / f"datasets--{source.path.replace('/', '--')}" / "refs" / source.revision
+    try:
+        commit = ref.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return commit if re.fullmatch(r"[0-9a-f]{40}", commit) else None
+
+
+def _record_commit(record: Path, source: HubSource, commit: str) -> None:
+    if _recorded_commit(record) == commit:
+        return
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"path": source.path, "revision": source.revision, "commit": commit}) + "\n")
+        os.replace(tmp, record)
+    except OSError:
+        pass  # only a convenience for later offline runs; the data itself is keyed by the commit either way
+
+
 # --- all sources -----------------------------------------------------------------------------------------------
 
 
-def _synthetic_documents(source: SyntheticSource) -> Iterator[Document]:
-    corpus = SyntheticCorpus(source.seed)
-    start = 0
-    while True:
-        for doc in corpus.documents(start, SYNTHETIC_CHUNK):
-            yield Document(doc.text, doc.log_prob)
-        start += SYNTHETIC_CHUNK
+class DocumentReader:
+    """Every document of a source in a fixed order (empty and whitespace-only documents skipped), and after each
+    document its :attr:`position`: a JSON-able dict from which a new reader continues with the next document.
+
+    Positions: the synthetic corpus's next document index; for local files the file and the documents read in
+    it (earlier files are not opened again); for a streamed dataset its ``IterableDataset.state_dict``.
+    """
+
+    def __init__(self, source: Source, workload_dir: Path, start: dict[str, Any] | None = None,
+                 revision: str | None = None):
+        self.source = source
+        self.workload_dir = workload_dir
+        self.start: dict[str, Any] = dict(start or {})
+        self.revision = revision
+        """For a hub source, the resolved commit to read (else ``source.revision``)."""
+        self.dataset: Any = None
+        """The streamed Hub dataset being read, whose ``state_dict`` is the position."""
+        self._position: dict[str, Any] = dict(self.start)
+
+    @property
+    def position(self) -> dict[str, Any]:
+        """Where the next document starts: pass it as ``start`` to a new reader to continue from there."""
+        if self.dataset is not None:
+            return {"state": self.dataset.state_dict()}
+        return self._position
+
+    def __iter__(self) -> Iterator[Document]:
+        if isinstance(self.source, SyntheticSource):
+            docs = self._synthetic(self.source)
+        elif isinstance(self.source, LocalSource):
+            docs = (Document(text) for text in self._local(self.source))
+        else:
+            docs = (Document(text) for text in _hub_documents(self.source, self.workload_dir, self))
+        return (doc for doc in docs if doc.text and not doc.text.isspace())
+
+    def _synthetic(self, source: SyntheticSource) -> Iterator[Document]:
+        corpus = SyntheticCorpus(source.seed)
+        start = self.start.get("next", 0)
+        while True:
+            for offset, doc in enumerate(corpus.documents(start, SYNTHETIC_CHUNK), 1):
+                self._position = {"next": start + offset}
+                yield Document(doc.text, doc.log_prob)
+            start += SYNTHETIC_CHUNK
+
+    def _local(self, source: LocalSource) -> Iterator[str]:
+        first, skip = self.start.get("file", 0), self.start.get("document", 0)
+        files = resolve_files(source, self.workload_dir)
+        for index, path in enumerate(files[first:], first):
+            kind = file_format(source, path)
+            if kind == "text":
+                texts = _text_documents(path, source.documents)
+            elif kind == "jsonl":
+                texts = _jsonl_documents(path, source.text_field)
+            else:
+                texts = _parquet_documents(path, source.text_field)
+            for count, text in enumerate(islice(texts, skip if index == first else 0, None),
+                                         (skip if index == first else 0) + 1):
+                self._position = {"file": index, "document": count}
+                yield text
 
 
 def iter_documents(source: Source, workload_dir: Path) -> Iterator[Document]:
     """Every document of the source in a fixed order; empty and whitespace-only documents are skipped."""
-    if isinstance(source, SyntheticSource):
-        docs = _synthetic_documents(source)
-    elif isinstance(source, LocalSource):
-        docs = (Document(text) for text in _local_documents(source, workload_dir))
-    else:
-        docs = (Document(text) for text in _hub_documents(source, workload_dir))
-    return (doc for doc in docs if doc.text and not doc.text.isspace())
+    return iter(DocumentReader(source, workload_dir))
 
 
-def fingerprint(source: Source, workload_dir: Path) -> dict[str, Any]:
+def fingerprint(source: Source, workload_dir: Path, commit: str | None = None) -> dict[str, Any]:
     """What identifies the source's content for the data cache, cheaply: the spec, plus for files their resolved
-    path, size and modification time, and for the synthetic corpus the hash of the generator's code (so that a
-    changed generator never reuses shards of the old corpus, without generating anything on a cache hit)."""
+    path, size and modification time, for the synthetic corpus the hash of the generator's code (so that a
+    changed generator never reuses shards of the old corpus, without generating anything on a cache hit), and for
+    a hub dataset the commit its revision resolved to (:func:`resolve_revision`), when known."""
     identity: dict[str, Any] = {"spec": source.model_dump(mode="json")}
     if isinstance(source, SyntheticSource):
         digest = hashlib.sha256()
@@ -263,6 +369,8 @@ def fingerprint(source: Source, workload_dir: Path) -> dict[str, Any]:
         folder = Path(hub_path(source, workload_dir))
         if folder.is_dir():
             identity["files"] = [_file_identity(p) for p in sorted(folder.rglob("*")) if p.is_file()]
+        else:
+            identity["commit"] = commit
     return identity
 
 
@@ -302,46 +410,95 @@ def split_documents(source: Source, workload_dir: Path, train_bytes: int, val_by
     A single plain-text file read as one document (``documents: file``) is split contiguously instead: the last
     ``val_bytes`` are validation text and training text is read from the start.
     """
-    if isinstance(source, LocalSource) and source.documents == "file":
-        files = resolve_files(source, workload_dir)
-        if len(files) == 1 and file_format(source, files[0]) == "text":
-            yield from _split_contiguous(files[0], train_bytes, val_bytes)
+    return iter(Splitter(source, workload_dir, train_bytes, val_bytes))
+
+
+class Splitter:
+    """:func:`split_documents` that can stop and continue: after any piece, :meth:`state` is a JSON-able dict
+    from which ``Splitter(..., state=it)`` yields exactly the pieces that would have followed.
+
+    The state is the reader's position plus the split's own: the budgets still to fill, the counts for the
+    "not enough text" message and the hashes of the validation documents (so that their copies are still skipped).
+    A single text file split contiguously cannot be continued (``state`` is None): it is read again from the
+    start, which is only a file read.
+    """
+
+    def __init__(self, source: Source, workload_dir: Path, train_bytes: int, val_bytes: int,
+                 state: dict[str, Any] | None = None, revision: str | None = None):
+        self.source, self.workload_dir = source, workload_dir
+        self.train_bytes, self.val_bytes = train_bytes, val_bytes
+        self._contiguous: Path | None = None
+        if isinstance(source, LocalSource) and source.documents == "file":
+            files = resolve_files(source, workload_dir)
+            if len(files) == 1 and file_format(source, files[0]) == "text":
+                self._contiguous = files[0]
+        state = state if self._contiguous is None else None
+        self._need_train = state["need_train"] if state else train_bytes
+        self._need_val = state["need_val"] if state else val_bytes
+        self._documents = state["documents"] if state else 0
+        self._total = state["total"] if state else 0
+        self._val_hashes = {bytes.fromhex(h) for h in state["val_hashes"]} if state else set()
+        self._reader = DocumentReader(source, workload_dir, state["reader"] if state else None, revision)
+
+    @property
+    def resumable(self) -> bool:
+        return self._contiguous is None
+
+    def state(self) -> dict[str, Any] | None:
+        """Where the split stands after the last piece yielded (None for a contiguous text file)."""
+        if self._contiguous is not None:
+            return None
+        return {
+            "reader": self._reader.position,
+            "need_train": self._need_train,
+            "need_val": self._need_val,
+            "documents": self._documents,
+            "total": self._total,
+            "val_hashes": sorted(h.hex() for h in self._val_hashes),
+        }
+
+    def __iter__(self) -> Iterator[Piece]:
+        if self._contiguous is not None:
+            yield from _split_contiguous(self._contiguous, self.train_bytes, self.val_bytes)
             return
-    threshold = min(2 * val_bytes * 2**64 // (train_bytes + val_bytes), 2**64)
-    val_hashes: set[bytes] = set()
-    need_train, need_val = train_bytes, val_bytes
-    documents = total = 0
-    for doc in iter_documents(source, workload_dir):
-        data = doc.text.encode("utf-8")
-        documents += 1
-        total += len(data)
-        digest = hashlib.blake2b(data, digest_size=8).digest()
-        if digest in val_hashes:
-            continue
-        if need_val > 0 and int.from_bytes(digest, "little") < threshold:
-            val_hashes.add(digest)
-            need_val -= len(data)
-            yield Piece("val", doc.text, len(data), True, doc.log_prob)
-        elif need_train > 0:
-            if len(data) <= need_train:
-                need_train -= len(data)
-                yield Piece("train", doc.text, len(data), True, doc.log_prob)
-            else:
-                text = data[:need_train].decode("utf-8", errors="ignore")  # drops only a character cut in two
-                need_train = 0
-                if text:
-                    yield Piece("train", text, len(text.encode("utf-8")), True, None)
-        if need_train <= 0 and need_val <= 0:
+        if self._need_train <= 0 and self._need_val <= 0:
             return
-    if documents == 0:
-        raise BenchError(f"{describe_source(source)}: no documents (the source is empty)")
-    short = "training" if need_train > 0 else "validation"
-    got = train_bytes - need_train if need_train > 0 else val_bytes - need_val
-    raise BenchError(
-        f"{describe_source(source)} has {total:,} bytes of text in {documents:,} documents, not enough for "
-        f"data.train_bytes={train_bytes:,} plus data.val_bytes={val_bytes:,}: the {short} split got only "
-        f"{got:,} bytes. Lower the budgets or add data."
-    )
+        threshold = min(2 * self.val_bytes * 2**64 // (self.train_bytes + self.val_bytes), 2**64)
+        for doc in self._reader:
+            data = doc.text.encode("utf-8")
+            self._documents += 1
+            self._total += len(data)
+            digest = hashlib.blake2b(data, digest_size=8).digest()
+            if digest in self._val_hashes:
+                continue
+            if self._need_val > 0 and int.from_bytes(digest, "little") < threshold:
+                self._val_hashes.add(digest)
+                self._need_val -= len(data)
+                yield Piece("val", doc.text, len(data), True, doc.log_prob)
+            elif self._need_train > 0:
+                if len(data) <= self._need_train:
+                    self._need_train -= len(data)
+                    yield Piece("train", doc.text, len(data), True, doc.log_prob)
+                else:
+                    text = data[: self._need_train].decode("utf-8", errors="ignore")  # drops only a cut character
+                    self._need_train = 0
+                    if text:
+                        yield Piece("train", text, len(text.encode("utf-8")), True, None)
+            if self._need_train <= 0 and self._need_val <= 0:
+                return
+        self._short()
+
+    def _short(self) -> None:
+        if self._documents == 0:
+            raise BenchError(f"{describe_source(self.source)}: no documents (the source is empty)")
+        need_train, need_val = self._need_train, self._need_val
+        short = "training" if need_train > 0 else "validation"
+        got = self.train_bytes - need_train if need_train > 0 else self.val_bytes - need_val
+        raise BenchError(
+            f"{describe_source(self.source)} has {self._total:,} bytes of text in {self._documents:,} documents, "
+            f"not enough for data.train_bytes={self.train_bytes:,} plus data.val_bytes={self.val_bytes:,}: the "
+            f"{short} split got only {got:,} bytes. Lower the budgets or add data."
+        )
 
 
 def _char_boundary(handle: BinaryIO, position: int, forward: bool) -> int:

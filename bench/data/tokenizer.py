@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -139,11 +140,11 @@ def train_bpe(texts: Sequence[str], vocab_size: int, cache_root: Path) -> Tokeni
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer, length=len(texts))
-    _save_atomic(tokenizer, path)
+    save_tokenizer(tokenizer, path)
     return tokenizer
 
 
-def _save_atomic(tokenizer: Tokenizer, path: Path) -> None:
+def save_tokenizer(tokenizer: Tokenizer, path: Path) -> None:
     """Write ``path`` whole or not at all, so a concurrent reader or a full disk never leaves a broken file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,3 +162,52 @@ def _save_atomic(tokenizer: Tokenizer, path: Path) -> None:
                 f"{path.parent}: disk full while saving the tokenizer; free space or set BENCH_CACHE"
             ) from None
         raise BenchError(f"{path}: cannot write: {exc}") from None
+
+
+GPT2_SPLIT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+"""The pre-tokenization regex of ``pre_tokenizers.ByteLevel(use_regex=True)`` (GPT-2's), in tiktoken's spelling."""
+
+
+def tiktoken_encoding(loaded: LoadedTokenizer) -> Any:
+    """The same byte-level BPE as a ``tiktoken.Encoding`` (for measuring which encoder is faster per core).
+
+    tiktoken can express a ``tokenizers`` BPE exactly when its pre-tokenizer is ByteLevel with GPT-2's regex and
+    no prefix space, it has no normalizer, and every merge's result has a larger id than the merges before it: then
+    ranking pairs by the id of the merged token (tiktoken) and by the merge's position (``tokenizers``) agree.
+    What :func:`train_bpe` learns is such a tokenizer. Raises :class:`BenchError` saying why for any other one.
+    """
+    import tiktoken
+
+    data = json.loads(loaded.tokenizer.to_str())
+    model, pre = data.get("model") or {}, data.get("pre_tokenizer") or {}
+    problems = [
+        why
+        for why, bad in (
+            ("not a BPE model", model.get("type") != "BPE"),
+            ("a normalizer", data.get("normalizer") is not None),
+            (
+                "no byte-level pre-tokenizer with GPT-2's regex",
+                pre.get("type") != "ByteLevel" or not pre.get("use_regex", True),
+            ),
+            ("a prefix space", pre.get("add_prefix_space", False)),
+            (
+                "BPE dropout or word affixes",
+                model.get("dropout") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"),
+            ),
+        )
+        if bad
+    ]
+    byte_of = {char: b for b, char in _byte_to_char().items()}
+    vocab: dict[str, int] = model.get("vocab") or {}
+    if any(char not in byte_of for token in vocab for char in token):
+        problems.append("tokens outside the byte-level alphabet")
+    if not problems:
+        merges = [m.split(" ") if isinstance(m, str) else m for m in model.get("merges", [])]
+        ids = [vocab.get(a + b, -1) for a, b in merges]
+        if any(i < 0 for i in ids) or any(later <= earlier for earlier, later in zip(ids, ids[1:])):
+            problems.append("merge results whose ids do not grow with the merge order")
+    if problems:
+        raise BenchError(f"tiktoken cannot express this tokenizer exactly: it has {', '.join(problems)}")
+    ranks = {bytes(byte_of[char] for char in token): i for token, i in vocab.items()}
+    special = {t.content: i for i, t in loaded.tokenizer.get_added_tokens_decoder().items() if t.special}
+    return tiktoken.Encoding(name="bench-bpe", pat_str=GPT2_SPLIT, mergeable_ranks=ranks, special_tokens=special)

@@ -58,7 +58,12 @@ class HubSource(StrictModel):
     name: str | None = Field(None, description="Configuration name, e.g. 'sample-10BT'.")
     split: str = "train"
     text_field: str = "text"
-    revision: str | None = Field(None, description="Git revision of the dataset, for reproducibility.")
+    revision: str = Field(
+        "main",
+        min_length=1,
+        description="Git revision of the dataset (branch, tag or commit). The commit it resolves to is part of the "
+        "data cache key and recorded with the prepared data, so a moving branch never reuses stale shards.",
+    )
 
 
 Source = Annotated[Union[SyntheticSource, LocalSource, HubSource], Field(discriminator="kind")]
