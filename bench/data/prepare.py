@@ -204,6 +204,8 @@ class PreparedData:
             bytes=meta.val.bytes,
             bytes_per_token=meta.val_bytes_per_token,
             entropy_floor_bpb=meta.entropy_floor_bpb,
+            source_revision=meta.source_revision,
+            data_key=meta.key,
         )
 
 

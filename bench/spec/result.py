@@ -66,6 +66,8 @@ class ValidationData(StrictModel):
     bytes: int
     bytes_per_token: float
     entropy_floor_bpb: float | None = Field(None, description="True entropy of this text, where the source knows it.")
+    source_revision: str | None = Field(None, description="The dataset commit the text was read at (Hub sources).")
+    data_key: str | None = Field(None, description="Cache key of the prepared data (source, budgets, tokenizer).")
 
 
 class ParamCounts(StrictModel):

@@ -1,21 +1,55 @@
 """The harness's training clock: it runs while the recipe trains and pauses while the harness evaluates.
 
-Only the harness pauses it, so evaluation time never counts against a recipe's budget, and nothing a recipe does
-can stop it. Everything inside ``Recipe.train`` counts, including ``torch.compile`` warm-up and any compression a
-recipe does after its last batch: that is the fixed-time rule.
+Only the harness pauses it, so evaluation time never counts against a recipe's budget. Everything inside
+``Recipe.train`` counts, including ``torch.compile`` warm-up and any compression a recipe does after its last batch:
+that is the fixed-time rule.
+
+What the clock counts depends on the hardware class (:func:`clock_for`):
+
+- **GPU classes: wall-clock seconds.** The class names dedicated accelerators, so elapsed time is the resource.
+- **CPU classes (``cpu-N``): the trial process's CPU time divided by N**, i.e. seconds of the N cores the class
+  names, fully used. On a shared machine the wall clock measures the machine's load (a trial that gets half of the
+  cores trains half as many steps in the same wall time); CPU time measures the work the trial itself did, so the
+  budget buys the same compute whatever else runs. It is still a fixed-*time* budget: a faster implementation of
+  the same recipe gets more steps in it. CPU time of every thread of the process counts (threads a recipe starts
+  too), and of child processes once they are reaped; a recipe that sleeps gains nothing (sleep uses no CPU).
+  Waiting OpenMP threads are told to sleep rather than spin (``OMP_WAIT_POLICY=PASSIVE``, set by the scheduler for
+  CPU trials), so idle spinning is not charged as work.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+WALL = "wall"
+
+
+def process_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process's threads and of its reaped child processes."""
+    times = os.times()
+    return time.process_time() + times.children_user + times.children_system
+
+
+def clock_for(hardware_class_cores: int | None) -> tuple[str, Callable[[], float]]:
+    """The clock's name and source for a class: CPU time over ``cores`` for ``cpu-N``, else the wall clock."""
+    if hardware_class_cores:
+        cores = hardware_class_cores
+        return f"cpu-time/{cores}", lambda: process_cpu_seconds() / cores
+    return WALL, time.perf_counter
 
 
 class TrainingClock:
-    """Accumulates running time across pause/resume; reads are cheap (one ``perf_counter`` call)."""
+    """Accumulates running time across pause/resume; reads are cheap (one clock read, about a microsecond).
 
-    def __init__(self) -> None:
+    ``source`` is what it counts (see the module docstring); pauses are tallied in wall seconds, since they are
+    the harness's own time (evaluation), reported separately."""
+
+    def __init__(self, source: Callable[[], float] = time.perf_counter, name: str = WALL) -> None:
+        self.name = name
+        self._source = source
         self._accumulated = 0.0
         self._started_at: float | None = None
         self.paused_seconds = 0.0
@@ -26,18 +60,18 @@ class TrainingClock:
 
     def start(self) -> None:
         if self._started_at is None:
-            self._started_at = time.perf_counter()
+            self._started_at = self._source()
 
     def stop(self) -> None:
         if self._started_at is not None:
-            self._accumulated += time.perf_counter() - self._started_at
+            self._accumulated += self._source() - self._started_at
             self._started_at = None
 
     def elapsed(self) -> float:
         """Seconds the clock has run."""
         if self._started_at is None:
             return self._accumulated
-        return self._accumulated + time.perf_counter() - self._started_at
+        return self._accumulated + self._source() - self._started_at
 
     @contextmanager
     def paused(self) -> Iterator[None]:
