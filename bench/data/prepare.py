@@ -40,6 +40,7 @@ from bench.data.shards import (
     VAL_FILE,
     ShardMeta,
     building,
+    file_sha256,
     cache_root,
     open_tokens,
     read_meta,
@@ -305,6 +306,7 @@ def _counts(folder: Path, totals: BuildProgress, dtype: np.dtype) -> dict[str, A
         "train": totals.train,
         "val": totals.val,
         "val_checksum": token_checksum(val_tokens),
+        "train_sha256": file_sha256(folder / TRAIN_FILE),
         "val_bytes_per_token": totals.val.bytes / totals.val.tokens,
         "entropy_floor_bpb": floor,
     }
@@ -349,88 +351,6 @@ def _cut_utf8(text: str, nbytes: int) -> str:
     return text.encode("utf-8")[:nbytes].decode("utf-8", errors="ignore")
 
 
-<<<<<<< HEAD
-def _pieces(text: str) -> list[str]:
-    """``text`` cut after a newline (or anywhere, lacking one) into pieces of at most ``PIECE_CHARS``."""
-    pieces, start = [], 0
-    while len(text) - start > PIECE_CHARS:
-        cut = text.rfind("\n", start, start + PIECE_CHARS) + 1 or start + PIECE_CHARS
-        pieces.append(text[start:cut])
-        start = cut
-    pieces.append(text[start:] if start else text)
-    return pieces
-
-
-class _Encoder:
-    """Collects one split's text, encodes it in batches and appends the ids, with end-of-text after each
-    document, to that split's token file."""
-
-    def __init__(self, tokenizer: LoadedTokenizer, out: TokenFile):
-        self.tokenizer = tokenizer
-        self.out = out
-        self.documents = 0
-        self.bytes = 0
-        self._texts: list[str] = []
-        self._ends: list[bool] = []
-        self._chars = 0
-
-    def add(self, piece: Piece) -> bool:
-        """Queue ``piece``; returns True when a batch was encoded and written."""
-        texts = _pieces(piece.text)
-        self._texts.extend(texts)
-        self._ends.extend([False] * (len(texts) - 1) + [piece.end])
-        self._chars += len(piece.text)
-        self.documents += piece.end
-        self.bytes += piece.nbytes
-        if self._chars < BATCH_CHARS:
-            return False
-        self.flush()
-        return True
-
-    def flush(self) -> None:
-        if not self._texts:
-            return
-        encodings = self.tokenizer.tokenizer.encode_batch_fast(self._texts, add_special_tokens=False)
-        eos = [self.tokenizer.eos_id]
-        ids = chain.from_iterable(
-            chain(encoding.ids, eos) if end else encoding.ids for encoding, end in zip(encodings, self._ends)
-        )
-        self.out.write(np.fromiter(ids, dtype=self.out.dtype))
-        self._texts, self._ends, self._chars = [], [], 0
-
-
-def _write_tokens(
-    spec: WorkloadSpec, workload_dir: Path, tokenizer: LoadedTokenizer, folder: Path, progress: PrepareProgress
-) -> dict[str, Any]:
-    """Encode both splits into ``folder``; returns the counts and checksum for :class:`ShardMeta`."""
-    data = spec.data
-    dtype = token_dtype(tokenizer.vocab_size)
-    progress.phase("tokenizing", data.train_bytes + data.val_bytes)
-    log_prob, log_prob_known = 0.0, True
-    with TokenFile(folder / TRAIN_FILE, dtype) as train_file, TokenFile(folder / VAL_FILE, dtype) as val_file:
-        train, val = _Encoder(tokenizer, train_file), _Encoder(tokenizer, val_file)
-        for piece in split_documents(data.source, workload_dir, data.train_bytes, data.val_bytes):
-            if piece.split == "val":
-                log_prob_known = log_prob_known and piece.log_prob is not None
-                log_prob += piece.log_prob or 0.0
-            if (val if piece.split == "val" else train).add(piece):
-                progress.update(train.bytes + val.bytes, train_file.tokens + val_file.tokens)
-        train.flush()
-        val.flush()
-        progress.update(train.bytes + val.bytes, train_file.tokens + val_file.tokens)
-    val_tokens = np.fromfile(folder / VAL_FILE, dtype=dtype)
-    return {
-        "train": SplitInfo(documents=train.documents, bytes=train.bytes, tokens=train_file.tokens),
-        "val": SplitInfo(documents=val.documents, bytes=val.bytes, tokens=val_file.tokens),
-        "val_checksum": token_checksum(val_tokens),
-        "train_sha256": train_file.sha256,
-        "val_bytes_per_token": val.bytes / val_file.tokens,
-        "entropy_floor_bpb": -log_prob / math.log(2) / val.bytes if log_prob_known else None,
-    }
-
-
-=======
->>>>>>> dataprep
 def format_summary(data: PreparedData) -> str:
     """One line for ``bench prepare``: documents, tokens, bytes per token, entropy floor, where the cache is."""
     meta = data.meta

@@ -154,7 +154,6 @@ class TokenFile:
         self.path = path
         self.dtype = dtype
         self.tokens = 0
-        self._digest = hashlib.sha256()
         self._handle = open(path, "wb")  # noqa: SIM115 - closed by __exit__: this class is the context manager
 
     def __enter__(self) -> TokenFile:
@@ -169,13 +168,17 @@ class TokenFile:
     def write(self, tokens: np.ndarray) -> None:
         data = memoryview(np.ascontiguousarray(tokens, dtype=self.dtype)).cast("B")
         self._handle.write(data)
-        self._digest.update(data)
         self.tokens += len(tokens)
 
-    @property
-    def sha256(self) -> str:
-        """SHA-256 of the bytes written so far: recorded so that later readers can tell the file changed."""
-        return self._digest.hexdigest()
+
+def file_sha256(path: Path, chunk_bytes: int = 1 << 24) -> str:
+    """SHA-256 of a token file's bytes, read in chunks: recorded so that later readers can tell the file changed
+    (:func:`verify_training` hashes the same bytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk_bytes):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def open_tokens(path: Path, dtype: str, count: int) -> np.ndarray:
