@@ -526,6 +526,30 @@ def tune(
 
 @app.command()
 @user_errors
+def calibrate(
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: torch's, all cores).")] = None,
+    dtype: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
+    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+) -> None:
+    """Re-measure this machine's peak FLOP/s (CPUs and GPUs without a datasheet entry), which MFU is measured
+    against; trials reuse the measurement. Run it on an idle machine."""
+    import torch
+
+    from bench.measure.peak import CALIBRATION_FILE, machine_peak
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    measured = machine_peak(torch.device(device), dtype, remeasure=True)
+    state = "idle" if measured.idle else f"NOT idle: other processes used {measured.others:.0%} of the cores"
+    console.print(f"{measured.device_name}, {measured.dtype}, {measured.threads} threads: "
+                  f"{measured.flops_per_s / 1e9:.1f} GFLOP/s ({state}); saved in the cache's {CALIBRATION_FILE}",
+                  highlight=False, markup=False, soft_wrap=True)
+    if not measured.idle:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
 def check(
     update: Annotated[bool, typer.Option(help="Re-measure and rewrite the reference results (deliberately).")] = False,
     submission: Annotated[
@@ -536,6 +560,11 @@ def check(
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
 ) -> None:
     """Regression check: baselines on tiny (fixed token budget and seeds) against leaderboard/reference/."""
+    import os
+
+    from bench.train.clock import CPU_TRIAL_ENV
+
+    os.environ.update(CPU_TRIAL_ENV)  # the bare loop runs here: same OpenMP settings as the trials, before torch loads
     from bench.check import REFERENCE_PATH, CheckReference, run_check
 
     reference_path = reference or project_root() / REFERENCE_PATH

@@ -31,12 +31,14 @@ def results_table(results: Sequence[RunResult], title: str = "Results", *, run_i
     """
     table = Table(
         title=Text(title), title_justify="left",
-        caption="gap: bpb above the entropy floor; energy (m) measured, (e) estimated", caption_justify="left",
+        caption="gap: bpb above the entropy floor; machine: share of the class's cores other processes used while "
+                "the trial trained (CONTENDED: ranked apart); energy (m) measured, (e) estimated",
+        caption_justify="left",
     )  # fmt: skip
     table.add_column("submission", no_wrap=True)
     if run_ids:
         table.add_column("run", no_wrap=True)
-    for column in ("seed", "status", "loss", "bpb", "gap", "to target", "tokens", "tok/s", "MFU", "energy"):
+    for column in ("seed", "status", "loss", "bpb", "gap", "to target", "tokens", "tok/s", "MFU", "machine", "energy"):
         table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
     for result in results:
         final = result.final
@@ -59,9 +61,20 @@ def results_table(results: Sequence[RunResult], title: str = "Results", *, run_i
             format_count(result.tokens),
             format_count(result.tokens_per_s) if result.tokens_per_s else "-",
             f"{result.compute.mfu:.1%}" if result.compute and result.compute.mfu is not None else "-",
+            _machine(result),
             f"{energy * 1000:.2g} Wh {_MEASURED.get(method, '(e)')}" if energy is not None else "-",
         )
     return table
+
+
+def _machine(result: RunResult) -> Text:
+    """How much of the machine others took while the trial trained: ``idle``, ``4% busy``, or ``CONTENDED 60%``."""
+    contention = result.contention
+    if contention is None or contention.others is None:
+        return Text("-")
+    if contention.flagged:
+        return Text(f"CONTENDED {contention.others:.0%}", style="bold red")
+    return Text("idle" if contention.others < 0.01 else f"{contention.others:.0%} busy")
 
 
 class FullWidth:

@@ -19,19 +19,30 @@ from bench.train.targets import time_to_target
 from conftest import ROOT
 
 
+class ManualTime:
+    """A clock source the test moves by hand: no assertion depends on how busy the machine is."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_clock_excludes_paused_time():
-    clock = TrainingClock()
+    source = ManualTime()
+    clock = TrainingClock(source)
     clock.start()
-    time.sleep(0.05)
+    source.now += 0.05
     with clock.paused():
-        time.sleep(0.2)
-    time.sleep(0.05)
+        source.now += 0.2
+        time.sleep(0.01)
+    source.now += 0.05
     clock.stop()
-    assert 0.09 <= clock.elapsed() < 0.2
-    assert clock.paused_seconds >= 0.2
-    frozen = clock.elapsed()
-    time.sleep(0.02)
-    assert clock.elapsed() == frozen
+    assert clock.elapsed() == pytest.approx(0.1)
+    assert clock.paused_seconds >= 0.01  # pauses are tallied in wall seconds: the harness's own time
+    source.now += 1.0
+    assert clock.elapsed() == pytest.approx(0.1)  # stopped
 
 
 def _point(t, loss):
@@ -106,22 +117,23 @@ def test_flop_budget_uses_flops_per_token():
 
 
 def test_time_budget_and_paused_evaluation():
-    ctx, evaluations = _ctx(wall_clock=0.3)
+    ctx, evaluations = _ctx(wall_clock=0.375)  # binary fractions: the clock's sums are exact
     ctx.workload = ctx.workload.model_copy(
-        update={"eval": ctx.workload.eval.model_copy(update={"every": 0.1})}
+        update={"eval": ctx.workload.eval.model_copy(update={"every": 0.125})}
     )
-    ctx._next_eval = 0.1
+    ctx._next_eval = 0.125
+    source = ManualTime()
+    ctx.clock = TrainingClock(source)
     ctx.clock.start()
-    wall = time.perf_counter()
     for _ in ctx.batches(1, 8):
-        time.sleep(0.01)
+        source.now += 1 / 64  # each batch "trains" for 1/64 s of clock
         ctx.evaluate_if_due(torch.nn.Identity())
     ctx.clock.stop()
-    assert 0.3 <= ctx.clock.elapsed() < 0.4
-    assert len(evaluations) >= 2
-    # evaluation time (0.05 s each) is not on the training clock
-    assert time.perf_counter() - wall >= ctx.clock.elapsed() + 0.05 * len(evaluations) - 0.01
-    assert [p.train_seconds for p in ctx.curve] == sorted(p.train_seconds for p in ctx.curve)
+    assert ctx.steps == 24 and ctx.clock.elapsed() == 0.375
+    assert len(evaluations) == 3  # due at 0.125, 0.25 and 0.375 s of training
+    # evaluation time (0.05 s of sleep each, wall) is not on the training clock, but is tallied as eval time
+    assert ctx.clock.paused_seconds >= 0.05 * len(evaluations)
+    assert [p.train_seconds for p in ctx.curve] == [0.125, 0.25, 0.375]
 
 
 def test_nan_loss_raises_divergence_that_except_exception_cannot_swallow():

@@ -74,8 +74,11 @@ def test_multi_gpu_trial_may_span_nodes():
     check_fits(request, trial_resources(request, two_nodes), two_nodes)
 
 
-def test_hard_limit_is_budget_plus_grace_plus_allowance():
-    assert TrialLimits.of(_workload(wall_clock="60s", overrun_grace="15s"), allowance_s=100) == TrialLimits(75, 175)
+def test_hard_limits_are_budget_plus_grace_on_the_clock_and_in_wall_time_plus_allowance():
+    # tiny is cpu-2: its CPU-time clock allows 2 cores x 3 of wall time for a single-threaded or squeezed trial
+    assert TrialLimits.of(_workload(wall_clock="60s", overrun_grace="15s"), allowance_s=100) == TrialLimits(75, 550, 450)
+    gpu = _workload(wall_clock="60s", overrun_grace="15s", hardware="1xH100")
+    assert TrialLimits.of(gpu, allowance_s=100) == TrialLimits(75, 175, 75)
     assert TrialLimits.of(_workload(wall_clock=None, tokens="1M"), allowance_s=100) == TrialLimits(None, None)
 
 

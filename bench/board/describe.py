@@ -53,7 +53,10 @@ METHODS = (
         "are counted in the runs column; an entry without a scored run is listed under 'Not ranked' with its "
         "reasons."
     ),
-    "Runs on machines that do not match the workload's hardware class are ranked separately ('Unofficial hardware').",
+    (
+        "Runs on machines that do not match the workload's hardware class, and runs flagged as contended (other "
+        "processes used more than 15% of the class's cores while they trained), are ranked separately."
+    ),
     "Energy: (m) read from hardware counters (NVML, RAPL), (e) estimated (codecarbon or TDP model).",
 )
 

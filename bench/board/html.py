@@ -111,6 +111,7 @@ def _group_view(section: Section, group: Group, board: Board) -> dict:
     return {
         "official": group.official,
         "machines": "; ".join(group.machines) or "unknown machines",
+        "contended": "; ".join(group.contended),
         "ranked": _table(section, group.ranked, headline_columns(board, ranked=True), key),
         "provisional": _table(section, group.provisional, headline_columns(board, ranked=False), key),
         "downstream": _table(section, compared, downstream_columns(compared), key),

@@ -79,12 +79,14 @@ def _group(section: Section, group: Group) -> list[str]:
     lines = []
     if not group.official:
         machines = "; ".join(group.machines) or "unknown machines"
+        contended = f" Flagged as contended: {'; '.join(group.contended)}." if group.contended else ""
         lines += [
-            "### Unofficial hardware",
+            "### Unofficial hardware or a contended machine",
             "",
             escape(
-                f"Runs on machines that do not match {section.hardware_class} ({machines}). "
-                "Compared among themselves only, not against the tables above."
+                f"Runs on machines that do not match {section.hardware_class} ({machines}), or that shared their "
+                f"machine with other work while they trained.{contended} Compared among themselves only, not "
+                "against the tables above."
             ),
             "",
         ]

@@ -192,6 +192,12 @@ class Group:
         """The distinct machines the group's runs used, for saying what 'unofficial' was."""
         return sorted({_machine(r) for e in self.entries for r in e.runs if r.hardware is not None})
 
+    @property
+    def contended(self) -> list[str]:
+        """Why runs of the group were flagged as contended (one line per distinct reason), for the same purpose."""
+        return sorted({r.contention.reason for e in self.entries for r in e.runs
+                       if r.contention is not None and r.contention.flagged and r.contention.reason})
+
 
 @dataclass(frozen=True)
 class Section:
@@ -225,12 +231,15 @@ def _machine(run: RunResult) -> str:
 
 
 def is_official(run: RunResult) -> bool:
-    """Whether a run belongs to the official group of its section.
+    """Whether a run belongs to the official group of its section: hardware that matches the class, and a machine
+    that was not contended while it trained (see :mod:`bench.measure.contention`).
 
     A run without a hardware record failed before the machine was fingerprinted: it can only add to a failure
     count, so it goes with the official runs it was most likely meant for. A *successful* run without one cannot
     prove its hardware and is never official.
     """
+    if run.contention is not None and run.contention.flagged:
+        return False  # the machine was shared: its numbers measure the load as much as the recipe
     if run.hardware is not None:
         return run.hardware.matches_class
     return run.status != TrialStatus.ok

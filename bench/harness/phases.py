@@ -6,6 +6,7 @@ takes what the phases before it produced and returns a small record of its own; 
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -19,15 +20,17 @@ from torch.nn.parallel import DistributedDataParallel
 from bench.data.prepare import PreparedData, prepare
 from bench.downstream.generation import run_generation
 from bench.downstream.runner import run_workload_downstream
-from bench.harness.plan import PlannedTrial
+from bench.harness.plan import PlannedTrial, TrialLimits
 from bench.harness.verdict import OK, Verdict, failure, judge, param_counts, size_rule
 from bench.harness.watchdog import Watchdog
+from bench.measure.contention import ContentionProbe
 from bench.measure.flops import estimate_flops_per_token
 from bench.measure.meter import Meter, MeterReport
 from bench.track import Tracker
-from bench.spec.result import EvalPoint, ModelCheckpoint, ParamCounts, TrialStatus, ValidationData
+from bench.spec.result import Contention, EvalPoint, ModelCheckpoint, ParamCounts, TrialStatus, ValidationData
 from bench.train.api import Recipe
 from bench.train.checkpoint import export_model
+from bench.train.clock import TrainingClock, clock_for
 from bench.train.context import HarnessContext, TrainingDiverged
 from bench.train.evaluate import evaluate, evaluation_windows
 from bench.train.loader import load_recipe_class
@@ -45,10 +48,13 @@ class Loaded:
 
 @dataclass
 class Trained:
-    """The train phase's output: the model to evaluate (None when training failed before there was one)."""
+    """The train phase's output: the model to evaluate (None when training failed before there was one), and
+    how the machine was while it trained."""
 
     model: nn.Module | None
     verdict: Verdict
+    contention: Contention | None = None
+    wall_s: float | None = None
 
 
 @dataclass
@@ -78,8 +84,10 @@ def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.devi
             return evaluate(model, windows, data.token_bytes, device)
 
     seed_everything(plan.request.seed)
+    name, source = clock_for(spec.budget.cpus if spec.budget.gpus == 0 and device.type == "cpu" else None)
     return HarnessContext(
         workload=spec, device=device, seed=plan.request.seed, hparams=plan.hyperparameters,
+        clock=TrainingClock(source, name),
         vocab_size=data.vocab_size, eos_id=data.eos_id,
         stream=data.stream(seed=plan.request.seed, rank=rank, world_size=world_size),
         evaluator=evaluator, on_event=on_event, tracker=tracker, run_id=plan.run_id, rank=rank, world_size=world_size,
@@ -109,28 +117,34 @@ def origin(ctx: HarnessContext, built: Trained) -> Trained:
     return built
 
 
-def train(recipe: Recipe, ctx: HarnessContext, model: nn.Module, meter: Meter, limit_s: float | None) -> Trained:
+def train(recipe: Recipe, ctx: HarnessContext, model: nn.Module, meter: Meter, limits: TrialLimits) -> Trained:
     """``Recipe.train`` on the clock, under the watchdog; whatever it raises becomes the verdict.
 
     With several ranks the model is wrapped in DDP here, so a recipe is the same for 1 and N GPUs."""
     wrapped = model if ctx.world_size == 1 else DistributedDataParallel(
         model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
     )
+    probe = ContentionProbe(ctx.workload.budget.cpus or torch.get_num_threads())
+    began, paused = time.perf_counter(), ctx.clock.paused_seconds
+    probe.start()
+    verdict = OK
     try:
-        with Watchdog(ctx.clock, limit_s), meter.phase("train"):
+        with Watchdog(ctx.clock, limits.train_s, limits.train_wall_s), meter.phase("train"):
             ctx.clock.start()
-            trained = recipe.train(ctx, wrapped)
+            returned = recipe.train(ctx, wrapped)
             ctx.clock.stop()
     except BaseException as exc:  # noqa: BLE001 - every failure of the recipe becomes a result
         ctx.clock.stop()
         if isinstance(exc, SystemExit):
             raise
-        return Trained(model, failure(exc))
-    if isinstance(trained, DistributedDataParallel):
-        trained = trained.module
-    if not isinstance(trained, nn.Module):
-        return Trained(model, failure(TypeError(f"Recipe.train returned {type(trained).__name__}, not an nn.Module")))
-    return Trained(trained, OK)
+        returned, verdict = model, failure(exc)
+    contention = probe.stop()
+    wall = time.perf_counter() - began - (ctx.clock.paused_seconds - paused)
+    if isinstance(returned, DistributedDataParallel):
+        returned = returned.module
+    if not isinstance(returned, nn.Module):
+        returned, verdict = model, failure(TypeError(f"Recipe.train returned {type(returned).__name__}, not an nn.Module"))
+    return Trained(returned, verdict, contention, wall)
 
 
 def judge_trained(plan: PlannedTrial, ctx: HarnessContext, trained: Trained) -> Judged:

@@ -59,15 +59,25 @@ class RunFiles:
     model: Path | None
 
 
+WALL_STRETCH = 3.0
+"""Under a CPU class's CPU-time clock, wall time may exceed the budget: a recipe may use fewer threads than the
+class has cores, and a busy machine gives the trial less than all of them. Beyond ``cores x WALL_STRETCH`` times
+the budget (plus grace) in wall seconds, a trial is stopped all the same: a recipe blocked on something other
+than compute (sleeping, waiting on another process) must not hold the machine forever."""
+
+
 @dataclass(frozen=True)
 class TrialLimits:
-    """The two hard limits of a trial, in seconds (None: the budget gives no time to derive them from).
+    """The hard limits of a trial, in seconds (None: the budget gives no time to derive them from).
 
-    ``train_s`` ends a recipe still training after its budget plus grace (the watchdog inside the worker);
-    ``worker_s`` ends a worker that has not returned that long after its data was ready (the scheduler)."""
+    ``train_s`` ends a recipe still training after its budget plus grace on the training clock, and
+    ``train_wall_s`` one still training after that many wall seconds (the watchdog inside the worker; equal under
+    the wall clock); ``worker_s`` ends a worker that has not returned that long after its data was ready (the
+    scheduler)."""
 
     train_s: float | None
     worker_s: float | None
+    train_wall_s: float | None = None
 
     @classmethod
     def of(cls, workload: WorkloadSpec, allowance_s: float) -> TrialLimits:
@@ -75,7 +85,8 @@ class TrialLimits:
         if budget.wall_clock is None:
             return cls(None, None)
         train = budget.wall_clock + budget.overrun_grace
-        return cls(train, train + allowance_s)
+        wall = train * budget.cpus * WALL_STRETCH if budget.gpus == 0 else train
+        return cls(train, wall + allowance_s, wall)
 
 
 @dataclass(frozen=True)

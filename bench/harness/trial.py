@@ -81,14 +81,15 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
         trained = phases.origin(ctx, trained)
     if trained.verdict.ok:
         with trial.phase("train"):
-            trained = phases.train(loaded.recipe, ctx, trained.model, meter, plan.limits.train_s)
+            trained = phases.train(loaded.recipe, ctx, trained.model, meter, plan.limits)
     judged = phases.judge_trained(plan, ctx, trained)
     verdict, final, fields = judged.verdict, None, {}
     if judged.params is not None and trained.model is not None:
         with trial.phase("eval"):
             verdict, final = phases.evaluate_final(ctx, trained.model, judged)
     report = phases.measure(meter, ctx)
-    trial.timing.update(train_s=ctx.clock.elapsed(), warmup_s=ctx.warmup_seconds, eval_s=ctx.clock.paused_seconds)
+    trial.timing.update(train_s=ctx.clock.elapsed(), warmup_s=ctx.warmup_seconds, eval_s=ctx.clock.paused_seconds,
+                        clock=ctx.clock.name, train_wall_s=trained.wall_s)
     scoring = verdict.ok and plan.request.downstream and trained.model is not None
     if scoring and spec.eval.downstream:
         with trial.phase("downstream", "downstream_s"):
@@ -104,5 +105,5 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
         verdict, str(device), world_size, curve=list(ctx.curve), train_log=ctx.train_log, final=final,
         time_to_target_s=ttt, target_reached=ttt is not None, steps=ctx.steps, tokens=ctx.tokens,
         unique_tokens=ctx.unique_tokens, tokens_per_s=ctx.tokens_per_s, params=judged.params,
-        validation=loaded.validation, packages=report.packages, **report.as_result_fields(), **fields,
+        validation=loaded.validation, contention=trained.contention, packages=report.packages, **report.as_result_fields(), **fields,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Any
 
 from bench.train.clock import TrainingClock
@@ -11,19 +12,23 @@ from bench.train.context import HardLimitExceeded
 
 
 class Watchdog:
-    """Stops a recipe that runs past ``limit`` seconds of training clock, by raising in the main thread.
+    """Stops a recipe that runs past ``limit`` seconds of training clock, or ``wall_limit`` wall seconds, by
+    raising in the main thread.
 
     Only possible when the trial runs on the main thread (signals are delivered there); otherwise the scheduler's
-    force-cancel is the hard limit. Evaluation time does not count because the clock is paused then.
+    force-cancel is the hard limit. Evaluation time does not count because the clock is paused then (the wall
+    limit is generous enough to include it).
     """
 
-    def __init__(self, clock: TrainingClock, limit: float | None) -> None:
+    def __init__(self, clock: TrainingClock, limit: float | None, wall_limit: float | None = None) -> None:
         self._clock = clock
         self._limit = limit
+        self._wall_limit = wall_limit
         self._done = threading.Event()
         self.fired = False
         self._armed = limit is not None and threading.current_thread() is threading.main_thread()
         self._previous: Any = None
+        self._why = ""
 
     def __enter__(self) -> Watchdog:
         if self._armed:
@@ -38,12 +43,19 @@ class Watchdog:
 
     def _raise(self, signum: int, frame: object) -> None:
         self.fired = True
-        raise HardLimitExceeded(f"still running after {self._limit:.0f}s of training time")
+        raise HardLimitExceeded(self._why)
 
     def _watch(self) -> None:
         main = threading.main_thread().ident
         assert self._limit is not None and main is not None
+        began = time.perf_counter()
         while not self._done.wait(0.25):
+            wall = time.perf_counter() - began
             if self._clock.elapsed() > self._limit:
-                signal.pthread_kill(main, signal.SIGUSR1)
-                return
+                self._why = f"still running after {self._limit:.0f}s of training time"
+            elif self._wall_limit is not None and wall > self._wall_limit:
+                self._why = f"still running after {wall:.0f}s of wall time (limit {self._wall_limit:.0f}s)"
+            else:
+                continue
+            signal.pthread_kill(main, signal.SIGUSR1)
+            return

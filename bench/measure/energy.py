@@ -217,4 +217,5 @@ def energy_report(
         co2_region=country if kwh is not None else None,
         codecarbon_kwh=codecarbon.joules / JOULES_PER_KWH if codecarbon is not None else None,
         codecarbon_method=codecarbon.description if codecarbon is not None else None,
+        time_proportional=train.method == "codecarbon",
     )

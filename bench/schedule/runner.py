@@ -38,6 +38,7 @@ from bench.schedule.progress import ProgressBoard
 from bench.schedule.resources import TrialResources, check_fits, trial_resources
 from bench.schedule.worker import execute
 from bench.spec.result import RunResult, Timing, TrialStatus
+from bench.train.clock import CPU_TRIAL_ENV
 from bench.train.events import TrialEvent
 
 START_PHASE = "start"
@@ -198,6 +199,8 @@ def _submit(trial: _Trial, events: ActorHandle) -> ray.ObjectRef:
         "num_gpus": resources.gpus if single else 0,
         "name": f"trial {trial.plan.run_id}",
     }
+    if trial.plan.workload.budget.gpus == 0:  # the CPU-time clock charges spinning OpenMP threads: let them sleep
+        options["runtime_env"] = {"env_vars": CPU_TRIAL_ENV}
     return _trial_task.options(**options).remote(trial.plan, events, resources)
 
 
@@ -266,12 +269,14 @@ def _collect(trial: _Trial) -> RunResult:
 
 def _overrun(trial: _Trial) -> RunResult:
     budget, limits = trial.plan.workload.budget, trial.plan.limits
-    assert limits.worker_s is not None and limits.train_s is not None
-    allowance = limits.worker_s - limits.train_s
+    assert limits.worker_s is not None and limits.train_wall_s is not None and budget.wall_clock is not None
+    allowance = limits.worker_s - limits.train_wall_s
+    training = f"budget {budget.wall_clock:.0f}s + grace {budget.overrun_grace:.0f}s"
+    if limits.train_wall_s > limits.train_s + 1e-9:
+        training += f" on the CPU-time clock, at most {limits.train_wall_s:.0f}s of wall time"
     reason = (
-        f"no result {limits.worker_s:.0f}s after its data was ready (budget {budget.wall_clock:.0f}s + grace "
-        f"{budget.overrun_grace:.0f}s + {allowance:.0f}s for set-up and evaluation); stopped by the "
-        f"scheduler; last seen: {_describe(trial)}"
+        f"no result {limits.worker_s:.0f}s after its data was ready ({training}, then {allowance:.0f}s for set-up "
+        f"and evaluation); stopped by the scheduler; last seen: {_describe(trial)}"
     )
     return _driver_result(trial, TrialStatus.overrun, reason, _log_tail(trial))
 

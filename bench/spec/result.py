@@ -52,12 +52,30 @@ class Timing(StrictModel):
     setup_s: float = Field(0.0, description="Loading the recipe, building the model, moving it to the device.")
     data_s: float = Field(0.0, description="Preparing or loading the token shards (a cache hit is near zero).")
     train_s: float = Field(0.0, description="The budgeted training clock (compile warm-up included, see docs).")
+    clock: str = Field("wall", description="What train_s counts: 'wall' seconds, or 'cpu-time/N' (CPU seconds of the "
+                                           "trial process over the N cores of a cpu-N class).")
+    train_wall_s: float | None = Field(None, description="Wall-clock seconds of the training phase, clock pauses "
+                                                         "excluded (equal to train_s under the wall clock).")
     warmup_s: float | None = Field(
         None, description="Training clock until the second batch was requested: torch.compile and CUDA warm-up."
     )
     eval_s: float = Field(0.0, description="Validation evaluations, clock paused.")
     downstream_s: float = Field(0.0, description="Downstream (lm-eval) evaluation after training.")
     total_s: float = Field(0.0, description="Wall-clock from trial start to result.")
+
+
+class Contention(StrictModel):
+    """How much of its hardware class the trial had while it trained (see :mod:`bench.measure.contention`)."""
+
+    cpu_share: float = Field(description="Trial process CPU time / (class cores x training wall time).")
+    others: float | None = Field(None, description="Other processes' CPU use, as a fraction of the class's cores.")
+    steal: float | None = Field(None, description="Fraction of CPU time the hypervisor took (steal).")
+    load_start: float | None = Field(None, description="1-minute load average when training started.")
+    load_end: float | None = None
+    gpu_neighbours: int | None = Field(None, description="Other processes on the trial's GPUs (NVML).")
+    threshold: float = Field(description="Largest 'others' (and steal) fraction a result may have unflagged.")
+    flagged: bool
+    reason: str | None = None
 
 
 class ValidationData(StrictModel):
@@ -102,6 +120,9 @@ class EnergyReport(StrictModel):
     co2_region: str | None = Field(None, description="Grid region whose carbon intensity was used.")
     codecarbon_kwh: float | None = Field(None, description="codecarbon's own figure, for comparison.")
     codecarbon_method: str | None = None
+    time_proportional: bool = Field(
+        False, description="The figure is an estimate of power x time (codecarbon without hardware counters): at a "
+                           "fixed time budget it is the same for every recipe and tells entries nothing apart.")
 
 
 class GpuTelemetry(StrictModel):
@@ -122,6 +143,9 @@ class PeakFlops(StrictModel):
     dtype: str
     source: Literal["table", "calibration"]
     device_name: str
+    measured_at: datetime | None = Field(None, description="When a calibrated peak was measured (once per machine).")
+    idle: bool | None = Field(None, description="Whether the machine was idle when the peak was calibrated.")
+    threads: int | None = Field(None, description="torch threads of the calibration (a CPU's rate depends on them).")
 
 
 class ComputeReport(StrictModel):
@@ -290,6 +314,8 @@ class RunResult(StrictModel):
 
     params: ParamCounts | None = None
     timing: Timing = Field(default_factory=Timing)
+    contention: Contention | None = Field(None, description="What else ran while the trial trained; flagged results "
+                                                            "are ranked apart.")
     validation: ValidationData | None = None
     compute: ComputeReport | None = None
     memory: MemoryReport | None = None

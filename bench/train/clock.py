@@ -26,6 +26,12 @@ from contextlib import contextmanager
 
 WALL = "wall"
 
+CPU_TRIAL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+"""Environment of a CPU-class trial's process, set before torch loads OpenMP. Measured on the 2-core VM
+(benchmarks/README.md, "OpenMP wait policy"): with the default policy, CPU seconds per step of the tiny baseline
+rose 20-290% when two busy loops shared the cores (spinning threads burn the time a descheduled sibling is away);
+with PASSIVE they rose 6-8%, and idle they were the same."""
+
 
 def process_cpu_seconds() -> float:
     """CPU seconds (user + system) of this process's threads and of its reaped child processes."""

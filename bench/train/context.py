@@ -57,6 +57,7 @@ class HarnessContext(TrialContext):
         evaluator: Callable[[nn.Module], EvalScore],
         on_event: Callable[[TrialEvent], None] | None = None,
         tracker: Tracker | None = None,
+        clock: TrainingClock | None = None,
         run_id: str = "",
         rank: int = 0,
         world_size: int = 1,
@@ -69,7 +70,7 @@ class HarnessContext(TrialContext):
         self.eos_id = eos_id
         self.rank = rank
         self.world_size = world_size
-        self.clock = TrainingClock()
+        self.clock = clock or TrainingClock()
         self.curve: list[EvalPoint] = []
         self.train_log: list[TrainLogPoint] = []
         self.steps = 0

@@ -1,0 +1,79 @@
+"""Contention: a trial that shares its machine says so in its result, and the board ranks it apart; the CPU
+classes' clock counts the trial's own CPU time, so a busy machine changes its wall time, not its budget."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.board.rank import build_sections
+from bench.measure.contention import OTHERS_THRESHOLD, ContentionProbe
+from bench.results import load_result_files
+from bench.spec.result import Contention, TrialStatus
+from bench.train.clock import TrainingClock, clock_for, process_cpu_seconds
+
+from conftest import ROOT
+from test_trial import small_tiny, trial
+
+BUSY = "import time\nend = time.time() + 120\nwhile time.time() < end: pass\n"
+
+
+@pytest.fixture
+def busy_machine():
+    """A busy loop on every core of the machine, for the duration of the test."""
+    loops = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(os.cpu_count() or 2)]
+    yield
+    for loop in loops:
+        loop.kill()
+        loop.wait()
+
+
+def test_the_cpu_clock_counts_this_processes_cpu_time_over_the_class_cores():
+    name, source = clock_for(2)
+    assert name == "cpu-time/2" and clock_for(None)[0] == "wall"
+    clock = TrainingClock(source, name)
+    clock.start()
+    before = process_cpu_seconds()
+    total = 0
+    while process_cpu_seconds() - before < 0.2:  # work, not sleep: only work moves a CPU-time clock
+        total += sum(range(1000))
+    clock.stop()
+    assert 0.09 <= clock.elapsed() <= 0.2  # 0.2 CPU seconds over 2 cores, give or take the reads
+
+
+@pytest.mark.slow
+def test_a_trial_on_a_busy_machine_is_flagged_in_its_result(busy_machine):
+    result = trial("good-bigram", small_tiny(wall_clock=2.0))
+    assert result.status is TrialStatus.ok, result.reason
+    contention = result.contention
+    assert contention is not None and contention.flagged and contention.others > OTHERS_THRESHOLD
+    assert "other processes used" in contention.reason
+    assert result.timing.clock == "cpu-time/2" and result.timing.train_wall_s > 0
+
+
+def test_an_idle_probe_is_not_flagged():
+    probe = ContentionProbe(cores=os.cpu_count() or 2)
+    probe.start()
+    contention = probe.stop()
+    assert contention.threshold == OTHERS_THRESHOLD and 0 <= contention.cpu_share
+    assert contention.flagged == (contention.others is not None and contention.others > OTHERS_THRESHOLD)
+
+
+def test_the_board_ranks_a_contended_run_apart_with_the_reason(tmp_path):
+    found = load_result_files([ROOT / "leaderboard" / "results"])
+    flagged = Contention(cpu_share=0.5, others=0.9, threshold=OTHERS_THRESHOLD, flagged=True,
+                         reason="other processes used 90% of the 2 cores the class names (threshold 15%)")
+    runs = [r for _, r in found]
+    contended = [r.model_copy(update={"run_id": f"{r.run_id}-busy", "contention": flagged})
+                 for r in runs if r.submission == "rotary"]
+    [section] = build_sections([*runs, *contended], ROOT)
+    official, other = section.groups
+    assert official.official and not other.official
+    official_ids = {run.run_id for entry in official.entries for run in entry.runs}
+    other_ids = {run.run_id for entry in other.entries for run in entry.runs}
+    assert {r.run_id for r in contended} == other_ids and not official_ids & other_ids
+    assert other.contended == [flagged.reason]
