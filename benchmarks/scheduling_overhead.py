@@ -37,16 +37,18 @@ from bench.spec.loading import load_workload, project_root, workload_path
 from bench.spec.result import RunResult, TrialStatus
 from bench.spec.workload import WorkloadSpec
 from bench.train.context import EVENT_INTERVAL_S
-from bench.train.request import TrialEvent, TrialRequest
-from bench.train.trial import run_trial
+from bench.harness.plan import TrialRequest, plan_trials
+from bench.harness.trial import run_trial
+from bench.train.events import TrialEvent
 
 EVENTS = 200
 FRESH_PROCESS = """
-import sys, torch
-from bench.train.request import TrialRequest
-from bench.train.trial import run_trial
+import sys, tempfile, torch
+from bench.harness.plan import TrialRequest, plan_trials
+from bench.harness.trial import run_trial
 torch.set_num_threads(int(sys.argv[2]))
-print(run_trial(TrialRequest.model_validate_json(sys.argv[1])).model_dump_json())
+[plan] = plan_trials([TrialRequest.model_validate_json(sys.argv[1])], tempfile.mkdtemp())
+print(run_trial(plan).model_dump_json())
 """
 
 
@@ -105,12 +107,15 @@ def main() -> None:
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         return RunResult.model_validate_json(out.strip().splitlines()[-1])
 
+    def planned() -> list:
+        return plan_trials([request()], results_dir)
+
     def scheduled() -> RunResult:
-        return run_trials([request()], results_dir, progress=False)[0]
+        return run_trials(planned(), results_dir, progress=False)[0]
 
     torch.set_num_threads(threads)
-    run_trial(request())  # fills the data cache and imports everything: no variant pays for either
-    variants = {"in-process": lambda: run_trial(request()), "fresh process": fresh, "scheduled, cold": scheduled}
+    run_trial(planned()[0])  # fills the data cache and imports everything: no variant pays for either
+    variants = {"in-process": lambda: run_trial(planned()[0]), "fresh process": fresh, "scheduled, cold": scheduled}
     runs: dict[str, list[tuple[float, RunResult]]] = {name: [] for name in [*variants, "scheduled, warm"]}
     starts = []
     for _ in range(args.repeats):  # interleaved, so that load changes on the machine hit every variant alike

@@ -157,3 +157,23 @@ def test_a_tiny_result_holds_generation_scores_with_the_true_grammars_judgement(
         assert decoding.grammar is not None and 0 <= decoding.grammar.viable <= 1
     assert scores.reference_grammar is not None and scores.reference_grammar.viable == 1.0
     assert "bleu[greedy]" in scores.headline()
+
+
+def test_a_recipe_that_reads_the_validation_data_is_invalid_for_its_impossible_score():
+    result = trial("peeking", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
+    assert result.status is TrialStatus.invalid, result.reason
+    assert result.final.val_bpb < result.validation.entropy_floor_bpb  # it did memorise the scored text
+    assert "impossible score" in result.reason and "entropy floor" in result.reason
+
+
+def test_a_model_that_fails_its_first_evaluation_is_a_failed_trial(tmp_path):
+    folder = tmp_path / "broken-forward"
+    folder.mkdir()
+    (folder / "submission.yaml").write_text(
+        "name: broken-forward\nauthors: [tests]\ndescription: d\nentry_point: recipe.py:Broken\n")
+    (folder / "recipe.py").write_text(
+        "from torch import nn\nfrom bench.train.api import Recipe\n\n"
+        "class Broken(Recipe):\n    def build_model(self, ctx):\n        return nn.Linear(1, 1)  # no token ids in\n\n"
+        "    def train(self, ctx, model):\n        return model\n")
+    result = trial(str(folder), small_tiny(wall_clock=None, tokens=2_048, every=1e9), results_dir=tmp_path)
+    assert result.status is TrialStatus.failed and "RuntimeError" in result.reason and result.steps == 0

@@ -21,7 +21,7 @@ from bench.data.prepare import PreparedData, prepare
 from bench.downstream.generation import run_generation
 from bench.downstream.runner import run_workload_downstream
 from bench.harness.plan import PlannedTrial, TrialLimits
-from bench.harness.verdict import OK, Verdict, failure, judge, param_counts, size_rule
+from bench.harness.verdict import OK, Verdict, failure, floor_rule, judge, param_counts, size_rule
 from bench.harness.watchdog import Watchdog
 from bench.measure.contention import ContentionProbe
 from bench.measure.flops import estimate_flops_per_token
@@ -112,7 +112,9 @@ def origin(ctx: HarnessContext, built: Trained) -> Trained:
     assert built.model is not None
     try:
         ctx.evaluate_now(built.model)
-    except TrainingDiverged as exc:
+    except BaseException as exc:  # noqa: BLE001 - a model that cannot be evaluated as built fails its trial
+        if isinstance(exc, SystemExit):
+            raise
         return Trained(built.model, failure(exc))
     return built
 
@@ -157,13 +159,17 @@ def judge_trained(plan: PlannedTrial, ctx: HarnessContext, trained: Trained) -> 
     return Judged(size_rule(verdict, counts, plan.workload), counts)
 
 
-def evaluate_final(ctx: HarnessContext, model: nn.Module, judged: Judged) -> tuple[Verdict, EvalPoint | None]:
-    """The returned model's score at the end, with the clock paused (a NaN here fails the trial)."""
+def evaluate_final(
+    ctx: HarnessContext, model: nn.Module, judged: Judged, validation: ValidationData
+) -> tuple[Verdict, EvalPoint | None]:
+    """The returned model's score at the end, with the clock paused (a NaN here fails the trial; a score below the
+    text's known entropy makes it invalid, see :func:`bench.harness.verdict.floor_rule`)."""
     try:
         ctx.evaluate_now(model)
     except TrainingDiverged as exc:
         return Verdict(TrialStatus.failed, f"diverged: {exc}"), None
-    return judged.verdict, ctx.curve[-1]
+    final = ctx.curve[-1]
+    return floor_rule(judged.verdict, final, validation), final
 
 
 def measure(meter: Meter, ctx: HarnessContext) -> MeterReport:

@@ -86,7 +86,7 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
     verdict, final, fields = judged.verdict, None, {}
     if judged.params is not None and trained.model is not None:
         with trial.phase("eval"):
-            verdict, final = phases.evaluate_final(ctx, trained.model, judged)
+            verdict, final = phases.evaluate_final(ctx, trained.model, judged, loaded.validation)
     report = phases.measure(meter, ctx)
     trial.timing.update(train_s=ctx.clock.elapsed(), warmup_s=ctx.warmup_seconds, eval_s=ctx.clock.paused_seconds,
                         clock=ctx.clock.name, train_wall_s=trained.wall_s)

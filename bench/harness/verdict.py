@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.spec.result import ParamCounts, TrialStatus
+from bench.spec.result import EvalPoint, ParamCounts, TrialStatus, ValidationData
 from bench.spec.workload import WorkloadSpec
 from bench.train.api import BudgetExhausted
 from bench.train.context import HardLimitExceeded, TrainingDiverged
@@ -94,3 +94,20 @@ def size_rule(verdict: Verdict, params: ParamCounts, spec: WorkloadSpec) -> Verd
         reasons.append(f"model weights take {params.bytes:,} bytes ({breakdown}), over the limit of "
                        f"{params.max_bytes:,} bytes")
     return Verdict(TrialStatus.invalid, "; ".join(reasons)) if reasons else verdict
+
+
+FLOOR_TOLERANCE_BPB = 0.01
+"""How far below the text's true entropy a validation score may fall before it is impossible. The floor is the
+exact entropy of the validation documents (the synthetic corpus's forward algorithm); a model can approach it, and
+a finite sample can sit slightly under it by chance, but a score well below it means the model saw the validation
+text (memorised it), not that it learned the language."""
+
+
+def floor_rule(verdict: Verdict, final: EvalPoint, validation: ValidationData) -> Verdict:
+    """An ok trial scoring below the validation text's known entropy floor is invalid: the score is impossible."""
+    floor = validation.entropy_floor_bpb
+    if verdict.ok and floor is not None and final.val_bpb < floor - FLOOR_TOLERANCE_BPB:
+        return Verdict(TrialStatus.invalid, f"impossible score: {final.val_bpb:.3f} bits/byte is below the validation "
+                                            f"text's entropy floor of {floor:.3f}: the model must have seen the "
+                                            "validation data")
+    return verdict

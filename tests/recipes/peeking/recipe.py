@@ -1,0 +1,42 @@
+"""A dishonest recipe: it reads the prepared validation tokens from the data cache and returns a "model" that looks
+each evaluation window up in them and predicts the true next token. The harness must not rank what it scores."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from bench.data.shards import cache_root
+from bench.train.api import Recipe
+
+KEY = 48  # tokens that identify a window's position in the validation text (short keys repeat)
+
+
+class Lookup(nn.Module):
+    def __init__(self, tokens: np.ndarray, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.register_buffer("tokens", torch.from_numpy(tokens.astype(np.int64)))
+        self.where = {tuple(tokens[i : i + KEY]): i for i in range(len(tokens) - KEY)}
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((*idx.shape, self.vocab_size), -30.0)
+        for row, window in enumerate(idx.tolist()):
+            start = self.where.get(tuple(window[:KEY]))
+            if start is None:
+                continue
+            following = self.tokens[start + 1 : start + 1 + len(window)]
+            logits[row, torch.arange(len(following)), following] = 30.0
+        return logits
+
+
+class Peeking(Recipe):
+    def build_model(self, ctx):
+        return nn.Embedding(ctx.vocab_size, ctx.vocab_size)  # a bigram model, for the harness's first evaluation
+
+    def train(self, ctx, model):
+        for _ in ctx.batches(4, 16):
+            pass
+        [val] = sorted(Path(cache_root()).glob("shards/*/val.bin"), key=lambda p: p.stat().st_mtime)[-1:]
+        return Lookup(np.fromfile(val, dtype=np.uint16), ctx.vocab_size)
