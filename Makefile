@@ -1,5 +1,5 @@
 # The two commands a newcomer needs (see README.md):
-#   make run    set up .venv and run the main job on the built-in default workload (tiny)
+#   make run    set up .venv and run the main job on the built-in default workload (tiny, one seed: a first result)
 #   make test   set up .venv with test extras and run the test suite
 #
 # TORCH picks the PyTorch build. torch==2.13.0 is the CPU build on machines that carry it locally and the CUDA
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/bench run
+	$(BIN)/bench run --seeds 1
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest

@@ -345,8 +345,9 @@ class WorkloadSpec(StrictModel):
     )
 
     def content_hash(self) -> str:
-        """The hash of what is *measured*: ``reference`` only chooses what the board compares against, so results
-        recorded before the field existed, or under another reference, keep their workload hash and stay comparable."""
-        measured = self.model_dump(mode="json", exclude={"reference"})
+        """The hash of what is *measured*: prose (``description``, ``notes``) and ``reference`` (what the board
+        compares against) are left out, so correcting a note or a measured figure in it, or choosing another
+        reference, keeps results comparable with the ones recorded before."""
+        measured = self.model_dump(mode="json", exclude={"reference", "description", "notes"})
         canonical = json.dumps(measured, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
