@@ -30,7 +30,9 @@ from bench.spec.loading import load_workload
 from bench.spec.result import RunResult, TrialStatus
 
 ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED = ROOT / "leaderboard" / "results"
+PUBLISHED = ROOT / "tests" / "fixtures" / "published-two-seeds"
+"""The leaderboard's results as first published (two seeds of each baseline, 2026-11-24): a fixed set, so that the
+tests do not change with every re-publication of leaderboard/results."""
 
 
 def _published(submission: str, seed: int, found: list[tuple[Path, RunResult]]) -> RunResult:
@@ -45,7 +47,7 @@ def _scored(run: RunResult, run_id: str, bpb: float, **update) -> RunResult:
 @pytest.fixture(scope="module")
 def published() -> list[tuple[Path, RunResult]]:
     found = load_result_files([PUBLISHED])
-    assert len(found) == 16, "the published results changed: update this test's expectations"
+    assert len(found) == 16
     return found
 
 
@@ -59,7 +61,8 @@ def extras(published, tmp_path_factory) -> dict[str, RunResult]:
     runs = {
         # a 15 s smoke run scores far worse: pooled, it would wreck rotary's mean and interval (issue 16)
         "wall-clock": _scored(rotary, "20261201T100000Z-s2-aaaaaa", 6.0, seed=2, workload_hash=short.content_hash()),
-        "set": _scored(adamw, "20261201T100000Z-s2-bbbbbb", 2.0, seed=2, hyperparameters=adamw_lr),
+        "set": _scored(adamw, "20261201T100000Z-s2-bbbbbb", 2.0, seed=2, hyperparameters=adamw_lr,
+                       overrides={"lr": 0.001}),
         "sweep": _scored(
             lion,
             "sweep-20261201T100000Z-s0-cccccc-t3",

@@ -102,3 +102,16 @@ def test_a_trial_tracks_to_wandb_offline(result, tmp_path, monkeypatch):
     _feed(tracker, result)
     [run_dir] = (tmp_path / "wandb").glob(f"offline-run-*-{result.run_id}")
     assert list(run_dir.glob("*.wandb")) and tracker.backends == []
+
+
+def test_a_trial_with_tracking_on_writes_its_eval_curve(tmp_path, monkeypatch):
+    """The harness wiring itself: BENCH_TRACK set, an ordinary trial, an event file holding that trial's curve."""
+    monkeypatch.setenv("BENCH_TRACK", "tensorboard")
+    monkeypatch.setenv("BENCH_TRACK_DIR", str(tmp_path / "runs"))
+    done = trial("good-bigram", spec=small_tiny(wall_clock=1.0, every=0.3))
+    assert done.status is TrialStatus.ok
+    [events] = (tmp_path / "runs" / done.run_id).glob("events.out.tfevents.*")
+    reader = EventAccumulator(str(events.parent), size_guidance={"scalars": 0, "tensors": 0})
+    reader.Reload()
+    assert [e.value for e in reader.Scalars("eval/val_loss")] == pytest.approx([p.val_loss for p in done.curve])
+    assert reader.Scalars("final/val_bpb")[0].value == pytest.approx(done.final.val_bpb)

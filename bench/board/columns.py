@@ -138,6 +138,28 @@ def _downstream(entry: Entry) -> str:
     return f"{fmt.signed(score.mean)}" + ("" if score.half_width is None else f" ± {score.half_width:.3f}")
 
 
+def _first_decoding(run: RunResult, want_grammar: bool = False):  # noqa: ANN202 - a DecodingScores or None
+    """The decoding a generation column shows: the first (greedy, by the workloads' convention), or for grammar
+    scores the last one the grammar judged (the sampled one: greedy text of a small model is mostly repetition)."""
+    if run.generation is None or not run.generation.decodings:
+        return None
+    if not want_grammar:
+        return run.generation.decodings[0]
+    judged = [d for d in run.generation.decodings if d.grammar is not None]
+    return judged[-1] if judged else None
+
+
+def _chrf(entry: Entry) -> str:
+    values = [d.chrf for r in entry.scored if (d := _first_decoding(r)) is not None]
+    return fmt.estimate(mean_ci(values), digits=1) if values else fmt.MISSING
+
+
+def _grammar_ok(entry: Entry) -> str:
+    values = [d.grammar.accepted for r in entry.scored if (d := _first_decoding(r, True)) is not None
+              and d.grammar.accepted is not None]
+    return fmt.estimate(mean_ci(values), digits=2) if values else fmt.MISSING
+
+
 def _date(entry: Entry) -> str:
     return max(r.finished_at for r in entry.runs).date().isoformat()
 
@@ -213,6 +235,8 @@ CELLS: dict[str, Callable[[Entry], str]] = {
     "MFU": _mfu,
     "energy": _energy,
     "downstream": _downstream,
+    "chrF": _chrf,
+    "grammar ok": _grammar_ok,
     "date": _date,
     "versions": _versions,
     "authors": lambda e: ", ".join(e.authors) or fmt.MISSING,
@@ -231,6 +255,10 @@ TIPS = {
     "energy": "Training energy, mean over scored runs; (m) measured by hardware counters, (e) estimated.",
     "downstream": "Downstream score normalised against chance, (acc - chance) / (1 - chance), averaged over tasks: "
     "0 is guessing, 1 is perfect; mean ± 95% CI over seeds.",
+    "chrF": "Generation: sacrebleu chrF (0-100) of the model's greedy continuations of held-out documents against "
+    "their true continuations, mean ± 95% CI over seeds.",
+    "grammar ok": "Generation: fraction of the complete sentences of sampled continuations that the synthetic "
+    "corpus's true grammar accepts, mean ± 95% CI over seeds (synthetic workloads only).",
     "date": "Latest run.",
     "versions": "pretrain-bench / torch that produced the runs.",
     "authors": "From the submission's manifest.",
@@ -249,6 +277,8 @@ class Board:
     reference: str
     energy: bool  # whether energy is measured anywhere in the section (else neither shown nor drawn)
     floor: bool  # whether any run knows the corpus's entropy floor
+    generation: bool = False  # whether any run has generation metrics
+    grammar: bool = False  # whether any run's generations were judged by a true grammar
 
 
 def board_of(section: Section) -> Board:
@@ -258,7 +288,10 @@ def board_of(section: Section) -> Board:
         for e in section.entries
         for r in e.scored
     )
-    return Board(section.metric, reference, section_energy_measured(section), floor)
+    runs = [r for e in section.entries for r in e.scored]
+    generation = any(_first_decoding(r) is not None for r in runs)
+    grammar = any(_first_decoding(r, True) is not None for r in runs)
+    return Board(section.metric, reference, section_energy_measured(section), floor, generation, grammar)
 
 
 def headline_columns(board: Board, ranked: bool) -> tuple[Column, ...]:
@@ -284,6 +317,8 @@ def headline_columns(board: Board, ranked: bool) -> tuple[Column, ...]:
     columns += [_column("params"), _column("tokens/s")]
     columns += [_column("energy")] if board.energy else []
     columns += [_column("downstream")]
+    columns += [_column("chrF")] if board.generation else []
+    columns += [_column("grammar ok")] if board.grammar else []
     return tuple(columns)
 
 

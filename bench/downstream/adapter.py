@@ -25,7 +25,7 @@ Conventions, chosen to match lm-eval's HF causal-LM model so that scores are com
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,7 @@ from torch import nn
 
 from bench.errors import BenchError
 from bench.train.evaluate import EVAL_BATCH_TOKENS
+from bench.train.precision import autocast
 from bench.train.model import GPT
 
 DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default when a generation task does not set max_gen_toks
@@ -177,13 +178,8 @@ class BenchLM(LM):
     def _inference(self) -> Iterator[None]:
         was_training = self.model.training
         self.model.eval()
-        autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self._device.type == "cuda" and torch.cuda.is_bf16_supported()
-            else nullcontext()
-        )
         try:
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), autocast(self._device):
                 yield
         finally:
             self.model.train(was_training)

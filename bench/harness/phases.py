@@ -1,7 +1,8 @@
 """The phases of one trial, in the order :func:`bench.harness.trial.run_trial` runs them.
 
-load -> build -> train -> judge -> evaluate -> measure -> downstream -> generation -> export. Each is a small function that
-takes what the phases before it produced and returns a small record of its own; none reaches back.
+load -> build -> origin -> train -> judge -> evaluate -> measure -> downstream -> generation -> export. Each is a
+small function that takes what the phases before it produced and returns a small record of its own; none reaches
+back.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from bench.harness.watchdog import Watchdog
 from bench.measure.contention import ContentionProbe
 from bench.measure.flops import estimate_flops_per_token
 from bench.measure.meter import Meter, MeterReport
-from bench.track import Tracker
 from bench.spec.result import Contention, EvalPoint, ModelCheckpoint, ParamCounts, TrialStatus, ValidationData
+from bench.track import Tracker
 from bench.train.api import Recipe
 from bench.train.checkpoint import export_model
 from bench.train.clock import TrainingClock, clock_for

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from bench.errors import BenchError
 from bench.harness import phases
@@ -37,7 +38,7 @@ class TrialRecorder:
         self.plan, self._on_event, self.tracker = plan, on_event, tracker
         self.started_at = datetime.now(timezone.utc)
         self._t0 = time.perf_counter()
-        self.timing: dict[str, float | None] = {}
+        self.timing: dict[str, Any] = {}  # Timing's fields, filled as the phases run
 
     @contextmanager
     def phase(self, name: str, timed: str | None = None) -> Iterator[None]:
@@ -105,5 +106,6 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
         verdict, str(device), world_size, curve=list(ctx.curve), train_log=ctx.train_log, final=final,
         time_to_target_s=ttt, target_reached=ttt is not None, steps=ctx.steps, tokens=ctx.tokens,
         unique_tokens=ctx.unique_tokens, tokens_per_s=ctx.tokens_per_s, params=judged.params,
-        validation=loaded.validation, contention=trained.contention, packages=report.packages, **report.as_result_fields(), **fields,
+        validation=loaded.validation, contention=trained.contention, packages=report.packages,
+        **report.as_result_fields(), **fields,
     )
