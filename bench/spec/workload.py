@@ -9,16 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
-from pydantic import (
-    Field,
-    SerializerFunctionWrapHandler,
-    ValidationInfo,
-    field_validator,
-    model_serializer,
-    model_validator,
-)
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from bench.spec.base import StrictModel
 from bench.spec.units import ByteSize, Count, Duration
@@ -134,7 +127,10 @@ class ModelLimit(StrictModel):
         False, description="Whether token/position embedding tables count toward the limit (Kaplan et al. exclude them)."
     )
     max_bytes: ByteSize | None = Field(
-        None, description="Largest size of the returned model's stored weights, e.g. '2.5MB' (embeddings included)."
+        None, description="Largest size of the returned model's stored weights, e.g. '2.5MB' (embeddings included).",
+        # Left out of the dump when unset, so that workloads without it keep the content hash they had before the
+        # field existed (results record that hash, and the board compares it).
+        exclude_if=lambda value: value is None,
     )
 
     @field_validator("max_params", "max_bytes")
@@ -143,15 +139,6 @@ class ModelLimit(StrictModel):
         if value is not None and value <= 0:
             raise ValueError(f"must be greater than zero, got {value}")
         return value
-
-    @model_serializer(mode="wrap")
-    def _omit_unset_bytes(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """Leave ``max_bytes`` out when unset, so that workloads without it keep the content hash they had before
-        the field existed (results record that hash, and the board compares it)."""
-        data = handler(self)
-        if self.max_bytes is None:
-            data.pop("max_bytes", None)
-        return data
 
 
 HARDWARE_CLASS = re.compile(r"^(?:cpu-(?P<cores>[1-9][0-9]*)|(?P<gpus>[1-9][0-9]*)x(?P<gpu>[A-Za-z][A-Za-z0-9-]*))$")
@@ -274,9 +261,7 @@ class GenerationSpec(StrictModel):
     @classmethod
     def _short_forms(cls, value: object) -> object:
         """Allow ``decoding: [greedy]`` beside full mappings."""
-        if isinstance(value, list):
-            return [{"kind": item} if isinstance(item, str) else item for item in value]
-        return value
+        return _names_as(value, "kind")
 
     @model_validator(mode="after")
     def _distinct_labels(self) -> GenerationSpec:
@@ -285,6 +270,13 @@ class GenerationSpec(StrictModel):
         if repeated:
             raise ValueError(f"decodings must differ; repeated: {', '.join(repeated)}")
         return self
+
+
+def _names_as(value: object, key: str) -> object:
+    """A list's bare names as ``{key: name}`` mappings (the short form of a list of specs), other items as they are."""
+    if isinstance(value, list):
+        return [{key: item} if isinstance(item, str) else item for item in value]
+    return value
 
 
 class EvalSpec(StrictModel):
@@ -303,9 +295,7 @@ class EvalSpec(StrictModel):
     @classmethod
     def _task_names(cls, value: object) -> object:
         """Allow the short form ``downstream: [blimp, arc_easy]`` beside full task mappings."""
-        if isinstance(value, list):
-            return [{"task": item} if isinstance(item, str) else item for item in value]
-        return value
+        return _names_as(value, "task")
 
     @field_validator("every")
     @classmethod
