@@ -206,6 +206,7 @@ from bench.data.prepare import PrepareProgress, prepare
 from bench.spec.workload import WorkloadSpec
 
 build.PART_BYTES = 10_000
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job (how CI runs) inherits SIGINT ignored
 
 class CtrlCAfterTwoParts(PrepareProgress):
     merged = 0
