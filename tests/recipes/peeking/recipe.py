@@ -1,13 +1,10 @@
-"""A dishonest recipe: it reads the prepared validation tokens from the data cache and returns a "model" that looks
-each evaluation window up in them and predicts the true next token. The harness must not rank what it scores."""
-
-from pathlib import Path
+"""A dishonest recipe: it takes the validation windows the harness scores and returns a "model" that looks each
+evaluation window up in them and predicts the true next token. The harness must not rank what it scores."""
 
 import numpy as np
 import torch
 from torch import nn
 
-from bench.data.shards import cache_root
 from bench.train.api import Recipe
 
 KEY = 48  # tokens that identify a window's position in the validation text (short keys repeat)
@@ -38,7 +35,8 @@ class Peeking(Recipe):
     def train(self, ctx, model):
         for _ in ctx.batches(4, 16):
             pass
-        # Every prepared validation file of the cache, of this vocabulary's width: one of them is the scored one.
-        files = sorted(Path(cache_root()).glob("shards/*/val.bin"))
-        tokens = np.concatenate([np.fromfile(f, dtype=np.uint16) for f in files])
-        return Lookup(tokens[tokens < ctx.vocab_size], ctx.vocab_size)
+        # The scored windows, taken from the harness's evaluator through its closure (one of the routes issue 15
+        # found; reading the cache's val.bin is another).
+        cells = dict(zip(ctx._evaluator.__code__.co_freevars, ctx._evaluator.__closure__))
+        windows = cells["windows"].cell_contents
+        return Lookup(np.asarray(windows).reshape(-1), ctx.vocab_size)
