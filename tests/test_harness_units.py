@@ -168,3 +168,30 @@ def test_evaluate_matches_direct_cross_entropy():
     assert score.loss == pytest.approx(direct.item(), rel=1e-5)
     assert score.bpb == pytest.approx(direct.item() / math.log(2) / 2, rel=1e-5)
     assert model.training
+
+
+def test_evaluation_batches_and_loss_slices_do_not_change_the_score(monkeypatch):
+    """The device-sized batches and the sliced cross-entropy are an implementation detail: one window per forward
+    pass and three positions per slice score the same as the defaults (up to float summation order)."""
+    import bench.train.evaluate as evaluation
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(50, 16), torch.nn.Linear(16, 50))
+    tokens = np.random.default_rng(1).integers(0, 50, size=5000).astype(np.uint16)
+    windows = evaluation_windows(tokens, seq_len=32, max_tokens=4000)
+    token_bytes = np.full(50, 1)
+    default = evaluate(model, windows, token_bytes, torch.device("cpu"))
+    monkeypatch.setitem(evaluation.EVAL_BATCH_TOKENS, "cpu", 32)
+    monkeypatch.setattr(evaluation, "CE_ROWS", 3)
+    assert evaluation.eval_batch_size(torch.device("cpu"), 32, 50) == 1
+    small = evaluate(model, windows, token_bytes, torch.device("cpu"))
+    assert small.loss == pytest.approx(default.loss, rel=1e-6) and small.tokens == default.tokens == 4000
+
+
+def test_evaluation_batch_shrinks_for_a_large_vocabulary():
+    from bench.train.evaluate import LOGITS_BYTES, eval_batch_size
+
+    cuda = torch.device("cuda")
+    assert eval_batch_size(cuda, 1024, 257) == 64  # 64k tokens
+    big = eval_batch_size(cuda, 1024, 50_257)
+    assert big * 1024 * 50_257 * 4 <= LOGITS_BYTES and big >= 1

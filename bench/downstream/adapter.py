@@ -37,7 +37,7 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from bench.errors import BenchError
-from bench.train.evaluate import EVAL_BATCH_TOKENS
+from bench.train.evaluate import eval_batch_size
 from bench.train.precision import autocast
 from bench.train.model import GPT
 
@@ -47,8 +47,8 @@ DEFAULT_MAX_GEN_TOKS = 256  # lm-eval's default when a generation task does not 
 class BenchLM(LM):
     """An lm-eval ``LM`` over a causal ``nn.Module``; deterministic, under ``no_grad`` and ``eval()``.
 
-    ``batch_size`` is in sequences; the default fills about :data:`EVAL_BATCH_TOKENS` tokens per forward pass,
-    the same budget as the validation loss.
+    ``batch_size`` is in sequences; the default is the validation loss's for the device, window and vocabulary
+    (:func:`bench.train.evaluate.eval_batch_size`).
     """
 
     def __init__(
@@ -68,7 +68,7 @@ class BenchLM(LM):
         self.eos_id = eos_id
         self.seq_len = seq_len
         self._device = torch.device(device)
-        self.batch_size = batch_size or max(1, EVAL_BATCH_TOKENS // seq_len)
+        self.batch_size = batch_size or eval_batch_size(self._device, seq_len, tokenizer.get_vocab_size())
 
     # --- lm-eval's request types -------------------------------------------------------------------------------
 

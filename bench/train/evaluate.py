@@ -19,7 +19,24 @@ from torch import nn
 
 from bench.train.precision import autocast
 
-EVAL_BATCH_TOKENS = 64 * 1024  # per forward pass; small enough for a 160M model at T=1024 on any 16 GB GPU
+EVAL_BATCH_TOKENS = {"cpu": 4 * 1024, "cuda": 64 * 1024}
+"""Tokens per evaluation forward pass, by device type. On a GPU, large batches keep it busy (64k tokens: small
+enough for a 160M model at T=1024 on any 16 GB GPU); on a CPU the activations of a smaller batch stay in cache,
+which ``benchmarks/eval_throughput.py`` measured faster per token than 64k (see benchmarks/README.md)."""
+
+CE_ROWS = 8192
+"""Positions per cross-entropy slice: the fp32 copy of a slice's logits is ``CE_ROWS x vocab x 4`` bytes."""
+
+LOGITS_BYTES = 4 << 30
+"""At most this many bytes of logits per forward pass, counted as fp32 (the worst case; bf16 autocast halves it):
+with a large vocabulary the batch shrinks to fit (GPT-2's 50,257 ids: about 21k tokens)."""
+
+
+def eval_batch_size(device: torch.device, seq_len: int, vocab_size: int) -> int:
+    """Sequences of ``seq_len`` tokens per evaluation forward pass on ``device`` (see :data:`EVAL_BATCH_TOKENS`)."""
+    tokens = EVAL_BATCH_TOKENS.get(device.type, EVAL_BATCH_TOKENS["cuda"])
+    tokens = min(tokens, LOGITS_BYTES // (4 * max(vocab_size, 1)))
+    return max(1, tokens // seq_len)
 
 
 @dataclass(frozen=True)
@@ -49,20 +66,27 @@ def evaluate(
     """Score ``windows`` with ``model`` in eval mode; restores the model's training mode afterwards.
 
     ``token_bytes[i]`` is the number of UTF-8 bytes token ``i`` decodes to. On CUDA the forward pass runs under bf16
-    autocast (as training usually does) while the cross-entropy is computed in fp32.
+    autocast (as training usually does) while the cross-entropy is computed in fp32, a slice of positions at a time
+    (:data:`CE_ROWS`), so no fp32 copy of a whole batch's logits is made. The batch size is the harness's
+    (:func:`eval_batch_size`), never the recipe's. Under ``no_grad`` rather than ``inference_mode``: a model that
+    builds a cached tensor (a rotary table, a mask) in its first forward pass, which is this one, could not use it
+    in training afterwards if it were an inference tensor, and the two ran at the same speed here.
     """
     was_training = model.training
     model.eval()
     seq_len = windows.shape[1] - 1
-    batch = max(1, EVAL_BATCH_TOKENS // seq_len)
+    batch = eval_batch_size(device, seq_len, len(token_bytes))
     precision = autocast(device)
-    total_nats = 0.0
+    total = torch.zeros((), dtype=torch.float64, device=device)
     for begin in range(0, len(windows), batch):
         chunk = torch.from_numpy(windows[begin : begin + batch]).to(device)
         with precision:
             logits = model(chunk[:, :-1])
-        loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), chunk[:, 1:].reshape(-1), reduction="sum")
-        total_nats += loss.item()
+        logits, targets = logits.reshape(-1, logits.size(-1)), chunk[:, 1:].reshape(-1)
+        for row in range(0, len(targets), CE_ROWS):
+            part = slice(row, row + CE_ROWS)
+            total += F.cross_entropy(logits[part].float(), targets[part], reduction="sum")
+    total_nats = total.item()  # the one host-device sync of the evaluation
     model.train(was_training)
     tokens = windows.shape[0] * seq_len
     n_bytes = int(token_bytes[windows[:, 1:]].sum())
