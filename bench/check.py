@@ -38,7 +38,7 @@ from bench.spec.base import StrictModel
 from bench.spec.loading import Submission, load_workload, workload_path
 from bench.spec.result import SCHEMA_VERSION, RunResult
 from bench.spec.workload import WorkloadSpec
-from bench.harness.plan import TrialRequest, plan_trials
+from bench.harness.plan import TrialRequest, plan_trials, seed_major
 from bench.train.optim import build_optimizer
 from bench.train.clock import clock_for
 from bench.train.recipes import build_gpt
@@ -164,8 +164,7 @@ def run_check(
     requests = [
         TrialRequest(workload=spec, workload_dir=str(path.parent.resolve()), submission_dir=str(submission.folder),
                      seed=seed, run_id=new_run_id(seed), downstream=False)
-        for submission in submissions
-        for seed in seeds
+        for submission, seed in seed_major(submissions, seeds)
     ]
     with tempfile.TemporaryDirectory(prefix="bench-check-") as scratch:
         results = run_trials(plan_trials(requests, Path(scratch), submissions), Path(scratch), address, progress)

@@ -395,7 +395,7 @@ def run(
     ] = False,
 ) -> None:
     """Train submissions on a workload under the harness (through Ray) and write one result file per trial."""
-    from bench.harness.plan import TrialRequest, plan_trials
+    from bench.harness.plan import TrialRequest, plan_trials, seed_major
     from bench.schedule.progress import PROGRESS_ENV, parse_interval, progress_interval
     from bench.schedule.runner import ResultsNotSaved, RunInterrupted, run_trials
     from bench.train.loader import load_recipe_class
@@ -413,8 +413,7 @@ def run(
             overrides=overrides, run_id=new_run_id(seed), device=device, downstream=downstream, offline=offline,
             save_model=save_model,
         )
-        for each in submissions
-        for seed in range(seeds or spec.seeds)
+        for each, seed in seed_major(submissions, range(seeds or spec.seeds))
     ]
     plans = plan_trials(requests, results_dir, submissions)
     _prepare_with_progress(spec, path.parent)

@@ -81,6 +81,9 @@ def main() -> None:
                         help="validation tokens per forward pass to compare (this version's EVAL_BATCH_TOKENS['cpu'])")
     args = parser.parse_args()
 
+    import bench
+
+    print(f"code: {Path(bench.__file__).parent}", flush=True)
     spec = load_workload(TINY)
     cores = spec.budget.cpus or 2
     torch.set_num_threads(cores)

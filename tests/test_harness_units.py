@@ -195,3 +195,10 @@ def test_evaluation_batch_shrinks_for_a_large_vocabulary():
     assert eval_batch_size(cuda, 1024, 257) == 64  # 64k tokens
     big = eval_batch_size(cuda, 1024, 50_257)
     assert big * 1024 * 50_257 * 4 <= LOGITS_BYTES and big >= 1
+
+
+def test_trials_of_several_submissions_run_seed_major():
+    """Drift in machine speed over a long run must spread over every submission, not favour the last one."""
+    from bench.harness.plan import seed_major
+
+    assert seed_major(["a", "b", "c"], range(2)) == [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("b", 1), ("c", 1)]

@@ -27,7 +27,7 @@ from bench.spec.result import RunResult, TrialStatus
 from bench.spec.units import format_bytes, format_count, format_duration
 from bench.spec.workload import WorkloadSpec
 from bench.study.spec import StudySpec
-from bench.harness.plan import TrialRequest
+from bench.harness.plan import TrialRequest, seed_major
 from bench.train.params import count_parameters
 from bench.train.recipes import build_gpt
 
@@ -89,8 +89,9 @@ class Plan:
         return self.max_params > self.base.model.max_params
 
     def requests(self, cells: Iterable[tuple[Cell, int]] | None = None) -> list[TrialRequest]:
-        """Trial requests for ``(cell, seed)`` pairs (default: the whole grid, every seed), each with a new run id."""
-        pairs = cells if cells is not None else ((c, s) for c in self.cells for s in range(self.study.seeds))
+        """Trial requests for ``(cell, seed)`` pairs (default: the whole grid, every seed, in
+        :func:`bench.harness.plan.seed_major` order), each with a new run id."""
+        pairs = cells if cells is not None else seed_major(self.cells, range(self.study.seeds))
         return [
             TrialRequest(
                 workload=cell.workload,
