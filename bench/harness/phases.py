@@ -22,7 +22,9 @@ from bench.data.prepare import PreparedData, prepare
 from bench.downstream.generation import run_generation
 from bench.downstream.runner import run_workload_downstream
 from bench.harness.plan import PlannedTrial, TrialLimits
-from bench.harness.verdict import OK, Verdict, failure, floor_rule, judge, param_counts, size_rule
+from bench.harness.verdict import (
+    OK, Verdict, causality_rule, failure, floor_rule, judge, param_counts, size_rule,
+)
 from bench.harness.watchdog import Watchdog
 from bench.measure.contention import ContentionProbe
 from bench.measure.flops import estimate_flops_per_token
@@ -151,13 +153,16 @@ def train(recipe: Recipe, ctx: HarnessContext, model: nn.Module, meter: Meter, l
 
 
 def judge_trained(plan: PlannedTrial, ctx: HarnessContext, trained: Trained) -> Judged:
-    """The status rules; a model that finished (ok or overrun) is also counted and held to the size limit."""
+    """The status rules; a model that finished (ok or overrun) is also counted and held to the size limit, and an ok
+    one must be causal (see :func:`bench.harness.verdict.causality_rule`), before the final evaluation scores it."""
     verdict = judge(trained.verdict, diverged=ctx.diverged, train_s=ctx.clock.elapsed(),
                     hard_limit_s=plan.limits.train_s)
     if trained.model is None or verdict.status not in (TrialStatus.ok, TrialStatus.overrun):
         return Judged(verdict)
     counts = param_counts(trained.model, plan.workload)
-    return Judged(size_rule(verdict, counts, plan.workload), counts)
+    verdict = size_rule(verdict, counts, plan.workload)
+    verdict = causality_rule(verdict, trained.model, ctx.vocab_size, plan.workload.eval.seq_len, ctx.device)
+    return Judged(verdict, counts)
 
 
 def evaluate_final(

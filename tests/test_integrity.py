@@ -1,0 +1,84 @@
+"""Dishonest recipes against the harness (issue 15): each test runs a small recipe that tries one way of beating
+the rules and shows what the harness does about it (blocks it, or flags the trial ``invalid`` with a reason)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from bench.harness.verdict import OK, causality_rule
+from bench.spec.result import TrialStatus
+from bench.train.growth import stack_blocks
+from bench.train.model import GPT
+
+from test_trial import small_tiny, trial
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+VOCAB, T = 257, 32
+CPU = torch.device("cpu")
+
+
+def _gpt(**switches) -> GPT:
+    torch.manual_seed(0)
+    return GPT.from_hparams({"n_layer": 2, "n_head": 2, "n_embd": 32, **switches}, VOCAB, T)
+
+
+class _Bidirectional(nn.Module):
+    """One attention layer without the causal mask: every position sees the whole window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.attn = nn.Embedding(VOCAB, 32), nn.MultiheadAttention(32, 2, batch_first=True)
+        self.head = nn.Linear(32, VOCAB)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.embed(idx)
+        return self.head(x + self.attn(x, x, x, need_weights=False)[0])
+
+
+@pytest.mark.parametrize("switches", [{"positions": "rotary"}, {"positions": "learned"}, {"positions": "none"},
+                                      {"norm": "rmsnorm", "mlp": "swiglu", "tie_weights": False}])
+def test_every_baseline_model_passes_the_causality_check(switches):
+    assert causality_rule(OK, _gpt(**switches), VOCAB, T, CPU) is OK
+
+
+def test_grown_pruned_bf16_and_quantized_models_pass_the_causality_check():
+    assert causality_rule(OK, stack_blocks(_gpt(positions="rotary"), 2), VOCAB, T, CPU) is OK
+    pruned = _gpt()
+    for block in pruned.blocks:
+        prune.l1_unstructured(block.attn.c_attn, name="weight", amount=0.5)
+    assert causality_rule(OK, pruned, VOCAB, T, CPU) is OK
+    assert causality_rule(OK, _gpt().to(torch.bfloat16), VOCAB, T, CPU) is OK
+    pytest.importorskip("torchao")
+    from bench.train.quantize import quantize_int8
+
+    assert causality_rule(OK, quantize_int8(_gpt()), VOCAB, T, CPU) is OK
+
+
+def test_a_model_without_the_causal_mask_is_invalid():
+    verdict = causality_rule(OK, _Bidirectional(), VOCAB, T, CPU)
+    assert verdict.status is TrialStatus.invalid and verdict.reason.startswith("non-causal: ")
+    model = _gpt()
+    for block in model.blocks:  # the baseline GPT with its mask taken away
+        block.attn.forward = _unmasked(block.attn)
+    assert causality_rule(OK, model, VOCAB, T, CPU).status is TrialStatus.invalid
+
+
+def _unmasked(attn):
+    def forward(x):
+        B, L, C = x.shape
+        q, k, v = attn.c_attn(x).split(C, dim=2)
+        heads = lambda t: t.view(B, L, attn.n_head, C // attn.n_head).transpose(1, 2)  # noqa: E731
+        y = nn.functional.scaled_dot_product_attention(heads(q), heads(k), heads(v))
+        return attn.c_proj(y.transpose(1, 2).reshape(B, L, C))
+    return forward
+
+
+def test_a_recipe_returning_a_model_that_reads_the_next_token_is_invalid():
+    result = trial("bidirectional", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
+    assert result.status is TrialStatus.invalid, result.reason
+    assert result.reason.startswith("non-causal: ")
