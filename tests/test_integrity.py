@@ -3,6 +3,8 @@ the rules and shows what the harness does about it (blocks it, or flags the tria
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -82,3 +84,29 @@ def test_a_recipe_returning_a_model_that_reads_the_next_token_is_invalid():
     result = trial("bidirectional", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
     assert result.status is TrialStatus.invalid, result.reason
     assert result.reason.startswith("non-causal: ")
+
+
+def test_a_thread_left_changing_the_weights_makes_the_trial_invalid_and_the_snapshot_is_scored():
+    result = trial("lingering", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
+    assert result.status is TrialStatus.invalid, result.reason
+    assert result.reason.startswith("left 1 thread running after train() returned") and "'writer'" in result.reason
+    assert result.final.val_loss == pytest.approx(math.log(VOCAB), abs=1e-5)  # the all-zero model as returned
+
+
+def test_threads_the_harness_and_libraries_start_are_not_the_recipes():
+    import concurrent.futures
+    import threading
+
+    from bench.harness.leftovers import Running, left_running
+
+    before = Running.now()
+    stop = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(lambda: None).result()  # an idle executor worker is harmless
+        assert left_running(before) == []
+        mine = threading.Thread(target=stop.wait, name="busy")
+        mine.start()
+        assert [x for x in left_running(before)] == ["thread 'busy' (threading.Event.wait)"]
+        stop.set()
+        mine.join()
+    assert left_running(before) == []

@@ -7,9 +7,10 @@ back.
 
 from __future__ import annotations
 
+import copy
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from torch.nn.parallel import DistributedDataParallel
 from bench.data.prepare import PreparedData, prepare
 from bench.downstream.generation import run_generation
 from bench.downstream.runner import run_workload_downstream
+from bench.harness.leftovers import Running, left_running
 from bench.harness.plan import PlannedTrial, TrialLimits
 from bench.harness.verdict import (
-    OK, Verdict, causality_rule, failure, floor_rule, judge, param_counts, size_rule,
+    OK, Verdict, causality_rule, failure, floor_rule, judge, leftover_rule, param_counts, size_rule,
 )
 from bench.harness.watchdog import Watchdog
 from bench.measure.contention import ContentionProbe
@@ -58,6 +60,7 @@ class Trained:
     verdict: Verdict
     contention: Contention | None = None
     wall_s: float | None = None
+    left_running: list[str] = field(default_factory=list)  # threads and processes still running when train() returned
 
 
 @dataclass
@@ -123,7 +126,9 @@ def origin(ctx: HarnessContext, built: Trained) -> Trained:
 
 
 def train(recipe: Recipe, ctx: HarnessContext, model: nn.Module, meter: Meter, limits: TrialLimits) -> Trained:
-    """``Recipe.train`` on the clock, under the watchdog; whatever it raises becomes the verdict.
+    """``Recipe.train`` on the clock, under the watchdog; whatever it raises becomes the verdict. What is judged
+    and scored afterwards is a copy of the returned model taken at the return, and the threads and processes the
+    recipe left running are named (see :func:`bench.harness.verdict.leftover_rule`).
 
     With several ranks the model is wrapped in DDP here, so a recipe is the same for 1 and N GPUs."""
     wrapped = model if ctx.world_size == 1 else DistributedDataParallel(
@@ -132,9 +137,10 @@ def train(recipe: Recipe, ctx: HarnessContext, model: nn.Module, meter: Meter, l
     probe = ContentionProbe(ctx.workload.budget.cpus or torch.get_num_threads())
     began, paused = time.perf_counter(), ctx.clock.paused_seconds
     probe.start()
-    verdict = OK
+    verdict, before = OK, None
     try:
         with Watchdog(ctx.clock, limits.train_s, limits.train_wall_s), meter.phase("train"):
+            before = Running.now()  # the harness's own threads (the watchdog, the samplers) are running by now
             ctx.clock.start()
             returned = recipe.train(ctx, wrapped)
             ctx.clock.stop()
@@ -143,13 +149,25 @@ def train(recipe: Recipe, ctx: HarnessContext, model: nn.Module, meter: Meter, l
         if isinstance(exc, SystemExit):
             raise
         returned, verdict = model, failure(exc)
-    contention = probe.stop()
     wall = time.perf_counter() - began - (ctx.clock.paused_seconds - paused)
     if isinstance(returned, DistributedDataParallel):
         returned = returned.module
     if not isinstance(returned, nn.Module):
         returned, verdict = model, failure(TypeError(f"Recipe.train returned {type(returned).__name__}, not an nn.Module"))
-    return Trained(returned, verdict, contention, wall)
+    judged = snapshot(returned)  # first: a thread the recipe left running may be changing it as we speak
+    left = left_running(before) if before is not None else []
+    contention = probe.stop()
+    return Trained(judged, verdict, contention, wall, left)
+
+
+def snapshot(model: nn.Module) -> nn.Module:
+    """A copy of the returned model as it was when ``train()`` returned: what the harness judges, scores and saves,
+    so a thread the recipe left running cannot change it afterwards (the thread is flagged too, see
+    :mod:`bench.harness.leftovers`). A model that cannot be copied is judged as it is."""
+    try:
+        return copy.deepcopy(model)
+    except Exception:  # noqa: BLE001 - e.g. a module holding an uncopyable handle; the thread check still holds
+        return model
 
 
 def judge_trained(plan: PlannedTrial, ctx: HarnessContext, trained: Trained) -> Judged:
@@ -162,6 +180,7 @@ def judge_trained(plan: PlannedTrial, ctx: HarnessContext, trained: Trained) -> 
     counts = param_counts(trained.model, plan.workload)
     verdict = size_rule(verdict, counts, plan.workload)
     verdict = causality_rule(verdict, trained.model, ctx.vocab_size, plan.workload.eval.seq_len, ctx.device)
+    verdict = leftover_rule(verdict, trained.left_running)
     return Judged(verdict, counts)
 
 

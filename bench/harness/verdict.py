@@ -177,3 +177,14 @@ def causality_rule(verdict: Verdict, model: nn.Module, vocab_size: int, seq_len:
                                         f"(largest logit there {scale:.3g}) when only the tokens from position {cut} "
                                         "on changed; evaluation scores position t against token t+1, so a model "
                                         "that sees later tokens reads the answer")
+
+
+def leftover_rule(verdict: Verdict, left: list[str]) -> Verdict:
+    """An ok trial whose recipe left threads or processes running after ``train()`` returned is invalid: they could
+    go on changing the model while it is evaluated, or train off the clock (the harness scores a snapshot taken at
+    the return all the same, see :func:`bench.harness.phases.snapshot`)."""
+    if not verdict.ok or not left:
+        return verdict
+    what = f"{len(left)} thread{'s' if len(left) > 1 else ''}" if all(x.startswith("thread") for x in left) else \
+        f"{len(left)} threads or processes"
+    return Verdict(TrialStatus.invalid, f"left {what} running after train() returned: {'; '.join(left)}")
