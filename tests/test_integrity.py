@@ -110,3 +110,13 @@ def test_threads_the_harness_and_libraries_start_are_not_the_recipes():
         stop.set()
         mine.join()
     assert left_running(before) == []
+
+
+def test_a_token_budget_trial_whose_recipe_never_returns_is_stopped_as_overrun():
+    # No time budget: the workload's hard limit (0.5 s of training clock, so 0.5 s x 2 cores x 3 of wall time on
+    # tiny's cpu-2 class) holds all the same; without one it is derived from the budget (test_schedule_units).
+    spec = small_tiny(wall_clock=None, tokens=2_048, every=1e9)
+    spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"hard_limit": 0.5})})
+    result = trial("non-stopping", spec)
+    assert result.status is TrialStatus.overrun, result.reason
+    assert result.reason.startswith("stopped by the harness: still running after")
