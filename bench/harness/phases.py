@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from bench.data.prepare import PreparedData, prepare
+from bench.data.shards import read_validation
 from bench.downstream.generation import run_generation
 from bench.downstream.runner import run_workload_downstream
 from bench.harness.leftovers import Running, left_running
@@ -81,13 +82,21 @@ def load(plan: PlannedTrial, recipe_dir: Path | None) -> Loaded:
 
 def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.device, rank: int, world_size: int,
             on_event: Any, tracker: Tracker) -> HarnessContext:
-    """The recipe's view of the trial: seeded, with the budgeted stream and an evaluator on the meter's clock."""
+    """The recipe's view of the trial: seeded, with the budgeted stream and an evaluator on the meter's clock.
+
+    The evaluator holds where the validation file is and its recorded checksum, never its tokens: each evaluation
+    reads the windows from disk, verifies them, scores them and drops them, so while ``train()`` runs no validation
+    token is in the worker's memory for a recipe to take (from the evaluator's closure, say). The file is verified
+    once here too, so a damaged cache fails the trial before anything is built."""
     spec, data = plan.workload, loaded.data
-    windows = evaluation_windows(data.val_tokens, spec.eval.seq_len, spec.eval.tokens)
+    folder, meta, token_bytes = data.cache_path, data.meta, data.token_bytes
+    seq_len, max_tokens = spec.eval.seq_len, spec.eval.tokens
+    evaluation_windows(read_validation(folder, meta), seq_len, max_tokens)  # verified (and long enough), dropped
 
     def evaluator(model: nn.Module) -> Any:
         with meter.phase("eval"):
-            return evaluate(model, windows, data.token_bytes, device)
+            return evaluate(model, evaluation_windows(read_validation(folder, meta), seq_len, max_tokens),
+                            token_bytes, device)
 
     seed_everything(plan.request.seed)
     name, source = clock_for(spec.budget.cpus if spec.budget.gpus == 0 and device.type == "cpu" else None)

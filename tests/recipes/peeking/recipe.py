@@ -1,10 +1,18 @@
-"""A dishonest recipe: it takes the validation windows the harness scores and returns a "model" that looks each
-evaluation window up in them and predicts the true next token. The harness must not rank what it scores."""
+"""A dishonest recipe: it takes the validation tokens the harness scores and returns a "model" that looks each
+evaluation window up in them and predicts the true next token. The harness must not rank what it scores.
+
+Two routes (hyperparameter ``route``): ``closure`` searches the harness's evaluator for the scored windows through
+Python introspection (issue 15 found them there; the evaluator now holds only the file's path and checksum, so the
+recipe finds nothing and says so), ``disk`` reads every validation file of the data cache (still possible: the
+entropy floor of the synthetic corpus catches the impossible score)."""
+
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from bench.data.shards import cache_root
 from bench.train.api import Recipe
 
 KEY = 48  # tokens that identify a window's position in the validation text (short keys repeat)
@@ -28,6 +36,23 @@ class Lookup(nn.Module):
         return logits
 
 
+def arrays_reachable_from(function, vocab_size: int) -> list[np.ndarray]:
+    """Token-like arrays in ``function``'s closure: its cells, and one level into their attributes (a 1-D array no
+    longer than the vocabulary is a per-token table, not text)."""
+    found = []
+    for cell in function.__closure__ or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        for candidate in [value, *getattr(value, "__dict__", {}).values()]:
+            if isinstance(candidate, torch.Tensor):
+                candidate = candidate.numpy()
+            if isinstance(candidate, np.ndarray) and candidate.size > vocab_size:
+                found.append(candidate)
+    return found
+
+
 class Peeking(Recipe):
     def build_model(self, ctx):
         return nn.Embedding(ctx.vocab_size, ctx.vocab_size)  # a bigram model, for the harness's first evaluation
@@ -35,8 +60,13 @@ class Peeking(Recipe):
     def train(self, ctx, model):
         for _ in ctx.batches(4, 16):
             pass
-        # The scored windows, taken from the harness's evaluator through its closure (one of the routes issue 15
-        # found; reading the cache's val.bin is another).
-        cells = dict(zip(ctx._evaluator.__code__.co_freevars, ctx._evaluator.__closure__))
-        windows = cells["windows"].cell_contents
-        return Lookup(np.asarray(windows).reshape(-1), ctx.vocab_size)
+        if ctx.hparams.get("route", "closure") == "closure":
+            found = arrays_reachable_from(ctx._evaluator, ctx.vocab_size)
+            if not found:
+                raise LookupError("no validation tokens in the evaluator's closure")
+            tokens = np.concatenate([np.asarray(a).reshape(-1) for a in found])
+        else:  # every prepared validation file of the cache: one of them is the scored one
+            files = sorted(Path(cache_root()).glob("shards/*/val.bin"))
+            tokens = np.concatenate([np.fromfile(f, dtype=np.uint16) for f in files])
+            tokens = tokens[tokens < ctx.vocab_size]
+        return Lookup(tokens, ctx.vocab_size)
