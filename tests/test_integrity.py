@@ -4,6 +4,7 @@ the rules and shows what the harness does about it (blocks it, or flags the tria
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -120,3 +121,29 @@ def test_a_token_budget_trial_whose_recipe_never_returns_is_stopped_as_overrun()
     result = trial("non-stopping", spec)
     assert result.status is TrialStatus.overrun, result.reason
     assert result.reason.startswith("stopped by the harness: still running after")
+
+
+def test_a_recipe_cannot_pause_or_stop_the_clock_through_the_context():
+    from bench.spec.loading import load_workload, workload_path
+    from bench.train.clock import TrainingClock
+    from bench.train.context import HarnessContext, training_clock
+
+    from conftest import ROOT
+
+    ctx = HarnessContext(workload=load_workload(workload_path("tiny", ROOT)), device=CPU, seed=0, hparams={},
+                         vocab_size=VOCAB, eos_id=0, stream=SimpleNamespace(unique_tokens=0), evaluator=lambda model: None,
+                         clock=TrainingClock())
+    training_clock(ctx).start()
+    for name in ("paused", "stop", "start"):
+        with pytest.raises(AttributeError):
+            getattr(ctx.clock, name)
+    with pytest.raises(AttributeError):
+        ctx.clock = TrainingClock()  # nor swap it for one of its own
+    with pytest.raises(AttributeError):
+        ctx.evaluate_now  # noqa: B018 - it paused the clock, and is the harness's only
+    assert ctx.clock.running and ctx.clock.elapsed() >= 0.0 and ctx.elapsed() >= 0.0
+    # Nothing public on the context hands out the pausing clock or a way to pause it.
+    for name in dir(ctx):
+        if not name.startswith("_"):
+            value = getattr(ctx, name)
+            assert not isinstance(value, TrainingClock) and not hasattr(value, "paused"), name

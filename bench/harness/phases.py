@@ -37,7 +37,7 @@ from bench.track import Tracker
 from bench.train.api import Recipe
 from bench.train.checkpoint import export_model
 from bench.train.clock import TrainingClock, clock_for
-from bench.train.context import HarnessContext, TrainingDiverged
+from bench.train.context import HarnessContext, TrainingDiverged, evaluate_now, training_clock
 from bench.train.evaluate import evaluate, evaluation_windows
 from bench.train.loader import load_recipe_class
 from bench.train.runtime import seed_everything, warm_lazy_imports
@@ -126,7 +126,7 @@ def origin(ctx: HarnessContext, built: Trained) -> Trained:
     """The curve's origin: the model as built, evaluated before the clock starts (a NaN here fails the trial)."""
     assert built.model is not None
     try:
-        ctx.evaluate_now(built.model)
+        evaluate_now(ctx, built.model)
     except BaseException as exc:  # noqa: BLE001 - a model that cannot be evaluated as built fails its trial
         if isinstance(exc, SystemExit):
             raise
@@ -144,21 +144,22 @@ def train(recipe: Recipe, ctx: HarnessContext, model: nn.Module, meter: Meter, l
         model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
     )
     probe = ContentionProbe(ctx.workload.budget.cpus or torch.get_num_threads())
-    began, paused = time.perf_counter(), ctx.clock.paused_seconds
+    clock = training_clock(ctx)
+    began, paused = time.perf_counter(), clock.paused_seconds
     probe.start()
     verdict, before = OK, None
     try:
-        with Watchdog(ctx.clock, limits.train_s, limits.train_wall_s), meter.phase("train"):
+        with Watchdog(clock, limits.train_s, limits.train_wall_s), meter.phase("train"):
             before = Running.now()  # the harness's own threads (the watchdog, the samplers) are running by now
-            ctx.clock.start()
+            clock.start()
             returned = recipe.train(ctx, wrapped)
-            ctx.clock.stop()
+            clock.stop()
     except BaseException as exc:  # noqa: BLE001 - every failure of the recipe becomes a result
-        ctx.clock.stop()
+        clock.stop()
         if isinstance(exc, SystemExit):
             raise
         returned, verdict = model, failure(exc)
-    wall = time.perf_counter() - began - (ctx.clock.paused_seconds - paused)
+    wall = time.perf_counter() - began - (clock.paused_seconds - paused)
     if isinstance(returned, DistributedDataParallel):
         returned = returned.module
     if not isinstance(returned, nn.Module):
@@ -199,7 +200,7 @@ def evaluate_final(
     """The returned model's score at the end, with the clock paused (a NaN here fails the trial; a score below the
     text's known entropy makes it invalid, see :func:`bench.harness.verdict.floor_rule`)."""
     try:
-        ctx.evaluate_now(model)
+        evaluate_now(ctx, model)
     except TrainingDiverged as exc:
         return Verdict(TrialStatus.failed, f"diverged: {exc}"), None
     final = ctx.curve[-1]

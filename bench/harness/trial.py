@@ -24,6 +24,7 @@ from bench.harness.verdict import Verdict, failure
 from bench.measure.meter import Meter
 from bench.spec.result import RunResult, Timing
 from bench.track import Tracker, identity, tracker_from_env
+from bench.train.context import training_clock
 from bench.train.events import TrialEvent
 from bench.train.runtime import distributed_rank, pick_device
 from bench.train.targets import time_to_target
@@ -89,8 +90,9 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
         with trial.phase("eval"):
             verdict, final = phases.evaluate_final(ctx, trained.model, judged, loaded.validation)
     report = phases.measure(meter, ctx)
-    trial.timing.update(train_s=ctx.clock.elapsed(), warmup_s=ctx.warmup_seconds, eval_s=ctx.clock.paused_seconds,
-                        clock=ctx.clock.name, train_wall_s=trained.wall_s)
+    clock = training_clock(ctx)
+    trial.timing.update(train_s=clock.elapsed(), warmup_s=ctx.warmup_seconds, eval_s=clock.paused_seconds,
+                        clock=clock.name, train_wall_s=trained.wall_s)
     scoring = verdict.ok and plan.request.downstream and trained.model is not None
     if scoring and spec.eval.downstream:
         with trial.phase("downstream", "downstream_s"):

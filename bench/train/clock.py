@@ -47,6 +47,28 @@ def clock_for(hardware_class_cores: int | None) -> tuple[str, Callable[[], float
     return WALL, time.perf_counter
 
 
+class ClockView:
+    """What a recipe sees of the training clock (``ctx.clock``): its name and reading, no way to pause, stop or
+    restart it. The harness keeps the :class:`TrainingClock` itself (see :func:`bench.train.context.training_clock`)."""
+
+    __slots__ = ("_clock",)
+
+    def __init__(self, clock: TrainingClock) -> None:
+        self._clock = clock
+
+    @property
+    def name(self) -> str:
+        return self._clock.name
+
+    @property
+    def running(self) -> bool:
+        return self._clock.running
+
+    def elapsed(self) -> float:
+        """Seconds the clock has run."""
+        return self._clock.elapsed()
+
+
 class TrainingClock:
     """Accumulates running time across pause/resume; reads are cheap (one clock read, about a microsecond).
 
