@@ -147,3 +147,40 @@ def test_a_recipe_cannot_pause_or_stop_the_clock_through_the_context():
         if not name.startswith("_"):
             value = getattr(ctx, name)
             assert not isinstance(value, TrainingClock) and not hasattr(value, "paused"), name
+
+
+def test_a_recipe_that_slows_the_clock_by_monkeypatching_time_is_invalid(monkeypatch):
+    import time
+
+    for name in ("process_time", "perf_counter", "monotonic"):  # put back whatever the recipe leaves patched
+        monkeypatch.setattr(time, name, getattr(time, name))
+    result = trial("slow-clock", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
+    assert result.status is TrialStatus.invalid, result.reason
+    assert result.reason.startswith("clock: the training clock read ") and "the supervisor measured" in result.reason
+    assert result.timing.supervised_train_s > result.timing.train_s
+
+
+def test_an_honest_trial_is_supervised_and_not_flagged():
+    result = trial("good-bigram", small_tiny(wall_clock=None, tokens=8_192, every=1e9))
+    assert result.status is TrialStatus.ok, result.reason
+    assert result.timing.supervised_train_s is not None and result.timing.supervisor is None
+    assert "supervised_train_s" in result.model_dump(mode="json")["timing"]
+
+
+def test_a_supervisor_that_cannot_measure_or_died_says_why_and_flags_nothing():
+    import subprocess
+    import sys
+
+    from bench.harness import supervisor
+    from bench.harness.verdict import clock_rule
+
+    lost = subprocess.run([sys.executable, "-I", supervisor.__file__, "999999999"], input="start\nstop\nreport\n",
+                          capture_output=True, text=True, timeout=30)
+    assert lost.stdout.startswith("unavailable cannot read the worker's CPU time from /proc/999999999/stat")
+    watching = supervisor.Supervisor()
+    watching.mark("start")
+    watching._process.kill()
+    watching._process.wait()
+    assert watching.report().problem == "the supervisor process died"
+    watching.close()
+    assert clock_rule(OK, 1.0, None) is OK  # no measurement, no flag

@@ -26,7 +26,7 @@ from bench.downstream.runner import run_workload_downstream
 from bench.harness.leftovers import Running, left_running
 from bench.harness.plan import PlannedTrial, TrialLimits
 from bench.harness.verdict import (
-    OK, Verdict, causality_rule, failure, floor_rule, judge, leftover_rule, param_counts, size_rule,
+    OK, Verdict, causality_rule, clock_rule, failure, floor_rule, judge, leftover_rule, param_counts, size_rule,
 )
 from bench.harness.watchdog import Watchdog
 from bench.measure.contention import ContentionProbe
@@ -180,11 +180,13 @@ def snapshot(model: nn.Module) -> nn.Module:
         return model
 
 
-def judge_trained(plan: PlannedTrial, ctx: HarnessContext, trained: Trained) -> Judged:
+def judge_trained(plan: PlannedTrial, ctx: HarnessContext, trained: Trained, supervised_s: float | None = None) -> Judged:
     """The status rules; a model that finished (ok or overrun) is also counted and held to the size limit, and an ok
-    one must be causal (see :func:`bench.harness.verdict.causality_rule`), before the final evaluation scores it."""
+    one must be causal (see :func:`bench.harness.verdict.causality_rule`), before the final evaluation scores it.
+    ``supervised_s`` is the training time the supervisor measured from outside (:mod:`bench.harness.supervisor`)."""
     verdict = judge(trained.verdict, diverged=ctx.diverged, train_s=ctx.clock.elapsed(),
                     hard_limit_s=plan.limits.train_s)
+    verdict = clock_rule(verdict, ctx.clock.elapsed(), supervised_s)
     if trained.model is None or verdict.status not in (TrialStatus.ok, TrialStatus.overrun):
         return Judged(verdict)
     counts = param_counts(trained.model, plan.workload)

@@ -188,3 +188,31 @@ def leftover_rule(verdict: Verdict, left: list[str]) -> Verdict:
     what = f"{len(left)} thread{'s' if len(left) > 1 else ''}" if all(x.startswith("thread") for x in left) else \
         f"{len(left)} threads or processes"
     return Verdict(TrialStatus.invalid, f"left {what} running after train() returned: {'; '.join(left)}")
+
+
+CLOCK_TOLERANCE = (0.05, 1.0)
+"""How far the training clock may read below the supervisor's measurement before the trial is flagged: 5% of it
+plus 1 s. Both measure the same intervals, but not at the same instants: each clock start and stop reaches the
+supervisor through a pipe a little later (microseconds to milliseconds, more on a loaded machine), /proc counts CPU
+time in ticks of 10 ms, read twice per interval, and a trial pauses the clock for every evaluation. The 1 s covers
+those fixed costs on a short budget, the 5% their sum over many evaluations; a clock slowed by less than 5% buys
+less than 5% more training, within the spread of seeds."""
+
+
+def supervised_seconds(clock_name: str, cpu_s: float | None, wall_s: float | None) -> float | None:
+    """The supervisor's measurement in the training clock's units: CPU seconds over N for ``cpu-time/N``, else
+    wall seconds."""
+    if clock_name.startswith("cpu-time/"):
+        return None if cpu_s is None else cpu_s / int(clock_name.split("/", 1)[1])
+    return wall_s
+
+
+def clock_rule(verdict: Verdict, train_s: float, supervised_s: float | None) -> Verdict:
+    """An ok trial whose training clock read well below what the supervisor process measured from outside is
+    invalid: something in the trial's process slowed the clock (monkeypatched ``time``, say). Nothing is flagged
+    without a supervisor's measurement."""
+    relative, absolute = CLOCK_TOLERANCE
+    if not verdict.ok or supervised_s is None or train_s >= supervised_s * (1 - relative) - absolute:
+        return verdict
+    return Verdict(TrialStatus.invalid, f"clock: the training clock read {train_s:.1f} s, the supervisor measured "
+                                        f"{supervised_s:.1f} s")

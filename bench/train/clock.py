@@ -81,6 +81,7 @@ class TrainingClock:
         self._accumulated = 0.0
         self._started_at: float | None = None
         self.paused_seconds = 0.0
+        self.observer: Callable[[str], None] | None = None  # told 'start' and 'stop' (the harness's supervisor)
 
     @property
     def running(self) -> bool:
@@ -88,12 +89,16 @@ class TrainingClock:
 
     def start(self) -> None:
         if self._started_at is None:
+            if self.observer is not None:
+                self.observer("start")
             self._started_at = self._source()
 
     def stop(self) -> None:
         if self._started_at is not None:
             self._accumulated += self._source() - self._started_at
             self._started_at = None
+            if self.observer is not None:
+                self.observer("stop")
 
     def elapsed(self) -> float:
         """Seconds the clock has run."""
