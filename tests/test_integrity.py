@@ -131,8 +131,8 @@ def test_a_recipe_cannot_pause_or_stop_the_clock_through_the_context():
     from conftest import ROOT
 
     ctx = HarnessContext(workload=load_workload(workload_path("tiny", ROOT)), device=CPU, seed=0, hparams={},
-                         vocab_size=VOCAB, eos_id=0, stream=SimpleNamespace(unique_tokens=0), evaluator=lambda model: None,
-                         clock=TrainingClock())
+                         vocab_size=VOCAB, eos_id=0, stream=SimpleNamespace(unique_tokens=0),
+                         evaluator=lambda model: None, clock=TrainingClock())
     training_clock(ctx).start()
     for name in ("paused", "stop", "start"):
         with pytest.raises(AttributeError):
@@ -184,3 +184,33 @@ def test_a_supervisor_that_cannot_measure_or_died_says_why_and_flags_nothing():
     assert watching.report().problem == "the supervisor process died"
     watching.close()
     assert clock_rule(OK, 1.0, None) is OK  # no measurement, no flag
+
+
+def test_a_thread_started_beneath_threading_is_seen_too():
+    import _thread
+    import threading
+
+    from bench.harness.leftovers import Running, left_running
+
+    before, stop, done = Running.now(), threading.Event(), threading.Event()
+
+    def hidden():
+        stop.wait()
+        done.set()
+
+    _thread.start_new_thread(hidden, ())
+    while not any(f.f_code.co_name == "hidden" for f in _frames()):
+        pass
+    left = left_running(before)
+    stop.set()
+    done.wait()
+    assert len(left) == 1 and "started outside threading" in left[0] and "test_integrity.hidden" in left[0]
+
+
+def _frames():
+    import sys
+
+    for frame in sys._current_frames().values():
+        while frame is not None:
+            yield frame
+            frame = frame.f_back

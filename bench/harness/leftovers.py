@@ -7,8 +7,9 @@ the watchdog, Ray's and torch's threads) and, when it returns, names what is new
 Not counted as the recipe's: threads whose code belongs to torch, Ray or the experiment trackers (``torch.compile``
 starts compile threads and a compile-worker process it keeps for later compiles), a ``concurrent.futures`` worker
 thread that sits idle waiting for work, multiprocessing's resource tracker and torch's compile workers among the
-processes. Native threads (torch's intra-op pool, OpenMP) are not Python threads and are not seen at all; a native
-thread a recipe starts through ctypes is not seen either.
+processes. Native threads (torch's intra-op pool, OpenMP, autograd's device threads, even when they have run Python
+code and so appear as "dummy" threads) are not counted; so a native thread a recipe starts through ctypes or an
+extension is not seen either.
 """
 
 from __future__ import annotations
@@ -36,10 +37,12 @@ class Running:
 
     threads: frozenset[int]  # id() of the Thread objects (idents are reused once a thread ends)
     processes: frozenset[tuple[int, float]]  # (pid, create time): pids are reused too
+    running_python: frozenset[int] = frozenset()  # idents of every thread with a Python frame, threading's or not
 
     @classmethod
     def now(cls) -> Running:
-        return cls(frozenset(id(t) for t in threading.enumerate()), frozenset(_children()))
+        return cls(frozenset(id(t) for t in threading.enumerate()), frozenset(_children()),
+                   frozenset(sys._current_frames()))
 
 
 def left_running(before: Running) -> list[str]:
@@ -50,7 +53,20 @@ def left_running(before: Running) -> list[str]:
     for thread in threading.enumerate():
         if id(thread) in before.threads or not thread.is_alive() or _trusted(thread, frames):
             continue
+        if isinstance(thread, threading._DummyThread):  # a native thread that ran Python code (autograd's device
+            continue  # threads run checkpointed and custom backward passes): not started from Python, not seen
         found.append(f"thread {thread.name!r} ({_code_of(thread)})")
+    # Threads started beneath threading (``_thread.start_new_thread``) are not in threading.enumerate(), but they
+    # run Python code, so they have a frame; a native thread that is idle has none.
+    known = {t.ident for t in threading.enumerate() if not isinstance(t, threading._DummyThread)}
+    for ident, frame in frames.items():
+        if ident in known or ident in before.running_python:
+            continue
+        while frame.f_back is not None:
+            frame = frame.f_back  # the outermost frame: the function the thread was started with
+        module = frame.f_globals.get("__name__", "?")
+        if module.split(".")[0] not in TRUSTED_MODULES:
+            found.append(f"thread {ident} (started outside threading, running {module}.{frame.f_code.co_name})")
     for pid, created in _children():
         if (pid, created) in before.processes:
             continue

@@ -164,7 +164,8 @@ def train(recipe: Recipe, ctx: HarnessContext, model: nn.Module, meter: Meter, l
         returned = returned.module
     if not isinstance(returned, nn.Module):
         returned, verdict = model, failure(TypeError(f"Recipe.train returned {type(returned).__name__}, not an nn.Module"))
-    judged = snapshot(returned)  # first: a thread the recipe left running may be changing it as we speak
+    # First: a thread the recipe left running may be changing it as we speak (a failed model is not scored).
+    judged = snapshot(returned) if verdict.status in (TrialStatus.ok, TrialStatus.overrun) else returned
     left = left_running(before) if before is not None else []
     contention = probe.stop()
     return Trained(judged, verdict, contention, wall, left)
@@ -180,19 +181,22 @@ def snapshot(model: nn.Module) -> nn.Module:
         return model
 
 
-def judge_trained(plan: PlannedTrial, ctx: HarnessContext, trained: Trained, supervised_s: float | None = None) -> Judged:
+def judge_trained(
+    plan: PlannedTrial, ctx: HarnessContext, trained: Trained, supervised_s: float | None = None
+) -> Judged:
     """The status rules; a model that finished (ok or overrun) is also counted and held to the size limit, and an ok
-    one must be causal (see :func:`bench.harness.verdict.causality_rule`), before the final evaluation scores it.
-    ``supervised_s`` is the training time the supervisor measured from outside (:mod:`bench.harness.supervisor`)."""
+    one must be causal (see :func:`bench.harness.verdict.causality_rule`), have left nothing running and have a clock
+    that agrees with the supervisor's, before the final evaluation scores it. ``supervised_s`` is the training time
+    the supervisor measured from outside (:mod:`bench.harness.supervisor`)."""
     verdict = judge(trained.verdict, diverged=ctx.diverged, train_s=ctx.clock.elapsed(),
                     hard_limit_s=plan.limits.train_s)
-    verdict = clock_rule(verdict, ctx.clock.elapsed(), supervised_s)
     if trained.model is None or verdict.status not in (TrialStatus.ok, TrialStatus.overrun):
         return Judged(verdict)
     counts = param_counts(trained.model, plan.workload)
     verdict = size_rule(verdict, counts, plan.workload)
     verdict = causality_rule(verdict, trained.model, ctx.vocab_size, plan.workload.eval.seq_len, ctx.device)
     verdict = leftover_rule(verdict, trained.left_running)
+    verdict = clock_rule(verdict, ctx.clock.elapsed(), supervised_s)
     return Judged(verdict, counts)
 
 

@@ -148,12 +148,13 @@ def causality_rule(verdict: Verdict, model: nn.Module, vocab_size: int, seq_len:
     changed = windows.clone()
     for row, cut in enumerate(cuts.tolist()):
         later = changed[row, cut:]
-        changed[row, cut:] = (later + torch.randint(1, max(vocab_size, 2), later.shape, generator=generator)) % vocab_size
+        shift = torch.randint(1, max(vocab_size, 2), later.shape, generator=generator)  # every later token differs
+        changed[row, cut:] = (later + shift) % vocab_size
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            logits = model(torch.cat([windows, changed]).to(device)).float().cpu()
+            logits = model(torch.cat([windows, changed]).to(device)).cpu().float()
     except Exception as exc:  # noqa: BLE001 - the model's own failure, whatever it is
         return Verdict(TrialStatus.failed, f"causality check: the model's forward raised {type(exc).__name__}: "
                                            f"{str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "),
