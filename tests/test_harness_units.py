@@ -12,7 +12,7 @@ from bench.spec.result import EvalPoint
 from bench.spec.workload import TargetSpec
 from bench.train.api import BudgetExhausted
 from bench.train.clock import TrainingClock
-from bench.train.context import HarnessContext, TrainingDiverged
+from bench.train.context import HarnessContext, TrainingDiverged, training_clock
 from bench.train.evaluate import EvalScore, evaluate, evaluation_windows
 from bench.train.targets import time_to_target
 
@@ -101,7 +101,7 @@ def _ctx(**budget):
 
 def test_token_budget_stops_the_stream_and_later_requests_fail():
     ctx, _ = _ctx(tokens=1000)
-    ctx.clock.start()
+    training_clock(ctx).start()
     served = sum(x.numel() for x, _ in ctx.batches(2, 64))
     assert served == 896 and ctx.tokens == 896  # 7 batches of 128; an eighth would cross 1000
     assert ctx.should_stop() and ctx.exhausted
@@ -111,7 +111,7 @@ def test_token_budget_stops_the_stream_and_later_requests_fail():
 
 def test_flop_budget_uses_flops_per_token():
     ctx, _ = _ctx(flops=1000.0 * 512)
-    ctx.clock.start()
+    training_clock(ctx).start()
     assert sum(x.numel() for x, _ in ctx.batches(1, 128)) == 512
     assert ctx.progress() == pytest.approx(1.0)
 
@@ -123,16 +123,16 @@ def test_time_budget_and_paused_evaluation():
     )
     ctx._next_eval = 0.125
     source = ManualTime()
-    ctx.clock = TrainingClock(source)
-    ctx.clock.start()
+    ctx._clock = TrainingClock(source)
+    training_clock(ctx).start()
     for _ in ctx.batches(1, 8):
         source.now += 1 / 64  # each batch "trains" for 1/64 s of clock
         ctx.evaluate_if_due(torch.nn.Identity())
-    ctx.clock.stop()
+    training_clock(ctx).stop()
     assert ctx.steps == 24 and ctx.clock.elapsed() == 0.375
     assert len(evaluations) == 3  # due at 0.125, 0.25 and 0.375 s of training
     # evaluation time (0.05 s of sleep each, wall) is not on the training clock, but is tallied as eval time
-    assert ctx.clock.paused_seconds >= 0.05 * len(evaluations)
+    assert training_clock(ctx).paused_seconds >= 0.05 * len(evaluations)
     assert [p.train_seconds for p in ctx.curve] == [0.125, 0.25, 0.375]
 
 

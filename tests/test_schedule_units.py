@@ -79,7 +79,18 @@ def test_hard_limits_are_budget_plus_grace_on_the_clock_and_in_wall_time_plus_al
     assert TrialLimits.of(_workload(wall_clock="60s", overrun_grace="15s"), allowance_s=100) == TrialLimits(75, 550, 450)
     gpu = _workload(wall_clock="60s", overrun_grace="15s", hardware="1xH100")
     assert TrialLimits.of(gpu, allowance_s=100) == TrialLimits(75, 175, 75)
-    assert TrialLimits.of(_workload(wall_clock=None, tokens="1M"), allowance_s=100) == TrialLimits(None, None)
+
+
+def test_a_budget_without_time_still_has_a_hard_limit():
+    # 1M tokens at the cpu-2 floor of 2 x 200 tokens/s is 2,500 s: the hour's minimum, plus tiny's 15 s grace
+    assert TrialLimits.of(_workload(wall_clock=None, tokens="1M"), allowance_s=100) == TrialLimits(3615, 21790, 21690)
+    # 100M tokens at the floor: 250,000 s; a FLOP budget spent sooner ends training sooner, so it sets the limit
+    assert TrialLimits.of(_workload(wall_clock=None, tokens="100M"), 0).train_s == 250_015
+    assert TrialLimits.of(_workload(wall_clock=None, tokens="100M", flops="2e14"), 0).train_s == 50_015
+    gpu = _workload(wall_clock=None, tokens="100M", hardware="1xH100")
+    assert TrialLimits.of(gpu, 0) == TrialLimits(50_015, 50_015, 50_015)
+    # a workload's own hard limit replaces the derived one (the wall limit follows it as from a time budget)
+    assert TrialLimits.of(_workload(wall_clock=None, tokens="1M", hard_limit="2m"), 0) == TrialLimits(120, 720, 720)
 
 
 def test_each_rank_logs_beside_the_result(tmp_path):

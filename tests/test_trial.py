@@ -159,8 +159,16 @@ def test_a_tiny_result_holds_generation_scores_with_the_true_grammars_judgement(
     assert "bleu[greedy]" in scores.headline()
 
 
-def test_a_recipe_that_reads_the_validation_data_is_invalid_for_its_impossible_score():
+def test_the_evaluator_holds_no_validation_tokens_for_a_recipe_to_take():
+    # It held the scored windows in its closure (issue 15); now it reads them from disk at each evaluation only.
     result = trial("peeking", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
+    assert result.status is TrialStatus.failed
+    assert result.reason == "LookupError: no validation tokens in the evaluator's closure"
+
+
+def test_a_recipe_that_reads_the_validation_data_is_invalid_for_its_impossible_score():
+    # Reading the cache's validation file from disk stays possible (honour-based): the entropy floor catches it.
+    result = trial("peeking", small_tiny(wall_clock=None, tokens=2_048, every=1e9), overrides={"route": "disk"})
     assert result.status is TrialStatus.invalid, result.reason
     assert result.final.val_bpb < result.validation.entropy_floor_bpb  # it did memorise the scored text
     assert "impossible score" in result.reason and "entropy floor" in result.reason

@@ -7,9 +7,10 @@ back.
 
 from __future__ import annotations
 
+import copy
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,14 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from bench.data.prepare import PreparedData, prepare
+from bench.data.shards import read_validation
 from bench.downstream.generation import run_generation
 from bench.downstream.runner import run_workload_downstream
+from bench.harness.leftovers import Running, left_running
 from bench.harness.plan import PlannedTrial, TrialLimits
-from bench.harness.verdict import OK, Verdict, failure, floor_rule, judge, param_counts, size_rule
+from bench.harness.verdict import (
+    OK, Verdict, causality_rule, clock_rule, failure, floor_rule, judge, leftover_rule, param_counts, size_rule,
+)
 from bench.harness.watchdog import Watchdog
 from bench.measure.contention import ContentionProbe
 from bench.measure.flops import estimate_flops_per_token
@@ -32,7 +37,7 @@ from bench.track import Tracker
 from bench.train.api import Recipe
 from bench.train.checkpoint import export_model
 from bench.train.clock import TrainingClock, clock_for
-from bench.train.context import HarnessContext, TrainingDiverged
+from bench.train.context import HarnessContext, TrainingDiverged, evaluate_now, training_clock
 from bench.train.evaluate import evaluate, evaluation_windows
 from bench.train.loader import load_recipe_class
 from bench.train.runtime import seed_everything, warm_lazy_imports
@@ -56,6 +61,7 @@ class Trained:
     verdict: Verdict
     contention: Contention | None = None
     wall_s: float | None = None
+    left_running: list[str] = field(default_factory=list)  # threads and processes still running when train() returned
 
 
 @dataclass
@@ -76,13 +82,21 @@ def load(plan: PlannedTrial, recipe_dir: Path | None) -> Loaded:
 
 def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.device, rank: int, world_size: int,
             on_event: Any, tracker: Tracker) -> HarnessContext:
-    """The recipe's view of the trial: seeded, with the budgeted stream and an evaluator on the meter's clock."""
+    """The recipe's view of the trial: seeded, with the budgeted stream and an evaluator on the meter's clock.
+
+    The evaluator holds where the validation file is and its recorded checksum, never its tokens: each evaluation
+    reads the windows from disk, verifies them, scores them and drops them, so while ``train()`` runs no validation
+    token is in the worker's memory for a recipe to take (from the evaluator's closure, say). The file is verified
+    once here too, so a damaged cache fails the trial before anything is built."""
     spec, data = plan.workload, loaded.data
-    windows = evaluation_windows(data.val_tokens, spec.eval.seq_len, spec.eval.tokens)
+    folder, meta, token_bytes = data.cache_path, data.meta, data.token_bytes
+    seq_len, max_tokens = spec.eval.seq_len, spec.eval.tokens
+    evaluation_windows(read_validation(folder, meta), seq_len, max_tokens)  # verified (and long enough), dropped
 
     def evaluator(model: nn.Module) -> Any:
         with meter.phase("eval"):
-            return evaluate(model, windows, data.token_bytes, device)
+            return evaluate(model, evaluation_windows(read_validation(folder, meta), seq_len, max_tokens),
+                            token_bytes, device)
 
     seed_everything(plan.request.seed)
     name, source = clock_for(spec.budget.cpus if spec.budget.gpus == 0 and device.type == "cpu" else None)
@@ -112,7 +126,7 @@ def origin(ctx: HarnessContext, built: Trained) -> Trained:
     """The curve's origin: the model as built, evaluated before the clock starts (a NaN here fails the trial)."""
     assert built.model is not None
     try:
-        ctx.evaluate_now(built.model)
+        evaluate_now(ctx, built.model)
     except BaseException as exc:  # noqa: BLE001 - a model that cannot be evaluated as built fails its trial
         if isinstance(exc, SystemExit):
             raise
@@ -121,43 +135,69 @@ def origin(ctx: HarnessContext, built: Trained) -> Trained:
 
 
 def train(recipe: Recipe, ctx: HarnessContext, model: nn.Module, meter: Meter, limits: TrialLimits) -> Trained:
-    """``Recipe.train`` on the clock, under the watchdog; whatever it raises becomes the verdict.
+    """``Recipe.train`` on the clock, under the watchdog; whatever it raises becomes the verdict. What is judged
+    and scored afterwards is a copy of the returned model taken at the return, and the threads and processes the
+    recipe left running are named (see :func:`bench.harness.verdict.leftover_rule`).
 
     With several ranks the model is wrapped in DDP here, so a recipe is the same for 1 and N GPUs."""
     wrapped = model if ctx.world_size == 1 else DistributedDataParallel(
         model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
     )
     probe = ContentionProbe(ctx.workload.budget.cpus or torch.get_num_threads())
-    began, paused = time.perf_counter(), ctx.clock.paused_seconds
+    clock = training_clock(ctx)
+    began, paused = time.perf_counter(), clock.paused_seconds
     probe.start()
-    verdict = OK
+    verdict, before = OK, None
     try:
-        with Watchdog(ctx.clock, limits.train_s, limits.train_wall_s), meter.phase("train"):
-            ctx.clock.start()
+        with Watchdog(clock, limits.train_s, limits.train_wall_s), meter.phase("train"):
+            before = Running.now()  # the harness's own threads (the watchdog, the samplers) are running by now
+            clock.start()
             returned = recipe.train(ctx, wrapped)
-            ctx.clock.stop()
+            clock.stop()
     except BaseException as exc:  # noqa: BLE001 - every failure of the recipe becomes a result
-        ctx.clock.stop()
+        clock.stop()
         if isinstance(exc, SystemExit):
             raise
         returned, verdict = model, failure(exc)
-    contention = probe.stop()
-    wall = time.perf_counter() - began - (ctx.clock.paused_seconds - paused)
+    wall = time.perf_counter() - began - (clock.paused_seconds - paused)
     if isinstance(returned, DistributedDataParallel):
         returned = returned.module
     if not isinstance(returned, nn.Module):
         returned, verdict = model, failure(TypeError(f"Recipe.train returned {type(returned).__name__}, not an nn.Module"))
-    return Trained(returned, verdict, contention, wall)
+    # First: a thread the recipe left running may be changing it as we speak (a failed model is not scored).
+    judged = snapshot(returned) if verdict.status in (TrialStatus.ok, TrialStatus.overrun) else returned
+    left = left_running(before) if before is not None else []
+    contention = probe.stop()
+    return Trained(judged, verdict, contention, wall, left)
 
 
-def judge_trained(plan: PlannedTrial, ctx: HarnessContext, trained: Trained) -> Judged:
-    """The status rules; a model that finished (ok or overrun) is also counted and held to the size limit."""
+def snapshot(model: nn.Module) -> nn.Module:
+    """A copy of the returned model as it was when ``train()`` returned: what the harness judges, scores and saves,
+    so a thread the recipe left running cannot change it afterwards (the thread is flagged too, see
+    :mod:`bench.harness.leftovers`). A model that cannot be copied is judged as it is."""
+    try:
+        return copy.deepcopy(model)
+    except Exception:  # noqa: BLE001 - e.g. a module holding an uncopyable handle; the thread check still holds
+        return model
+
+
+def judge_trained(
+    plan: PlannedTrial, ctx: HarnessContext, trained: Trained, supervised_s: float | None = None
+) -> Judged:
+    """The status rules; a model that finished (ok or overrun) is also counted and held to the size limit, and an ok
+    one must be causal (see :func:`bench.harness.verdict.causality_rule`), have left nothing running and have a clock
+    that agrees with the supervisor's, before the final evaluation scores it. ``supervised_s`` is the training time
+    the supervisor measured from outside (:mod:`bench.harness.supervisor`)."""
     verdict = judge(trained.verdict, diverged=ctx.diverged, train_s=ctx.clock.elapsed(),
                     hard_limit_s=plan.limits.train_s)
     if trained.model is None or verdict.status not in (TrialStatus.ok, TrialStatus.overrun):
         return Judged(verdict)
     counts = param_counts(trained.model, plan.workload)
-    return Judged(size_rule(verdict, counts, plan.workload), counts)
+    verdict = size_rule(verdict, counts, plan.workload)
+    verdict = causality_rule(verdict, trained.model, ctx.vocab_size, plan.workload.eval.seq_len, ctx.device)
+    verdict = leftover_rule(verdict, trained.left_running)
+    verdict = clock_rule(verdict, ctx.clock.elapsed(), supervised_s)
+    return Judged(verdict, counts)
 
 
 def evaluate_final(
@@ -166,7 +206,7 @@ def evaluate_final(
     """The returned model's score at the end, with the clock paused (a NaN here fails the trial; a score below the
     text's known entropy makes it invalid, see :func:`bench.harness.verdict.floor_rule`)."""
     try:
-        ctx.evaluate_now(model)
+        evaluate_now(ctx, model)
     except TrainingDiverged as exc:
         return Verdict(TrialStatus.failed, f"diverged: {exc}"), None
     final = ctx.curve[-1]

@@ -20,7 +20,7 @@ from bench.errors import BenchError
 from bench.results import run_file
 from bench.spec.base import StrictModel
 from bench.spec.loading import Submission, find_submission
-from bench.spec.workload import WorkloadSpec
+from bench.spec.workload import BudgetSpec, WorkloadSpec
 from bench.train.checkpoint import MODEL_SUFFIX
 
 T = TypeVar("T")
@@ -82,25 +82,59 @@ than compute (sleeping, waiting on another process) must not hold the machine fo
 spent waiting for a CPU (the machine was busy) does not count against this limit (see the watchdog)."""
 
 
+UNTIMED_FLOOR_CPU = (200.0, 2e9)
+"""Tokens and FLOPs per second per core of a CPU class that any recipe fit for the class exceeds (the published tiny
+baselines train at 3,700-6,600 tokens/s on cpu-2, ten times the floor): what the hard limit of a budget without
+time assumes."""
+
+UNTIMED_FLOOR_GPU = (2_000.0, 2e12)
+"""Tokens and FLOPs per second per GPU of a GPU class that any recipe fit for the class exceeds (2 TFLOP/s is under
+1% of an H100's bf16 peak)."""
+
+UNTIMED_MIN_S = 3600.0
+"""The least hard limit of a budget without time: set-up costs (``torch.compile``, a first CUDA launch) do not scale
+with a small budget."""
+
+
+def untimed_limit_s(budget: BudgetSpec) -> float:
+    """The hard limit, in training-clock seconds, of a budget without ``wall_clock``: the time its tokens (or FLOPs:
+    training ends at whichever is spent first) take at the class's throughput floor (:data:`UNTIMED_FLOOR_CPU`,
+    :data:`UNTIMED_FLOOR_GPU`), at least :data:`UNTIMED_MIN_S`, plus the grace. Generous on purpose: it exists to
+    stop recipes that hang, and a false alarm would throw away a finished run; a workload whose model is slower
+    than the floor sets ``budget.hard_limit``."""
+    per_token, per_flop = UNTIMED_FLOOR_GPU if budget.gpus else UNTIMED_FLOOR_CPU
+    units = budget.gpus or budget.cpus or 1
+    times = []
+    if budget.tokens is not None:
+        times.append(budget.tokens / (per_token * units))
+    if budget.flops is not None:
+        times.append(budget.flops / (per_flop * units))
+    return max(UNTIMED_MIN_S, min(times, default=UNTIMED_MIN_S)) + budget.overrun_grace
+
+
 @dataclass(frozen=True)
 class TrialLimits:
-    """The hard limits of a trial, in seconds (None: the budget gives no time to derive them from).
+    """The hard limits of a trial, in seconds. Every trial has them: the time budget plus grace, the workload's
+    ``budget.hard_limit``, or for a token- or FLOP-only budget :func:`untimed_limit_s`.
 
     ``train_s`` ends a recipe still training after its budget plus grace on the training clock, and
     ``train_wall_s`` one still training after that many wall seconds (the watchdog inside the worker; equal under
     the wall clock); ``worker_s`` ends a worker that has not returned that long after its data was ready (the
     scheduler)."""
 
-    train_s: float | None
-    worker_s: float | None
-    train_wall_s: float | None = None
+    train_s: float
+    worker_s: float
+    train_wall_s: float
 
     @classmethod
     def of(cls, workload: WorkloadSpec, allowance_s: float) -> TrialLimits:
         budget = workload.budget
-        if budget.wall_clock is None:
-            return cls(None, None)
-        train = budget.wall_clock + budget.overrun_grace
+        if budget.hard_limit is not None:
+            train = budget.hard_limit
+        elif budget.wall_clock is not None:
+            train = budget.wall_clock + budget.overrun_grace
+        else:
+            train = untimed_limit_s(budget)
         wall = train * budget.cpus * WALL_STRETCH if budget.gpus == 0 else train
         return cls(train, wall + allowance_s, wall)
 

@@ -20,10 +20,12 @@ from bench.errors import BenchError
 from bench.harness import phases
 from bench.harness.plan import PlannedTrial
 from bench.harness.result import finish_result
-from bench.harness.verdict import Verdict, failure
+from bench.harness.supervisor import Supervisor
+from bench.harness.verdict import Verdict, failure, supervised_seconds
 from bench.measure.meter import Meter
 from bench.spec.result import RunResult, Timing
 from bench.track import Tracker, identity, tracker_from_env
+from bench.train.context import training_clock
 from bench.train.events import TrialEvent
 from bench.train.runtime import distributed_rank, pick_device
 from bench.train.targets import time_to_target
@@ -61,7 +63,19 @@ class TrialRecorder:
 
 
 def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir: Path | None = None) -> RunResult:
-    """Run ``plan`` in this process and return its result (never raises for recipe problems)."""
+    """Run ``plan`` in this process and return its result (never raises for recipe problems).
+
+    A supervisor process (:mod:`bench.harness.supervisor`) is started before the recipe is imported, to measure
+    the training clock's intervals from outside this process."""
+    supervisor = Supervisor()
+    try:
+        return _run_trial(plan, on_event, recipe_dir, supervisor)
+    finally:
+        supervisor.close()
+
+
+def _run_trial(plan: PlannedTrial, on_event: EventSink | None, recipe_dir: Path | None,
+               supervisor: Supervisor) -> RunResult:
     device, (rank, world_size) = pick_device(plan.request.device), distributed_rank()
     tracker = tracker_from_env(plan.run_id, identity(plan.base)) if rank == 0 else Tracker()
     trial, spec = TrialRecorder(plan, on_event, tracker), plan.workload
@@ -70,6 +84,7 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
             loaded = phases.load(plan, recipe_dir)
         meter = Meter(device=device, hardware_class=spec.budget.hardware, world_size=world_size)
         ctx = phases.context(plan, loaded, meter, device, rank, world_size, on_event, tracker)
+        training_clock(ctx).observer = supervisor.mark
     except Exception as exc:  # data (a damaged cache too) or submission broken: nothing trained, nothing measured
         verdict = failure(exc)
         if isinstance(exc, BenchError):
@@ -83,14 +98,19 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
     if trained.verdict.ok:
         with trial.phase("train"):
             trained = phases.train(loaded.recipe, ctx, trained.model, meter, plan.limits)
-    judged = phases.judge_trained(plan, ctx, trained)
+    supervised = supervisor.report()
+    training_clock(ctx).observer = None  # the harness is done with the clock's intervals
+    supervised_s = supervised_seconds(training_clock(ctx).name, supervised.cpu_s, supervised.wall_s)
+    trial.timing.update(supervised_train_s=supervised_s, supervisor=supervised.problem)
+    judged = phases.judge_trained(plan, ctx, trained, supervised_s)
     verdict, final, fields = judged.verdict, None, {}
     if judged.params is not None and trained.model is not None:
         with trial.phase("eval"):
             verdict, final = phases.evaluate_final(ctx, trained.model, judged, loaded.validation)
     report = phases.measure(meter, ctx)
-    trial.timing.update(train_s=ctx.clock.elapsed(), warmup_s=ctx.warmup_seconds, eval_s=ctx.clock.paused_seconds,
-                        clock=ctx.clock.name, train_wall_s=trained.wall_s)
+    clock = training_clock(ctx)
+    trial.timing.update(train_s=clock.elapsed(), warmup_s=ctx.warmup_seconds, eval_s=clock.paused_seconds,
+                        clock=clock.name, train_wall_s=trained.wall_s)
     scoring = verdict.ok and plan.request.downstream and trained.model is not None
     if scoring and spec.eval.downstream:
         with trial.phase("downstream", "downstream_s"):

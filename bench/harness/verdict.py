@@ -2,11 +2,16 @@
 
 Each rule turns one kind of failure into a status and a one-line reason; :func:`judge` applies, in order, the rules
 that look at a trial that returned (a divergence the recipe swallowed, a return after the hard limit), and
-:func:`size_rule` holds the returned model to the workload's size limit.
+:func:`size_rule` holds the returned model to the workload's size limit, :func:`causality_rule` checks it cannot see
+the tokens it is scored on, :func:`leftover_rule` rejects threads and processes left running, :func:`clock_rule`
+compares the training clock with the supervisor's measurement, and :func:`floor_rule` rejects a score below the
+text's entropy.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import traceback
 from dataclasses import dataclass
 
@@ -111,3 +116,106 @@ def floor_rule(verdict: Verdict, final: EvalPoint, validation: ValidationData) -
                                             f"text's entropy floor of {floor:.3f}: the model must have seen the "
                                             "validation data")
     return verdict
+
+
+CAUSALITY_WINDOWS = 4
+"""Windows of random token ids the causality check scores (one forward of twice as many rows)."""
+
+CAUSALITY_TOLERANCE = 1e-2
+"""How much a logit before the cut may move, relative to the largest logit magnitude there (plus an absolute 1e-4),
+when the tokens after the cut change. A causal model's logits before the cut do not depend on later tokens at all:
+both copies of a window run in the same batch, through the same kernels, so in fp32 they agree to rounding, and a
+model whose weights are bf16 (or int8, dequantized) moves by a few bf16 ulps at most. A model that looks ahead moves
+by a sizeable fraction of its logits' scale."""
+
+
+def causality_rule(verdict: Verdict, model: nn.Module, vocab_size: int, seq_len: int,
+                   device: torch.device) -> Verdict:
+    """An ok trial whose returned model lets a position see later tokens is invalid.
+
+    The final evaluation scores the logits at position t of a window against its token t+1, so a model whose
+    position t attends to positions after t reads the answer (and scores near zero loss). The check runs
+    :data:`CAUSALITY_WINDOWS` windows of random token ids (never validation data) and, for each, a copy whose tokens
+    from a random cut on are replaced: every logit before the cut must be unchanged within
+    :data:`CAUSALITY_TOLERANCE`. One forward in eval mode, under ``torch.inference_mode``, without autocast. A
+    model whose forward fails on these windows is failed (the evaluation would call it the same way)."""
+    if not verdict.ok:
+        return verdict
+    generator = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
+    n = CAUSALITY_WINDOWS
+    windows = torch.randint(0, vocab_size, (n, seq_len), generator=generator)
+    cuts = torch.randint(1, seq_len, (n,), generator=generator) if seq_len > 1 else torch.ones(n, dtype=torch.long)
+    changed = windows.clone()
+    for row, cut in enumerate(cuts.tolist()):
+        later = changed[row, cut:]
+        shift = torch.randint(1, max(vocab_size, 2), later.shape, generator=generator)  # every later token differs
+        changed[row, cut:] = (later + shift) % vocab_size
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            logits = model(torch.cat([windows, changed]).to(device)).cpu().float()
+    except Exception as exc:  # noqa: BLE001 - the model's own failure, whatever it is
+        return Verdict(TrialStatus.failed, f"causality check: the model's forward raised {type(exc).__name__}: "
+                                           f"{str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "),
+                       traceback_tail(exc))
+    finally:
+        model.train(was_training)
+    if logits.dim() != 3 or logits.shape[:2] != (2 * n, seq_len):
+        return Verdict(TrialStatus.failed, f"causality check: the model returned logits of shape {tuple(logits.shape)} "
+                                           f"for input of shape ({2 * n}, {seq_len})")
+    worst, at = 0.0, None
+    for row, cut in enumerate(cuts.tolist()):
+        before, after = logits[row, :cut], logits[n + row, :cut]
+        same_nan = torch.isnan(before) & torch.isnan(after)
+        diff = torch.where(same_nan, torch.zeros_like(before), (before - after).abs())
+        scale = torch.where(same_nan | torch.isinf(before), torch.zeros_like(before), before.abs()).max().item()
+        moved = diff.nan_to_num(nan=math.inf).max().item()
+        if moved > 1e-4 + CAUSALITY_TOLERANCE * scale and moved > worst:
+            worst, at = moved, (cut, scale)
+    if at is None:
+        return verdict
+    cut, scale = at
+    return Verdict(TrialStatus.invalid, f"non-causal: the model's logits before position {cut} moved by {worst:.3g} "
+                                        f"(largest logit there {scale:.3g}) when only the tokens from position {cut} "
+                                        "on changed; evaluation scores position t against token t+1, so a model "
+                                        "that sees later tokens reads the answer")
+
+
+def leftover_rule(verdict: Verdict, left: list[str]) -> Verdict:
+    """An ok trial whose recipe left threads or processes running after ``train()`` returned is invalid: they could
+    go on changing the model while it is evaluated, or train off the clock (the harness scores a snapshot taken at
+    the return all the same, see :func:`bench.harness.phases.snapshot`)."""
+    if not verdict.ok or not left:
+        return verdict
+    what = f"{len(left)} thread{'s' if len(left) > 1 else ''}" if all(x.startswith("thread") for x in left) else \
+        f"{len(left)} threads or processes"
+    return Verdict(TrialStatus.invalid, f"left {what} running after train() returned: {'; '.join(left)}")
+
+
+CLOCK_TOLERANCE = (0.05, 1.0)
+"""How far the training clock may read below the supervisor's measurement before the trial is flagged: 5% of it
+plus 1 s. Both measure the same intervals, but not at the same instants: each clock start and stop reaches the
+supervisor through a pipe a little later (microseconds to milliseconds, more on a loaded machine), /proc counts CPU
+time in ticks of 10 ms, read twice per interval, and a trial pauses the clock for every evaluation. The 1 s covers
+those fixed costs on a short budget, the 5% their sum over many evaluations; a clock slowed by less than 5% buys
+less than 5% more training, within the spread of seeds."""
+
+
+def supervised_seconds(clock_name: str, cpu_s: float | None, wall_s: float | None) -> float | None:
+    """The supervisor's measurement in the training clock's units: CPU seconds over N for ``cpu-time/N``, else
+    wall seconds."""
+    if clock_name.startswith("cpu-time/"):
+        return None if cpu_s is None else cpu_s / int(clock_name.split("/", 1)[1])
+    return wall_s
+
+
+def clock_rule(verdict: Verdict, train_s: float, supervised_s: float | None) -> Verdict:
+    """An ok trial whose training clock read well below what the supervisor process measured from outside is
+    invalid: something in the trial's process slowed the clock (monkeypatched ``time``, say). Nothing is flagged
+    without a supervisor's measurement."""
+    relative, absolute = CLOCK_TOLERANCE
+    if not verdict.ok or supervised_s is None or train_s >= supervised_s * (1 - relative) - absolute:
+        return verdict
+    return Verdict(TrialStatus.invalid, f"clock: the training clock read {train_s:.1f} s, the supervisor measured "
+                                        f"{supervised_s:.1f} s")

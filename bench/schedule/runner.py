@@ -276,9 +276,11 @@ def _collect(trial: _Trial) -> RunResult:
 
 def _overrun(trial: _Trial) -> RunResult:
     budget, limits = trial.plan.workload.budget, trial.plan.limits
-    assert limits.worker_s is not None and limits.train_wall_s is not None and budget.wall_clock is not None
     allowance = limits.worker_s - limits.train_wall_s
-    training = f"budget {budget.wall_clock:.0f}s + grace {budget.overrun_grace:.0f}s"
+    if budget.hard_limit is None and budget.wall_clock is not None:
+        training = f"budget {budget.wall_clock:.0f}s + grace {budget.overrun_grace:.0f}s"
+    else:
+        training = f"hard limit {limits.train_s:.0f}s of training"
     if limits.train_wall_s > limits.train_s + 1e-9:
         training += f" on the CPU-time clock, at most {limits.train_wall_s:.0f}s of wall time"
     reason = (

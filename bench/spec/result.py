@@ -56,6 +56,15 @@ class Timing(StrictModel):
                                            "trial process over the N cores of a cpu-N class).")
     train_wall_s: float | None = Field(None, description="Wall-clock seconds of the training phase, clock pauses "
                                                          "excluded (equal to train_s under the wall clock).")
+    supervised_train_s: float | None = Field(
+        None, description="train_s as the supervisor process measured it from outside the trial's process (its CPU "
+                          "time from /proc over the class's cores, or its own wall clock), pauses excluded.",
+        exclude_if=lambda value: value is None,  # results from before the supervisor keep their shape
+    )
+    supervisor: str | None = Field(
+        None, description="Why there is no supervised_train_s (no /proc, the supervisor died).",
+        exclude_if=lambda value: value is None,
+    )
     warmup_s: float | None = Field(
         None, description="Training clock until the second batch was requested: torch.compile and CUDA warm-up."
     )

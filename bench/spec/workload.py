@@ -154,6 +154,16 @@ class BudgetSpec(StrictModel):
     overrun_grace: Duration = Field(
         "30s", description="How long past the budget a recipe may take to return before it is stopped as overrun."
     )
+    hard_limit: Duration | None = Field(
+        None,
+        description="Training-clock time after which a trial is stopped as overrun (the wall limit follows from it as "
+                    "from a time budget). Unset: the time budget plus grace, or, for a token- or FLOP-only budget, a "
+                    "generous limit derived from the budget at a conservative throughput floor of the hardware class "
+                    "(bench.harness.plan.untimed_limit_s: 200 tokens/s or 2 GFLOP/s per core of a CPU class, 2,000 "
+                    "tokens/s or 2 TFLOP/s per GPU, at least an hour). Set it for a model slower than that floor.",
+        # Left out of the dump when unset, so that every workload without it keeps its content hash.
+        exclude_if=lambda value: value is None,
+    )
 
     @field_validator("hardware")
     @classmethod
@@ -162,7 +172,7 @@ class BudgetSpec(StrictModel):
             raise ValueError(f"expected a hardware class like 'cpu-2', '1xH100' or '8xH100', got {value!r}")
         return value
 
-    @field_validator("wall_clock", "tokens", "flops")
+    @field_validator("wall_clock", "tokens", "flops", "hard_limit")
     @classmethod
     def _positive(cls, value: float | None) -> float | None:
         if value is not None and value <= 0:

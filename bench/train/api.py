@@ -43,6 +43,11 @@ class TrialContext(abc.ABC):
         """
 
     @abc.abstractmethod
+    def elapsed(self) -> float:
+        """Seconds on the training clock so far (what the time budget counts; evaluations excluded). The clock
+        itself is the harness's: a recipe reads it, it cannot pause or stop it."""
+
+    @abc.abstractmethod
     def time_left(self) -> float:
         """Seconds of training budget left (``inf`` when the workload has no wall-clock budget)."""
 

@@ -47,6 +47,28 @@ def clock_for(hardware_class_cores: int | None) -> tuple[str, Callable[[], float
     return WALL, time.perf_counter
 
 
+class ClockView:
+    """What a recipe sees of the training clock (``ctx.clock``): its name and reading, no way to pause, stop or
+    restart it. The harness keeps the :class:`TrainingClock` itself (see :func:`bench.train.context.training_clock`)."""
+
+    __slots__ = ("_clock",)
+
+    def __init__(self, clock: TrainingClock) -> None:
+        self._clock = clock
+
+    @property
+    def name(self) -> str:
+        return self._clock.name
+
+    @property
+    def running(self) -> bool:
+        return self._clock.running
+
+    def elapsed(self) -> float:
+        """Seconds the clock has run."""
+        return self._clock.elapsed()
+
+
 class TrainingClock:
     """Accumulates running time across pause/resume; reads are cheap (one clock read, about a microsecond).
 
@@ -59,6 +81,7 @@ class TrainingClock:
         self._accumulated = 0.0
         self._started_at: float | None = None
         self.paused_seconds = 0.0
+        self.observer: Callable[[str], None] | None = None  # told 'start' and 'stop' (the harness's supervisor)
 
     @property
     def running(self) -> bool:
@@ -66,12 +89,16 @@ class TrainingClock:
 
     def start(self) -> None:
         if self._started_at is None:
+            if self.observer is not None:
+                self.observer("start")
             self._started_at = self._source()
 
     def stop(self) -> None:
         if self._started_at is not None:
             self._accumulated += self._source() - self._started_at
             self._started_at = None
+            if self.observer is not None:
+                self.observer("stop")
 
     def elapsed(self) -> float:
         """Seconds the clock has run."""

@@ -23,7 +23,7 @@ from bench.spec.result import EvalPoint, TrainLogPoint
 from bench.spec.workload import WorkloadSpec
 from bench.track import Tracker
 from bench.train.api import BudgetExhausted, TrialContext
-from bench.train.clock import TrainingClock
+from bench.train.clock import ClockView, TrainingClock
 from bench.train.evaluate import EvalScore
 from bench.train.events import TrialEvent
 
@@ -70,7 +70,7 @@ class HarnessContext(TrialContext):
         self.eos_id = eos_id
         self.rank = rank
         self.world_size = world_size
-        self.clock = clock or TrainingClock()
+        self._clock = clock or TrainingClock()
         self.curve: list[EvalPoint] = []
         self.train_log: list[TrainLogPoint] = []
         self.steps = 0
@@ -93,6 +93,14 @@ class HarnessContext(TrialContext):
         self._last_loss: float | None = None
 
     # --- budget --------------------------------------------------------------------------------------------
+
+    @property
+    def clock(self) -> ClockView:
+        """The training clock, read-only: a recipe reads it, only the harness starts, stops and pauses it."""
+        return ClockView(self._clock)
+
+    def elapsed(self) -> float:
+        return self._clock.elapsed()
 
     @property
     def flops_per_token(self) -> float | None:
@@ -120,14 +128,14 @@ class HarnessContext(TrialContext):
 
     @property
     def tokens_per_s(self) -> float | None:
-        elapsed = self.clock.elapsed()
+        elapsed = self._clock.elapsed()
         return self.tokens / elapsed if elapsed > 0 else None
 
     def _fractions(self, extra_tokens: int = 0) -> list[float]:
         budget = self._budget
         fractions = []
         if budget.wall_clock is not None:
-            fractions.append(self.clock.elapsed() / budget.wall_clock)
+            fractions.append(self._clock.elapsed() / budget.wall_clock)
         if budget.tokens is not None:
             fractions.append((self.tokens + extra_tokens) / budget.tokens)
         if budget.flops is not None and self._flops_per_token is not None:
@@ -140,7 +148,7 @@ class HarnessContext(TrialContext):
     def time_left(self) -> float:
         if self._budget.wall_clock is None:
             return math.inf
-        return max(0.0, self._budget.wall_clock - self.clock.elapsed())
+        return max(0.0, self._budget.wall_clock - self._clock.elapsed())
 
     def should_stop(self) -> bool:
         return self.exhausted or any(f >= 1.0 for f in self._fractions())
@@ -163,7 +171,7 @@ class HarnessContext(TrialContext):
 
         for inputs, targets in self._stream.batches(batch_size, seq_len, self.device, admit=admit):
             if self.steps == 1 and self.warmup_seconds is None:
-                self.warmup_seconds = self.clock.elapsed()
+                self.warmup_seconds = self._clock.elapsed()
             self.steps += 1
             self.tokens += batch_tokens
             yield inputs, targets
@@ -171,19 +179,20 @@ class HarnessContext(TrialContext):
 
     # --- evaluation and logging ----------------------------------------------------------------------------
 
-    def evaluate_now(self, model: nn.Module) -> EvalScore:
-        """Evaluate with the clock paused and append the point to the curve (also used by the harness itself)."""
-        with self.clock.paused():
+    def _evaluate_now(self, model: nn.Module) -> EvalScore:
+        """Evaluate with the clock paused and append the point to the curve. Not public: it pauses the clock, and
+        a recipe may only evaluate when the harness says it is due (the harness calls :func:`evaluate_now`)."""
+        with self._clock.paused():
             score = self._evaluator(model)
         point = EvalPoint(
             step=self.steps,
             tokens=self.tokens,
-            train_seconds=self.clock.elapsed(),
+            train_seconds=self._clock.elapsed(),
             val_loss=score.loss,
             val_bpb=score.bpb,
         )
         self.curve.append(point)
-        with self.clock.paused():
+        with self._clock.paused():
             self._tracker.on_eval(point)
         self._emit(TrialEvent(run_id=self._run_id, kind="eval", step=self.steps, tokens=self.tokens,
                               train_seconds=point.train_seconds, time_left=self._event_time_left(),
@@ -202,13 +211,13 @@ class HarnessContext(TrialContext):
         return bool(value.item())
 
     def evaluate_if_due(self, model: nn.Module) -> float | None:
-        elapsed = self.clock.elapsed()
+        elapsed = self._clock.elapsed()
         if not self._agree(elapsed >= self._next_eval):
             return None
         every = self.workload.eval.every
         while self._next_eval <= elapsed:
             self._next_eval += every
-        return self.evaluate_now(model).loss
+        return self._evaluate_now(model).loss
 
     def log(self, **metrics: float) -> None:
         values = {key: float(value) for key, value in metrics.items()}
@@ -218,7 +227,7 @@ class HarnessContext(TrialContext):
                 raise TrainingDiverged(self.diverged)
         if "loss" in values:
             self._last_loss = values["loss"]
-        elapsed = self.clock.elapsed()
+        elapsed = self._clock.elapsed()
         if self.steps % self._log_every == 0:
             point = TrainLogPoint(step=self.steps, tokens=self.tokens, train_seconds=elapsed, metrics=values)
             self.train_log.append(point)
@@ -241,3 +250,14 @@ class HarnessContext(TrialContext):
         if force or now - self._last_event >= EVENT_INTERVAL_S:
             self._last_event = now
             self._on_event(event)
+
+
+def training_clock(ctx: HarnessContext) -> TrainingClock:
+    """The harness's own handle on the trial's clock (start, stop, pause); the recipe gets ``ctx.clock``, a view."""
+    return ctx._clock
+
+
+def evaluate_now(ctx: HarnessContext, model: nn.Module) -> EvalScore:
+    """Evaluate ``model`` now, off the clock, and add the point to the curve: the harness's first and final
+    evaluations (a recipe's are those :meth:`HarnessContext.evaluate_if_due` finds due)."""
+    return ctx._evaluate_now(model)

@@ -123,6 +123,9 @@ class BudgetPhase(TrialContext):
     def progress(self) -> float:
         return min(1.0, max(0.0, (self._ctx.progress() - self._start) / (self._end - self._start)))
 
+    def elapsed(self) -> float:
+        return self._ctx.elapsed()
+
     def time_left(self) -> float:
         return self._ctx.time_left()
 
