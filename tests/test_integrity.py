@@ -167,7 +167,7 @@ def test_an_honest_trial_is_supervised_and_not_flagged():
     assert "supervised_train_s" in result.model_dump(mode="json")["timing"]
 
 
-def test_a_supervisor_that_cannot_measure_or_died_says_why_and_flags_nothing():
+def test_a_supervisor_that_cannot_measure_says_why_and_flags_nothing_but_one_lost_flags_the_trial():
     import subprocess
     import sys
 
@@ -181,9 +181,13 @@ def test_a_supervisor_that_cannot_measure_or_died_says_why_and_flags_nothing():
     watching.mark("start")
     watching._process.kill()
     watching._process.wait()
-    assert watching.report().problem == "the supervisor process died"
+    report = watching.report()
+    assert report.problem == "the supervisor process died" and report.lost
     watching.close()
     assert clock_rule(OK, 1.0, None) is OK  # no measurement, no flag
+    # ... but a supervisor that was running and is gone (a recipe can kill its child processes) is a flag
+    flagged = clock_rule(OK, 1.0, None, report.problem)
+    assert flagged.status is TrialStatus.invalid and "no witness" in flagged.reason
 
 
 def test_a_thread_started_beneath_threading_is_seen_too():

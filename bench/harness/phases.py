@@ -182,12 +182,14 @@ def snapshot(model: nn.Module) -> nn.Module:
 
 
 def judge_trained(
-    plan: PlannedTrial, ctx: HarnessContext, trained: Trained, supervised_s: float | None = None
+    plan: PlannedTrial, ctx: HarnessContext, trained: Trained, supervised_s: float | None = None,
+    supervisor_lost: str | None = None,
 ) -> Judged:
     """The status rules; a model that finished (ok or overrun) is also counted and held to the size limit, and an ok
     one must be causal (see :func:`bench.harness.verdict.causality_rule`), have left nothing running and have a clock
     that agrees with the supervisor's, before the final evaluation scores it. ``supervised_s`` is the training time
-    the supervisor measured from outside (:mod:`bench.harness.supervisor`)."""
+    the supervisor measured from outside (:mod:`bench.harness.supervisor`); ``supervisor_lost`` why it was lost,
+    if it was running and then was."""
     verdict = judge(trained.verdict, diverged=ctx.diverged, train_s=ctx.clock.elapsed(),
                     hard_limit_s=plan.limits.train_s)
     if trained.model is None or verdict.status not in (TrialStatus.ok, TrialStatus.overrun):
@@ -196,7 +198,7 @@ def judge_trained(
     verdict = size_rule(verdict, counts, plan.workload)
     verdict = causality_rule(verdict, trained.model, ctx.vocab_size, plan.workload.eval.seq_len, ctx.device)
     verdict = leftover_rule(verdict, trained.left_running)
-    verdict = clock_rule(verdict, ctx.clock.elapsed(), supervised_s)
+    verdict = clock_rule(verdict, ctx.clock.elapsed(), supervised_s, supervisor_lost)
     return Judged(verdict, counts)
 
 

@@ -8,7 +8,9 @@ clock starts and stops (every pause for an evaluation too). At each mark it read
 counts) and its own monotonic clock, and it sums the running intervals. At the end of training the harness asks for
 the totals and compares them with the in-process clock (:func:`bench.harness.verdict.clock_rule`).
 
-Where there is no ``/proc`` (macOS) or the supervisor died, the result records why and nothing is flagged.
+Where there is no ``/proc`` (macOS) or the supervisor could not start, the result records why and nothing is
+flagged. A supervisor that started and was lost (killed, say, by a recipe that found its pid among the worker's
+children) is recorded and makes an ok trial invalid: the clock then has no witness.
 
 Run as ``python -I bench/harness/supervisor.py PID`` (a file of the standard library only, so it starts in tens of
 milliseconds and imports nothing a recipe could have touched). Protocol, one line each on stdin: ``start``,
@@ -68,6 +70,7 @@ class Supervised:
     cpu_s: float | None = None
     wall_s: float | None = None
     problem: str | None = None
+    lost: bool = False  # it was running and then died or stopped answering
 
 
 class Supervisor:
@@ -75,6 +78,7 @@ class Supervisor:
 
     def __init__(self) -> None:
         self._problem: str | None = None
+        self._lost = False
         self._process: subprocess.Popen[str] | None = None
         try:
             self._process = subprocess.Popen(
@@ -96,20 +100,21 @@ class Supervisor:
             self._process.stdin.flush()
             return True
         except (OSError, ValueError):
-            self._problem = "the supervisor process died"
+            self._problem, self._lost = "the supervisor process died", True
             return False
 
     def report(self) -> Supervised:
         """The totals over the clock's running intervals so far."""
         if not self._send("report"):
-            return Supervised(problem=self._problem or "no supervisor")
+            return Supervised(problem=self._problem or "no supervisor", lost=self._lost)
         assert self._process is not None and self._process.stdout is not None
         ready, _, _ = select.select([self._process.stdout], [], [], REPORT_TIMEOUT_S)
         answer = self._process.stdout.readline().strip() if ready else ""
         if not answer:
             self._problem = "the supervisor process died" if self._process.poll() is not None else \
                 "the supervisor process did not answer"
-            return Supervised(problem=self._problem)
+            self._lost = True
+            return Supervised(problem=self._problem, lost=True)
         if answer.startswith("unavailable "):
             return Supervised(problem=answer.removeprefix("unavailable "))
         cpu, wall = (float(value) for value in answer.split())

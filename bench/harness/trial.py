@@ -102,7 +102,7 @@ def _run_trial(plan: PlannedTrial, on_event: EventSink | None, recipe_dir: Path 
     training_clock(ctx).observer = None  # the harness is done with the clock's intervals
     supervised_s = supervised_seconds(training_clock(ctx).name, supervised.cpu_s, supervised.wall_s)
     trial.timing.update(supervised_train_s=supervised_s, supervisor=supervised.problem)
-    judged = phases.judge_trained(plan, ctx, trained, supervised_s)
+    judged = phases.judge_trained(plan, ctx, trained, supervised_s, supervised.problem if supervised.lost else None)
     verdict, final, fields = judged.verdict, None, {}
     if judged.params is not None and trained.model is not None:
         with trial.phase("eval"):

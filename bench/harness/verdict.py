@@ -210,10 +210,13 @@ def supervised_seconds(clock_name: str, cpu_s: float | None, wall_s: float | Non
     return wall_s
 
 
-def clock_rule(verdict: Verdict, train_s: float, supervised_s: float | None) -> Verdict:
+def clock_rule(verdict: Verdict, train_s: float, supervised_s: float | None, lost: str | None = None) -> Verdict:
     """An ok trial whose training clock read well below what the supervisor process measured from outside is
-    invalid: something in the trial's process slowed the clock (monkeypatched ``time``, say). Nothing is flagged
-    without a supervisor's measurement."""
+    invalid: something in the trial's process slowed the clock (monkeypatched ``time``, say). So is one whose
+    supervisor was running and was ``lost`` (the reason), since a recipe can kill it. Nothing is flagged where the
+    supervisor could not measure at all (no ``/proc``)."""
+    if verdict.ok and lost:
+        return Verdict(TrialStatus.invalid, f"clock: {lost} during the trial, so its training time has no witness")
     relative, absolute = CLOCK_TOLERANCE
     if not verdict.ok or supervised_s is None or train_s >= supervised_s * (1 - relative) - absolute:
         return verdict
