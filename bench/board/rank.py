@@ -27,6 +27,7 @@ from typing import Any
 
 from bench.board.stats import Estimate, mean_ci, welch
 from bench.errors import BenchError
+from bench.spec.hparams import MISSING, get_path
 from bench.spec.loading import find_submission, load_workload, workload_path
 from bench.spec.result import RunResult, TrialStatus
 from bench.spec.submission import SubmissionManifest
@@ -333,9 +334,18 @@ def _changes(declared: dict[str, Any], run: RunResult) -> list[tuple[str, Any, A
     before overrides were recorded, the differences on the names both have (a name the manifest gained later
     was no override; the source hash tells that manifest version apart)."""
     if run.overrides is not None:
-        return hyperparameter_changes({k: declared.get(k) for k in run.overrides}, run.overrides)
+        return hyperparameter_changes({k: _declared(declared, k) for k in run.overrides}, run.overrides)
     common = set(declared) & set(run.hyperparameters)
     return hyperparameter_changes({k: declared[k] for k in common}, {k: run.hyperparameters[k] for k in common})
+
+
+def _declared(declared: dict[str, Any], name: str) -> Any:
+    """The manifest's value of ``name`` (plain or dotted, ``optimizer_options.betas.1``); None where it has none."""
+    try:
+        value = get_path(declared, name)
+    except (KeyError, ValueError):
+        return None
+    return None if value is MISSING else value
 
 
 def _shown(value: Any) -> str:
