@@ -146,7 +146,7 @@ def tune(
         tuning_seeds = sorted({r.seed for r in results})
         chosen = _chosen(best, manifest.search_space)
         have = {r.seed for r in reruns}
-        fresh = [s for s in itertools.count() if s not in tuning_seeds][:rerun_seeds]
+        fresh = list(itertools.islice((s for s in itertools.count() if s not in tuning_seeds), rerun_seeds))
         rerun_record = {
             **record_base, "tuning_seeds": tuning_seeds, "rerun": True, "chosen": chosen,
             "chosen_trial": best.tuning["trial"], "chosen_run": best.run_id,
