@@ -506,6 +506,13 @@ def tune(
     address: Annotated[str | None, typer.Option(help="Ray cluster to join.")] = None,
     downstream: Annotated[bool, typer.Option(help="Run downstream tasks after each trial.")] = False,
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
+    resume: Annotated[str | None, typer.Option(
+        help="Continue sweep SWEEP_ID: its trials with results are not run again (same Sobol points; --trials and "
+             "--seed come from its record).")] = None,
+    rerun_seeds: Annotated[int, typer.Option(
+        min=0, help="Re-run the sweep's best configuration on N fresh seeds (ranked, with the sweep's budget).")] = 0,
+    record: Annotated[bool, typer.Option(
+        help="Write the sweep (budget, search space, trials, chosen configuration) to submissions/NAME/tuning.md.")] = False,
 ) -> None:
     """Sweep a submission's search space (quasi-random, seeded); report the best configuration and all trials."""
     from bench.schedule.tune import tune as run_sweep
@@ -514,9 +521,16 @@ def tune(
     chosen = find_submission(submission)
     _prepare_with_progress(spec, path.parent)
     report = run_sweep(spec, path.parent.resolve(), chosen, trials, seed, results_dir, address, progress,
-                       downstream=downstream)
+                       downstream=downstream, resume=resume, rerun_seeds=rerun_seeds, record=record)
+    if resume is not None:
+        console.print(f"resumed {report.sweep_id}: ran {len(report.ran)} of {len(report.results)} trial(s)",
+                      highlight=False, markup=False, soft_wrap=True)
     print_table(console, results_table(report.results, f"sweep {report.sweep_id}"))
+    if report.reruns:
+        print_table(console, results_table(report.reruns, f"best of {report.sweep_id} on fresh seeds"))
     console.print(report.markdown, highlight=False, markup=False, soft_wrap=True)
+    if report.record_path is not None:
+        console.print(f"recorded in {report.record_path}", highlight=False, markup=False, soft_wrap=True)
     if report.best is None:
         raise BenchError("no trial of the sweep finished ok")
     console.print(f"best: {report.best.hyperparameters}  ({report.table_path})", highlight=False, markup=False,

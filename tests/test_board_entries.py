@@ -309,12 +309,12 @@ def test_a_sweeps_declared_best_rerun_is_an_entry_with_its_tuning_budget_and_log
     (not shown apart, although its hyperparameters differ from the manifest) and its page states the budget."""
     lion = _published("lion", 0, published)
     tuning = {
-        "sweep_id": "sweep-20261201T100000Z-s0-cccccc",
+        "sweep_id": "sweep-20261201T100000Z-s0-cccccc", "rerun": True, "chosen": {"lr": 0.0007}, "tuning_seeds": [0],
         "declared_budget": {"trials": 8, "hardware": "cpu-2", "total": {"wall_clock_s": 480.0}},
     }
     best = [
         _scored(lion, f"20261201T110000Z-s{seed}-ffff0{seed}", 3.0 + seed / 100, seed=seed, tuning=tuning,
-                hyperparameters={**lion.hyperparameters, "lr": 0.0007})
+                hyperparameters={**lion.hyperparameters, "lr": 0.0007}, overrides={"lr": 0.0007})
         for seed in (10, 11, 12)
     ]
     folder = tmp_path / "results"
@@ -329,3 +329,34 @@ def test_a_sweeps_declared_best_rerun_is_an_entry_with_its_tuning_budget_and_log
     page = next(p for p in files.entries if p.name == f"{tuned.slug}.html").read_text()
     assert "sweep sweep-20261201T100000Z-s0-cccccc, 8 trials, 8.0 min in total" in page
     assert f'href="../../../results/tiny/lion/{best[0].run_id}.log"' in page
+
+
+def test_reruns_of_a_declared_best_pool_as_one_entry_apart_from_set_runs_and_are_checked(published):
+    """The board ranks re-runs whose overrides equal the sweep's declared best (``tuning.chosen``), on seeds the
+    sweep did not tune on, pooled as one entry; a ``--set`` run of the same values carries no tuning budget and
+    stays apart (unranked); a re-run that differs from the chosen configuration or reuses a tuning seed is shown
+    apart with the reason."""
+    lion = _published("lion", 0, published)
+    sweep = "sweep-20261201T100000Z-s0-dddddd"
+    tuning = {"sweep_id": sweep, "rerun": True, "chosen": {"lr": 0.0007, "optimizer_options.betas.1": 0.98},
+              "tuning_seeds": [0], "declared_budget": {"trials": 3, "hardware": "cpu-2", "total": {"wall_clock_s": 180.0}}}
+    hp = {**lion.hyperparameters, "lr": 0.0007, "optimizer_options": {"betas": [0.9, 0.98]}}
+
+    def run(seed, name, **update):
+        fields = {"hyperparameters": hp, "overrides": dict(tuning["chosen"]), **update}
+        return _scored(lion, f"20261201T12000{seed}Z-s{seed}-{name}", 3.0 + seed / 100, seed=seed, **fields)
+
+    reruns = [run(s, f"aaaa0{s}", tuning=tuning) for s in (1, 2, 3)]
+    by_hand = [run(s, f"bbbb0{s}") for s in (4, 5, 6)]  # the same values with --set: untuned
+    wrong = run(7, "cccc07", tuning=tuning, overrides={"lr": 0.0008}, hyperparameters={**hp, "lr": 0.0008})
+    on_tuning_seed = run(0, "dddd00", tuning={**tuning, "sweep_id": "sweep-x"})
+    (section,) = build_sections([r for _, r in published] + reruns + by_hand + [wrong, on_tuning_seed], ROOT)
+    group = section.groups[0]
+    (tuned,) = [e for e in group.ranked if e.submission == "lion" and e.variant.startswith("tuned")]
+    assert {r.run_id for r in tuned.runs} == {r.run_id for r in reruns} and tuned.rank is not None
+    assert tuned.label == "lion · tuned: lr=0.0007, optimizer_options.betas.1=0.98"
+    apart = {e.label: e.excluded for e in group.entries if e.submission == "lion" and e.excluded}
+    assert "Only a submission's declared configuration is ranked" in apart["lion · lr=0.0007, optimizer_options.betas.1=0.98"]
+    reasons = [why for label, why in apart.items() if label.startswith("lion · tuned (unchecked)")]
+    assert any("not the declared best" in why for why in reasons)
+    assert any("seed 0 is one the sweep tuned on" in why for why in reasons)

@@ -4,14 +4,18 @@ One Ray session serves the whole module (starting Ray takes seconds). Trials use
 one core each, so two run side by side on a 2-core machine.
 """
 
+import re
 import shutil
 from io import StringIO
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT
 from rich.console import Console
+from typer.testing import CliRunner
 
+from bench.cli import app
 from bench.results import read_result
 from bench.schedule.cluster import ray_session
 from bench.schedule.runner import run_trials
@@ -155,6 +159,89 @@ def test_sweep_records_its_budget_and_best_trial(ray_local, workload, tmp_path):
     assert report.table_path == tmp_path / "results" / workload.name / "tunable-bigram" / "tuning.md"
     assert report.markdown in table and f"trial {report.best.tuning['trial']} ({report.best.run_id})" in table
     assert "3 trials x per-trial budget on cpu-1 = 6.0s" in table
+
+
+@pytest.mark.slow
+def test_a_sweep_resumes_reruns_its_best_on_fresh_seeds_records_it_and_the_board_ranks_the_reruns(
+    ray_local, workload, tmp_path
+):
+    """Issue 21 end to end with 2-second trials: an interrupted 3-trial sweep (one result missing) resumes at the
+    same Sobol point without running the others again; its best is re-run on three seeds the sweep did not train
+    with; ``record`` writes the submission's own tuning.md without changing its source hash; the board ranks the
+    re-runs as one entry and never the trials."""
+    from bench.board.rank import Configuration, build_sections
+    from bench.errors import BenchError
+    from bench.results import load_results
+
+    folder = tmp_path / "subs" / "tunable-bigram"
+    shutil.copytree(RECIPES / "good-bigram", folder)
+    shutil.copy(RECIPES / "_common.py", folder.parent / "_common.py")
+    (folder / "submission.yaml").write_text(
+        "name: tunable-bigram\nauthors: [tests]\ndescription: good-bigram with a search space.\n"
+        "entry_point: recipe.py:GoodBigram\nhyperparameters: {batch_size: 8, opts: {betas: [0.9, 0.95]}}\n"
+        "search_space:\n  batch_size: {distribution: int_uniform, low: 2, high: 16}\n"
+        "  opts.betas.1: {distribution: uniform, low: 0.9, high: 0.99}\n"
+    )
+    submission, results_dir = load_submission(folder), tmp_path / "results"
+    common = dict(results_dir=results_dir, progress=False, allowance_s=ALLOWANCE_S)
+    first = tune(workload, ROOT / "workloads", submission, trials=3, seed=0, **common)
+    sweep = first.sweep_id
+    assert first.ran == [f"{sweep}-t{i}" for i in range(3)] and first.reruns == []
+    runs = results_dir / workload.name / "tunable-bigram"
+    kept = {i: (runs / f"{sweep}-t{i}.json").read_bytes() for i in (0, 2)}
+    (runs / f"{sweep}-t1.json").unlink()  # interrupted before trial 1's result was written
+
+    with pytest.raises(BenchError, match="no trial of that sweep"):
+        tune(workload, ROOT / "workloads", submission, trials=3, seed=0, resume="sweep-none", **common)
+    second = tune(workload, ROOT / "workloads", submission, trials=99, seed=7, resume=sweep, rerun_seeds=3,
+                  record=True, **common)  # fmt: skip
+    assert second.ran == [f"{sweep}-t1"]  # only the missing trial, at its own Sobol point
+    assert second.results[1].overrides == first.results[1].overrides
+    assert second.results[1].hyperparameters["opts"]["betas"][1] == first.results[1].overrides["opts.betas.1"]
+    assert all((runs / f"{sweep}-t{i}.json").read_bytes() == kept[i] for i in (0, 2))
+    assert [r.tuning["trial"] for r in second.results] == [0, 1, 2]
+    assert second.best is not None
+    assert [r.seed for r in second.reruns] == [1, 2, 3]  # fresh: the sweep trained every trial with seed 0
+    for rerun in second.reruns:
+        assert rerun.status == TrialStatus.ok and rerun.overrides == second.best.overrides
+        assert "trial" not in rerun.tuning and rerun.tuning["chosen"] == second.best.overrides
+        assert rerun.tuning["chosen_trial"] == second.best.tuning["trial"] and rerun.tuning["tuning_seeds"] == [0]
+        assert rerun.tuning["declared_budget"]["total"] == {"wall_clock_s": 6.0}
+
+    table = second.table_path.read_text()  # the summary: every trial, each searched value, metric, status
+    assert "| trial | run | status | batch_size | opts.betas.1 | final val_bpb |" in re.sub(" +", " ", table)
+    assert "Declared best re-run on fresh seeds" in table and all(r.run_id in table for r in second.reruns)
+    record = folder / "tuning.md"
+    assert second.record_path == record
+    text = record.read_text()
+    for part in ("### Budget", "tuning seeds (every trial trains with): 0", "### Search space", "### Trials",
+                 "### Chosen configuration", f"--resume {sweep} --rerun-seeds 3", *[r.run_id for r in second.results]):
+        assert part in text, part
+    assert load_submission(folder).source_hash() == second.reruns[0].submission_hash  # tuning.md is no code
+
+    again = tune(workload, ROOT / "workloads", submission, trials=3, seed=0, resume=sweep, rerun_seeds=3, **common)
+    assert again.ran == [] and [r.run_id for r in again.reruns] == [r.run_id for r in second.reruns]
+    spec_file = tmp_path / "workloads" / "tiny.yaml"  # the command line, on the same (finished) sweep: runs nothing
+    spec_file.parent.mkdir()
+    spec_file.write_text(yaml.safe_dump(workload.model_dump(mode="json")))
+    printed = CliRunner().invoke(app, ["tune", "--workload", str(spec_file), "--submission", str(folder), "--resume",
+                                       sweep, "--results-dir", str(results_dir), "--no-progress"])  # fmt: skip
+    assert printed.exit_code == 0, printed.output
+    assert f"resumed {sweep}: ran 0 of 3 trial(s)" in printed.output
+    assert re.search(r"\| +trial +\| +run +\| +status +\| +batch_size +\| +opts\.betas\.1 +\|", printed.output)
+    assert f"best of {sweep} on fresh seeds" in printed.output
+
+    # the board: the re-runs are one configuration, compared (a machine this busy may flag some as contended,
+    # which puts them in the other group of the section; either way they are never shown apart), the trials never
+    assert len({Configuration.of(r) for r in second.reruns}) == 1
+    (section,) = build_sections(load_results([results_dir]), ROOT)
+    entries = [e for g in section.groups for e in g.entries]
+    rerun_ids = {r.run_id for r in second.reruns}
+    compared = [e for e in entries if {r.run_id for r in e.runs} & rerun_ids]
+    assert {r.run_id for e in compared for r in e.runs} == rerun_ids and all(e.excluded is None for e in compared)
+    trials = [e for e in entries if e.excluded]
+    assert all("sweep trials are never ranked" in e.excluded for e in trials)
+    assert sum(len(e.runs) for e in trials) == 3
 
 
 @pytest.mark.slow

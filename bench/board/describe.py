@@ -41,6 +41,13 @@ METHODS = (
         "on its page. Two source versions of one submission are two entries."
     ),
     (
+        "Tuning protocol: a tuned entry ('tuned: ...') is the declared best of a bench tune sweep (scrambled Sobol "
+        "points over the manifest's search_space, every trial on the workload's full budget, as in AlgoPerf's "
+        "external tuning), re-run on seeds the sweep did not train with. Its runs are ranked only when their "
+        "hyperparameters equal the sweep's recorded choice; the sweep's budget (trials x per-trial budget) is "
+        "charged to it and shown on its page, and baselines compared at equal tuning have the same number of trials."
+    ),
+    (
         "Δ vs the reference: difference of means with Welch's 95% interval; speedup: mean time-to-target of the "
         "reference over the entry's, with a 95% interval from the delta method on the log ratio (as bench compare)."
     ),

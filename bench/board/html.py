@@ -224,6 +224,10 @@ def _tuning(entry: Entry) -> str:
             parts.append(f"{fmt.duration_estimate(Estimate(float(total['wall_clock_s']), None, 1))} in total")
         if "tokens" in total:
             parts.append(f"{fmt.si(float(total['tokens']))} tokens in total")
+    if "chosen_trial" in record:
+        parts.append(f"declared best: trial {record['chosen_trial']}")
+    if record.get("tuning_seeds"):
+        parts.append(f"tuned on seed(s) {', '.join(map(str, record['tuning_seeds']))}")
     return ", ".join(parts)
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from bench.board.stats import Estimate, mean_ci, welch
 from bench.errors import BenchError
+from bench.spec.hparams import MISSING, get_path
 from bench.spec.loading import find_submission, load_workload, workload_path
 from bench.spec.result import RunResult, TrialStatus
 from bench.spec.submission import SubmissionManifest
@@ -65,15 +66,44 @@ def sweep_trial(run: RunResult) -> bool:
     return run.tuning is not None and "trial" in run.tuning
 
 
+def tuned_rerun(run: RunResult) -> bool:
+    """A re-run of a sweep's declared best: a ``tuning`` record without a trial index."""
+    return run.tuning is not None and "trial" not in run.tuning
+
+
+def rerun_problem(run: RunResult) -> str | None:
+    """Why a re-run of a sweep's declared best cannot be ranked as one, or None.
+
+    Its overrides must equal the configuration its record names as chosen (``tuning.chosen``): a ``--set`` run
+    with a copied tuning record would otherwise pass for a tuned one. Its seed must not be one the sweep trained
+    with (``tuning.tuning_seeds``): the chosen configuration was selected on those, so they would flatter it.
+    """
+    assert run.tuning is not None
+    chosen = run.tuning.get("chosen")
+    if not isinstance(chosen, dict):
+        return "its tuning record names no chosen configuration (tuning.chosen), so it cannot be checked"
+    if _canonical(run.overrides or {}) != _canonical(chosen):
+        return (
+            f"its hyperparameters are not the declared best of sweep {run.tuning.get('sweep_id', '?')}: overrides "
+            f"{_canonical(run.overrides or {})} instead of {_canonical(chosen)}"
+        )
+    if run.seed in (run.tuning.get("tuning_seeds") or []):
+        return f"seed {run.seed} is one the sweep tuned on; the declared best is ranked on fresh seeds only"
+    return None
+
+
 @dataclass(frozen=True)
 class Configuration:
-    """What makes two runs seeds of one entry. A sweep's trials form one configuration per sweep (``sweep``)."""
+    """What makes two runs seeds of one entry. A sweep's trials form one configuration per sweep (``sweep``); the
+    re-runs of a sweep's declared best form one per sweep too (``tuned``: the sweep id), apart from untuned runs
+    that happen to use the same hyperparameters (those carry no tuning budget)."""
 
     submission: str
     submission_hash: str
     hyperparameters: str  # canonical JSON of the resolved hyperparameters ("" for a sweep's trials)
     workload_hash: str
     sweep: str | None = None
+    tuned: str | None = None
 
     @classmethod
     def of(cls, run: RunResult) -> Configuration:
@@ -81,12 +111,15 @@ class Configuration:
             assert run.tuning is not None
             sweep = str(run.tuning.get("sweep_id", "unnamed sweep"))
             return cls(run.submission, run.submission_hash, "", run.workload_hash, sweep)
-        return cls(run.submission, run.submission_hash, _canonical(run.hyperparameters), run.workload_hash)
+        tuned = str(run.tuning.get("sweep_id", "unnamed sweep")) if tuned_rerun(run) else None  # type: ignore[union-attr]
+        return cls(run.submission, run.submission_hash, _canonical(run.hyperparameters), run.workload_hash, None, tuned)
 
     @property
     def digest(self) -> str:
-        """A short stable name for file names: eight hex digits of the key."""
-        key = _canonical(dataclasses.astuple(self))
+        """A short stable name for file names: eight hex digits of the key (an untuned key hashes as it did
+        before ``tuned`` existed, so entry pages keep their names)."""
+        fields = dataclasses.astuple(self)
+        key = _canonical(fields if self.tuned is not None else fields[:-1])
         return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
@@ -333,9 +366,18 @@ def _changes(declared: dict[str, Any], run: RunResult) -> list[tuple[str, Any, A
     before overrides were recorded, the differences on the names both have (a name the manifest gained later
     was no override; the source hash tells that manifest version apart)."""
     if run.overrides is not None:
-        return hyperparameter_changes({k: declared.get(k) for k in run.overrides}, run.overrides)
+        return hyperparameter_changes({k: _declared(declared, k) for k in run.overrides}, run.overrides)
     common = set(declared) & set(run.hyperparameters)
     return hyperparameter_changes({k: declared[k] for k in common}, {k: run.hyperparameters[k] for k in common})
+
+
+def _declared(declared: dict[str, Any], name: str) -> Any:
+    """The manifest's value of ``name`` (plain or dotted, ``optimizer_options.betas.1``); None where it has none."""
+    try:
+        value = get_path(declared, name)
+    except (KeyError, ValueError):
+        return None
+    return None if value is MISSING else value
 
 
 def _shown(value: Any) -> str:
@@ -388,10 +430,14 @@ def _exclusion(
             f"other workload settings (e.g. --wall-clock or --tokens): workload hash {config.workload_hash[:8]}, "
             f"the entries compared here have {workload_hash[:8]} (workloads/{spec.name}.yaml).",
         )
-    tuned = any(r.tuning is not None for r in runs)  # the re-run of a sweep's declared best
+    tuned = config.tuned is not None  # the re-runs of a sweep's declared best
+    problems = sorted({p for p in map(rerun_problem, runs) if p}) if tuned else []
     if manifest is not None:
         changes = _changes(manifest.hyperparameters, runs[0])
         used = ", ".join(f"{name}={_shown(new)}" for name, _, new in changes)
+        if tuned and problems:
+            label = f"tuned (unchecked): {used}" if used else "tuned (unchecked)"
+            return label, f"re-run of sweep {config.tuned} not ranked: {'; '.join(problems)}."
         if tuned:
             return (f"tuned: {used}" if used else "tuned"), None
         if changes:
@@ -401,6 +447,8 @@ def _exclusion(
                 f"hyperparameters differ from submissions/{config.submission}/submission.yaml (e.g. --set): "
                 f"{used} instead of {declared}. Only a submission's declared configuration is ranked.",
             )
+    if problems:
+        return "tuned (unchecked)", f"re-run of sweep {config.tuned} not ranked: {'; '.join(problems)}."
     return "", None
 
 

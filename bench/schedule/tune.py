@@ -5,12 +5,28 @@ A sweep draws ``trials`` configurations from the manifest's ``search_space`` wit
 as ordinary trials, and picks the best by the workload's target metric at the final evaluation. As in AlgoPerf's
 external-tuning ruleset, the budget of the whole sweep (trials x per-trial budget) is part of the record: every
 trial's result carries it in ``tuning``, and ``tuning.md`` beside the results lists every sweep with all its trials.
+
+Why quasi-random search and not an adaptive sampler (Optuna's TPE, Bayesian optimisation): AlgoPerf's external
+tuning uses quasi-random search for the same reasons. The points are fixed by the seed before any trial runs, so
+(1) every submission given N trials gets the same kind of search, and "N trials" means the same budget for all of
+them (an adaptive sampler's N trials are worth more or less depending on how well its model fits that space,
+which makes equal budgets unequal in effect); (2) all trials can run at once (an adaptive sampler waits for
+results before proposing, which serialises a sweep on a cluster); (3) an interrupted sweep resumes at exactly the
+points it had not run (``resume``), and anyone can re-derive the points from the record. It also needs no
+further dependency (scipy's ``qmc.Sobol``); Optuna is not installed.
+
+After a sweep, ``rerun_seeds`` re-runs its declared best configuration on that many fresh seeds (seeds the sweep
+did not train with): ordinary runs, ranked on the board, whose ``tuning`` record names the sweep, its budget and
+the chosen configuration (``chosen``) but no trial index. :func:`record_tuning` writes the outcome into the
+submission's own folder (``submissions/<name>/tuning.md``).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +39,7 @@ from bench.harness.plan import DEFAULT_ALLOWANCE_S, plan_trials
 from bench.schedule.runner import run_trials
 from bench.spec.loading import Submission
 from bench.spec.result import RunResult
+from bench.spec.hparams import MISSING, get_path
 from bench.spec.submission import SearchParam
 from bench.spec.units import format_duration
 from bench.spec.workload import TargetSpec, WorkloadSpec
@@ -34,10 +51,13 @@ TUNING_FILE = "tuning.md"
 @dataclass(frozen=True)
 class TuneReport:
     sweep_id: str
-    results: list[RunResult]  # in trial order
+    results: list[RunResult]  # every trial of the sweep in trial order, earlier (resumed) ones included
     best: RunResult | None  # None when no trial finished ok with a final evaluation
     markdown: str  # this sweep's section of tuning.md
     table_path: Path  # the tuning.md it was written to
+    ran: list[str] = field(default_factory=list)  # run ids of the trials this call ran (resume skips the others)
+    reruns: list[RunResult] = field(default_factory=list)  # the declared best on fresh seeds, all of them so far
+    record_path: Path | None = None  # submissions/<name>/tuning.md, when recorded
 
 
 def sample_configurations(space: dict[str, SearchParam], trials: int, seed: int) -> list[dict[str, Any]]:
@@ -46,6 +66,10 @@ def sample_configurations(space: dict[str, SearchParam], trials: int, seed: int)
     sampler = qmc.Sobol(d=len(names), scramble=True, seed=seed)
     points = sampler.random_base2(max(0, math.ceil(math.log2(trials))))[:trials]  # a prefix of 2^m keeps balance
     return [{name: space[name].sample(float(u)) for name, u in zip(names, point)} for point in points]
+
+
+def _space_record(space: dict[str, SearchParam]) -> dict[str, Any]:
+    return {name: param.model_dump(mode="json") for name, param in space.items()}
 
 
 def tune(
@@ -61,19 +85,44 @@ def tune(
     device: str | None = None,
     downstream: bool = True,
     allowance_s: float = DEFAULT_ALLOWANCE_S,
+    resume: str | None = None,
+    rerun_seeds: int = 0,
+    record: bool = False,
 ) -> TuneReport:
     """Run a ``trials``-point sweep of ``submission`` on ``workload`` (every trial with training seed ``seed``).
 
+    ``resume`` names an earlier sweep to continue instead: its recorded trial count, sampler seed and search space
+    are used (``trials`` and ``seed`` are ignored), so the same Sobol points come out, and a trial whose result
+    exists is not run again. ``rerun_seeds`` re-runs the sweep's best configuration on that many fresh seeds (those
+    already re-run are kept); ``record`` writes ``tuning.md`` into the submission's folder (:func:`record_tuning`).
     Results go to ``results_dir`` like any run's; ``address``, ``progress`` and ``allowance_s`` are as for
     :func:`run_trials`, ``device`` and ``downstream`` as in :class:`TrialRequest`.
     """
     manifest = submission.manifest
+    folder = Path(results_dir) / workload.name / manifest.name
     if not manifest.search_space:
         raise BenchError(f"{submission.manifest_path}: search_space: empty; a sweep needs one")
+    if rerun_seeds < 0:
+        raise BenchError(f"rerun_seeds: cannot be negative, got {rerun_seeds}")
+    done: list[RunResult] = []
+    if resume is not None:
+        done = _sweeps(folder).get(resume, [])
+        trials, seed = _resumable(resume, done, workload, submission, folder)
+        sweep_id = resume
+    else:
+        sweep_id = f"sweep-{new_run_id(seed)}"
     if trials < 1:
         raise BenchError(f"trials: a sweep needs at least one trial, got {trials}")
-    sweep_id = f"sweep-{new_run_id(seed)}"
-    declared = _declared_budget(workload, trials)
+    record_base = {
+        "sweep_id": sweep_id,
+        "method": "sobol",
+        "sampler_seed": seed,
+        "trials": trials,
+        "tuning_seeds": [seed],
+        "search_space": _space_record(manifest.search_space),
+        "declared_budget": _declared_budget(workload, trials),
+    }
+    finished = {r.tuning["trial"] for r in done}
     requests = [
         TrialRequest(
             workload=workload,
@@ -84,29 +133,88 @@ def tune(
             run_id=f"{sweep_id}-t{index}",
             device=device,
             downstream=downstream,
-            tuning={
-                "sweep_id": sweep_id,
-                "method": "sobol",
-                "sampler_seed": seed,
-                "trial": index,
-                "trials": trials,
-                "search_space": {name: param.model_dump(mode="json") for name, param in manifest.search_space.items()},
-                "declared_budget": declared,
-            },
+            tuning={**record_base, "trial": index},
         )
         for index, overrides in enumerate(sample_configurations(manifest.search_space, trials, seed))
+        if index not in finished
     ]
-    plans = plan_trials(requests, results_dir, [submission], allowance_s)
-    results = run_trials(plans, results_dir, address, progress)
+    new = _run(requests, results_dir, submission, allowance_s, address, progress)
+    results = sorted([*done, *new], key=lambda r: r.tuning["trial"])
     best = best_result(results, workload.target)
-    folder = Path(results_dir) / workload.name / manifest.name
-    sections = {sweep: _sweep_markdown(members, workload.target) for sweep, members in _sweeps(folder).items()}
+    reruns = _reruns(folder, sweep_id)
+    if rerun_seeds and best is not None:
+        tuning_seeds = sorted({r.seed for r in results})
+        chosen = _chosen(best, manifest.search_space)
+        have = {r.seed for r in reruns}
+        fresh = list(itertools.islice((s for s in itertools.count() if s not in tuning_seeds), rerun_seeds))
+        rerun_record = {
+            **record_base, "tuning_seeds": tuning_seeds, "rerun": True, "chosen": chosen,
+            "chosen_trial": best.tuning["trial"], "chosen_run": best.run_id,
+        }
+        requests = [
+            TrialRequest(
+                workload=workload, workload_dir=str(workload_dir), submission_dir=str(submission.folder), seed=s,
+                overrides=chosen, run_id=f"{sweep_id}-best-s{s}", device=device, downstream=downstream,
+                tuning=rerun_record,
+            )
+            for s in fresh
+            if s not in have
+        ]
+        _run(requests, results_dir, submission, allowance_s, address, progress)
+        reruns = _reruns(folder, sweep_id)
+    sections = {sweep: _sweep_markdown(members, workload.target, _reruns(folder, sweep))
+                for sweep, members in _sweeps(folder).items()}
     table_path = folder / TUNING_FILE
     header = (
         f"# Tuning sweeps: {manifest.name} on {workload.name}\n\nRegenerated from the result files after each sweep.\n"
     )
     write_atomic(table_path, "\n".join([header, *sections.values()]), overwrite=True)
-    return TuneReport(sweep_id=sweep_id, results=results, best=best, markdown=sections[sweep_id], table_path=table_path)
+    report = TuneReport(
+        sweep_id=sweep_id, results=results, best=best, markdown=sections[sweep_id], table_path=table_path,
+        ran=[r.run_id for r in new], reruns=reruns,
+    )
+    if record:
+        report = dataclasses.replace(report, record_path=record_tuning(submission, workload, results, reruns))
+    return report
+
+
+def _run(
+    requests: list[TrialRequest], results_dir: Path, submission: Submission, allowance_s: float,
+    address: str | None, progress: bool,
+) -> list[RunResult]:
+    if not requests:
+        return []
+    plans = plan_trials(requests, results_dir, [submission], allowance_s)
+    return run_trials(plans, results_dir, address, progress)
+
+
+def _resumable(
+    sweep_id: str, done: list[RunResult], workload: WorkloadSpec, submission: Submission, folder: Path
+) -> tuple[int, int]:
+    """``(trials, sampler seed)`` of sweep ``sweep_id`` from its results, after checking that continuing it runs
+    the same sweep: same search space (so the same Sobol points), same source and workload."""
+    if not done:
+        raise BenchError(f"--resume {sweep_id}: no trial of that sweep in {folder}")
+    record = done[0].tuning
+    assert record is not None
+    space = _space_record(submission.manifest.search_space)
+    if record["search_space"] != space:
+        raise BenchError(
+            f"--resume {sweep_id}: the search space of {submission.manifest_path} changed since the sweep began; "
+            "its remaining points would come from another space. Start a new sweep."
+        )
+    if any(r.submission_hash != submission.source_hash() for r in done):
+        raise BenchError(f"--resume {sweep_id}: {submission.name}'s source changed since the sweep began; start a new sweep")
+    if any(r.workload_hash != workload.content_hash() for r in done):
+        raise BenchError(f"--resume {sweep_id}: the workload's settings differ from the sweep's; start a new sweep")
+    return int(record["trials"]), int(record["sampler_seed"])
+
+
+def _chosen(best: RunResult, space: dict[str, SearchParam]) -> dict[str, Any]:
+    """The sweep's declared best configuration: the overrides its best trial ran with."""
+    if best.overrides is not None:
+        return dict(best.overrides)
+    return {name: get_path(best.hyperparameters, name) for name in space}  # results from before overrides were kept
 
 
 def best_result(results: list[RunResult], target: TargetSpec) -> RunResult | None:
@@ -131,18 +239,48 @@ def _declared_budget(workload: WorkloadSpec, trials: int) -> dict[str, Any]:
 
 
 def _sweeps(folder: Path) -> dict[str, list[RunResult]]:
-    """Every sweep recorded in ``folder``, oldest first, its trials in order."""
+    """Every sweep recorded in ``folder``, oldest first, its trials in order (re-runs of its best left out)."""
     sweeps: dict[str, list[RunResult]] = {}
     for result in load_results([folder]):
-        if result.tuning is not None and "sweep_id" in result.tuning:
+        if result.tuning is not None and "sweep_id" in result.tuning and "trial" in result.tuning:
             sweeps.setdefault(result.tuning["sweep_id"], []).append(result)
     return {sweep: sorted(members, key=lambda r: r.tuning["trial"]) for sweep, members in sweeps.items()}
 
 
-def _sweep_markdown(results: list[RunResult], target: TargetSpec) -> str:
+def _reruns(folder: Path, sweep_id: str) -> list[RunResult]:
+    """The re-runs of sweep ``sweep_id``'s declared best in ``folder``, by seed."""
+    found = [
+        r for r in load_results([folder])
+        if r.tuning is not None and r.tuning.get("sweep_id") == sweep_id and r.tuning.get("rerun")
+    ]
+    return sorted(found, key=lambda r: r.seed)
+
+
+def _searched(result: RunResult, name: str) -> Any:
+    try:
+        value = get_path(result.hyperparameters, name)
+    except (KeyError, ValueError):
+        return None
+    return None if value is MISSING else value
+
+
+def _budget_line(tuning: dict[str, Any]) -> str:
+    declared = tuning["declared_budget"]
+    spent = ", ".join(
+        format_duration(v) if k == "wall_clock_s" else f"{v:.3g} {k}" for k, v in declared["total"].items()
+    )
+    seeds = tuning.get("tuning_seeds", [tuning["sampler_seed"]])
+    return (
+        f"Declared budget: {declared['trials']} trials x per-trial budget on {declared['hardware']} = {spent} "
+        f"(external tuning: charged to the submission). Sampler: scrambled Sobol, seed {tuning['sampler_seed']}; "
+        f"tuning seeds (training): {', '.join(map(str, seeds))}."
+    )
+
+
+def _trial_table(results: list[RunResult], target: TargetSpec) -> str:
+    """One row per trial: its index, run, status, each searched hyperparameter, the final metric, the target."""
     tuning = results[0].tuning
     assert tuning is not None
-    declared = tuning["declared_budget"]
     names = sorted(tuning["search_space"])
     metric = target.metric
     rows = [
@@ -150,33 +288,143 @@ def _sweep_markdown(results: list[RunResult], target: TargetSpec) -> str:
             r.tuning["trial"],
             r.run_id,
             r.status.value,
-            *[_cell(r.hyperparameters.get(name)) for name in names],
+            *[_cell(_searched(r, name)) for name in names],
             "" if r.final is None else f"{getattr(r.final, metric):.4f}",
             "yes" if r.target_reached else "no",
             r.reason or "",
         ]
         for r in results
     ]
-    best = best_result(results, target)
-    spent = ", ".join(
-        format_duration(v) if k == "wall_clock_s" else f"{v:.3g} {k}" for k, v in declared["total"].items()
-    )
-    budget_line = (
-        f"Declared budget: {declared['trials']} trials x per-trial budget on {declared['hardware']} = {spent} "
-        f"(external tuning: charged to the submission). Sampler: scrambled Sobol, seed {tuning['sampler_seed']}."
-    )
-    winner = f"trial {best.tuning['trial']} ({best.run_id})" if best is not None else "none (no trial finished ok)"
     headers = ["trial", "run", "status", *names, f"final {metric}", "target", "reason"]
+    return tabulate(rows, headers=headers, tablefmt="github")
+
+
+def _rerun_lines(reruns: list[RunResult], target: TargetSpec) -> list[str]:
+    if not reruns:
+        return []
+    metric = target.metric
+    rows = [
+        [r.run_id, r.seed, r.status.value, "" if r.final is None else f"{getattr(r.final, metric):.4f}"]
+        for r in reruns
+    ]
+    values = [getattr(r.final, metric) for r in reruns if r.scored]
+    mean = f"; mean final {metric} {sum(values) / len(values):.4f} over {len(values)} scored" if values else ""
+    return [
+        f"Declared best re-run on fresh seeds (ranked on the board with this sweep's budget){mean}:",
+        "",
+        tabulate(rows, headers=["run", "seed", "status", f"final {metric}"], tablefmt="github"),
+        "",
+    ]
+
+
+def _sweep_markdown(results: list[RunResult], target: TargetSpec, reruns: list[RunResult] = ()) -> str:
+    tuning = results[0].tuning
+    assert tuning is not None
+    best = best_result(results, target)
+    winner = f"trial {best.tuning['trial']} ({best.run_id})" if best is not None else "none (no trial finished ok)"
+    missing = tuning["trials"] - len(results)
     lines = [
         f"## {tuning['sweep_id']}",
         "",
-        budget_line,
-        f"Best by final {metric} ({target.direction}): {winner}.",
+        _budget_line(tuning),
+        f"Best by final {target.metric} ({target.direction}): {winner}.",
+        *([f"{missing} trial(s) not run yet: `bench tune --resume {tuning['sweep_id']}` runs them."] if missing else []),
         "",
-        tabulate(rows, headers=headers, tablefmt="github"),
+        _trial_table(results, target),
         "",
+        *_rerun_lines(list(reruns), target),
     ]
     return "\n".join(lines)
+
+
+RECORD_MARK = "<!-- bench tune --record: workload {} -->"
+
+
+def record_tuning(
+    submission: Submission, workload: WorkloadSpec, results: list[RunResult], reruns: list[RunResult]
+) -> Path:
+    """Write the sweep behind ``results`` into ``submissions/<name>/tuning.md``: its budget (trials, per-trial
+    budget, tuning seeds), search space, every trial, the chosen configuration and its re-runs on fresh seeds.
+
+    One section per workload (a later record for the same workload replaces that section; others are kept). The
+    file is left out of the submission's source hash, so recording changes no configuration.
+    """
+    tuning = results[0].tuning
+    assert tuning is not None
+    manifest, target = submission.manifest, workload.target
+    best = best_result(results, target)
+    declared = tuning["declared_budget"]
+    per_trial = ", ".join(
+        format_duration(v) if k == "wall_clock_s" else f"{v:.3g} {k}" for k, v in declared["per_trial"].items()
+    )
+    space_rows = [
+        [name, param["distribution"],
+         str(param["values"]) if "values" in param else f"{param['low']:.4g} .. {param['high']:.4g}",
+         _cell(_declared(manifest.hyperparameters, name))]
+        for name, param in sorted(tuning["search_space"].items())
+    ]
+    seeds = tuning.get("tuning_seeds", [tuning["sampler_seed"]])
+    if best is None:
+        chosen = ["No trial finished ok: nothing was chosen."]
+    else:
+        picked = _chosen(best, manifest.search_space)
+        values = ", ".join(f"`{k}={_cell(v)}`" for k, v in sorted(picked.items()))
+        chosen = [
+            f"Trial {best.tuning['trial']} ({best.run_id}), final {target.metric} "
+            f"{getattr(best.final, target.metric):.4f}: {values}.",
+            "",
+            "To re-run it on fresh seeds (ranked on the board with this sweep's budget): "
+            f"`bench tune --workload {workload.name} --submission {manifest.name} --resume {tuning['sweep_id']} "
+            "--rerun-seeds 3`.",
+        ]
+    section = "\n".join([
+        RECORD_MARK.format(workload.name),
+        f"## {manifest.name} on {workload.name}: sweep {tuning['sweep_id']}",
+        "",
+        f"Generated by `bench tune --record` from the sweep's result files; do not edit by hand.",
+        "",
+        "### Budget",
+        "",
+        f"- trials: {declared['trials']} (scrambled Sobol, sampler seed {tuning['sampler_seed']}; "
+        f"{len(results)} run)",
+        f"- per-trial budget: {per_trial} on {declared['hardware']}",
+        f"- {_budget_line(tuning)}",
+        f"- tuning seeds (every trial trains with): {', '.join(map(str, seeds))}",
+        "",
+        "### Search space",
+        "",
+        tabulate(space_rows, headers=["hyperparameter", "distribution", "range", "manifest value"], tablefmt="github"),
+        "",
+        "### Trials",
+        "",
+        _trial_table(results, target),
+        "",
+        "### Chosen configuration",
+        "",
+        *chosen,
+        "",
+        *_rerun_lines(reruns, target),
+    ])
+    path = submission.folder / TUNING_FILE
+    kept = _other_sections(path.read_text() if path.exists() else "", workload.name)
+    header = f"# Tuning record: {manifest.name}\n\nOne section per workload, written by `bench tune --record`.\n"
+    path.write_text("\n".join([header, *kept, section]))
+    return path
+
+
+def _other_sections(text: str, workload: str) -> list[str]:
+    """The sections of an existing record for workloads other than ``workload``."""
+    parts = text.split("<!-- bench tune --record: workload ")[1:]
+    return ["<!-- bench tune --record: workload " + part.rstrip("\n") + "\n" for part in parts
+            if not part.startswith(f"{workload} -->")]
+
+
+def _declared(hparams: dict[str, Any], name: str) -> Any:
+    try:
+        value = get_path(hparams, name)
+    except (KeyError, ValueError):
+        return None
+    return "(optimizer default)" if value is MISSING else value
 
 
 def _cell(value: Any) -> str:

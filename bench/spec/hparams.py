@@ -5,12 +5,22 @@ about the recipe. The manifest's default of each hyperparameter states its type;
 kind of value (an integer where a float is expected is fine, a float where an integer is expected is not, and a
 boolean is never a number). This module imports no torch: the caller passes the optimizer names it knows (the
 keys of ``bench.train.optim``'s registry), so ``bench validate`` stays fast.
+
+A name may be dotted, ``optimizer_options.betas.1``: it addresses one value inside a nested hyperparameter (a
+mapping key, or a list index), so that a sweep can search one optimizer constant without the manifest gaining a
+flat hyperparameter (which would change every baseline's resolved hyperparameters, and so split its published
+results from new ones). The last key of a mapping may be absent (``optimizer_options.p``: the optimizer's own
+default applies until it is set); every other step must exist.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Collection, Mapping
 from typing import Any
+
+MISSING: Any = object()
+"""What :func:`get_path` returns for a dotted name whose last mapping key is absent."""
 
 OPTIMIZER_KEY = "optimizer"
 """The hyperparameter that names an optimizer of ``bench.train.optim.build_optimizer`` in the baseline recipes."""
@@ -44,6 +54,60 @@ def type_problem(name: str, default: Any, value: Any) -> str | None:
     return f"{name}: expected {expected} like the manifest's default {default!r}, got {value!r} ({given_words})"
 
 
+def _step(container: Any, key: str, name: str) -> tuple[Any, Any]:
+    """``(container, key)`` with the key converted for a list; raises ValueError when ``key`` cannot index it."""
+    if isinstance(container, list):
+        if not key.isdigit() or int(key) >= len(container):
+            raise ValueError(f"{name}: {key!r} is no index of the list {container!r}")
+        return container, int(key)
+    if isinstance(container, dict):
+        return container, key
+    raise ValueError(f"{name}: cannot look inside {container!r} (neither a mapping nor a list)")
+
+
+def get_path(hparams: Mapping[str, Any], name: str) -> Any:
+    """The value ``name`` (plain or dotted) addresses in ``hparams``; :data:`MISSING` for an absent last mapping
+    key. Raises KeyError for an unknown first name, ValueError for a path that cannot be followed."""
+    first, *rest = name.split(".")
+    if first not in hparams:
+        raise KeyError(first)
+    value = hparams[first]
+    for index, key in enumerate(rest):
+        container, key = _step(value, key, name)
+        if isinstance(container, dict) and key not in container:
+            if index < len(rest) - 1:
+                raise ValueError(f"{name}: {key!r} is not set, so nothing inside it can be")
+            return MISSING
+        value = container[key]
+    return value
+
+
+def path_problem(hparams: Mapping[str, Any], name: str) -> str | None:
+    """Why ``name`` addresses no hyperparameter of ``hparams``, or None."""
+    try:
+        get_path(hparams, name)
+    except KeyError:
+        return f"unknown hyperparameter {name.split('.')[0]!r} (known: {', '.join(sorted(hparams)) or 'none'})"
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def apply_overrides(hparams: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``hparams`` with ``overrides`` set: plain names replace a value, dotted names one value inside it (the
+    nested value is copied, ``hparams`` is never changed). Plain names first, so a dotted one refines them."""
+    resolved = {**hparams, **{k: v for k, v in overrides.items() if "." not in k}}
+    for name in sorted(k for k in overrides if "." in k):
+        first, *rest = name.split(".")
+        resolved[first] = copy.deepcopy(resolved[first])
+        value = resolved[first]
+        for key in rest[:-1]:
+            value = value[int(key)] if isinstance(value, list) else value[key]
+        container, key = _step(value, rest[-1], name)
+        container[key] = overrides[name]
+    return resolved
+
+
 def check_hyperparameters(
     manifest_hparams: Mapping[str, Any],
     overrides: Mapping[str, Any],
@@ -57,15 +121,22 @@ def check_hyperparameters(
     of its own may use the key for anything.
     """
     problems = []
-    unknown = sorted(set(overrides) - set(manifest_hparams))
+    unknown = sorted(set(k for k in overrides if "." not in k) - set(manifest_hparams))
     if unknown:
         known = ", ".join(sorted(manifest_hparams)) or "none"
         problems.append(f"unknown hyperparameter {', '.join(map(repr, unknown))} (known: {known})")
-    for name in sorted(set(overrides) & set(manifest_hparams)):
-        problem = type_problem(name, manifest_hparams[name], overrides[name])
+    for name in sorted(k for k in overrides if "." in k):
+        problem = path_problem(manifest_hparams, name)
         if problem:
             problems.append(problem)
-    resolved = {**manifest_hparams, **overrides}
+    if problems:
+        return problems
+    for name in sorted(overrides):
+        default = get_path(manifest_hparams, name)
+        problem = None if default is MISSING else type_problem(name, default, overrides[name])
+        if problem:
+            problems.append(problem)
+    resolved = apply_overrides(manifest_hparams, overrides)
     if optimizers is not None and OPTIMIZER_KEY in resolved:
         name = resolved[OPTIMIZER_KEY]
         if not isinstance(name, str) or name not in optimizers:

@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from bench.errors import BenchError, SpecError
-from bench.spec.hparams import check_hyperparameters
+from bench.spec.hparams import apply_overrides, check_hyperparameters
 from bench.spec.submission import SubmissionManifest
 from bench.spec.workload import WorkloadSpec
 
@@ -166,7 +166,9 @@ def load_workload(path: Path) -> WorkloadSpec:
 
 MANIFEST = "submission.yaml"
 _MERGED_BY_KEY = ("hyperparameters", "search_space")
-_IGNORED_PARTS = {"__pycache__", ".ipynb_checkpoints"}
+_IGNORED_PARTS = {"__pycache__", ".ipynb_checkpoints", "tuning.md"}
+"""Left out of the source hash: caches, and ``tuning.md``, the record ``bench tune --record`` writes of a sweep
+(a record of results, not code: writing it must not turn the sweep's configuration into another one)."""
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ class Submission:
         problems = check_hyperparameters(self.manifest.hyperparameters, overrides, optimizers)
         if problems:
             raise BenchError("\n".join(f"{where or self.manifest_path}: {problem}" for problem in problems))
-        return {**self.manifest.hyperparameters, **overrides}
+        return apply_overrides(self.manifest.hyperparameters, overrides)
 
     def source_hash(self) -> str:
         """SHA-256 over the complete manifest and the files of every folder in the lineage (relative paths and

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import Field, field_validator, model_validator
 
 from bench.spec.base import StrictModel
+from bench.spec.hparams import MISSING, get_path, path_problem
 
 
 class UniformParam(StrictModel):
@@ -131,10 +132,12 @@ class SubmissionManifest(StrictModel):
     @model_validator(mode="after")
     def _search_space_matches(self) -> SubmissionManifest:
         for key, param in self.search_space.items():
-            if key not in self.hyperparameters:
+            if key.split(".")[0] not in self.hyperparameters:
                 raise ValueError(f"search_space.{key} has no default in hyperparameters")
-            if not param.contains(self.hyperparameters[key]):
-                raise ValueError(
-                    f"hyperparameters.{key}={self.hyperparameters[key]!r} lies outside search_space.{key}"
-                )
+            problem = path_problem(self.hyperparameters, key)
+            if problem:
+                raise ValueError(f"search_space.{key}: {problem}")
+            default = get_path(self.hyperparameters, key)
+            if default is not MISSING and not param.contains(default):  # MISSING: the recipe's own default
+                raise ValueError(f"hyperparameters.{key}={default!r} lies outside search_space.{key}")
         return self
