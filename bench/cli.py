@@ -393,9 +393,18 @@ def run(
     json_: Annotated[
         bool, typer.Option("--json", help="Print the results as a JSON array on stdout (human output goes to stderr).")
     ] = False,
+    checkpoint_every: Annotated[
+        str | None, typer.Option(help="Checkpoint each trial every this much training clock (e.g. 5m; 0: never; "
+                                      "default: 10m for workloads of 1h or more, else never), so that a trial whose "
+                                      "worker dies resumes where it was.")
+    ] = None,
+    retries: Annotated[
+        int | None, typer.Option(min=0, help="Run a trial again this many times when its worker process or node "
+                                             "dies, from its last checkpoint (default: 1 when checkpointing, else 0).")
+    ] = None,
 ) -> None:
     """Train submissions on a workload under the harness (through Ray) and write one result file per trial."""
-    from bench.harness.plan import TrialRequest, plan_trials
+    from bench.harness.plan import TrialRequest, default_checkpointing, plan_trials
     from bench.schedule.progress import PROGRESS_ENV, parse_interval, progress_interval
     from bench.schedule.runner import ResultsNotSaved, RunInterrupted, run_trials
     from bench.train.loader import load_recipe_class
@@ -405,13 +414,21 @@ def run(
     path, spec = _resolved_workload(workload, wall_clock)
     submissions = _submissions(submission or ["adamw-baseline"])
     overrides = dict(parse_assignment(item) for item in set_ or [])
+    checkpoint_s, default_retries = default_checkpointing(spec)
+    if checkpoint_every is not None:
+        try:
+            checkpoint_s = None if checkpoint_every.strip() in ("0", "off") else parse_duration(checkpoint_every) or None
+        except ValueError as exc:
+            raise BenchError(f"--checkpoint-every: {exc}") from None
+        default_retries = 1 if checkpoint_s else 0
     for each in submissions:  # a typo in a manifest, an import or an override fails here, before anything runs
         each.hyperparameters(overrides, f"--set for {each.name}", optimizer_names(load_recipe_class(each)))
     requests = [
         TrialRequest(
             workload=spec, workload_dir=str(path.parent), submission_dir=str(each.folder), seed=seed,
             overrides=overrides, run_id=new_run_id(seed), device=device, downstream=downstream, offline=offline,
-            save_model=save_model,
+            save_model=save_model, checkpoint_every=checkpoint_s,
+            retries=default_retries if retries is None else retries,
         )
         for each in submissions
         for seed in range(seeds or spec.seeds)

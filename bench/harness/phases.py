@@ -1,6 +1,6 @@
 """The phases of one trial, in the order :func:`bench.harness.trial.run_trial` runs them.
 
-load -> build -> origin -> train -> judge -> evaluate -> measure -> downstream -> generation -> export. Each is a
+load -> build -> resume or origin -> train -> judge -> evaluate -> measure -> downstream -> generation -> export. Each is a
 small function that takes what the phases before it produced and returns a small record of its own; none reaches
 back.
 """
@@ -27,7 +27,16 @@ from bench.harness.watchdog import Watchdog
 from bench.measure.contention import ContentionProbe
 from bench.measure.flops import estimate_flops_per_token
 from bench.measure.meter import Meter, MeterReport
-from bench.spec.result import Contention, EvalPoint, ModelCheckpoint, ParamCounts, TrialStatus, ValidationData
+from bench.spec.result import (
+    CheckpointRecord,
+    Contention,
+    EvalPoint,
+    ModelCheckpoint,
+    ParamCounts,
+    Resumption,
+    TrialStatus,
+    ValidationData,
+)
 from bench.track import Tracker
 from bench.train.api import Recipe
 from bench.train.checkpoint import export_model
@@ -35,6 +44,7 @@ from bench.train.clock import TrainingClock, clock_for
 from bench.train.context import HarnessContext, TrainingDiverged
 from bench.train.evaluate import evaluate, evaluation_windows
 from bench.train.loader import load_recipe_class
+from bench.train.resume import DamagedCheckpoint, Stopwatch, load_state
 from bench.train.runtime import seed_everything, warm_lazy_imports
 
 
@@ -92,7 +102,57 @@ def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.devi
         vocab_size=data.vocab_size, eos_id=data.eos_id,
         stream=data.stream(seed=plan.request.seed, rank=rank, world_size=world_size),
         evaluator=evaluator, on_event=on_event, tracker=tracker, run_id=plan.run_id, rank=rank, world_size=world_size,
+        checkpoint_every=plan.request.checkpoint_every, checkpoint_path=plan.files.checkpoint,
     )
+
+
+def resume(plan: PlannedTrial, ctx: HarnessContext) -> Resumption | str | None:
+    """A retried trial continues from its last checkpoint: the harness's state is restored into ``ctx`` now, the
+    recipe's waits in ``ctx.restored()``. Returns what was resumed, or why the retry starts from nothing (no
+    checkpoint was written before the worker died, or it does not read), or None on a first attempt.
+
+    A first attempt removes a checkpoint left under its name (never resumed from: it is not this run's)."""
+    path = plan.files.checkpoint
+    if plan.attempt == 0:
+        if path is not None and ctx.rank == 0:
+            path.unlink(missing_ok=True)
+        return None
+    why = f" (the previous attempt: {plan.previous[-1]})" if plan.previous else ""
+    if path is None or not path.is_file():
+        return f"attempt {plan.attempt}: no checkpoint to resume from, started again from nothing{why}"
+    with Stopwatch() as watch:
+        try:
+            state = load_state(path)
+            ctx.restore(state)
+        except (DamagedCheckpoint, KeyError, TypeError, ValueError) as exc:
+            return (f"attempt {plan.attempt}: the checkpoint could not be restored ({exc}), started again from "
+                    f"nothing{why}")
+    harness = state["harness"]
+    resumed = Resumption(
+        attempt=plan.attempt, checkpoint=path.name, step=harness["steps"], tokens=harness["tokens"],
+        train_seconds=harness["clock_s"], restore_s=watch.seconds, reason=plan.previous[-1] if plan.previous else None,
+    )
+    ctx.resumes.append(resumed.model_dump(mode="json"))  # later checkpoints carry it on
+    return resumed
+
+
+def checkpoint_record(plan: PlannedTrial, ctx: HarnessContext | None, restarted: list[str]) -> CheckpointRecord | None:
+    """What the result says about checkpoints and retries (None when the run asked for neither)."""
+    if not plan.request.checkpoint_every and plan.attempt == 0:
+        return None
+    if ctx is None:
+        return CheckpointRecord(every_s=plan.request.checkpoint_every, attempts=plan.attempt + 1, restarted=restarted)
+    return CheckpointRecord(
+        every_s=ctx.checkpoint_every, saved=ctx.checkpoints_saved, seconds=ctx.checkpoint_seconds,
+        bytes=ctx.checkpoint_bytes, attempts=plan.attempt + 1,
+        resumed=[Resumption.model_validate(each) for each in ctx.resumes], restarted=restarted,
+    )
+
+
+def discard_checkpoint(plan: PlannedTrial, rank: int) -> None:
+    """The trial has its result: its checkpoint can never be resumed from again."""
+    if plan.files.checkpoint is not None and rank == 0:
+        plan.files.checkpoint.unlink(missing_ok=True)
 
 
 def build(recipe: Recipe, ctx: HarnessContext) -> Trained:

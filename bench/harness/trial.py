@@ -22,7 +22,7 @@ from bench.harness.plan import PlannedTrial
 from bench.harness.result import finish_result
 from bench.harness.verdict import Verdict, failure
 from bench.measure.meter import Meter
-from bench.spec.result import RunResult, Timing
+from bench.spec.result import Resumption, RunResult, Timing
 from bench.track import Tracker, identity, tracker_from_env
 from bench.train.events import TrialEvent
 from bench.train.runtime import distributed_rank, pick_device
@@ -74,11 +74,19 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
         verdict = failure(exc)
         if isinstance(exc, BenchError):
             verdict = Verdict(verdict.status, str(exc), verdict.traceback_tail)
-        return trial.finish(verdict, str(device), world_size)
+        return trial.finish(verdict, str(device), world_size,
+                            checkpoints=phases.checkpoint_record(plan, None, []))
     meter.start()
+    restarted: list[str] = []
     with trial.phase("setup", "setup_s"):
         trained = phases.build(loaded.recipe, ctx)
+    resumed = None
     if trained.verdict.ok:
+        with trial.phase("resume"):
+            resumed = phases.resume(plan, ctx)
+        if isinstance(resumed, str):
+            restarted.append(resumed)
+    if trained.verdict.ok and not isinstance(resumed, Resumption):  # a resumed curve has its origin already
         trained = phases.origin(ctx, trained)
     if trained.verdict.ok:
         with trial.phase("train"):
@@ -102,6 +110,8 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
         with trial.phase("save"):
             fields["checkpoint"] = phases.export(plan, trained.model, loaded.data)
     ttt = time_to_target(ctx.curve, spec.target) if verdict.ok else None
+    fields["checkpoints"] = phases.checkpoint_record(plan, ctx, restarted)
+    phases.discard_checkpoint(plan, rank)
     return trial.finish(
         verdict, str(device), world_size, curve=list(ctx.curve), train_log=ctx.train_log, final=final,
         time_to_target_s=ttt, target_reached=ttt is not None, steps=ctx.steps, tokens=ctx.tokens,

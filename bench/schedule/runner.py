@@ -1,17 +1,23 @@
 """Running many trials on Ray: one task per trial, results written by the driver as trials finish.
 
 Each trial runs in a fresh worker process (``max_calls=1``: no CUDA context, imported recipe or global state leaks
-from one trial into the next) with the resources its hardware class names, and is never retried (a retried trial
-would run on a restarted clock). What ``run_trial`` cannot report itself, the driver records from what it knows
-(the trial's plan and its last event):
+from one trial into the next) with the resources its hardware class names. Ray itself never retries a trial (its
+retry would run on a restarted clock); the driver does, ``request.retries`` times, when the worker process died or
+its node was lost (a preemption, a killed process): the trial runs again as attempt ``n`` and continues from its
+last checkpoint, with the training clock continuing from the reading saved in it (see
+:func:`bench.harness.phases.resume`). Without a checkpoint (``request.checkpoint_every`` unset, or none written
+yet) a retry starts again from nothing, and its result says so. What ``run_trial`` cannot report itself, the
+driver records from what it knows (the trial's plan and its last event):
 
 * a trial still running ``plan.limits.worker_s`` after its data was ready is force-cancelled and recorded as ``overrun``;
-* a worker that dies (the OS's out-of-memory killer, Ray's memory monitor, a segfault) is ``failed``;
-* a lost node, and Ctrl-C, make the trials that were running ``interrupted``.
+* a worker that dies (the OS's out-of-memory killer, Ray's memory monitor, a segfault) is ``failed``, once its
+  retries (if any) are spent; running out of memory is never retried;
+* a lost node, and Ctrl-C, make the trials that were running ``interrupted`` (a lost node: once retries are spent).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 import time
@@ -37,7 +43,7 @@ from bench.schedule.events import EventBox
 from bench.schedule.progress import ProgressBoard
 from bench.schedule.resources import TrialResources, check_fits, trial_resources
 from bench.schedule.worker import execute
-from bench.spec.result import RunResult, Timing, TrialStatus
+from bench.spec.result import CheckpointRecord, RunResult, Timing, TrialStatus
 from bench.train.clock import CPU_TRIAL_ENV
 from bench.train.events import TrialEvent
 
@@ -113,6 +119,18 @@ class _Trial:
     limit_from: float | None = None  # time.monotonic() when the hard limit started: the first phase after data
     last: TrialEvent | None = None
     last_progress: TrialEvent | None = None  # the last train or eval event: steps, tokens, training time
+    previous: list[str] = field(default_factory=list)  # why each earlier attempt ended (its worker died)
+
+    @property
+    def attempt(self) -> int:
+        return len(self.previous)
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """The worker of a trial with retries left died: run it again (it resumes from its checkpoint)."""
+
+    reason: str
 
 
 @ray.remote(max_retries=0, max_calls=1)
@@ -197,6 +215,7 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 def _submit(trial: _Trial, events: ActorHandle) -> ray.ObjectRef:
     resources = trial.resources
+    plan = dataclasses.replace(trial.plan, attempt=trial.attempt, previous=tuple(trial.previous))
     # A multi-GPU trial's task only launches and waits for its Ray Train workers, which hold the real resources.
     single = resources.workers == 1
     options: dict[str, Any] = {
@@ -208,7 +227,7 @@ def _submit(trial: _Trial, events: ActorHandle) -> ray.ObjectRef:
     if trial.plan.workload.budget.gpus == 0:  # the CPU-time clock charges spinning OpenMP threads: let them sleep
         env.update(CPU_TRIAL_ENV)
     options["runtime_env"] = {"env_vars": env}
-    return _trial_task.options(**options).remote(trial.plan, events, resources)
+    return _trial_task.options(**options).remote(plan, events, resources)
 
 
 def _drive(trials: list[_Trial], events: ActorHandle, ledger: _Ledger) -> None:
@@ -229,7 +248,12 @@ def _drive(trials: list[_Trial], events: ActorHandle, ledger: _Ledger) -> None:
             ledger.board.event(event)
         for ref in ready:
             trial = by_ref.pop(ref)
-            ledger.record(trial, _collect(trial))
+            outcome = _collect(trial)
+            if isinstance(outcome, _Retry):
+                _retry(trial, outcome, events, ledger)
+                by_ref[trial.ref] = trial
+                continue
+            ledger.record(trial, outcome)
         now = time.monotonic()
         for ref, trial in list(by_ref.items()):
             limit = trial.plan.limits.worker_s
@@ -237,6 +261,19 @@ def _drive(trials: list[_Trial], events: ActorHandle, ledger: _Ledger) -> None:
                 ray.cancel(ref, force=True)
                 del by_ref[ref]
                 ledger.record(trial, _overrun(trial))
+
+
+def _retry(trial: _Trial, retry: _Retry, events: ActorHandle, ledger: _Ledger) -> None:
+    """Run ``trial`` again: a new task, whose limits start again (its training clock continues from the checkpoint)."""
+    trial.previous.append(retry.reason)
+    trial.started = trial.started_at = trial.limit_from = None
+    trial.last = None
+    retries = trial.plan.request.retries
+    ledger.console.print(
+        f"{escape(trial.plan.run_id)}  retry {trial.attempt} of {retries}: {escape(retry.reason)}",
+        highlight=False, soft_wrap=True,
+    )
+    trial.ref = _submit(trial, events)
 
 
 def _interrupt(trials: list[_Trial], ledger: _Ledger) -> None:
@@ -251,20 +288,29 @@ def _interrupt(trials: list[_Trial], ledger: _Ledger) -> None:
             ledger.record(trial, _driver_result(trial, TrialStatus.interrupted, reason))
 
 
-def _collect(trial: _Trial) -> RunResult:
-    """The trial's own result, or the driver's account of why there is none."""
+def _collect(trial: _Trial) -> RunResult | _Retry:
+    """The trial's own result, a retry (its worker died and it has retries left), or the driver's account of why
+    there is no result."""
+    can_retry = trial.attempt < trial.plan.request.retries
     try:
         return ray.get(trial.ref)
-    except (ray.exceptions.NodeDiedError, ray.exceptions.LocalRayletDiedError) as exc:
+    except ray.exceptions.NodeDiedError as exc:
+        reason = f"the machine running the trial left the Ray cluster: {_first_line(exc)}"
+        if can_retry:
+            return _Retry(reason)
+        return _driver_result(trial, TrialStatus.interrupted, reason)
+    except ray.exceptions.LocalRayletDiedError as exc:  # the driver's own node: nothing left to retry on
         reason = f"the machine running the trial left the Ray cluster: {_first_line(exc)}"
         return _driver_result(trial, TrialStatus.interrupted, reason)
     except ray.exceptions.OutOfMemoryError:
         reason = "killed by Ray's memory monitor: the machine ran out of memory"
         return _driver_result(trial, TrialStatus.failed, reason, _log_tail(trial))
-    except ray.exceptions.WorkerCrashedError:
+    except ray.exceptions.WorkerCrashedError as exc:
         tail = _log_tail(trial)
         fatal = next((line for line in (tail or "").splitlines() if line.startswith("Fatal Python error")), None)
         cause = fatal or "killed by the operating system, e.g. for lack of memory"
+        if can_retry:
+            return _Retry(f"the worker process died: {fatal or _first_line(exc)}")
         return _driver_result(trial, TrialStatus.failed, f"the worker process died: {cause}", tail)
     except ray.exceptions.RayTaskError as exc:  # the harness itself raised in the worker
         cause = exc.cause if exc.cause is not None else exc
@@ -301,7 +347,16 @@ def _driver_result(trial: _Trial, status: TrialStatus, reason: str, tail: str | 
         traceback_tail=tail,
         steps=progress.step if progress else 0,
         tokens=progress.tokens if progress else 0,
+        checkpoints=_retries_record(trial),
     )
+
+
+def _retries_record(trial: _Trial) -> CheckpointRecord | None:
+    """What the driver knows of a trial's checkpoints and retries, for a result it builds itself."""
+    every = trial.plan.request.checkpoint_every
+    if not every and not trial.previous:
+        return None
+    return CheckpointRecord(every_s=every, attempts=trial.attempt + 1, restarted=list(trial.previous))
 
 
 def _describe(trial: _Trial) -> str:

@@ -33,7 +33,7 @@ from bench.train.events import TrialEvent
 
 
 @contextmanager
-def output_to(path: Path) -> Iterator[TextIO | None]:
+def output_to(path: Path, append: bool = False) -> Iterator[TextIO | None]:
     """Send this process's stdout and stderr (file descriptors 1 and 2, so native output too) to ``path``; yields
     the log itself, for the harness's own lines (None when it could not be opened).
 
@@ -42,7 +42,7 @@ def output_to(path: Path) -> Iterator[TextIO | None]:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(path, "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed below, after the fds are restored
+        log = open(path, "a" if append else "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed below, after the fds are restored
     except OSError:
         yield None
         return
@@ -129,13 +129,14 @@ def execute(plan: PlannedTrial, events: ActorHandle | None, threads: int, log_pa
     torch.set_num_threads(threads)
     recipe_dir = locate(plan.submission.recipe_dir) if plan.submission.recipe_dir is not None else None
     forward = poster(events) if events is not None else None
-    with output_to(log_path or plan.files.log) as log:
+    with output_to(log_path or plan.files.log, append=plan.attempt > 0) as log:  # a retry's log follows the last
         if log is None:
             return run_trial(plan, on_event=forward, recipe_dir=recipe_dir)
         event_log = EventLog(log, forward)
         event_log.write(
             f"trial {plan.run_id}: {plan.submission.name} seed {plan.request.seed} on workload {plan.workload.name}, "
             f"host {socket.gethostname()}, pid {os.getpid()}, {threads} torch threads"
+            + (f", attempt {plan.attempt + 1} (retry {plan.attempt} of {plan.request.retries})" if plan.attempt else "")
         )
         result = run_trial(plan, on_event=event_log, recipe_dir=recipe_dir)
         event_log.write(f"result: {result.status.value}" + (f": {result.reason}" if result.reason else ""))

@@ -73,6 +73,12 @@ class TrainingClock:
             self._accumulated += self._source() - self._started_at
             self._started_at = None
 
+    def resume_from(self, seconds: float) -> None:
+        """Continue a resumed trial's clock from the reading its checkpoint saved (the clock must be stopped)."""
+        if self._started_at is not None:
+            raise RuntimeError("the clock must be stopped to set its reading")
+        self._accumulated = float(seconds)
+
     def elapsed(self) -> float:
         """Seconds the clock has run."""
         if self._started_at is None:
