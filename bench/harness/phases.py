@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from bench.data.prepare import PreparedData, prepare
+from bench.errors import BenchError
 from bench.downstream.generation import run_generation
 from bench.downstream.runner import run_workload_downstream
 from bench.harness.plan import PlannedTrial, TrialLimits
@@ -79,6 +80,12 @@ def load(plan: PlannedTrial, recipe_dir: Path | None) -> Loaded:
     request = plan.request
     cache = Path(request.cache_dir) if request.cache_dir else None
     data = prepare(plan.workload, Path(request.workload_dir), cache)
+    if request.data_checksum is not None and data.meta.val_checksum != request.data_checksum:
+        raise BenchError(
+            f"the data prepared on this node ({data.cache_path}) is not the driver's: its validation tokens' checksum "
+            f"is {data.meta.val_checksum[:16]}..., the driver's {request.data_checksum[:16]}...; the nodes read "
+            f"different sources or versions (delete that cache entry, or check the source each node sees)"
+        )
     recipe = load_recipe_class(plan.submission, recipe_dir)()
     warm_lazy_imports()
     return Loaded(data, recipe, data.validation())

@@ -69,6 +69,15 @@ class TrialRequest(StrictModel):
                                 "dies can be resumed (None: never).")
     retries: int = Field(0, ge=0, description="Times a trial whose worker process or node died is run again "
                                               "(resumed from its last checkpoint when it has one).")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each trial needs besides its hardware class's, e.g. "
+                                          "{'node2': 1} to place it on the nodes started with that resource.")
+    data_checksum: str | None = Field(
+        None, description="The validation tokens' checksum as the driver prepared them: a worker whose own node's "
+                          "data differs fails instead of training on other data.")
+    data_timeout: float | None = Field(
+        None, gt=0, description="Seconds a trial may spend before training starts (preparing its node's data, "
+                                "loading the recipe) before the scheduler stops it as failed; None: no limit.")
 
 
 @dataclass(frozen=True)
@@ -123,6 +132,7 @@ class PlannedTrial:
     limits: TrialLimits
     base: dict[str, Any] = field(repr=False)  # the result's identity fields, the same on the worker and the driver
     attempt: int = 0  # 0: the first run of the trial; n: the n-th retry after its worker died (resumes if it can)
+    stage: bool = False  # the worker writes its files in its own node's staging folder and ships them with the result
     previous: tuple[str, ...] = ()  # why each earlier attempt ended, as the scheduler saw it
 
     @property

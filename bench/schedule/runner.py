@@ -18,6 +18,7 @@ driver records from what it knows (the trial's plan and its last event):
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import threading
 import time
@@ -42,7 +43,8 @@ from bench.schedule.cluster import ray_session
 from bench.schedule.events import EventBox
 from bench.schedule.progress import ProgressBoard
 from bench.schedule.resources import TrialResources, check_fits, trial_resources
-from bench.schedule.worker import execute
+from bench.schedule.progress import PROGRESS_ENV
+from bench.schedule.worker import Shipped, execute, receive, ship, staged
 from bench.spec.result import CheckpointRecord, RunResult, Timing, TrialStatus
 from bench.train.clock import CPU_TRIAL_ENV
 from bench.train.events import TrialEvent
@@ -134,12 +136,15 @@ class _Retry:
 
 
 @ray.remote(max_retries=0, max_calls=1)
-def _trial_task(plan: PlannedTrial, events: ActorHandle, resources: TrialResources) -> RunResult:
+def _trial_task(plan: PlannedTrial, events: ActorHandle, resources: TrialResources) -> RunResult | Shipped:
     events.post.remote(TrialEvent(run_id=plan.run_id, kind="phase", phase=START_PHASE))
     if resources.workers > 1:
         from bench.schedule.ddp import run_distributed  # Ray Train (and pandas) load only where they are used
 
         return run_distributed(plan, events, resources)
+    if plan.stage:  # on a cluster: files are written on this node and travel back with the result
+        local = staged(plan)
+        return ship(local, execute(local, events, resources.cpus))
     return execute(plan, events, resources.cpus)
 
 
@@ -161,7 +166,9 @@ def run_trials(
     see :func:`bench.harness.plan.plan_trials`.)
     """
     results_dir = Path(results_dir).resolve()
-    trials = [_Trial(plan) for plan in plans]
+    joined = bool(address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
+    # Workers on a cluster may not see this machine's files: they stage theirs and ship them with the result.
+    trials = [_Trial(dataclasses.replace(plan, stage=joined) if joined else plan) for plan in plans]
     console = console or Console(stderr=True)
     code = [Path(bench.__file__).parent, *sorted({f for t in trials for f in t.plan.submission.lineage})]
     with ray_session(address, dashboard, ship=code) as dashboard_url:
@@ -213,6 +220,20 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def trial_env(plan: PlannedTrial) -> dict[str, str]:
+    """Environment variables of a trial's worker, on whichever node it runs (Ray's ``runtime_env``): a worker
+    started by a cluster's node does not inherit the driver's environment. Its data cache is its own node's
+    (``$BENCH_CACHE`` where that node's ``ray start`` ran, else the user cache there): never the driver's folder."""
+    env = dict(TRIAL_ENV)
+    if plan.workload.budget.gpus == 0:  # the CPU-time clock charges spinning OpenMP threads: let them sleep
+        env.update(CPU_TRIAL_ENV)
+    if plan.request.offline:  # `--offline` reaches the Hub libraries on every node, not only the driver's
+        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    if every := os.environ.get(PROGRESS_ENV):
+        env[PROGRESS_ENV] = every
+    return env
+
+
 def _submit(trial: _Trial, events: ActorHandle) -> ray.ObjectRef:
     resources = trial.resources
     plan = dataclasses.replace(trial.plan, attempt=trial.attempt, previous=tuple(trial.previous))
@@ -223,10 +244,9 @@ def _submit(trial: _Trial, events: ActorHandle) -> ray.ObjectRef:
         "num_gpus": resources.gpus if single else 0,
         "name": f"trial {trial.plan.run_id}",
     }
-    env = dict(TRIAL_ENV)
-    if trial.plan.workload.budget.gpus == 0:  # the CPU-time clock charges spinning OpenMP threads: let them sleep
-        env.update(CPU_TRIAL_ENV)
-    options["runtime_env"] = {"env_vars": env}
+    if trial.plan.request.resources and single:  # (a multi-GPU trial's workers are placed by Ray Train)
+        options["resources"] = dict(trial.plan.request.resources)
+    options["runtime_env"] = {"env_vars": trial_env(trial.plan)}
     return _trial_task.options(**options).remote(plan, events, resources)
 
 
@@ -256,6 +276,13 @@ def _drive(trials: list[_Trial], events: ActorHandle, ledger: _Ledger) -> None:
             ledger.record(trial, outcome)
         now = time.monotonic()
         for ref, trial in list(by_ref.items()):
+            data_limit = trial.plan.request.data_timeout
+            if data_limit is not None and trial.started is not None and trial.limit_from is None \
+                    and now - trial.started > data_limit:
+                ray.cancel(ref, force=True)
+                del by_ref[ref]
+                ledger.record(trial, _data_timeout(trial, data_limit))
+                continue
             limit = trial.plan.limits.worker_s
             if trial.limit_from is not None and limit is not None and now - trial.limit_from > limit:
                 ray.cancel(ref, force=True)
@@ -293,7 +320,8 @@ def _collect(trial: _Trial) -> RunResult | _Retry:
     there is no result."""
     can_retry = trial.attempt < trial.plan.request.retries
     try:
-        return ray.get(trial.ref)
+        value = ray.get(trial.ref)
+        return receive(value, trial.plan) if isinstance(value, Shipped) else value
     except ray.exceptions.NodeDiedError as exc:
         reason = f"the machine running the trial left the Ray cluster: {_first_line(exc)}"
         if can_retry:
@@ -318,6 +346,15 @@ def _collect(trial: _Trial) -> RunResult | _Retry:
         return _driver_result(trial, TrialStatus.failed, f"{type(cause).__name__}: {_first_line(cause)}", tail)
     except ray.exceptions.RayError as exc:
         return _driver_result(trial, TrialStatus.failed, f"{type(exc).__name__}: {_first_line(exc)}", _log_tail(trial))
+
+
+def _data_timeout(trial: _Trial, limit: float) -> RunResult:
+    reason = (
+        f"not training {limit:.0f}s after the worker started (the data timeout): preparing the workload's data on the "
+        f"worker's node (or loading the recipe) took too long; stopped by the scheduler; last seen: "
+        f"{_describe(trial)}. Prepare the data on every node first (`bench prepare` there), or raise --data-timeout"
+    )
+    return _driver_result(trial, TrialStatus.failed, reason, _log_tail(trial))
 
 
 def _overrun(trial: _Trial) -> RunResult:
