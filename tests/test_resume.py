@@ -180,3 +180,35 @@ def test_a_killed_worker_resumes_from_its_checkpoint_under_the_scheduler(tmp_pat
     log = plans[0].files.log.read_text()
     assert f"pid {killed[0]}," in log and "attempt 2 (retry 1 of 1)" in log  # both attempts' lines, in one log
     assert "killed  retry 1 of 1: the worker process died" in out.getvalue()
+
+
+@pytest.mark.slow
+def test_a_ddp_trial_that_loses_a_rank_resumes_every_rank_from_the_checkpoint(tmp_path):
+    """Two gloo ranks through Ray Train; rank 1's process is killed after the first checkpoint. The worker group
+    fails, rank 0 (which saw its peer go) leaves the checkpoint, and the retry resumes both ranks from it."""
+    data = _workload(120_000).model_dump(mode="json")
+    data["budget"]["hardware"] = "2xH100"
+    workload = WorkloadSpec.model_validate(data)
+    requests = [_request(workload, "killed", checkpoint_every=0.5, retries=1, device="cpu"),
+                _request(workload, "whole", checkpoint_every=0.5, retries=1, device="cpu")]
+    plans = plan_trials(requests, tmp_path / "results", allowance_s=120)
+    killed: list[int] = []
+    stop = threading.Event()
+    rank1_log = plans[0].files.log.with_name(f"{plans[0].run_id}.rank1.log")
+    killer = threading.Thread(target=_kill_after_first_checkpoint,
+                              args=(plans[0].files.checkpoint, rank1_log, killed, stop), daemon=True)
+    with ray_session():
+        killer.start()
+        try:
+            results = run_trials(plans, tmp_path / "results", progress=False, console=Console(file=StringIO()))
+        finally:
+            stop.set()
+            killer.join()
+    assert killed, "the trial ended before its first checkpoint: raise the token budget"
+    interrupted, whole = results
+    assert interrupted.status is TrialStatus.ok and whole.status is TrialStatus.ok, interrupted.reason
+    assert interrupted.world_size == 2 and interrupted.checkpoints.attempts == 2
+    [resumption] = interrupted.checkpoints.resumed
+    assert "a worker of the trial's group died" in resumption.reason and resumption.step > 0
+    assert interrupted.final.val_loss == pytest.approx(whole.final.val_loss, abs=1e-4)
+    assert not plans[0].files.checkpoint.exists()

@@ -74,10 +74,13 @@ class TokenStream:
                 "epoch": self._epoch, "next": self._next, "rank": self._rank, "world_size": self._world_size}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Continue from :meth:`state_dict`'s position: the epoch's window order is drawn again from the seed."""
-        if (state["rank"], state["world_size"]) != (self._rank, self._world_size):
-            raise ValueError(f"a stream state of rank {state['rank']}/{state['world_size']} cannot continue rank "
-                             f"{self._rank}/{self._world_size}")
+        """Continue from :meth:`state_dict`'s position: the epoch's window order is drawn again from the seed.
+
+        The position is global (every rank walks the same order in lockstep), so rank 0's state continues every
+        rank of a trial with the same world size."""
+        if state["world_size"] != self._world_size:
+            raise ValueError(f"a stream state of {state['world_size']} ranks cannot continue a stream of "
+                             f"{self._world_size}")
         self.tokens_served, self._global_tokens = int(state["tokens_served"]), int(state["global_tokens"])
         self._seq_len, self._epoch, self._next = int(state["seq_len"]), int(state["epoch"]) - 1, 0
         self._starts = np.empty(0, dtype=np.int64)

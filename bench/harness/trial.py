@@ -111,7 +111,8 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
             fields["checkpoint"] = phases.export(plan, trained.model, loaded.data)
     ttt = time_to_target(ctx.curve, spec.target) if verdict.ok else None
     fields["checkpoints"] = phases.checkpoint_record(plan, ctx, restarted)
-    phases.discard_checkpoint(plan, rank)
+    if world_size == 1 or verdict.ok:  # a rank that failed because another died leaves the checkpoint for the retry
+        phases.discard_checkpoint(plan, rank)
     return trial.finish(
         verdict, str(device), world_size, curve=list(ctx.curve), train_log=ctx.train_log, final=final,
         time_to_target_s=ttt, target_reached=ttt is not None, steps=ctx.steps, tokens=ctx.tokens,

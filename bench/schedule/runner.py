@@ -107,6 +107,8 @@ class _Ledger:
             self.console.print(f"[bold red]not saved:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
         self.done[trial.plan.run_id] = result
         self.board.finish(result)
+        if trial.plan.files.checkpoint is not None and not trial.plan.stage:  # never resumed from now
+            trial.plan.files.checkpoint.unlink(missing_ok=True)
 
 
 @dataclass
@@ -342,6 +344,10 @@ def _collect(trial: _Trial) -> RunResult | _Retry:
         return _driver_result(trial, TrialStatus.failed, f"the worker process died: {cause}", tail)
     except ray.exceptions.RayTaskError as exc:  # the harness itself raised in the worker
         cause = exc.cause if exc.cause is not None else exc
+        if can_retry and type(cause).__name__ in ("TrainingFailedError", "WorkerGroupError"):
+            # Ray Train's worker group lost a rank (run_trial itself never raises for what a recipe does): a
+            # multi-GPU trial is retried like a single worker, every rank resuming from rank 0's checkpoint
+            return _Retry(f"a worker of the trial's group died: {_first_line(cause)}")
         tail = "\n".join(str(exc).rstrip().splitlines()[-LOG_TAIL_LINES:])
         return _driver_result(trial, TrialStatus.failed, f"{type(cause).__name__}: {_first_line(cause)}", tail)
     except ray.exceptions.RayError as exc:
