@@ -94,3 +94,19 @@ def test_a_data_phase_past_its_timeout_is_stopped_with_a_clear_reason(tmp_path):
     assert result.status is TrialStatus.failed
     assert "not training 1s after the worker started (the data timeout)" in result.reason
     assert "--data-timeout" in result.reason
+
+
+def test_energy_of_a_ddp_trial_is_the_sum_over_its_ranks_with_each_kept():
+    from bench.measure.energy import combine_ranks
+    from bench.spec.result import EnergyPhase, EnergyReport
+
+    def rank(train: float | None, eval_: float) -> EnergyReport:
+        return EnergyReport(train=EnergyPhase(joules=train, method="rapl"), eval=EnergyPhase(joules=eval_, method="rapl"),
+                            codecarbon_kwh=1.0)
+
+    combined = combine_ranks([rank(100.0, 10.0), rank(300.0, 30.0)], tokens=1000, country="USA")
+    assert combined.train.joules == 400.0 and combined.train.per_device_joules == [100.0, 300.0]
+    assert combined.eval.joules == 40.0 and combined.joules_per_token == 0.4
+    assert combined.kwh == pytest.approx(400.0 / 3.6e6) and combined.codecarbon_kwh == 2.0
+    unknown = combine_ranks([rank(100.0, 10.0), rank(None, 30.0)], tokens=1000, country="USA")
+    assert unknown.train.joules is None and unknown.kwh is None  # one rank unmeasured: the total is unknown

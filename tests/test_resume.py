@@ -212,3 +212,6 @@ def test_a_ddp_trial_that_loses_a_rank_resumes_every_rank_from_the_checkpoint(tm
     assert "a worker of the trial's group died" in resumption.reason and resumption.step > 0
     assert interrupted.final.val_loss == pytest.approx(whole.final.val_loss, abs=1e-4)
     assert not plans[0].files.checkpoint.exists()
+    if whole.energy.train.joules is not None:  # both ranks' energy, summed, each kept
+        assert len(whole.energy.train.per_device_joules) >= 2
+        assert whole.energy.train.joules == pytest.approx(sum(whole.energy.train.per_device_joules))

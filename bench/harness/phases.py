@@ -7,6 +7,8 @@ back.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -26,12 +29,15 @@ from bench.harness.plan import PlannedTrial, TrialLimits
 from bench.harness.verdict import OK, Verdict, failure, floor_rule, judge, param_counts, size_rule
 from bench.harness.watchdog import Watchdog
 from bench.measure.contention import ContentionProbe
+from bench.measure.energy import combine_ranks
 from bench.measure.flops import estimate_flops_per_token
 from bench.measure.meter import Meter, MeterReport
 from bench.spec.result import (
     CheckpointRecord,
     Contention,
+    EnergyReport,
     EvalPoint,
+    MemoryReport,
     ModelCheckpoint,
     ParamCounts,
     Resumption,
@@ -241,9 +247,37 @@ def evaluate_final(
 
 
 def measure(meter: Meter, ctx: HarnessContext) -> MeterReport:
-    """Stop the meter: energy, memory, telemetry and MFU against the peak of the precision training ran in."""
-    return meter.stop(tokens=ctx.tokens, train_seconds=ctx.clock.elapsed(), flops_per_token=ctx.flops_per_token or 0.0,
-                      precision=ctx.precision)
+    """Stop the meter: energy, memory, telemetry and MFU against the peak of the precision training ran in.
+
+    With several ranks, every rank's energy and memory reach rank 0, whose result reports their sums (each
+    rank's energy kept in ``per_device_joules``) instead of its own share."""
+    report = meter.stop(tokens=ctx.tokens, train_seconds=ctx.clock.elapsed(),
+                        flops_per_token=ctx.flops_per_token or 0.0, precision=ctx.precision)
+    if ctx.world_size == 1:
+        return report
+    mine = json.dumps({"energy": report.energy.model_dump(mode="json"), "memory": report.memory.model_dump(mode="json")})
+    ranks = [json.loads(text) for text in _gather_text(mine, ctx.world_size, ctx.device)]
+    energy = combine_ranks([EnergyReport.model_validate(r["energy"]) for r in ranks], ctx.tokens, meter.country)
+    device_bytes = [r["memory"]["peak_device_bytes"] for r in ranks]
+    memory = MemoryReport(
+        peak_device_bytes=sum(device_bytes) if all(b is not None for b in device_bytes) else None,
+        peak_host_rss_bytes=sum(r["memory"]["peak_host_rss_bytes"] for r in ranks),
+    )
+    return dataclasses.replace(report, energy=energy, memory=memory)
+
+
+def _gather_text(text: str, world_size: int, device: torch.device) -> list[str]:
+    """Every rank's ``text``, in rank order, through two all-gathers of plain byte tensors (no pickling)."""
+    data = torch.tensor(list(text.encode()), dtype=torch.uint8, device=device)
+    size = torch.tensor([len(data)], dtype=torch.int64, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size)]
+    dist.all_gather(sizes, size)
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[: len(data)] = data
+    gathered = [torch.zeros_like(padded) for _ in range(world_size)]
+    dist.all_gather(gathered, padded)
+    return [bytes(g[: int(s.item())].cpu().tolist()).decode() for g, s in zip(gathered, sizes)]
 
 
 def downstream(plan: PlannedTrial, model: nn.Module, data: PreparedData, device: torch.device) -> dict[str, Any]:
