@@ -110,3 +110,50 @@ def test_energy_of_a_ddp_trial_is_the_sum_over_its_ranks_with_each_kept():
     assert combined.kwh == pytest.approx(400.0 / 3.6e6) and combined.codecarbon_kwh == 2.0
     unknown = combine_ranks([rank(100.0, 10.0), rank(None, 30.0)], tokens=1000, country="USA")
     assert unknown.train.joules is None and unknown.kwh is None  # one rank unmeasured: the total is unknown
+
+
+def _sharded_rank(rank: int, world_size: int, port: int, windows, token_bytes, out) -> None:
+    import torch
+    import torch.distributed as dist
+
+    from bench.train.evaluate import evaluate_sharded
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Embedding(16, 8), torch.nn.Linear(8, 16))
+        score = evaluate_sharded(model, windows, token_bytes, torch.device("cpu"), rank, world_size)
+        out.put((rank, score.loss, score.bpb, score.tokens, score.bytes))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_validation_sharded_over_ranks_scores_what_one_process_scores():
+    import socket
+
+    import numpy as np
+    import torch
+    import torch.multiprocessing as mp
+
+    from bench.train.evaluate import evaluate
+
+    windows = np.random.default_rng(0).integers(0, 16, size=(7, 9))  # 7 windows: an uneven split over 2 ranks
+    token_bytes = np.arange(16) % 3
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(16, 8), torch.nn.Linear(8, 16))
+    whole = evaluate(model, windows, token_bytes, torch.device("cpu"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.get_context("spawn")
+    out = context.Queue()
+    ranks = [context.Process(target=_sharded_rank, args=(r, 2, port, windows, token_bytes, out)) for r in range(2)]
+    for process in ranks:
+        process.start()
+    scores = [out.get(timeout=120) for _ in ranks]
+    for process in ranks:
+        process.join(timeout=60)
+    for _, loss, bpb, tokens, n_bytes in scores:  # every rank has the whole score
+        assert loss == pytest.approx(whole.loss, rel=1e-6) and bpb == pytest.approx(whole.bpb, rel=1e-6)
+        assert (tokens, n_bytes) == (whole.tokens, whole.bytes)

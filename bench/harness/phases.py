@@ -49,7 +49,7 @@ from bench.train.api import Recipe
 from bench.train.checkpoint import export_model
 from bench.train.clock import TrainingClock, clock_for
 from bench.train.context import HarnessContext, TrainingDiverged
-from bench.train.evaluate import evaluate, evaluation_windows
+from bench.train.evaluate import evaluate, evaluate_sharded, evaluation_windows
 from bench.train.loader import load_recipe_class
 from bench.train.resume import DamagedCheckpoint, Stopwatch, load_state
 from bench.train.runtime import seed_everything, warm_lazy_imports
@@ -105,6 +105,9 @@ def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.devi
 
     def evaluator(model: nn.Module) -> Any:
         with meter.phase("eval"):
+            if world_size > 1:  # each rank scores its share of the windows; the sums are all-reduced
+                bare = model.module if isinstance(model, DistributedDataParallel) else model
+                return evaluate_sharded(bare, windows, data.token_bytes, device, rank, world_size)
             return evaluate(model, windows, data.token_bytes, device)
 
     seed_everything(plan.request.seed)

@@ -100,7 +100,7 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
     trial.timing.update(train_s=ctx.clock.elapsed(), warmup_s=ctx.warmup_seconds, eval_s=ctx.clock.paused_seconds,
                         clock=ctx.clock.name, train_wall_s=trained.wall_s)
     scoring = verdict.ok and plan.request.downstream and trained.model is not None
-    if scoring and spec.eval.downstream:
+    if scoring and spec.eval.downstream and rank == 0:  # the other ranks' scores would be thrown away
         with trial.phase("downstream", "downstream_s"):
             fields.update(phases.downstream(plan, trained.model, loaded.data, device))
     if scoring and spec.eval.generation is not None and rank == 0:
