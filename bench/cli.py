@@ -3,6 +3,7 @@ and prints; user errors (:class:`bench.errors.BenchError`) become a readable mes
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -215,7 +216,7 @@ def show_submission(submission: Annotated[str, typer.Argument(help="Submission n
 
 def _prepare_with_progress(
     spec: WorkloadSpec, workload_dir: Path, cache_dir: Path | None = None, out: Console = errors
-) -> None:
+) -> Any:
     """Prepare a workload's data with a progress bar and a summary line. ``bench run`` does it on the driver, so
     that trials start on a cache hit and a data error stops everything before any trial starts."""
     from bench.data.prepare import RichPrepareProgress, format_summary
@@ -224,6 +225,7 @@ def _prepare_with_progress(
     with RichPrepareProgress(out) as progress:
         data = prepare_data(spec, workload_dir, cache_dir, progress)
     out.print(f"[bold]{escape(spec.name)}[/]: {escape(format_summary(data))}", highlight=False, soft_wrap=True)
+    return data
 
 
 @app.command()
@@ -346,6 +348,23 @@ def _environment(name: str, value: str) -> Iterator[None]:
             os.environ[name] = previous
 
 
+def _parse_resources(text: str) -> dict[str, float]:
+    """``--resources '{"node2": 1}'``: a JSON object of resource names and positive amounts."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BenchError(f"--resources: not JSON ({exc}); e.g. --resources '{{\"node2\": 1}}'") from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+        for k, v in value.items()
+    ):
+        raise BenchError(f"--resources: expected an object of names and positive amounts, got {text!r}")
+    reserved = sorted(set(value) & {"CPU", "GPU", "memory", "object_store_memory"})
+    if reserved:
+        raise BenchError(f"--resources: {', '.join(reserved)} come from the workload's hardware class, not --resources")
+    return {k: float(v) for k, v in value.items()}
+
+
 def _resolved_workload(workload: str, wall_clock: str | None) -> tuple[Path, WorkloadSpec]:
     path = workload_path(workload)
     spec = load_workload(path)
@@ -393,9 +412,26 @@ def run(
     json_: Annotated[
         bool, typer.Option("--json", help="Print the results as a JSON array on stdout (human output goes to stderr).")
     ] = False,
+    checkpoint_every: Annotated[
+        str | None, typer.Option(help="Checkpoint each trial every this much training clock (e.g. 5m; 0: never; "
+                                      "default: 10m for workloads of 1h or more, else never), so that a trial whose "
+                                      "worker dies resumes where it was.")
+    ] = None,
+    retries: Annotated[
+        int | None, typer.Option(min=0, help="Run a trial again this many times when its worker process or node "
+                                             "dies, from its last checkpoint (default: 1 when checkpointing, else 0).")
+    ] = None,
+    resources: Annotated[
+        str | None, typer.Option(help="Custom Ray resources each trial needs, as JSON: '{\"node2\": 1}' places "
+                                      "trials on nodes started with `ray start --resources '{\"node2\": 1}'`.")
+    ] = None,
+    data_timeout: Annotated[
+        str | None, typer.Option(help="Stop a trial as failed when it has not started training this long after its "
+                                      "worker started (e.g. 30m): preparing data on a node without it can be slow.")
+    ] = None,
 ) -> None:
     """Train submissions on a workload under the harness (through Ray) and write one result file per trial."""
-    from bench.harness.plan import TrialRequest, plan_trials, seed_major
+    from bench.harness.plan import TrialRequest, default_checkpointing, plan_trials, seed_major
     from bench.schedule.progress import PROGRESS_ENV, parse_interval, progress_interval
     from bench.schedule.runner import ResultsNotSaved, RunInterrupted, run_trials
     from bench.train.loader import load_recipe_class
@@ -405,18 +441,34 @@ def run(
     path, spec = _resolved_workload(workload, wall_clock)
     submissions = _submissions(submission or ["adamw-baseline"])
     overrides = dict(parse_assignment(item) for item in set_ or [])
+    checkpoint_s, default_retries = default_checkpointing(spec)
+    if checkpoint_every is not None:
+        try:
+            checkpoint_s = None if checkpoint_every.strip() in ("0", "off") else parse_duration(checkpoint_every) or None
+        except ValueError as exc:
+            raise BenchError(f"--checkpoint-every: {exc}") from None
+        default_retries = 1 if checkpoint_s else 0
+    extra = _parse_resources(resources) if resources else {}
+    try:
+        data_limit = parse_duration(data_timeout) if data_timeout is not None else None
+    except ValueError as exc:
+        raise BenchError(f"--data-timeout: {exc}") from None
     for each in submissions:  # a typo in a manifest, an import or an override fails here, before anything runs
         each.hyperparameters(overrides, f"--set for {each.name}", optimizer_names(load_recipe_class(each)))
     requests = [
         TrialRequest(
             workload=spec, workload_dir=str(path.parent), submission_dir=str(each.folder), seed=seed,
             overrides=overrides, run_id=new_run_id(seed), device=device, downstream=downstream, offline=offline,
-            save_model=save_model,
+            save_model=save_model, checkpoint_every=checkpoint_s,
+            retries=default_retries if retries is None else retries, resources=extra, data_timeout=data_limit,
         )
         for each, seed in seed_major(submissions, range(seeds or spec.seeds))
     ]
     plans = plan_trials(requests, results_dir, submissions)
-    _prepare_with_progress(spec, path.parent)
+    prepared = _prepare_with_progress(spec, path.parent)
+    # every worker checks that its node's data is the driver's (nodes of a cluster prepare their own)
+    plans = [dataclasses.replace(p, request=p.request.model_copy(update={"data_checksum": prepared.meta.val_checksum}))
+             for p in plans]
     unsaved = None
     out = errors if json_ else console
     try:  # the board reads the interval from the environment, and so do the workers of a local Ray

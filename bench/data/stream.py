@@ -68,6 +68,26 @@ class TokenStream:
         """
         return min(self._global_tokens, len(self._tokens))
 
+    def state_dict(self) -> dict[str, int]:
+        """Where the stream is: enough to continue it exactly (a resumed trial), with the same seed and data."""
+        return {"tokens_served": self.tokens_served, "global_tokens": self._global_tokens, "seq_len": self._seq_len,
+                "epoch": self._epoch, "next": self._next, "rank": self._rank, "world_size": self._world_size}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from :meth:`state_dict`'s position: the epoch's window order is drawn again from the seed.
+
+        The position is global (every rank walks the same order in lockstep), so rank 0's state continues every
+        rank of a trial with the same world size."""
+        if state["world_size"] != self._world_size:
+            raise ValueError(f"a stream state of {state['world_size']} ranks cannot continue a stream of "
+                             f"{self._world_size}")
+        self.tokens_served, self._global_tokens = int(state["tokens_served"]), int(state["global_tokens"])
+        self._seq_len, self._epoch, self._next = int(state["seq_len"]), int(state["epoch"]) - 1, 0
+        self._starts = np.empty(0, dtype=np.int64)
+        if state["epoch"] >= 0:
+            self._new_epoch()  # epoch state["epoch"], exactly as drawn before
+            self._next = int(state["next"])
+
     def _new_epoch(self) -> None:
         """Draw the next epoch's window starts (global, shared by all ranks)."""
         self._epoch += 1

@@ -1,6 +1,6 @@
 """The phases of one trial, in the order :func:`bench.harness.trial.run_trial` runs them.
 
-load -> build -> origin -> train -> judge -> evaluate -> measure -> downstream -> generation -> export. Each is a
+load -> build -> resume or origin -> train -> judge -> evaluate -> measure -> downstream -> generation -> export. Each is a
 small function that takes what the phases before it produced and returns a small record of its own; none reaches
 back.
 """
@@ -8,6 +8,8 @@ back.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -16,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from bench.data.prepare import PreparedData, prepare
 from bench.data.shards import read_validation
+from bench.errors import BenchError
 from bench.downstream.generation import run_generation
 from bench.downstream.runner import run_workload_downstream
 from bench.harness.leftovers import Running, left_running
@@ -30,16 +34,29 @@ from bench.harness.verdict import (
 )
 from bench.harness.watchdog import Watchdog
 from bench.measure.contention import ContentionProbe
+from bench.measure.energy import combine_ranks
 from bench.measure.flops import estimate_flops_per_token
 from bench.measure.meter import Meter, MeterReport
-from bench.spec.result import Contention, EvalPoint, ModelCheckpoint, ParamCounts, TrialStatus, ValidationData
+from bench.spec.result import (
+    CheckpointRecord,
+    Contention,
+    EnergyReport,
+    EvalPoint,
+    MemoryReport,
+    ModelCheckpoint,
+    ParamCounts,
+    Resumption,
+    TrialStatus,
+    ValidationData,
+)
 from bench.track import Tracker
 from bench.train.api import Recipe
 from bench.train.checkpoint import export_model
 from bench.train.clock import TrainingClock, clock_for
 from bench.train.context import HarnessContext, TrainingDiverged, evaluate_now, training_clock
-from bench.train.evaluate import evaluate, evaluation_windows
+from bench.train.evaluate import evaluate, evaluate_sharded, evaluation_windows
 from bench.train.loader import load_recipe_class
+from bench.train.resume import DamagedCheckpoint, Stopwatch, load_state
 from bench.train.runtime import seed_everything, warm_lazy_imports
 
 
@@ -75,6 +92,12 @@ def load(plan: PlannedTrial, recipe_dir: Path | None) -> Loaded:
     request = plan.request
     cache = Path(request.cache_dir) if request.cache_dir else None
     data = prepare(plan.workload, Path(request.workload_dir), cache)
+    if request.data_checksum is not None and data.meta.val_checksum != request.data_checksum:
+        raise BenchError(
+            f"the data prepared on this node ({data.cache_path}) is not the driver's: its validation tokens' checksum "
+            f"is {data.meta.val_checksum[:16]}..., the driver's {request.data_checksum[:16]}...; the nodes read "
+            f"different sources or versions (delete that cache entry, or check the source each node sees)"
+        )
     recipe = load_recipe_class(plan.submission, recipe_dir)()
     warm_lazy_imports()
     return Loaded(data, recipe, data.validation())
@@ -95,8 +118,11 @@ def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.devi
 
     def evaluator(model: nn.Module) -> Any:
         with meter.phase("eval"):
-            return evaluate(model, evaluation_windows(read_validation(folder, meta), seq_len, max_tokens),
-                            token_bytes, device)
+            windows = evaluation_windows(read_validation(folder, meta), seq_len, max_tokens)
+            if world_size > 1:  # each rank scores its share of the windows; the sums are all-reduced
+                bare = model.module if isinstance(model, DistributedDataParallel) else model
+                return evaluate_sharded(bare, windows, token_bytes, device, rank, world_size)
+            return evaluate(model, windows, token_bytes, device)
 
     seed_everything(plan.request.seed)
     name, source = clock_for(spec.budget.cpus if spec.budget.gpus == 0 and device.type == "cpu" else None)
@@ -106,7 +132,57 @@ def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.devi
         vocab_size=data.vocab_size, eos_id=data.eos_id,
         stream=data.stream(seed=plan.request.seed, rank=rank, world_size=world_size),
         evaluator=evaluator, on_event=on_event, tracker=tracker, run_id=plan.run_id, rank=rank, world_size=world_size,
+        checkpoint_every=plan.request.checkpoint_every, checkpoint_path=plan.files.checkpoint,
     )
+
+
+def resume(plan: PlannedTrial, ctx: HarnessContext) -> Resumption | str | None:
+    """A retried trial continues from its last checkpoint: the harness's state is restored into ``ctx`` now, the
+    recipe's waits in ``ctx.restored()``. Returns what was resumed, or why the retry starts from nothing (no
+    checkpoint was written before the worker died, or it does not read), or None on a first attempt.
+
+    A first attempt removes a checkpoint left under its name (never resumed from: it is not this run's)."""
+    path = plan.files.checkpoint
+    if plan.attempt == 0:
+        if path is not None and ctx.rank == 0:
+            path.unlink(missing_ok=True)
+        return None
+    why = f" (the previous attempt: {plan.previous[-1]})" if plan.previous else ""
+    if path is None or not path.is_file():
+        return f"attempt {plan.attempt}: no checkpoint to resume from, started again from nothing{why}"
+    with Stopwatch() as watch:
+        try:
+            state = load_state(path)
+            ctx.restore(state)
+        except (DamagedCheckpoint, KeyError, TypeError, ValueError) as exc:
+            return (f"attempt {plan.attempt}: the checkpoint could not be restored ({exc}), started again from "
+                    f"nothing{why}")
+    harness = state["harness"]
+    resumed = Resumption(
+        attempt=plan.attempt, checkpoint=path.name, step=harness["steps"], tokens=harness["tokens"],
+        train_seconds=harness["clock_s"], restore_s=watch.seconds, reason=plan.previous[-1] if plan.previous else None,
+    )
+    ctx.resumes.append(resumed.model_dump(mode="json"))  # later checkpoints carry it on
+    return resumed
+
+
+def checkpoint_record(plan: PlannedTrial, ctx: HarnessContext | None, restarted: list[str]) -> CheckpointRecord | None:
+    """What the result says about checkpoints and retries (None when the run asked for neither)."""
+    if not plan.request.checkpoint_every and plan.attempt == 0:
+        return None
+    if ctx is None:
+        return CheckpointRecord(every_s=plan.request.checkpoint_every, attempts=plan.attempt + 1, restarted=restarted)
+    return CheckpointRecord(
+        every_s=ctx.checkpoint_every, saved=ctx.checkpoints_saved, seconds=ctx.checkpoint_seconds,
+        bytes=ctx.checkpoint_bytes, attempts=plan.attempt + 1,
+        resumed=[Resumption.model_validate(each) for each in ctx.resumes], restarted=restarted,
+    )
+
+
+def discard_checkpoint(plan: PlannedTrial, rank: int) -> None:
+    """The trial has its result: its checkpoint can never be resumed from again."""
+    if plan.files.checkpoint is not None and rank == 0:
+        plan.files.checkpoint.unlink(missing_ok=True)
 
 
 def build(recipe: Recipe, ctx: HarnessContext) -> Trained:
@@ -216,9 +292,37 @@ def evaluate_final(
 
 
 def measure(meter: Meter, ctx: HarnessContext) -> MeterReport:
-    """Stop the meter: energy, memory, telemetry and MFU against the peak of the precision training ran in."""
-    return meter.stop(tokens=ctx.tokens, train_seconds=ctx.clock.elapsed(), flops_per_token=ctx.flops_per_token or 0.0,
-                      precision=ctx.precision)
+    """Stop the meter: energy, memory, telemetry and MFU against the peak of the precision training ran in.
+
+    With several ranks, every rank's energy and memory reach rank 0, whose result reports their sums (each
+    rank's energy kept in ``per_device_joules``) instead of its own share."""
+    report = meter.stop(tokens=ctx.tokens, train_seconds=ctx.clock.elapsed(),
+                        flops_per_token=ctx.flops_per_token or 0.0, precision=ctx.precision)
+    if ctx.world_size == 1:
+        return report
+    mine = json.dumps({"energy": report.energy.model_dump(mode="json"), "memory": report.memory.model_dump(mode="json")})
+    ranks = [json.loads(text) for text in _gather_text(mine, ctx.world_size, ctx.device)]
+    energy = combine_ranks([EnergyReport.model_validate(r["energy"]) for r in ranks], ctx.tokens, meter.country)
+    device_bytes = [r["memory"]["peak_device_bytes"] for r in ranks]
+    memory = MemoryReport(
+        peak_device_bytes=sum(device_bytes) if all(b is not None for b in device_bytes) else None,
+        peak_host_rss_bytes=sum(r["memory"]["peak_host_rss_bytes"] for r in ranks),
+    )
+    return dataclasses.replace(report, energy=energy, memory=memory)
+
+
+def _gather_text(text: str, world_size: int, device: torch.device) -> list[str]:
+    """Every rank's ``text``, in rank order, through two all-gathers of plain byte tensors (no pickling)."""
+    data = torch.tensor(list(text.encode()), dtype=torch.uint8, device=device)
+    size = torch.tensor([len(data)], dtype=torch.int64, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(world_size)]
+    dist.all_gather(sizes, size)
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[: len(data)] = data
+    gathered = [torch.zeros_like(padded) for _ in range(world_size)]
+    dist.all_gather(gathered, padded)
+    return [bytes(g[: int(s.item())].cpu().tolist()).decode() for g, s in zip(gathered, sizes)]
 
 
 def downstream(plan: PlannedTrial, model: nn.Module, data: PreparedData, device: torch.device) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from bench.spec.base import StrictModel
 from bench.spec.loading import Submission, find_submission
 from bench.spec.workload import BudgetSpec, WorkloadSpec
 from bench.train.checkpoint import MODEL_SUFFIX
+from bench.train.resume import RESUME_SUFFIX
 
 T = TypeVar("T")
 
@@ -29,6 +30,21 @@ DEFAULT_ALLOWANCE_S = 1800.0
 """Time a trial may take beyond its training budget and grace: set-up, the evaluations (the training clock is
 paused during them) and downstream tasks. Generous on purpose: it only exists to end trials that hang, and a false
 alarm would throw away a finished run."""
+
+LONG_TRIAL_S = 3600.0
+DEFAULT_CHECKPOINT_EVERY_S = 600.0
+"""Trials of workloads with at least ``LONG_TRIAL_S`` of training budget are checkpointed every
+``DEFAULT_CHECKPOINT_EVERY_S`` of training clock and retried once unless the command says otherwise: losing an
+hour's trial to a preempted node costs more than the few seconds a checkpoint takes. Shorter trials are neither:
+re-running one costs less than checkpointing it."""
+
+
+def default_checkpointing(spec: WorkloadSpec) -> tuple[float | None, int]:
+    """``(checkpoint_every, retries)`` for a workload when the command sets neither."""
+    if spec.budget.wall_clock is not None and spec.budget.wall_clock >= LONG_TRIAL_S:
+        return DEFAULT_CHECKPOINT_EVERY_S, 1
+    return None, 0
+
 
 LOG_SUFFIX = ".log"
 RESULT_SUFFIX = ".json"
@@ -63,6 +79,20 @@ class TrialRequest(StrictModel):
     downstream: bool = Field(True, description="Run the workload's downstream tasks after training.")
     offline: bool = Field(False, description="Never contact the Hugging Face Hub (downstream datasets must be cached).")
     save_model: bool = Field(False, description="Save the returned model beside the result, for `bench eval`.")
+    checkpoint_every: float | None = Field(
+        None, gt=0, description="Checkpoint every this many seconds of training clock, so that a trial whose worker "
+                                "dies can be resumed (None: never).")
+    retries: int = Field(0, ge=0, description="Times a trial whose worker process or node died is run again "
+                                              "(resumed from its last checkpoint when it has one).")
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each trial needs besides its hardware class's, e.g. "
+                                          "{'node2': 1} to place it on the nodes started with that resource.")
+    data_checksum: str | None = Field(
+        None, description="The validation tokens' checksum as the driver prepared them: a worker whose own node's "
+                          "data differs fails instead of training on other data.")
+    data_timeout: float | None = Field(
+        None, gt=0, description="Seconds a trial may spend before training starts (preparing its node's data, "
+                                "loading the recipe) before the scheduler stops it as failed; None: no limit.")
 
 
 @dataclass(frozen=True)
@@ -72,6 +102,7 @@ class RunFiles:
     result: Path
     log: Path
     model: Path | None
+    checkpoint: Path | None = None  # the trial's resume state, while it runs (removed when it has a result)
 
 
 WALL_STRETCH = 3.0
@@ -149,6 +180,9 @@ class PlannedTrial:
     files: RunFiles
     limits: TrialLimits
     base: dict[str, Any] = field(repr=False)  # the result's identity fields, the same on the worker and the driver
+    attempt: int = 0  # 0: the first run of the trial; n: the n-th retry after its worker died (resumes if it can)
+    stage: bool = False  # the worker writes its files in its own node's staging folder and ships them with the result
+    previous: tuple[str, ...] = ()  # why each earlier attempt ended, as the scheduler saw it
 
     @property
     def run_id(self) -> str:
@@ -181,7 +215,8 @@ def plan_trial(
         submission_hash=submission.source_hash(), seed=request.seed, hyperparameters=hyperparameters,
         overrides=dict(request.overrides), tuning=request.tuning,
     )
-    files = RunFiles(named(RESULT_SUFFIX), named(LOG_SUFFIX), named(MODEL_SUFFIX) if request.save_model else None)
+    files = RunFiles(named(RESULT_SUFFIX), named(LOG_SUFFIX), named(MODEL_SUFFIX) if request.save_model else None,
+                     named(RESUME_SUFFIX) if request.checkpoint_every else None)
     return PlannedTrial(request, submission, hyperparameters, files, TrialLimits.of(spec, allowance_s), base)
 
 

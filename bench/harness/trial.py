@@ -23,7 +23,7 @@ from bench.harness.result import finish_result
 from bench.harness.supervisor import Supervisor
 from bench.harness.verdict import Verdict, failure, supervised_seconds
 from bench.measure.meter import Meter
-from bench.spec.result import RunResult, Timing
+from bench.spec.result import Resumption, RunResult, Timing
 from bench.track import Tracker, identity, tracker_from_env
 from bench.train.context import training_clock
 from bench.train.events import TrialEvent
@@ -89,11 +89,19 @@ def _run_trial(plan: PlannedTrial, on_event: EventSink | None, recipe_dir: Path 
         verdict = failure(exc)
         if isinstance(exc, BenchError):
             verdict = Verdict(verdict.status, str(exc), verdict.traceback_tail)
-        return trial.finish(verdict, str(device), world_size)
+        return trial.finish(verdict, str(device), world_size,
+                            checkpoints=phases.checkpoint_record(plan, None, []))
     meter.start()
+    restarted: list[str] = []
     with trial.phase("setup", "setup_s"):
         trained = phases.build(loaded.recipe, ctx)
+    resumed = None
     if trained.verdict.ok:
+        with trial.phase("resume"):
+            resumed = phases.resume(plan, ctx)
+        if isinstance(resumed, str):
+            restarted.append(resumed)
+    if trained.verdict.ok and not isinstance(resumed, Resumption):  # a resumed curve has its origin already
         trained = phases.origin(ctx, trained)
     if trained.verdict.ok:
         with trial.phase("train"):
@@ -112,7 +120,7 @@ def _run_trial(plan: PlannedTrial, on_event: EventSink | None, recipe_dir: Path 
     trial.timing.update(train_s=clock.elapsed(), warmup_s=ctx.warmup_seconds, eval_s=clock.paused_seconds,
                         clock=clock.name, train_wall_s=trained.wall_s)
     scoring = verdict.ok and plan.request.downstream and trained.model is not None
-    if scoring and spec.eval.downstream:
+    if scoring and spec.eval.downstream and rank == 0:  # the other ranks' scores would be thrown away
         with trial.phase("downstream", "downstream_s"):
             fields.update(phases.downstream(plan, trained.model, loaded.data, device))
     if scoring and spec.eval.generation is not None and rank == 0:
@@ -122,6 +130,9 @@ def _run_trial(plan: PlannedTrial, on_event: EventSink | None, recipe_dir: Path 
         with trial.phase("save"):
             fields["checkpoint"] = phases.export(plan, trained.model, loaded.data)
     ttt = time_to_target(ctx.curve, spec.target) if verdict.ok else None
+    fields["checkpoints"] = phases.checkpoint_record(plan, ctx, restarted)
+    if world_size == 1 or verdict.ok:  # a rank that failed because another died leaves the checkpoint for the retry
+        phases.discard_checkpoint(plan, rank)
     return trial.finish(
         verdict, str(device), world_size, curve=list(ctx.curve), train_log=ctx.train_log, final=final,
         time_to_target_s=ttt, target_reached=ttt is not None, steps=ctx.steps, tokens=ctx.tokens,

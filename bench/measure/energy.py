@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pynvml
 from codecarbon import OfflineEmissionsTracker
@@ -218,4 +218,36 @@ def energy_report(
         codecarbon_kwh=codecarbon.joules / JOULES_PER_KWH if codecarbon is not None else None,
         codecarbon_method=codecarbon.description if codecarbon is not None else None,
         time_proportional=train.method == "codecarbon",
+    )
+
+
+def combine_ranks(reports: list[EnergyReport], tokens: int, country: str) -> EnergyReport:
+    """The energy of a trial trained by several ranks (processes, one device each): the sum over ranks, with each
+    rank's figures kept in ``per_device_joules`` (rank order). A phase is unknown when any rank's is unknown;
+    ``tokens`` are the trial's, over all ranks."""
+    first = reports[0]
+
+    def phase(pick: Any) -> EnergyPhase | None:
+        phases = [pick(report) for report in reports]
+        if any(p is None for p in phases):
+            return None
+        if any(p.joules is None for p in phases):
+            return EnergyPhase(joules=None, method=phases[0].method)
+        per_device = [j for p in phases for j in (p.per_device_joules or [p.joules])]
+        return EnergyPhase(joules=sum(p.joules for p in phases), method=phases[0].method, per_device_joules=per_device)
+
+    train = phase(lambda r: r.train)
+    assert train is not None
+    kwh = train.joules / JOULES_PER_KWH if train.joules is not None else None
+    codecarbon = [r.codecarbon_kwh for r in reports]
+    return EnergyReport(
+        train=train,
+        eval=phase(lambda r: r.eval),
+        kwh=kwh,
+        joules_per_token=train.joules / tokens if train.joules is not None and tokens > 0 else None,
+        co2_kg=kwh * carbon_intensity(country) / 1000 if kwh is not None else None,
+        co2_region=country if kwh is not None else None,
+        codecarbon_kwh=sum(codecarbon) if all(c is not None for c in codecarbon) else None,  # type: ignore[misc]
+        codecarbon_method=first.codecarbon_method,
+        time_proportional=first.time_proportional,
     )

@@ -38,7 +38,7 @@ def run_distributed(plan: PlannedTrial, events: ActorHandle, resources: TrialRes
     """
     use_gpu = resources.gpus > 0
     per_worker = {"CPU": resources.cpus, **({"GPU": resources.gpus} if use_gpu else {})}
-    with output_to(plan.files.log):
+    with output_to(plan.files.log, append=plan.attempt > 0):
         trainer = TorchTrainer(
             _rank_main,
             train_loop_config={"plan": plan, "events": events, "threads": resources.cpus},

@@ -48,14 +48,22 @@ def trial_resources(request: TrialRequest, nodes: list[dict[str, Any]]) -> Trial
 def check_fits(request: TrialRequest, resources: TrialResources, nodes: list[dict[str, Any]]) -> None:
     """Raise a :class:`BenchError` when no placement exists, instead of letting Ray queue the trial forever."""
     slots = 0
+    custom = dict(request.resources) if resources.workers == 1 else {}
     for node in nodes:
         cpus, gpus = int(node.get("CPU", 0)), int(node.get("GPU", 0))
         per_node = cpus // resources.cpus
         if resources.gpus:
             per_node = min(per_node, gpus // resources.gpus)
+        for name, amount in custom.items():
+            per_node = min(per_node, int(node.get(name, 0) // amount) if amount > 0 else per_node)
         slots += per_node
     if slots >= resources.workers:
         return
+    if custom:
+        raise BenchError(
+            f"workload {request.workload.name!r}: no node of the Ray cluster has {resources.describe()} together "
+            f"with the resources {custom} the run asks for (start a node with `ray start --resources '...'`)"
+        )
     have = ", ".join(f"{int(n.get('CPU', 0))} CPUs + {int(n.get('GPU', 0))} GPUs" for n in nodes) or "no live nodes"
     hint = " (to try it without a GPU, run on device 'cpu')" if resources.gpus else ""
     raise BenchError(

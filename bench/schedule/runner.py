@@ -1,17 +1,24 @@
 """Running many trials on Ray: one task per trial, results written by the driver as trials finish.
 
 Each trial runs in a fresh worker process (``max_calls=1``: no CUDA context, imported recipe or global state leaks
-from one trial into the next) with the resources its hardware class names, and is never retried (a retried trial
-would run on a restarted clock). What ``run_trial`` cannot report itself, the driver records from what it knows
-(the trial's plan and its last event):
+from one trial into the next) with the resources its hardware class names. Ray itself never retries a trial (its
+retry would run on a restarted clock); the driver does, ``request.retries`` times, when the worker process died or
+its node was lost (a preemption, a killed process): the trial runs again as attempt ``n`` and continues from its
+last checkpoint, with the training clock continuing from the reading saved in it (see
+:func:`bench.harness.phases.resume`). Without a checkpoint (``request.checkpoint_every`` unset, or none written
+yet) a retry starts again from nothing, and its result says so. What ``run_trial`` cannot report itself, the
+driver records from what it knows (the trial's plan and its last event):
 
 * a trial still running ``plan.limits.worker_s`` after its data was ready is force-cancelled and recorded as ``overrun``;
-* a worker that dies (the OS's out-of-memory killer, Ray's memory monitor, a segfault) is ``failed``;
-* a lost node, and Ctrl-C, make the trials that were running ``interrupted``.
+* a worker that dies (the OS's out-of-memory killer, Ray's memory monitor, a segfault) is ``failed``, once its
+  retries (if any) are spent; running out of memory is never retried;
+* a lost node, and Ctrl-C, make the trials that were running ``interrupted`` (a lost node: once retries are spent).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import signal
 import threading
 import time
@@ -36,8 +43,9 @@ from bench.schedule.cluster import ray_session
 from bench.schedule.events import EventBox
 from bench.schedule.progress import ProgressBoard
 from bench.schedule.resources import TrialResources, check_fits, trial_resources
-from bench.schedule.worker import execute
-from bench.spec.result import RunResult, Timing, TrialStatus
+from bench.schedule.progress import PROGRESS_ENV
+from bench.schedule.worker import Shipped, execute, receive, ship, staged
+from bench.spec.result import CheckpointRecord, RunResult, Timing, TrialStatus
 from bench.train.clock import CPU_TRIAL_ENV
 from bench.train.events import TrialEvent
 
@@ -99,6 +107,8 @@ class _Ledger:
             self.console.print(f"[bold red]not saved:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
         self.done[trial.plan.run_id] = result
         self.board.finish(result)
+        if trial.plan.files.checkpoint is not None and not trial.plan.stage:  # never resumed from now
+            trial.plan.files.checkpoint.unlink(missing_ok=True)
 
 
 @dataclass
@@ -113,15 +123,30 @@ class _Trial:
     limit_from: float | None = None  # time.monotonic() when the hard limit started: the first phase after data
     last: TrialEvent | None = None
     last_progress: TrialEvent | None = None  # the last train or eval event: steps, tokens, training time
+    previous: list[str] = field(default_factory=list)  # why each earlier attempt ended (its worker died)
+
+    @property
+    def attempt(self) -> int:
+        return len(self.previous)
+
+
+@dataclass(frozen=True)
+class _Retry:
+    """The worker of a trial with retries left died: run it again (it resumes from its checkpoint)."""
+
+    reason: str
 
 
 @ray.remote(max_retries=0, max_calls=1)
-def _trial_task(plan: PlannedTrial, events: ActorHandle, resources: TrialResources) -> RunResult:
+def _trial_task(plan: PlannedTrial, events: ActorHandle, resources: TrialResources) -> RunResult | Shipped:
     events.post.remote(TrialEvent(run_id=plan.run_id, kind="phase", phase=START_PHASE))
     if resources.workers > 1:
         from bench.schedule.ddp import run_distributed  # Ray Train (and pandas) load only where they are used
 
         return run_distributed(plan, events, resources)
+    if plan.stage:  # on a cluster: files are written on this node and travel back with the result
+        local = staged(plan)
+        return ship(local, execute(local, events, resources.cpus))
     return execute(plan, events, resources.cpus)
 
 
@@ -143,7 +168,9 @@ def run_trials(
     see :func:`bench.harness.plan.plan_trials`.)
     """
     results_dir = Path(results_dir).resolve()
-    trials = [_Trial(plan) for plan in plans]
+    joined = bool(address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
+    # Workers on a cluster may not see this machine's files: they stage theirs and ship them with the result.
+    trials = [_Trial(dataclasses.replace(plan, stage=joined) if joined else plan) for plan in plans]
     console = console or Console(stderr=True)
     code = [Path(bench.__file__).parent, *sorted({f for t in trials for f in t.plan.submission.lineage})]
     with ray_session(address, dashboard, ship=code) as dashboard_url:
@@ -195,8 +222,23 @@ def _terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def trial_env(plan: PlannedTrial) -> dict[str, str]:
+    """Environment variables of a trial's worker, on whichever node it runs (Ray's ``runtime_env``): a worker
+    started by a cluster's node does not inherit the driver's environment. Its data cache is its own node's
+    (``$BENCH_CACHE`` where that node's ``ray start`` ran, else the user cache there): never the driver's folder."""
+    env = dict(TRIAL_ENV)
+    if plan.workload.budget.gpus == 0:  # the CPU-time clock charges spinning OpenMP threads: let them sleep
+        env.update(CPU_TRIAL_ENV)
+    if plan.request.offline:  # `--offline` reaches the Hub libraries on every node, not only the driver's
+        env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    if every := os.environ.get(PROGRESS_ENV):
+        env[PROGRESS_ENV] = every
+    return env
+
+
 def _submit(trial: _Trial, events: ActorHandle) -> ray.ObjectRef:
     resources = trial.resources
+    plan = dataclasses.replace(trial.plan, attempt=trial.attempt, previous=tuple(trial.previous))
     # A multi-GPU trial's task only launches and waits for its Ray Train workers, which hold the real resources.
     single = resources.workers == 1
     options: dict[str, Any] = {
@@ -204,11 +246,10 @@ def _submit(trial: _Trial, events: ActorHandle) -> ray.ObjectRef:
         "num_gpus": resources.gpus if single else 0,
         "name": f"trial {trial.plan.run_id}",
     }
-    env = dict(TRIAL_ENV)
-    if trial.plan.workload.budget.gpus == 0:  # the CPU-time clock charges spinning OpenMP threads: let them sleep
-        env.update(CPU_TRIAL_ENV)
-    options["runtime_env"] = {"env_vars": env}
-    return _trial_task.options(**options).remote(trial.plan, events, resources)
+    if trial.plan.request.resources and single:  # (a multi-GPU trial's workers are placed by Ray Train)
+        options["resources"] = dict(trial.plan.request.resources)
+    options["runtime_env"] = {"env_vars": trial_env(trial.plan)}
+    return _trial_task.options(**options).remote(plan, events, resources)
 
 
 def _drive(trials: list[_Trial], events: ActorHandle, ledger: _Ledger) -> None:
@@ -229,14 +270,39 @@ def _drive(trials: list[_Trial], events: ActorHandle, ledger: _Ledger) -> None:
             ledger.board.event(event)
         for ref in ready:
             trial = by_ref.pop(ref)
-            ledger.record(trial, _collect(trial))
+            outcome = _collect(trial)
+            if isinstance(outcome, _Retry):
+                _retry(trial, outcome, events, ledger)
+                by_ref[trial.ref] = trial
+                continue
+            ledger.record(trial, outcome)
         now = time.monotonic()
         for ref, trial in list(by_ref.items()):
+            data_limit = trial.plan.request.data_timeout
+            if data_limit is not None and trial.started is not None and trial.limit_from is None \
+                    and now - trial.started > data_limit:
+                ray.cancel(ref, force=True)
+                del by_ref[ref]
+                ledger.record(trial, _data_timeout(trial, data_limit))
+                continue
             limit = trial.plan.limits.worker_s
             if trial.limit_from is not None and limit is not None and now - trial.limit_from > limit:
                 ray.cancel(ref, force=True)
                 del by_ref[ref]
                 ledger.record(trial, _overrun(trial))
+
+
+def _retry(trial: _Trial, retry: _Retry, events: ActorHandle, ledger: _Ledger) -> None:
+    """Run ``trial`` again: a new task, whose limits start again (its training clock continues from the checkpoint)."""
+    trial.previous.append(retry.reason)
+    trial.started = trial.started_at = trial.limit_from = None
+    trial.last = None
+    retries = trial.plan.request.retries
+    ledger.console.print(
+        f"{escape(trial.plan.run_id)}  retry {trial.attempt} of {retries}: {escape(retry.reason)}",
+        highlight=False, soft_wrap=True,
+    )
+    trial.ref = _submit(trial, events)
 
 
 def _interrupt(trials: list[_Trial], ledger: _Ledger) -> None:
@@ -251,27 +317,50 @@ def _interrupt(trials: list[_Trial], ledger: _Ledger) -> None:
             ledger.record(trial, _driver_result(trial, TrialStatus.interrupted, reason))
 
 
-def _collect(trial: _Trial) -> RunResult:
-    """The trial's own result, or the driver's account of why there is none."""
+def _collect(trial: _Trial) -> RunResult | _Retry:
+    """The trial's own result, a retry (its worker died and it has retries left), or the driver's account of why
+    there is no result."""
+    can_retry = trial.attempt < trial.plan.request.retries
     try:
-        return ray.get(trial.ref)
-    except (ray.exceptions.NodeDiedError, ray.exceptions.LocalRayletDiedError) as exc:
+        value = ray.get(trial.ref)
+        return receive(value, trial.plan) if isinstance(value, Shipped) else value
+    except ray.exceptions.NodeDiedError as exc:
+        reason = f"the machine running the trial left the Ray cluster: {_first_line(exc)}"
+        if can_retry:
+            return _Retry(reason)
+        return _driver_result(trial, TrialStatus.interrupted, reason)
+    except ray.exceptions.LocalRayletDiedError as exc:  # the driver's own node: nothing left to retry on
         reason = f"the machine running the trial left the Ray cluster: {_first_line(exc)}"
         return _driver_result(trial, TrialStatus.interrupted, reason)
     except ray.exceptions.OutOfMemoryError:
         reason = "killed by Ray's memory monitor: the machine ran out of memory"
         return _driver_result(trial, TrialStatus.failed, reason, _log_tail(trial))
-    except ray.exceptions.WorkerCrashedError:
+    except ray.exceptions.WorkerCrashedError as exc:
         tail = _log_tail(trial)
         fatal = next((line for line in (tail or "").splitlines() if line.startswith("Fatal Python error")), None)
         cause = fatal or "killed by the operating system, e.g. for lack of memory"
+        if can_retry:
+            return _Retry(f"the worker process died: {fatal or _first_line(exc)}")
         return _driver_result(trial, TrialStatus.failed, f"the worker process died: {cause}", tail)
     except ray.exceptions.RayTaskError as exc:  # the harness itself raised in the worker
         cause = exc.cause if exc.cause is not None else exc
+        if can_retry and type(cause).__name__ in ("TrainingFailedError", "WorkerGroupError"):
+            # Ray Train's worker group lost a rank (run_trial itself never raises for what a recipe does): a
+            # multi-GPU trial is retried like a single worker, every rank resuming from rank 0's checkpoint
+            return _Retry(f"a worker of the trial's group died: {_first_line(cause)}")
         tail = "\n".join(str(exc).rstrip().splitlines()[-LOG_TAIL_LINES:])
         return _driver_result(trial, TrialStatus.failed, f"{type(cause).__name__}: {_first_line(cause)}", tail)
     except ray.exceptions.RayError as exc:
         return _driver_result(trial, TrialStatus.failed, f"{type(exc).__name__}: {_first_line(exc)}", _log_tail(trial))
+
+
+def _data_timeout(trial: _Trial, limit: float) -> RunResult:
+    reason = (
+        f"not training {limit:.0f}s after the worker started (the data timeout): preparing the workload's data on the "
+        f"worker's node (or loading the recipe) took too long; stopped by the scheduler; last seen: "
+        f"{_describe(trial)}. Prepare the data on every node first (`bench prepare` there), or raise --data-timeout"
+    )
+    return _driver_result(trial, TrialStatus.failed, reason, _log_tail(trial))
 
 
 def _overrun(trial: _Trial) -> RunResult:
@@ -303,7 +392,16 @@ def _driver_result(trial: _Trial, status: TrialStatus, reason: str, tail: str | 
         traceback_tail=tail,
         steps=progress.step if progress else 0,
         tokens=progress.tokens if progress else 0,
+        checkpoints=_retries_record(trial),
     )
+
+
+def _retries_record(trial: _Trial) -> CheckpointRecord | None:
+    """What the driver knows of a trial's checkpoints and retries, for a result it builds itself."""
+    every = trial.plan.request.checkpoint_every
+    if not every and not trial.previous:
+        return None
+    return CheckpointRecord(every_s=every, attempts=trial.attempt + 1, restarted=list(trial.previous))
 
 
 def _describe(trial: _Trial) -> str:

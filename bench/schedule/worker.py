@@ -10,6 +10,7 @@ counts.
 
 from __future__ import annotations
 
+import dataclasses
 import faulthandler
 import os
 import socket
@@ -17,14 +18,18 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
+from bench.spec.result import RunResult
+
 import torch
 from ray.actor import ActorHandle
 
-from bench.harness.plan import PlannedTrial
+from bench.data.shards import cache_root
+from bench.harness.plan import PlannedTrial, RunFiles
 from bench.harness.trial import run_trial
 from bench.schedule.events import poster
 from bench.schedule.progress import progress_interval, progress_text
@@ -33,7 +38,7 @@ from bench.train.events import TrialEvent
 
 
 @contextmanager
-def output_to(path: Path) -> Iterator[TextIO | None]:
+def output_to(path: Path, append: bool = False) -> Iterator[TextIO | None]:
     """Send this process's stdout and stderr (file descriptors 1 and 2, so native output too) to ``path``; yields
     the log itself, for the harness's own lines (None when it could not be opened).
 
@@ -42,7 +47,7 @@ def output_to(path: Path) -> Iterator[TextIO | None]:
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(path, "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed below, after the fds are restored
+        log = open(path, "a" if append else "w", buffering=1, encoding="utf-8")  # noqa: SIM115 - closed below, after the fds are restored
     except OSError:
         yield None
         return
@@ -62,6 +67,56 @@ def output_to(path: Path) -> Iterator[TextIO | None]:
         for fd in saved:
             os.close(fd)
         log.close()
+
+
+STAGING = "staging"
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """A trial's result with the files it wrote on its own node (log, saved model), by name, for the driver to
+    write beside the result. How artifacts come home from nodes that do not share the driver's file system."""
+
+    result: RunResult
+    files: dict[str, bytes]
+
+
+def staged(plan: PlannedTrial) -> PlannedTrial:
+    """``plan`` with its files in this node's staging folder (``<node cache>/staging/<run_id>/``, the same names):
+    a worker on another machine cannot write the driver's results folder, and must not guess whether it can."""
+    folder = cache_root(Path(plan.request.cache_dir) if plan.request.cache_dir else None) / STAGING / plan.run_id
+    files = plan.files
+
+    def here(path: Path | None) -> Path | None:
+        return folder / path.name if path is not None else None
+
+    local = RunFiles(result=here(files.result), log=here(files.log), model=here(files.model),
+                     checkpoint=here(files.checkpoint))
+    return dataclasses.replace(plan, files=local)
+
+
+def ship(local: PlannedTrial, result: RunResult) -> Shipped:
+    """The result with the staged log and model, which are removed here once read (the driver owns them now).
+    A checkpoint stays on the node until the trial has its result (the trial itself removes it then)."""
+    files: dict[str, bytes] = {}
+    for path in (local.files.log, local.files.model):
+        if path is not None and path.is_file():
+            files[path.name] = path.read_bytes()
+            path.unlink()
+    return Shipped(result, files)
+
+
+def receive(shipped: Shipped, plan: PlannedTrial) -> RunResult:
+    """On the driver: write the shipped files into the results folder beside where the result goes."""
+    folder = plan.files.result.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in shipped.files.items():
+        if Path(name).name != name:  # names come from the plan; a worker never picks where files go
+            continue
+        partial = folder / f".{name}.partial"
+        partial.write_bytes(content)
+        partial.replace(folder / name)
+    return shipped.result
 
 
 def locate(folder: Path) -> Path:
@@ -129,14 +184,25 @@ def execute(plan: PlannedTrial, events: ActorHandle | None, threads: int, log_pa
     torch.set_num_threads(threads)
     recipe_dir = locate(plan.submission.recipe_dir) if plan.submission.recipe_dir is not None else None
     forward = poster(events) if events is not None else None
-    with output_to(log_path or plan.files.log) as log:
+    with output_to(log_path or plan.files.log, append=plan.attempt > 0) as log:  # a retry's log follows the last
         if log is None:
             return run_trial(plan, on_event=forward, recipe_dir=recipe_dir)
         event_log = EventLog(log, forward)
         event_log.write(
             f"trial {plan.run_id}: {plan.submission.name} seed {plan.request.seed} on workload {plan.workload.name}, "
-            f"host {socket.gethostname()}, pid {os.getpid()}, {threads} torch threads"
+            f"host {socket.gethostname()}, {_ray_node()}pid {os.getpid()}, {threads} torch threads"
+            + (f", attempt {plan.attempt + 1} (retry {plan.attempt} of {plan.request.retries})" if plan.attempt else "")
         )
         result = run_trial(plan, on_event=event_log, recipe_dir=recipe_dir)
         event_log.write(f"result: {result.status.value}" + (f": {result.reason}" if result.reason else ""))
         return result
+
+
+def _ray_node() -> str:
+    """``ray node <id>, `` when running in a Ray worker (which node of the cluster ran the trial)."""
+    try:
+        import ray
+
+        return f"ray node {ray.get_runtime_context().get_node_id()}, " if ray.is_initialized() else ""
+    except Exception:  # noqa: BLE001 - a log line must never fail the trial
+        return ""

@@ -288,6 +288,32 @@ class ModelCheckpoint(StrictModel):
     error: str | None = Field(None, description="Why the model could not be saved; the result stands without it.")
 
 
+class Resumption(StrictModel):
+    """One restart of a trial whose worker died, continued from its last checkpoint."""
+
+    attempt: int = Field(description="Which run of the trial resumed (1: the first retry).")
+    checkpoint: str = Field(description="The checkpoint file it continued from (in the result's folder).")
+    step: int = Field(description="Steps the harness had counted when the checkpoint was saved.")
+    tokens: int
+    train_seconds: float = Field(description="The training clock's reading saved in the checkpoint; the resumed "
+                                             "trial's clock continued from it (the work after it was lost).")
+    restore_s: float = Field(description="Wall seconds spent reading and restoring it, off the clock.")
+    reason: str | None = Field(None, description="Why the previous attempt ended, as the scheduler saw it.")
+
+
+class CheckpointRecord(StrictModel):
+    """Checkpointing and retries of a trial (``bench run --checkpoint-every``, ``--retries``)."""
+
+    every_s: float | None = Field(None, description="Training-clock seconds between checkpoints (None: off).")
+    saved: int = Field(0, description="Checkpoints written, over all attempts.")
+    seconds: float = Field(0.0, description="Wall seconds spent writing them, off the clock.")
+    bytes: int | None = Field(None, description="Size of the last checkpoint file.")
+    attempts: int = Field(1, description="Times the trial's worker was started: 1 + the retries it used.")
+    resumed: list[Resumption] = Field(default_factory=list, description="Each retry that continued from a checkpoint.")
+    restarted: list[str] = Field(default_factory=list, description="Why each retry that found no checkpoint (and "
+                                                                   "so started again from nothing) was needed.")
+
+
 class RunResult(StrictModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     run_id: str
@@ -340,6 +366,11 @@ class RunResult(StrictModel):
         None,
         description="Generation metrics, when the workload declares eval.generation.",
         exclude_if=lambda value: value is None,  # results of workloads without it keep their old shape
+    )
+    checkpoints: CheckpointRecord | None = Field(
+        None,
+        description="Checkpoints and retries, when the run asked for either.",
+        exclude_if=lambda value: value is None,  # results of runs without them keep their old shape
     )
 
     @property

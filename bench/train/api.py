@@ -88,6 +88,24 @@ class TrialContext(abc.ABC):
         against. :func:`bench.train.loop.train_lm` declares it; a recipe with its own loop should too (default fp32).
         """
 
+    # --- checkpoints (optional: contexts without them never ask for one) ------------------------------------
+
+    def checkpoint_due(self) -> bool:
+        """True when the harness wants a checkpoint now (every ``checkpoint_every`` seconds of training clock).
+
+        A loop that can be resumed polls it between optimizer steps and then calls :meth:`checkpoint`; a recipe
+        that never does is simply not resumable (a retried trial starts again from nothing)."""
+        return False
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """Save the recipe's ``state`` (model and optimizer ``state_dict``, its own counters: tensors, arrays and
+        plain values) with the harness's own (stream position, clock reading, curve, RNG states), off the clock."""
+
+    def restored(self) -> dict[str, Any] | None:
+        """The ``state`` given to the last :meth:`checkpoint` of an earlier attempt of this trial, once, when the
+        trial was resumed (the harness has already restored its own part); None otherwise."""
+        return None
+
 
 class Recipe(abc.ABC):
     """Base class of every submission's recipe."""

@@ -100,6 +100,12 @@ class TrainingClock:
             if self.observer is not None:
                 self.observer("stop")
 
+    def resume_from(self, seconds: float) -> None:
+        """Continue a resumed trial's clock from the reading its checkpoint saved (the clock must be stopped)."""
+        if self._started_at is not None:
+            raise RuntimeError("the clock must be stopped to set its reading")
+        self._accumulated = float(seconds)
+
     def elapsed(self) -> float:
         """Seconds the clock has run."""
         if self._started_at is None:

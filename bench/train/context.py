@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ from bench.train.api import BudgetExhausted, TrialContext
 from bench.train.clock import ClockView, TrainingClock
 from bench.train.evaluate import EvalScore
 from bench.train.events import TrialEvent
+from bench.train.resume import Stopwatch, rng_state, save_state, set_rng_state
 
 MAX_TRAIN_LOG_POINTS = 2000  # the result keeps an evenly thinned training log of at most this many points
 EVENT_INTERVAL_S = 0.5  # progress events are throttled: displays need a few per second, not one per step
@@ -61,6 +63,8 @@ class HarnessContext(TrialContext):
         run_id: str = "",
         rank: int = 0,
         world_size: int = 1,
+        checkpoint_every: float | None = None,
+        checkpoint_path: Path | None = None,
     ) -> None:
         self.workload = workload
         self.device = device
@@ -91,6 +95,14 @@ class HarnessContext(TrialContext):
         self._log_every = 1
         self._last_event = 0.0
         self._last_loss: float | None = None
+        self._checkpoint_every = checkpoint_every if checkpoint_every and checkpoint_path is not None else None
+        self._next_checkpoint = self._checkpoint_every or math.inf
+        self.checkpoint_path = checkpoint_path
+        self.checkpoints_saved = 0  # over all attempts of the trial (a resumed trial continues the counts)
+        self.checkpoint_seconds = 0.0  # wall seconds spent saving, off the clock
+        self.checkpoint_bytes: int | None = None
+        self.resumes: list[dict[str, Any]] = []  # one per attempt that continued from a checkpoint
+        self._restored: dict[str, Any] | None = None
 
     # --- budget --------------------------------------------------------------------------------------------
 
@@ -176,6 +188,79 @@ class HarnessContext(TrialContext):
             self.tokens += batch_tokens
             yield inputs, targets
         self.exhausted = True
+
+    # --- checkpoints -------------------------------------------------------------------------------------
+
+    @property
+    def checkpoint_every(self) -> float | None:
+        return self._checkpoint_every
+
+    def checkpoint_due(self) -> bool:
+        if self._checkpoint_every is None:
+            return False
+        return self._agree(self._clock.elapsed() >= self._next_checkpoint)
+
+    def checkpoint(self, state: dict[str, Any]) -> None:
+        """Save ``state`` with the harness's own, with the clock stopped: the time it takes is recorded, not
+        charged. Rank 0 writes; every rank waits for it (a checkpoint is complete before training goes on)."""
+        if self._checkpoint_every is None or self.checkpoint_path is None:
+            return
+        if self._clock.elapsed() < self._next_checkpoint:  # not due: the clock stops once per interval, no more
+            return
+        was_running = self._clock.running
+        self._clock.stop()
+        try:
+            with Stopwatch() as watch:
+                elapsed = self._clock.elapsed()
+                while self._next_checkpoint <= elapsed:
+                    self._next_checkpoint += self._checkpoint_every
+                self.checkpoints_saved += 1
+                if self.rank == 0:
+                    full = {"harness": self._harness_state(), "recipe": state, "rng": rng_state()}
+                    self.checkpoint_bytes = save_state(full, self.checkpoint_path)
+                self._agree(False)  # a barrier: no rank trains on while rank 0 writes
+            self.checkpoint_seconds += watch.seconds
+        finally:
+            if was_running:
+                self._clock.start()
+
+    def _harness_state(self) -> dict[str, Any]:
+        return {
+            "clock_s": self._clock.elapsed(),
+            "steps": self.steps, "tokens": self.tokens, "warmup_seconds": self.warmup_seconds,
+            "curve": [point.model_dump(mode="json") for point in self.curve],
+            "train_log": [point.model_dump(mode="json") for point in self.train_log],
+            "log_every": self._log_every, "next_eval": self._next_eval, "next_checkpoint": self._next_checkpoint,
+            "last_loss": self._last_loss, "precision": self.precision, "flops_per_token": self._flops_per_token,
+            "stream": self._stream.state_dict(),
+            "checkpoints_saved": self.checkpoints_saved, "checkpoint_seconds": self.checkpoint_seconds,
+            "checkpoint_bytes": self.checkpoint_bytes, "resumes": list(self.resumes),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's state (before ``Recipe.train``, with the clock stopped): the harness's
+        counters, curve, stream position and clock reading now, the RNG states, and the recipe's part for
+        :meth:`restored`."""
+        harness = state["harness"]
+        self._clock.resume_from(harness["clock_s"])
+        self.steps, self.tokens, self.warmup_seconds = harness["steps"], harness["tokens"], harness["warmup_seconds"]
+        self.curve = [EvalPoint.model_validate(point) for point in harness["curve"]]
+        self.train_log = [TrainLogPoint.model_validate(point) for point in harness["train_log"]]
+        self._log_every, self._next_eval = harness["log_every"], harness["next_eval"]
+        self._next_checkpoint = harness["next_checkpoint"]
+        self._last_loss, self.precision = harness["last_loss"], harness["precision"]
+        if harness["flops_per_token"] is not None:
+            self._flops_per_token = harness["flops_per_token"]
+        self._stream.load_state_dict(harness["stream"])
+        self.checkpoints_saved, self.checkpoint_seconds = harness["checkpoints_saved"], harness["checkpoint_seconds"]
+        self.checkpoint_bytes = harness["checkpoint_bytes"]
+        self.resumes = list(harness["resumes"])
+        set_rng_state(state["rng"])
+        self._restored = state["recipe"]
+
+    def restored(self) -> dict[str, Any] | None:
+        state, self._restored = self._restored, None
+        return state
 
     # --- evaluation and logging ----------------------------------------------------------------------------
 

@@ -93,3 +93,27 @@ def evaluate(
     mean = total_nats / tokens
     bpb = total_nats / math.log(2) / max(n_bytes, 1)
     return EvalScore(loss=mean, bpb=bpb, tokens=tokens, bytes=n_bytes)
+
+
+def evaluate_sharded(
+    model: nn.Module, windows: np.ndarray, token_bytes: np.ndarray, device: torch.device, rank: int, world_size: int
+) -> EvalScore:
+    """:func:`evaluate` split over the ranks of a trial: rank ``r`` scores windows ``r, r + world_size, ...`` and
+    the sums (nats, bytes, tokens) are all-reduced, so every rank returns the score of all ``windows``.
+
+    ``model`` must be the bare module, not its DDP wrapper: ranks run different numbers of forward passes here,
+    and a wrapper's forward may enter collectives (buffer broadcasts) that the others would not."""
+    import torch.distributed as dist
+
+    mine = windows[rank::world_size]
+    nats = 0.0
+    if len(mine):
+        part = evaluate(model, mine, token_bytes, device)
+        nats = part.loss * part.tokens
+    seq_len = windows.shape[1] - 1
+    totals = torch.tensor([nats, float(token_bytes[mine[:, 1:]].sum()) if len(mine) else 0.0,
+                           float(len(mine) * seq_len)], dtype=torch.float64, device=device)
+    dist.all_reduce(totals)
+    total_nats, n_bytes, tokens = totals.tolist()
+    return EvalScore(loss=total_nats / tokens, bpb=total_nats / math.log(2) / max(n_bytes, 1), tokens=int(tokens),
+                     bytes=int(n_bytes))

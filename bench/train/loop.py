@@ -54,12 +54,20 @@ def train_lm(
     the first group's learning rate. With ``compile`` the forward runs through ``torch.compile``; the uncompiled
     module (same parameters) is what gets evaluated and returned. When the harness hands over a DDP-wrapped model
     (several workers), the micro-batches before the last of each accumulation skip DDP's gradient all-reduce.
+    When the harness asks for checkpoints (``ctx.checkpoint_due()``, polled after each optimizer step), the model's
+    and optimizer's ``state_dict`` and the loop's counters are saved; a resumed trial's ``ctx.restored()`` gives
+    them back here, and training continues from that step exactly (the harness restores stream, clock and RNGs).
     """
     if batch_size < 1 or seq_len < 1 or grad_accum < 1 or log_every < 1:
         raise BenchError(
             f"batch_size, seq_len, grad_accum and log_every must be positive, "
             f"got {batch_size}, {seq_len}, {grad_accum}, {log_every}"
         )
+    core = model.module if isinstance(model, DistributedDataParallel) else model
+    restored = ctx.restored()  # a resumed trial: this loop's state at its last checkpoint
+    if restored is not None:
+        core.load_state_dict(restored["model"])
+        optimizer.load_state_dict(restored["optimizer"])
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -74,6 +82,9 @@ def train_lm(
     step = micro = 0
     loss_sum = torch.zeros((), device=ctx.device)
     logged_micro = 0
+    if restored is not None:
+        step, micro, logged_micro = (int(restored["loop"][key]) for key in ("step", "micro", "logged_micro"))
+        loss_sum = restored["loop"]["loss_sum"].to(ctx.device)
     for x, y in ctx.batches(batch_size, seq_len):
         micro += 1
         with contextlib.nullcontext() if micro % grad_accum == 0 else skip_sync():
@@ -99,5 +110,10 @@ def train_lm(
             loss_sum.zero_()
             logged_micro = micro
         ctx.evaluate_if_due(model)
+        if ctx.checkpoint_due():  # between optimizer steps: no accumulated gradient to save
+            ctx.checkpoint({
+                "model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                "loop": {"step": step, "micro": micro, "logged_micro": logged_micro, "loss_sum": loss_sum},
+            })
     optimizer.zero_grad(set_to_none=True)
     return model
