@@ -160,6 +160,17 @@ def test_a_recipe_that_slows_the_clock_by_monkeypatching_time_is_invalid(monkeyp
     assert result.timing.supervised_train_s > result.timing.train_s
 
 
+def test_a_recipe_that_draws_batches_behind_the_budget_is_invalid():
+    """The issue's repro: batches taken from ctx._stream directly trained 5x the budget, status ok. The stream counts
+    what it serves at the source, and more than the budget admitted is a flag."""
+    result = trial("overdraw", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
+    assert result.status is TrialStatus.invalid, result.reason
+    assert result.reason.startswith("budget: the batch stream served 10,304 tokens, but the budget counted 2,048")
+    # (4 budgets' worth drawn around it, plus the one batch its loop drew before breaking)
+    honest = trial("good-bigram", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
+    assert honest.status is TrialStatus.ok and 0 < honest.tokens <= 2_048, honest.reason
+
+
 def test_an_honest_trial_is_supervised_and_not_flagged():
     result = trial("good-bigram", small_tiny(wall_clock=None, tokens=8_192, every=1e9))
     assert result.status is TrialStatus.ok, result.reason

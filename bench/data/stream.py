@@ -59,6 +59,12 @@ class TokenStream:
         return self._global_tokens / len(self._tokens)
 
     @property
+    def tokens_drawn(self) -> int:
+        """Input tokens served to all ranks together, however the batches were asked for: the harness compares it
+        with what its budget admitted (:func:`bench.harness.verdict.drawn_rule`)."""
+        return self._global_tokens
+
+    @property
     def unique_tokens(self) -> int:
         """Distinct training tokens served to all ranks together.
 

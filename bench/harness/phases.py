@@ -30,7 +30,8 @@ from bench.downstream.runner import run_workload_downstream
 from bench.harness.leftovers import Running, left_running
 from bench.harness.plan import PlannedTrial, TrialLimits
 from bench.harness.verdict import (
-    OK, Verdict, causality_rule, clock_rule, failure, floor_rule, judge, leftover_rule, param_counts, size_rule,
+    OK, Verdict, causality_rule, clock_rule, drawn_rule, failure, floor_rule, judge, leftover_rule, param_counts,
+    size_rule,
 )
 from bench.harness.watchdog import Watchdog
 from bench.measure.contention import ContentionProbe
@@ -53,7 +54,7 @@ from bench.track import Tracker
 from bench.train.api import Recipe
 from bench.train.checkpoint import export_model
 from bench.train.clock import TrainingClock, clock_for
-from bench.train.context import HarnessContext, TrainingDiverged, evaluate_now, training_clock
+from bench.train.context import HarnessContext, TrainingDiverged, evaluate_now, tokens_drawn, training_clock
 from bench.train.evaluate import evaluate, evaluate_sharded, evaluation_windows
 from bench.train.loader import load_recipe_class
 from bench.train.resume import DamagedCheckpoint, Stopwatch, load_state
@@ -274,6 +275,7 @@ def judge_trained(
     verdict = size_rule(verdict, counts, plan.workload)
     verdict = causality_rule(verdict, trained.model, ctx.vocab_size, plan.workload.eval.seq_len, ctx.device)
     verdict = leftover_rule(verdict, trained.left_running)
+    verdict = drawn_rule(verdict, tokens_drawn(ctx), ctx.tokens)
     verdict = clock_rule(verdict, ctx.clock.elapsed(), supervised_s, supervisor_lost)
     return Judged(verdict, counts)
 

@@ -193,6 +193,16 @@ def leftover_rule(verdict: Verdict, left: list[str]) -> Verdict:
     return Verdict(TrialStatus.invalid, f"left {what} running after train() returned: {'; '.join(left)}")
 
 
+def drawn_rule(verdict: Verdict, drawn: int, counted: int) -> Verdict:
+    """An ok trial whose batch stream served more tokens (``drawn``, counted by the stream itself, every rank) than
+    the budget admitted through ``ctx.batches`` (``counted``) is invalid: the recipe drew batches from the stream
+    behind the budget's back (through the context's private ``_stream``), training on tokens nobody counted."""
+    if not verdict.ok or drawn <= counted:
+        return verdict
+    return Verdict(TrialStatus.invalid, f"budget: the batch stream served {drawn:,} tokens, but the budget counted "
+                                        f"{counted:,} (batches drawn around ctx.batches)")
+
+
 CLOCK_TOLERANCE = (0.05, 1.0)
 """How far the training clock may read below the supervisor's measurement before the trial is flagged: 5% of it
 plus 1 s. Both measure the same intervals, but not at the same instants: each clock start and stop reaches the

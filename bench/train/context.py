@@ -337,6 +337,11 @@ class HarnessContext(TrialContext):
             self._on_event(event)
 
 
+def tokens_drawn(ctx: HarnessContext) -> int:
+    """Tokens the trial's batch stream served, counted at the stream (``ctx.tokens`` is what the budget admitted)."""
+    return ctx._stream.tokens_drawn
+
+
 def training_clock(ctx: HarnessContext) -> TrainingClock:
     """The harness's own handle on the trial's clock (start, stop, pause); the recipe gets ``ctx.clock``, a view."""
     return ctx._clock
