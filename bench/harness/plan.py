@@ -115,8 +115,8 @@ spent waiting for a CPU (the machine was busy) does not count against this limit
 
 UNTIMED_FLOOR_CPU = (200.0, 2e9)
 """Tokens and FLOPs per second per core of a CPU class that any recipe fit for the class exceeds (the published tiny
-baselines train at 3,700-6,600 tokens/s on cpu-2, ten times the floor): what the hard limit of a budget without
-time assumes."""
+baselines train at 10-27k tokens/s on cpu-2, 2026-12-01, 25-70 times the floor of 400): what the hard limit of a
+budget without time assumes."""
 
 UNTIMED_FLOOR_GPU = (2_000.0, 2e12)
 """Tokens and FLOPs per second per GPU of a GPU class that any recipe fit for the class exceeds (2 TFLOP/s is under

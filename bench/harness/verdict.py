@@ -3,9 +3,9 @@
 Each rule turns one kind of failure into a status and a one-line reason; :func:`judge` applies, in order, the rules
 that look at a trial that returned (a divergence the recipe swallowed, a return after the hard limit), and
 :func:`size_rule` holds the returned model to the workload's size limit, :func:`causality_rule` checks it cannot see
-the tokens it is scored on, :func:`leftover_rule` rejects threads and processes left running, :func:`clock_rule`
-compares the training clock with the supervisor's measurement, and :func:`floor_rule` rejects a score below the
-text's entropy.
+the tokens it is scored on, :func:`leftover_rule` rejects threads and processes left running, :func:`drawn_rule`
+batches drawn around the budget, :func:`clock_rule` compares the training clock with the supervisor's measurement,
+and :func:`floor_rule` rejects a score below the text's entropy.
 """
 
 from __future__ import annotations
