@@ -159,3 +159,29 @@ def test_trials_on_a_second_node_send_results_logs_and_models_home(two_nodes, tm
                      "--limit", "20", "--offline", "--workload", str(workload)], caches["driver"], timeout=180)
     assert scored.returncode == 0, scored.stderr
     assert list(folder.glob(f"{result.run_id}.downstream-*.json"))
+
+
+def test_a_two_worker_gloo_trial_runs_across_both_nodes(two_nodes, tmp_path):
+    """A multi-GPU workload run with ``--device cpu``: two gloo ranks of one CPU each, on a cluster whose two nodes
+    have one CPU each, so Ray Train must put one rank on each node. (The nodes share this machine's file system,
+    which is what a DDP trial on a cluster needs for its results folder: see README, "Running on a cluster".)"""
+    address, node2_id, caches = two_nodes
+    workload = _workload_file(tmp_path / "workloads")
+    data = yaml.safe_load(workload.read_text())
+    data["budget"]["hardware"] = "2xH100"
+    workload.write_text(yaml.safe_dump(data, sort_keys=False))
+    results_dir = tmp_path / "results"
+    small = ["--set", "n_layer=1", "--set", "n_head=2", "--set", "n_embd=32", "--set", "batch_size=8",
+             "--set", "seq_len=64"]
+    run = _bench(["run", "--workload", str(workload), "--submission", "adamw-baseline", *small, "--address", address,
+                  "--device", "cpu", "--offline", "--no-progress", "--json", "--results-dir", str(results_dir)],
+                 caches["driver"], timeout=300)
+    assert run.returncode == 0, run.stderr
+    [returned] = json.loads(run.stdout)
+    folder = results_dir / "tiny" / "adamw-baseline"
+    result = read_result(folder / f"{returned['run_id']}.json")
+    assert result.status is TrialStatus.ok, result.reason
+    assert result.world_size == 2
+    nodes = {rank: (folder / f"{result.run_id}.rank{rank}.log").read_text() for rank in (0, 1)}
+    on_node2 = [rank for rank, log in nodes.items() if f"ray node {node2_id}" in log]
+    assert len(on_node2) == 1, "both ranks ran on the same node"
