@@ -202,3 +202,31 @@ def test_trials_of_several_submissions_run_seed_major():
     from bench.harness.plan import seed_major
 
     assert seed_major(["a", "b", "c"], range(2)) == [("a", 0), ("b", 0), ("c", 0), ("a", 1), ("b", 1), ("c", 1)]
+
+
+def test_the_watchdog_stops_a_recipe_training_on_another_thread():
+    """Ray Train runs each rank's training function in a thread: the hard limit must hold there too."""
+    import threading
+
+    from bench.harness.watchdog import Watchdog
+    from bench.train.clock import TrainingClock
+    from bench.train.context import HardLimitExceeded
+
+    outcome: list[BaseException] = []
+
+    def rank():
+        clock = TrainingClock()
+        try:
+            with Watchdog(clock, limit=0.3):
+                clock.start()
+                while True:  # a recipe that never returns, in Python between its kernels
+                    sum(range(1000))
+        except HardLimitExceeded as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=rank)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    [stopped] = outcome
+    assert "still running after 0s of training time" in str(stopped)
