@@ -230,3 +230,21 @@ def test_the_watchdog_stops_a_recipe_training_on_another_thread():
     assert not thread.is_alive()
     [stopped] = outcome
     assert "still running after 0s of training time" in str(stopped)
+
+
+def test_ranks_agree_on_clock_decisions_every_few_batches_and_on_token_budgets_without_asking(monkeypatch):
+    """Under DDP an all-reduce (and a host sync) per micro-batch stalls every step: token budgets are the same on
+    every rank and need no agreement; the time budget is agreed on every AGREE_EVERY batches."""
+    from bench.train.context import AGREE_EVERY
+
+    asked = []
+    for budget in ({"tokens": 1000}, {"wall_clock": 3600.0}):
+        ctx, _ = _ctx(**budget)
+        ctx.world_size = 2  # as a rank of two; the all-reduce is replaced by a record of the question
+        monkeypatch.setattr(ctx, "_agree", lambda flag: asked.append(flag) or flag)
+        training_clock(ctx).start()
+        batches = ctx.batches(1, 64)
+        for _ in range(7 if "tokens" in budget else 3 * AGREE_EVERY):
+            next(batches)
+        asked.append(None)
+    assert asked == [None, *[False] * 3, None]  # the token budget asked nothing; the time budget once per 8 batches

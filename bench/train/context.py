@@ -31,6 +31,7 @@ from bench.train.resume import Stopwatch, rng_state, save_state, set_rng_state
 
 MAX_TRAIN_LOG_POINTS = 2000  # the result keeps an evenly thinned training log of at most this many points
 EVENT_INTERVAL_S = 0.5  # progress events are throttled: displays need a few per second, not one per step
+AGREE_EVERY = 8  # ranks agree on clock-dependent decisions (time up, evaluation or checkpoint due) every 8 batches
 
 
 class TrialAbort(BaseException):
@@ -100,6 +101,7 @@ class HarnessContext(TrialContext):
         self.checkpoint_path = checkpoint_path
         self.checkpoints_saved = 0  # over all attempts of the trial (a resumed trial continues the counts)
         self.checkpoint_seconds = 0.0  # wall seconds spent saving, off the clock
+        self._agreement_calls: dict[str, int] = {}  # per clock-dependent decision, how often it was asked
         self.checkpoint_bytes: int | None = None
         self.resumes: list[dict[str, Any]] = []  # one per attempt that continued from a checkpoint
         self._restored: dict[str, Any] | None = None
@@ -145,9 +147,15 @@ class HarnessContext(TrialContext):
 
     def _fractions(self, extra_tokens: int = 0) -> list[float]:
         budget = self._budget
-        fractions = []
+        fractions = self._work_fractions(extra_tokens)
         if budget.wall_clock is not None:
             fractions.append(self._clock.elapsed() / budget.wall_clock)
+        return fractions
+
+    def _work_fractions(self, extra_tokens: int = 0) -> list[float]:
+        """The token and FLOP parts of the budget spent: the same on every rank (unlike the clock's reading)."""
+        budget = self._budget
+        fractions = []
         if budget.tokens is not None:
             fractions.append((self.tokens + extra_tokens) / budget.tokens)
         if budget.flops is not None and self._flops_per_token is not None:
@@ -179,7 +187,9 @@ class HarnessContext(TrialContext):
 
         def admit() -> bool:
             """A batch that would cross the token or FLOP budget is not drawn; time is checked before drawing."""
-            return not self._agree(any(f > 1.0 for f in self._fractions(batch_tokens)) or self.time_left() <= 0.0)
+            if any(f > 1.0 for f in self._work_fractions(batch_tokens)):  # every rank decides alike, unasked
+                return False
+            return self._budget.wall_clock is None or not self._agree_now_and_then("time", self.time_left() <= 0.0)
 
         for inputs, targets in self._stream.batches(batch_size, seq_len, self.device, admit=admit):
             if self.steps == 1 and self.warmup_seconds is None:
@@ -198,7 +208,7 @@ class HarnessContext(TrialContext):
     def checkpoint_due(self) -> bool:
         if self._checkpoint_every is None:
             return False
-        return self._agree(self._clock.elapsed() >= self._next_checkpoint)
+        return self._agree_now_and_then("checkpoint", self._clock.elapsed() >= self._next_checkpoint)
 
     def checkpoint(self, state: dict[str, Any]) -> None:
         """Save ``state`` with the harness's own, with the clock stopped: the time it takes is recorded, not
@@ -287,6 +297,17 @@ class HarnessContext(TrialContext):
             raise TrainingDiverged(self.diverged)
         return score
 
+    def _agree_now_and_then(self, what: str, flag: bool) -> bool:
+        """:meth:`_agree` on a flag that depends on each rank's clock, asked every :data:`AGREE_EVERY` calls for
+        ``what`` (False in between, on every rank alike): an all-reduce and a host sync per micro-batch would
+        stall every step of a multi-GPU trial. A time budget then ends, and an evaluation or checkpoint comes, up
+        to ``AGREE_EVERY - 1`` batches late (the time budget's grace covers it). With one rank, every call."""
+        if self.world_size == 1:
+            return flag
+        calls = self._agreement_calls.get(what, 0)
+        self._agreement_calls[what] = calls + 1
+        return self._agree(flag) if calls % AGREE_EVERY == 0 else False
+
     def _agree(self, flag: bool) -> bool:
         """True on every rank if it is true on any rank (a no-op with one rank)."""
         if self.world_size == 1:
@@ -297,7 +318,7 @@ class HarnessContext(TrialContext):
 
     def evaluate_if_due(self, model: nn.Module) -> float | None:
         elapsed = self._clock.elapsed()
-        if not self._agree(elapsed >= self._next_eval):
+        if not self._agree_now_and_then("eval", elapsed >= self._next_eval):
             return None
         every = self.workload.eval.every
         while self._next_eval <= elapsed:
