@@ -94,6 +94,27 @@ def test_a_thread_left_changing_the_weights_makes_the_trial_invalid_and_the_snap
     assert result.final.val_loss == pytest.approx(math.log(VOCAB), abs=1e-5)  # the all-zero model as returned
 
 
+def test_a_process_running_before_train_is_not_new_when_the_boot_time_moves(monkeypatch):
+    """Linux recomputes its boot time from the wall clock at every read and it moves by a second now and then;
+    the harness's supervisor, started before train(), was once named as a process the recipe left running (CI)."""
+    import subprocess
+    import sys
+
+    import psutil
+
+    from bench.harness.leftovers import Running, left_running
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        before = Running.now()
+        boot = psutil.boot_time()
+        monkeypatch.setattr(psutil._psplatform, "boot_time", lambda: boot + 1.0)
+        assert left_running(before) == []
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_threads_the_harness_and_libraries_start_are_not_the_recipes():
     import concurrent.futures
     import threading

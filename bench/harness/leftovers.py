@@ -36,7 +36,7 @@ class Running:
     """The threads and child processes alive at one moment."""
 
     threads: frozenset[int]  # id() of the Thread objects (idents are reused once a thread ends)
-    processes: frozenset[tuple[int, float]]  # (pid, create time): pids are reused too
+    processes: frozenset[tuple[int, float]]  # (pid, start time): pids are reused too
     running_python: frozenset[int] = frozenset()  # idents of every thread with a Python frame, threading's or not
 
     @classmethod
@@ -83,10 +83,31 @@ def left_running(before: Running) -> list[str]:
 
 
 def _children() -> list[tuple[int, float]]:
+    """(pid, start time) of every descendant of this process.
+
+    The start time is the kernel's count of clock ticks from boot to the process's start, which never changes.
+    psutil's ``create_time()`` adds the boot time, which Linux derives afresh from the wall clock at every read of
+    ``/proc/stat`` and which moves by a second now and then: the same process then looked new, and the harness's own
+    supervisor was once taken for a process the recipe left running."""
     try:
-        return [(child.pid, child.create_time()) for child in psutil.Process().children(recursive=True)]
+        children = psutil.Process().children(recursive=True)
     except psutil.Error:
         return []
+    found = []
+    for child in children:
+        try:
+            found.append((child.pid, _start_time(child)))
+        except psutil.Error:  # ended meanwhile
+            continue
+    return found
+
+
+def _start_time(process: psutil.Process) -> float:
+    try:
+        with open(f"/proc/{process.pid}/stat", encoding="ascii") as stat:
+            return float(stat.read().rsplit(")", 1)[1].split()[19])  # field 22, after the command name
+    except (OSError, IndexError, ValueError):  # no /proc (macOS, whose boot time does not move): psutil's
+        return process.create_time()
 
 
 def _target(thread: threading.Thread) -> object:
