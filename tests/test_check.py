@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from bench.check import SPEED_SUBJECT, SPEED_TOLERANCE, CheckReference, run_check, speed_finding
 from bench.cli import app
+from bench.schedule.cluster import ray_session
 from bench.spec.loading import load_submission
 
 from conftest import ROOT
@@ -34,6 +35,11 @@ def _shrunken_baseline(tmp_path):
 
 @pytest.mark.slow
 def test_check_passes_on_unchanged_code_and_reports_a_degraded_baseline(tmp_path):
+    with ray_session():  # one local Ray for the three checks (each would start and stop its own)
+        _check_round_trip(tmp_path)
+
+
+def _check_round_trip(tmp_path):
     folder, manifest = _shrunken_baseline(tmp_path)
     reference = tmp_path / "reference.json"
 
