@@ -8,6 +8,7 @@ that does not match cpu-2, and a single-seed result whose submission folder no l
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -371,3 +372,15 @@ def test_chromium_renders_the_tables_and_plots(board, tmp_path):
     # tab10's orange only appears inside the plots: the SVG images really were drawn
     orange = np.all(np.abs(pixels - np.array([1.0, 0.498, 0.055])) < 0.08, axis=-1)
     assert orange.sum() > 100
+
+
+def test_the_board_links_the_projects_findings_when_it_has_them(root, results, board, tmp_path):
+    """Issue 21: the leaderboard's README links to FINDINGS.md, the written answers drawn from its runs."""
+    assert "FINDINGS.md" not in board.markdown.read_text()  # this root has none
+    (root / "FINDINGS.md").write_text("# Findings\n")
+    try:
+        files = build_leaderboard(results, tmp_path / "board", root)
+    finally:
+        (root / "FINDINGS.md").unlink()
+    expected = os.path.relpath(root / "FINDINGS.md", tmp_path / "board")
+    assert f"[FINDINGS.md]({expected})" in files.markdown.read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,7 +68,9 @@ def build_leaderboard(
     as_of_text = as_of.date().isoformat() if as_of else ""
     markdown = out_dir / "README.md"
     html = out_dir / "index.html"
-    write_atomic(markdown, render_markdown(sections, plots, as_of_text), overwrite=True)
+    findings = root / "FINDINGS.md"
+    link_to_findings = os.path.relpath(findings, out_dir) if findings.is_file() else None
+    write_atomic(markdown, render_markdown(sections, plots, as_of_text, link_to_findings), overwrite=True)
     write_atomic(html, render_html(sections, plots, as_of_text), overwrite=True)
     section_files = [plots_dir / p.file for ps in plots.values() for p in ps if p.file is not None]
     return LeaderboardFiles(markdown, html, section_files, pages)

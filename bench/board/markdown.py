@@ -108,9 +108,14 @@ def _group(section: Section, group: Group) -> list[str]:
     return lines
 
 
-def render_markdown(sections: Sequence[Section], plots: dict[str, list[Plot]], as_of: str) -> str:
-    """The whole ``README.md``; each entry's name links to its HTML page under ``entries/``."""
+def render_markdown(sections: Sequence[Section], plots: dict[str, list[Plot]], as_of: str,
+                    findings: str | None = None) -> str:
+    """The whole ``README.md``; each entry's name links to its HTML page under ``entries/``, and ``findings`` (a
+    relative link to the project's FINDINGS.md, when it has one) to the written answers drawn from these runs."""
     lines = ["# pretrain-bench leaderboard", "", INTRO, ""]
+    if findings is not None:
+        lines += [f"What these results answer (effect sizes, intervals, tests, comparison with published work): "
+                  f"[FINDINGS.md]({findings}).", ""]
     if not sections:
         lines += ["No results yet.", ""]
     else:

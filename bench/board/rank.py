@@ -389,6 +389,11 @@ def _shown(value: Any) -> str:
     return "(unset)"
 
 
+def _brief(value: Any) -> str:
+    """A searched value to three significant digits (``lr=0.00589``), other values as :func:`_shown` gives them."""
+    return f"{value:.3g}" if isinstance(value, float) else _shown(value)
+
+
 def compared_hash(spec: WorkloadSpec | None, runs: list[RunResult]) -> tuple[str | None, str | None]:
     """The workload hash a section's entries are compared under, and a note when it is not the file's own.
 
@@ -435,6 +440,8 @@ def _exclusion(
     if manifest is not None:
         changes = _changes(manifest.hyperparameters, runs[0])
         used = ", ".join(f"{name}={_shown(new)}" for name, _, new in changes)
+        if tuned:  # Sobol values have 17 digits; three tell them apart (every digit is on the entry page)
+            used = ", ".join(f"{name}={_brief(new)}" for name, _, new in changes)
         if tuned and problems:
             label = f"tuned (unchecked): {used}" if used else "tuned (unchecked)"
             return label, f"re-run of sweep {config.tuned} not ranked: {'; '.join(problems)}."
