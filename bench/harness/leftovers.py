@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from bench.harness.supervisor import stat_fields
+
 TRUSTED_MODULES = ("torch", "ray", "wandb", "mlflow", "tqdm", "codecarbon")
 """Packages whose threads are theirs, not the recipe's: the module of a thread's target (or its class's ``run``)."""
 
@@ -104,8 +106,7 @@ def _children() -> list[tuple[int, float]]:
 
 def _start_time(process: psutil.Process) -> float:
     try:
-        with open(f"/proc/{process.pid}/stat", encoding="ascii") as stat:
-            return float(stat.read().rsplit(")", 1)[1].split()[19])  # field 22, after the command name
+        return float(stat_fields(f"/proc/{process.pid}/stat")[19])  # field 22: starttime
     except (OSError, IndexError, ValueError):  # no /proc (macOS, whose boot time does not move): psutil's
         return process.create_time()
 

@@ -30,11 +30,16 @@ from dataclasses import dataclass
 REPORT_TIMEOUT_S = 10.0  # a supervisor that does not answer within this is taken for dead
 
 
+def stat_fields(stat_path: str) -> list[str]:
+    """The fields of ``/proc/PID/stat`` from the third on (state, ppid, ...): those after the command name, which
+    may hold spaces and parentheses. Field N of proc(5) is item N - 3."""
+    with open(stat_path, encoding="ascii") as stat:
+        return stat.read().rsplit(")", 1)[1].split()
+
+
 def _cpu_seconds(stat_path: str, tick: int) -> float:
     """utime + stime + cutime + cstime of the process, in seconds (fields 14-17 of /proc/PID/stat)."""
-    with open(stat_path, encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
-    return sum(int(value) for value in fields[11:15]) / tick
+    return sum(int(value) for value in stat_fields(stat_path)[11:15]) / tick
 
 
 def main(argv: list[str]) -> int:
