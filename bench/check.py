@@ -15,6 +15,13 @@ It trains the baseline submissions on the ``tiny`` workload with fixed seeds and
    only ever slows a run down, and a single measurement on a shared CI machine can be off by 30%.
 3. **Schema.** Every result is a valid, current ``RunResult`` that survives a JSON round trip.
 
+Each baseline trains with its **tuned configuration**, the one the board ranks: ``bench check --update`` looks up
+the declared best of each baseline's re-run sweep on tiny in the board's results
+(:func:`bench.schedule.tune.tuned_configuration`) and stores it in the reference beside the losses it measured
+(``overrides``, ``sweep_id``); ``bench check`` then trains with the stored overrides, so a check and its reference
+always ran the same configuration, and a later sweep changes nothing until the reference is deliberately re-made.
+A baseline with no re-run sweep trains with its manifest's values.
+
 ``bench check --update`` re-measures and rewrites the reference, deliberately.
 """
 
@@ -25,6 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +43,7 @@ from bench.errors import BenchError
 from bench.measure.hardware import package_versions
 from bench.results import new_run_id, write_atomic
 from bench.spec.base import StrictModel
+from bench.spec.hparams import apply_overrides
 from bench.spec.loading import Submission, load_workload, workload_path
 from bench.spec.result import SCHEMA_VERSION, RunResult
 from bench.spec.workload import WorkloadSpec
@@ -58,6 +67,10 @@ class SubmissionReference(StrictModel):
     losses: list[float] = Field(description="Final validation loss per seed, in CHECK_SEEDS order.")
     mean: float
     spread: float = Field(description="Seed-to-seed standard deviation of the final loss.")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="Hyperparameters the check trains with instead of the manifest's: the "
+                                          "tuned configuration the board ranked when the reference was made.")
+    sweep_id: str | None = Field(None, description="The sweep that declared ``overrides`` best; None: untuned.")
 
 
 class CheckReference(StrictModel):
@@ -94,9 +107,12 @@ def check_workload(tokens: int = CHECK_TOKENS) -> tuple[Path, WorkloadSpec]:
     return path, spec
 
 
-def bare_loop_throughput(spec: WorkloadSpec, workload_dir: Path, submission: Submission, tokens: int) -> float:
-    """Tokens/s of the loop a person writes by hand (forward, loss, backward, clip, step) for ``submission``'s GPT."""
-    hparams = submission.manifest.hyperparameters
+def bare_loop_throughput(
+    spec: WorkloadSpec, workload_dir: Path, submission: Submission, tokens: int, overrides: dict[str, Any],
+) -> float:
+    """Tokens/s of the loop a person writes by hand (forward, loss, backward, clip, step) for ``submission``'s GPT
+    with ``overrides`` applied (its model shape and batch as the trials train them)."""
+    hparams = apply_overrides(submission.manifest.hyperparameters, overrides)
     data = prepare(spec, workload_dir)
     warm_lazy_imports()
     seed_everything(0)
@@ -138,8 +154,13 @@ def run_check(
     seeds: tuple[int, ...] = CHECK_SEEDS,
     address: str | None = None,
     progress: bool = True,
+    tuned_from: Path | None = None,
 ) -> list[Finding]:
-    """Run the check (or, with ``update``, re-measure and write the reference); returns one finding per comparison."""
+    """Run the check (or, with ``update``, re-measure and write the reference); returns one finding per comparison.
+
+    With ``update``, each submission trains with its tuned configuration from the results folder ``tuned_from``
+    (``<tuned_from>/tiny/<name>/``; None or no re-run sweep there: the manifest's values); without, with the
+    configuration the reference stores."""
     from bench.schedule.runner import run_trials
 
     path, spec = check_workload(tokens)
@@ -156,19 +177,23 @@ def run_check(
             raise BenchError(f"{reference_path}: no reference for {', '.join(missing)}; run `bench check --update`")
         seeds, tokens = tuple(reference.seeds), reference.tokens
         path, spec = check_workload(tokens)
+        configs = {p.name: (reference.submissions[p.name].overrides, reference.submissions[p.name].sweep_id)
+                   for p in submissions}
+    else:
+        configs = {p.name: _tuned(p, spec.name, tuned_from) for p in submissions}
     speed = next((p for p in submissions if p.name == SPEED_SUBMISSION), None)
     if speed is None:
         raise BenchError(f"the speed check needs {SPEED_SUBMISSION} among the checked submissions")
 
-    bare = [bare_loop_throughput(spec, path.parent, speed, tokens)]
+    bare = [bare_loop_throughput(spec, path.parent, speed, tokens, configs[speed.name][0])]
     requests = [
         TrialRequest(workload=spec, workload_dir=str(path.parent.resolve()), submission_dir=str(submission.folder),
-                     seed=seed, run_id=new_run_id(seed), downstream=False)
+                     seed=seed, overrides=configs[submission.name][0], run_id=new_run_id(seed), downstream=False)
         for submission, seed in seed_major(submissions, seeds)
     ]
     with tempfile.TemporaryDirectory(prefix="bench-check-") as scratch:
         results = run_trials(plan_trials(requests, Path(scratch), submissions), Path(scratch), address, progress)
-    bare.append(bare_loop_throughput(spec, path.parent, speed, tokens))
+    bare.append(bare_loop_throughput(spec, path.parent, speed, tokens, configs[speed.name][0]))
 
     findings: list[Finding] = []
     by_submission: dict[str, list[RunResult]] = {}
@@ -191,6 +216,8 @@ def run_check(
             losses=[r.final.val_loss for r in runs],
             mean=statistics.fmean(r.final.val_loss for r in runs),
             spread=statistics.stdev([r.final.val_loss for r in runs]) if len(runs) > 1 else 0.0,
+            overrides=configs[name][0],
+            sweep_id=configs[name][1],
         )
         for name, runs in by_submission.items()
     }
@@ -212,12 +239,22 @@ def run_check(
         ref = reference.submissions[name]
         tolerance = max(K_SIGMA * ref.spread, MIN_TOLERANCE)
         delta = now.mean - ref.mean
+        configuration = f"tuned by {ref.sweep_id}" if ref.sweep_id else "manifest values"
         findings.append(Finding(
             f"{name} loss", f"{ref.mean:.4f} ± {tolerance:.4f}", f"{now.mean:.4f}", abs(delta) <= tolerance,
-            f"{delta:+.4f} nats ({'within' if abs(delta) <= tolerance else 'outside'} {K_SIGMA:g} seed spreads)",
+            f"{delta:+.4f} nats ({'within' if abs(delta) <= tolerance else 'outside'} {K_SIGMA:g} seed spreads); "
+            f"{configuration}",
         ))
     findings.append(speed_finding(reference.throughput_ratio, ratio, max(bare)))
     return findings
+
+
+def _tuned(submission: Submission, workload: str, tuned_from: Path | None) -> tuple[dict[str, Any], str | None]:
+    """``(overrides, sweep id)`` of ``submission``'s tuned configuration in ``tuned_from``; ``({}, None)`` if none."""
+    from bench.schedule.tune import tuned_configuration  # imports Ray, which the rest of this module does not need
+
+    found = None if tuned_from is None else tuned_configuration(tuned_from / workload / submission.name)
+    return ({}, None) if found is None else (found.chosen, found.sweep_id)
 
 
 def speed_finding(reference_ratio: float, ratio: float, bare_tokens_per_s: float) -> Finding:

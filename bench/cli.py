@@ -623,8 +623,12 @@ def check(
     reference: Annotated[Path | None, typer.Option(help="Reference file.")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster to join.")] = None,
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
+    tuned_from: Annotated[Path | None, typer.Option(
+        help="With --update: results folder whose re-run sweeps give each baseline's tuned configuration "
+             "(default: leaderboard/results, what the board ranks).")] = None,
 ) -> None:
-    """Regression check: baselines on tiny (fixed token budget and seeds) against leaderboard/reference/."""
+    """Regression check: baselines on tiny (fixed token budget and seeds, each with its tuned configuration) against
+    leaderboard/reference/."""
     import os
 
     from bench.train.clock import CPU_TRIAL_ENV
@@ -633,6 +637,8 @@ def check(
     from bench.check import REFERENCE_PATH, CheckReference, run_check
 
     reference_path = reference or project_root() / REFERENCE_PATH
+    if tuned_from is not None and not update:
+        raise BenchError("--tuned-from: only with --update; a check trains the configurations its reference stores")
     if submission:
         chosen = [find_submission(name) for name in submission]
     elif reference_path.exists() and not update:
@@ -640,7 +646,8 @@ def check(
         chosen = [find_submission(name) for name in reference_names]
     else:
         chosen = [s for s in _submissions(["all"]) if "tiny" in s.manifest.workloads]
-    findings = run_check(chosen, reference_path, update=update, address=address, progress=progress)
+    findings = run_check(chosen, reference_path, update=update, address=address, progress=progress,
+                         tuned_from=tuned_from or project_root() / "leaderboard" / "results")
     table = Table(title=Text(f"bench check against {reference_path}"), title_justify="left")
     for column in ("check", "reference", "measured", "", "detail"):
         table.add_column(column)

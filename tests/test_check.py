@@ -16,7 +16,9 @@ from typer.testing import CliRunner
 from bench.check import SPEED_SUBJECT, SPEED_TOLERANCE, CheckReference, run_check, speed_finding
 from bench.cli import app
 from bench.schedule.cluster import ray_session
+from bench.schedule.tune import tuned_configuration
 from bench.spec.loading import load_submission
+from bench.spec.result import RunResult
 
 from conftest import ROOT
 
@@ -57,12 +59,15 @@ def _check_round_trip(tmp_path):
     loss = next(f for f in findings if f.subject == "adamw-baseline loss")
     assert "within" in loss.detail
 
-    manifest["hyperparameters"]["lr"] = 3.0e-6  # a deliberate regression: the baseline barely learns
-    (folder / "submission.yaml").write_text(yaml.safe_dump(manifest))
+    # The check trains with the configuration the reference stores (a tuned one, as `--update` finds it on the
+    # board), not the manifest's: a stored learning rate at which the baseline barely learns is a regression.
+    stored.submissions["adamw-baseline"].overrides = {"lr": 3.0e-6}
+    stored.submissions["adamw-baseline"].sweep_id = "sweep-test"
+    reference.write_text(stored.model_dump_json())
     result = CliRunner().invoke(app, ["check", "--reference", str(reference), "-s", str(folder), "--no-progress"])
     assert result.exit_code == 1, result.output
     assert "REGRESSED" in result.output and "adamw-baseline loss" in result.output
-    assert "outside" in result.output
+    assert "outside" in result.output and "tuned by sweep-test" in result.output
 
 
 def test_speed_finding_fails_only_below_the_tolerance():
@@ -78,3 +83,27 @@ def test_check_without_reference_says_how_to_make_one(tmp_path):
     folder, _ = _shrunken_baseline(tmp_path)
     result = CliRunner().invoke(app, ["check", "--reference", str(tmp_path / "none.json"), "-s", str(folder)])
     assert result.exit_code == 1 and "bench check --update" in result.output
+
+
+def _published(tmp_path, submission, pattern):
+    folder = tmp_path / "tiny" / submission
+    folder.mkdir(parents=True)
+    for path in (ROOT / "leaderboard" / "results" / "tiny" / submission).glob(pattern):
+        shutil.copy(path, folder)
+    return folder
+
+
+def test_the_tuned_configuration_is_the_declared_best_of_the_re_run_sweep(tmp_path):
+    """On the published results: muon's sweep chose trial 2 and re-ran it on seeds 1-5; its untuned runs of
+    2026-12-01 and the sweep's other trials do not count."""
+    folder = _published(tmp_path, "muon", "*.json")
+    tuned = tuned_configuration(folder)
+    assert tuned is not None and tuned.sweep_id == "sweep-20261202T024431Z-s0-439f2f" and tuned.reruns >= 5
+    trial = RunResult.model_validate_json((folder / f"{tuned.sweep_id}-t2.json").read_text())
+    assert tuned.chosen == trial.overrides and set(tuned.chosen) == set(trial.tuning["search_space"])
+
+
+def test_a_sweep_without_re_runs_gives_no_tuned_configuration(tmp_path):
+    folder = _published(tmp_path, "muon", "sweep-*-t[0-9].json")  # the sweep's trials, none of its re-runs
+    assert tuned_configuration(folder) is None
+    assert tuned_configuration(tmp_path / "tiny" / "nothing-here") is None

@@ -18,6 +18,7 @@ from scipy.optimize import minimize_scalar
 
 from bench.errors import BenchError, SpecError
 from bench.results import load_results, write_result
+from bench.schedule.tune import tuned_configuration
 from bench.spec.loading import load_workload
 from bench.spec.result import EvalPoint, ParamCounts, RunResult, TrialStatus
 from bench.study.compare import compare, loss_at_equal_time, paired_effect
@@ -124,6 +125,26 @@ def test_tiny_scaling_raises_the_limit_for_its_largest_model():
     assert largest <= plan.max_params < largest * 1.01
     assert {c.workload.name for c in plan.cells} == {"tiny.t15s.p2.76m", "tiny.t25s.p2.76m", "tiny.t40s.p2.76m"}
     assert [c.held_out for c in plan.cells].count(True) == 1
+
+
+def test_a_tuned_study_trains_each_submission_s_tuned_configuration_under_its_sizes(tmp_path: Path):
+    """``tuned: true`` on the published results: adamw-baseline's declared best (its re-run sweep on tiny) under
+    every size's shape, and the report names the sweep."""
+    study = load_study(ROOT / "studies" / "tiny-scaling.yaml").model_copy(update={"tuned": True})
+    plan = plan_study(study, ROOT)
+    tuned = tuned_configuration(ROOT / "leaderboard" / "results" / "tiny" / "adamw-baseline")
+    assert tuned is not None and plan.tuned == {"adamw-baseline": tuned}
+    assert {"lr", "warmup"} <= set(tuned.chosen)
+    for cell in plan.cells:
+        assert cell.overrides == {**tuned.chosen, **study.sizes[cell.size]}
+        assert cell.hyperparameters["lr"] == tuned.chosen["lr"]
+    text = write_report(study, [], tmp_path, root=ROOT, n_bootstrap=10).read_text()
+    assert f"adamw-baseline: sweep `{tuned.sweep_id}`" in text
+
+
+def test_a_tuned_study_needs_a_re_run_sweep_of_each_submission(project: Path):
+    with pytest.raises(BenchError, match=r"tuned: \S+ has no re-run sweep on mini"):
+        plan_study(load_study(_study(project, tuned=True)), project)
 
 
 def test_spec_errors_name_file_and_field(project: Path):

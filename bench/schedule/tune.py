@@ -217,6 +217,24 @@ def _chosen(best: RunResult, space: dict[str, SearchParam]) -> dict[str, Any]:
     return {name: get_path(best.hyperparameters, name) for name in space}  # results from before overrides were kept
 
 
+@dataclass(frozen=True)
+class TunedConfiguration:
+    sweep_id: str
+    chosen: dict[str, Any]  # the overrides the sweep declared best, as its re-runs train with them
+    reruns: int  # re-runs of it that finished ok
+
+
+def tuned_configuration(folder: Path) -> TunedConfiguration | None:
+    """The tuned configuration of the submission whose results lie in ``folder`` (one workload's): the declared best
+    of the latest sweep there that was re-run on fresh seeds, which is what the board ranks. None when no sweep in
+    ``folder`` has a re-run that finished ok (the manifest's own values are then the submission's configuration)."""
+    for sweep_id in sorted(_sweeps(folder), reverse=True):  # ids start with their UTC start time: latest first
+        scored = [r for r in _reruns(folder, sweep_id) if r.scored]
+        if scored:
+            return TunedConfiguration(sweep_id, dict(scored[0].tuning["chosen"]), len(scored))
+    return None
+
+
 def best_result(results: list[RunResult], target: TargetSpec) -> RunResult | None:
     """The ok result with the best final value of the target's metric (earliest wins a tie)."""
     scored = [r for r in results if r.scored]

@@ -27,6 +27,7 @@ from bench.spec.result import RunResult, TrialStatus
 from bench.spec.units import format_bytes, format_count, format_duration
 from bench.spec.workload import WorkloadSpec
 from bench.study.spec import StudySpec
+from bench.schedule.tune import TunedConfiguration, tuned_configuration
 from bench.harness.plan import TrialRequest, seed_major
 from bench.train.params import count_parameters
 from bench.train.recipes import build_gpt
@@ -79,6 +80,7 @@ class Plan:
     workload_dir: Path
     submissions: dict[str, Submission]
     cells: tuple[Cell, ...]
+    tuned: dict[str, TunedConfiguration]  # by submission, where the study trains tuned configurations
 
     @property
     def max_params(self) -> int:
@@ -218,11 +220,17 @@ def plan_study(study: StudySpec, root: Path | None = None) -> Plan:
     base = load_workload(base_path)
     vocab = vocab_size(base, base_path.parent)
     submissions = {name: find_submission(name, root) for name in study.submissions}
+    tuned = _tuned(study, base.name, root) if study.tuned else {}
+    overrides = {
+        (name, size): {**(tuned[name].chosen if name in tuned else {}), **shape}
+        for name in submissions
+        for size, shape in study.sizes.items()
+    }
     shapes: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
     for name, submission in submissions.items():
-        for size, overrides in study.sizes.items():
+        for size in study.sizes:
             try:
-                hparams = submission.hyperparameters(overrides, f"{where}: sizes.{size}")
+                hparams = submission.hyperparameters(overrides[(name, size)], f"{where}: sizes.{size}")
                 shapes[(name, size)] = hparams, gpt_params(hparams, base, vocab)
             except BenchError as exc:
                 raise BenchError(f"{where}: sizes.{size} with submission {name!r}: {exc}") from None
@@ -236,7 +244,7 @@ def plan_study(study: StudySpec, root: Path | None = None) -> Plan:
             wall_clock=t,
             train_bytes=d,
             workload=workloads[(t, d)],
-            overrides=dict(study.sizes[size]),
+            overrides=overrides[(name, size)],
             hyperparameters=shapes[(name, size)][0],
             params=shapes[(name, size)][1],
             held_out=study.held_out(size, t, d),
@@ -244,7 +252,23 @@ def plan_study(study: StudySpec, root: Path | None = None) -> Plan:
         for name in study.submissions
         for size, t, d in study.points()
     )
-    return Plan(study, base, base_path.parent.resolve(), submissions, cells)
+    return Plan(study, base, base_path.parent.resolve(), submissions, cells, tuned)
+
+
+def _tuned(study: StudySpec, workload: str, root: Path) -> dict[str, TunedConfiguration]:
+    """Each submission's tuned configuration on ``workload`` from the board's results (``tuned: true``)."""
+    found = {}
+    for name in study.submissions:
+        folder = root / "leaderboard" / "results" / workload / name
+        config = tuned_configuration(folder)
+        if config is None:
+            raise BenchError(
+                f"study {study.name!r}: tuned: {name} has no re-run sweep on {workload} in {folder}; run "
+                f"`bench tune --workload {workload} --submission {name}` and its re-runs (CONTRIBUTING.md), or set "
+                "tuned: false"
+            )
+        found[name] = config
+    return found
 
 
 def expand(study: StudySpec, root: Path | None = None) -> list[TrialRequest]:

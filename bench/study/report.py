@@ -88,6 +88,16 @@ def _grid_section(plan: Plan, matches: list[Match], unmatched: list[RunResult]) 
         counts = sorted(set(params.values()))
         sizes.append([size, shown, " / ".join(si(n) for n in counts)])
     lines += [_table(sizes, ["size", "hyperparameters", f"N ({counted})"]), ""]
+    if plan.tuned:
+        lines += [
+            "Every submission trains with its tuned configuration on the base workload (the declared best of its "
+            "re-run sweep, as the board ranks it), the sizes' hyperparameters on top:",
+            "",
+            *[f"- {name}: sweep `{t.sweep_id}` ({t.reruns} re-runs): "
+              + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(t.chosen.items()))
+              for name, t in plan.tuned.items()],
+            "",
+        ]
 
     statuses = Counter(m.result.status.value for m in matches)
     have = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "none"

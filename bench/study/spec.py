@@ -99,6 +99,14 @@ class StudySpec(StrictModel):
         ),
     )
     budgets: BudgetGrid = Field(default_factory=BudgetGrid)
+    tuned: bool = Field(
+        False,
+        description=(
+            "Train each submission with its tuned configuration on the base workload, the one the board ranks (the "
+            "declared best of its re-run sweep in leaderboard/results/<workload>/<name>/); the sizes' overrides apply "
+            "on top. A submission without a re-run sweep there is an error."
+        ),
+    )
     fit: bool = Field(False, description="Fit the scaling law L(N, D) to each submission's runs.")
     hold_out: list[GridSelector] = Field(
         default_factory=list, description="Grid points left out of the fit, to check its predictions."
