@@ -61,9 +61,8 @@ def _check_round_trip(tmp_path):
 
     # The check trains with the configuration the reference stores (a tuned one, as `--update` finds it on the
     # board), not the manifest's: a stored learning rate at which the baseline barely learns is a regression.
-    stored.submissions["adamw-baseline"].overrides = {"lr": 3.0e-6}
-    stored.submissions["adamw-baseline"].sweep_id = "sweep-test"
-    reference.write_text(stored.model_dump_json())
+    tuned = stored.submissions["adamw-baseline"].model_copy(update={"overrides": {"lr": 3.0e-6}, "sweep_id": "sweep-test"})
+    reference.write_text(stored.model_copy(update={"submissions": {"adamw-baseline": tuned}}).model_dump_json())
     result = CliRunner().invoke(app, ["check", "--reference", str(reference), "-s", str(folder), "--no-progress"])
     assert result.exit_code == 1, result.output
     assert "REGRESSED" in result.output and "adamw-baseline loss" in result.output
