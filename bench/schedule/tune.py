@@ -228,11 +228,15 @@ def tuned_configuration(folder: Path) -> TunedConfiguration | None:
     """The tuned configuration of the submission whose results lie in ``folder`` (one workload's): the declared best
     of the latest sweep there that was re-run on fresh seeds, which is what the board ranks. None when no sweep in
     ``folder`` has a re-run that finished ok (the manifest's own values are then the submission's configuration)."""
-    for sweep_id in sorted(_sweeps(folder), reverse=True):  # ids start with their UTC start time: latest first
-        scored = [r for r in _reruns(folder, sweep_id) if r.scored]
-        if scored:
-            return TunedConfiguration(sweep_id, dict(scored[0].tuning["chosen"]), len(scored))
-    return None
+    scored: dict[str, list[RunResult]] = {}
+    for result in load_results([folder]):  # read once: the folder holds every sweep's trials and re-runs
+        if result.scored and result.tuning is not None and result.tuning.get("rerun"):
+            scored.setdefault(result.tuning["sweep_id"], []).append(result)
+    if not scored:
+        return None
+    sweep_id = max(scored)  # ids start with their UTC start time: the latest
+    runs = scored[sweep_id]
+    return TunedConfiguration(sweep_id, dict(runs[0].tuning["chosen"]), len(runs))
 
 
 def best_result(results: list[RunResult], target: TargetSpec) -> RunResult | None:
