@@ -310,7 +310,7 @@ def _trial_table(results: list[RunResult], target: TargetSpec) -> str:
             r.tuning["trial"],
             r.run_id,
             r.status.value,
-            *[_cell(_searched(r, name)) for name in names],
+            *[searched_value(_searched(r, name)) for name in names],
             "" if r.final is None else f"{getattr(r.final, metric):.4f}",
             "yes" if r.target_reached else "no",
             r.reason or "",
@@ -382,7 +382,7 @@ def record_tuning(
     space_rows = [
         [name, param["distribution"],
          str(param["values"]) if "values" in param else f"{param['low']:.4g} .. {param['high']:.4g}",
-         _cell(_declared(manifest.hyperparameters, name))]
+         searched_value(_declared(manifest.hyperparameters, name))]
         for name, param in sorted(tuning["search_space"].items())
     ]
     seeds = tuning.get("tuning_seeds", [tuning["sampler_seed"]])
@@ -390,7 +390,7 @@ def record_tuning(
         chosen = ["No trial finished ok: nothing was chosen."]
     else:
         picked = _chosen(best, manifest.search_space)
-        values = ", ".join(f"`{k}={_cell(v)}`" for k, v in sorted(picked.items()))
+        values = ", ".join(f"`{k}={searched_value(v)}`" for k, v in sorted(picked.items()))
         chosen = [
             f"Trial {best.tuning['trial']} ({best.run_id}), final {target.metric} "
             f"{getattr(best.final, target.metric):.4f}: {values}.",
@@ -449,5 +449,6 @@ def _declared(hparams: dict[str, Any], name: str) -> Any:
     return "(optimizer default)" if value is MISSING else value
 
 
-def _cell(value: Any) -> str:
+def searched_value(value: Any) -> str:
+    """A hyperparameter value as tuning.md and study reports print it: floats to four significant digits."""
     return f"{value:.4g}" if isinstance(value, float) else str(value)

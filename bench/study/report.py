@@ -17,6 +17,7 @@ from tabulate import tabulate
 from bench.board.format import estimate, p_value, si
 from bench.board.stats import mean_ci
 from bench.results import load_results, write_atomic
+from bench.schedule.tune import searched_value
 from bench.spec.result import RunResult
 from bench.spec.units import format_bytes, format_count
 from bench.study import plots
@@ -94,7 +95,7 @@ def _grid_section(plan: Plan, matches: list[Match], unmatched: list[RunResult]) 
             "re-run sweep, as the board ranks it), the sizes' hyperparameters on top:",
             "",
             *[f"- {name}: sweep `{t.sweep_id}` ({t.reruns} re-runs): "
-              + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(t.chosen.items()))
+              + ", ".join(f"{k}={searched_value(v)}" for k, v in sorted(t.chosen.items()))
               for name, t in plan.tuned.items()],
             "",
         ]
