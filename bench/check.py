@@ -17,7 +17,7 @@ It trains the baseline submissions on the ``tiny`` workload with fixed seeds and
 
 Each baseline trains with its **tuned configuration**, the one the board ranks: ``bench check --update`` looks up
 the declared best of each baseline's re-run sweep on tiny in the board's results
-(:func:`bench.schedule.tune.tuned_configuration`) and stores it in the reference beside the losses it measured
+(:func:`bench.tune.tuned_configuration`) and stores it in the reference beside the losses it measured
 (``overrides``, ``sweep_id``); ``bench check`` then trains with the stored overrides, so a check and its reference
 always ran the same configuration, and a later sweep changes nothing until the reference is deliberately re-made.
 A baseline with no re-run sweep trains with its manifest's values.
@@ -41,15 +41,15 @@ from pydantic import Field, ValidationError
 from bench.data.prepare import prepare
 from bench.errors import BenchError
 from bench.measure.hardware import package_versions
-from bench.results import new_run_id, write_atomic
+from bench.results.store import new_run_id, write_atomic
 from bench.spec.base import StrictModel
 from bench.spec.hparams import apply_overrides
 from bench.spec.loading import Submission, load_workload, workload_path
-from bench.spec.result import SCHEMA_VERSION, RunResult
+from bench.results.schema import SCHEMA_VERSION, RunResult
 from bench.spec.workload import WorkloadSpec
 from bench.harness.plan import TrialRequest, plan_trials, seed_major
 from bench.train.optim import build_optimizer
-from bench.train.clock import clock_for
+from bench.harness.clock import clock_for
 from bench.train.recipes import build_gpt
 from bench.train.runtime import seed_everything, warm_lazy_imports
 
@@ -161,7 +161,7 @@ def run_check(
     With ``update``, each submission trains with its tuned configuration from the results folder ``tuned_from``
     (``<tuned_from>/tiny/<name>/``; None or no re-run sweep there: the manifest's values); without, with the
     configuration the reference stores."""
-    from bench.schedule.runner import run_trials
+    from bench.executor.ray_runner import run_trials
 
     path, spec = check_workload(tokens)
     reference = None
@@ -251,7 +251,7 @@ def run_check(
 
 def _tuned(submission: Submission, workload: str, tuned_from: Path | None) -> tuple[dict[str, Any], str | None]:
     """``(overrides, sweep id)`` of ``submission``'s tuned configuration in ``tuned_from``; ``({}, None)`` if none."""
-    from bench.schedule.tune import tuned_configuration  # imports Ray, which the rest of this module does not need
+    from bench.tune import tuned_configuration  # imports Ray, which the rest of this module does not need
 
     found = None if tuned_from is None else tuned_configuration(tuned_from / workload / submission.name)
     return ({}, None) if found is None else (found.chosen, found.sweep_id)

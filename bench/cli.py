@@ -32,8 +32,8 @@ from bench.spec.loading import (
     workload_files,
     workload_path,
 )
-from bench.results import DEFAULT_RESULTS_DIR, new_run_id
-from bench.spec.result import RunResult, TrialStatus
+from bench.results.store import DEFAULT_RESULTS_DIR, new_run_id
+from bench.results.schema import RunResult, TrialStatus
 from bench.spec.units import format_bytes, format_count, format_duration, parse_duration
 from bench.spec.workload import WorkloadSpec
 from bench.summary import print_table, results_table
@@ -256,7 +256,7 @@ def leaderboard(
     """Build the leaderboard pages from leaderboard/results/ (and --include folders)."""
     from bench.board.build import build_leaderboard
     from bench.board.html import run_files
-    from bench.results import load_result_files
+    from bench.results.store import load_result_files
 
     root = project_root()
     found = load_result_files([root / "leaderboard" / "results", *(include or [])])
@@ -281,7 +281,7 @@ def compare(
 ) -> None:
     """Side-by-side table of two submissions with the loss difference and time-to-target speedup, with CIs."""
     from bench.board.compare import compare as compare_runs
-    from bench.results import load_results
+    from bench.results.store import load_results
 
     name = Path(workload).stem if workload.endswith((".yaml", ".yml")) else workload
     table = compare_runs(load_results(results_dir or [DEFAULT_RESULTS_DIR]), a, b, name)
@@ -432,8 +432,8 @@ def run(
 ) -> None:
     """Train submissions on a workload under the harness (through Ray) and write one result file per trial."""
     from bench.harness.plan import TrialRequest, default_checkpointing, plan_trials, seed_major
-    from bench.schedule.progress import PROGRESS_ENV, parse_interval, progress_interval
-    from bench.schedule.runner import ResultsNotSaved, RunInterrupted, run_trials
+    from bench.executor.progress import PROGRESS_ENV, parse_interval, progress_interval
+    from bench.executor.ray_runner import ResultsNotSaved, RunInterrupted, run_trials
     from bench.train.loader import load_recipe_class
     from bench.train.recipes import optimizer_names
 
@@ -567,7 +567,7 @@ def tune(
         help="Write the sweep (budget, search space, trials, chosen configuration) to submissions/NAME/tuning.md.")] = False,
 ) -> None:
     """Sweep a submission's search space (quasi-random, seeded); report the best configuration and all trials."""
-    from bench.schedule.tune import tune as run_sweep
+    from bench.tune import tune as run_sweep
 
     path, spec = _resolved_workload(workload, None)
     chosen = find_submission(submission)
@@ -631,7 +631,7 @@ def check(
     leaderboard/reference/."""
     import os
 
-    from bench.train.clock import CPU_TRIAL_ENV
+    from bench.harness.clock import CPU_TRIAL_ENV
 
     os.environ.update(CPU_TRIAL_ENV)  # the bare loop runs here: same OpenMP settings as the trials, before torch loads
     from bench.check import REFERENCE_PATH, CheckReference, run_check
@@ -711,7 +711,7 @@ def results_command(
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON array of the result files instead.")] = False,
 ) -> None:
     """List stored results, oldest first: one table per workload, or JSON for scripts."""
-    from bench.results import load_results
+    from bench.results.store import load_results
 
     folders = results_dir or [DEFAULT_RESULTS_DIR]
     name = Path(workload).stem if workload and workload.endswith((".yaml", ".yml")) else workload

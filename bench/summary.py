@@ -11,7 +11,7 @@ from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
-from bench.spec.result import RunResult, TrialStatus
+from bench.results.schema import RunResult, TrialStatus
 from bench.spec.units import format_count, format_duration
 
 _MEASURED = {"nvml-counter": "(m)", "rapl": "(m)"}  # everything else is an estimate

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.spec.result import EvalPoint, RunResult, TrainLogPoint
+from bench.results.schema import EvalPoint, RunResult, TrainLogPoint
+from bench.spec.hparams import flatten
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class _TensorBoard(_Backend):
 
     def summary(self, values: dict[str, float], config: dict[str, Any]) -> None:
         flat = {key: value if isinstance(value, (int, float, str, bool)) else json.dumps(value, default=str)
-                for key, value in _flatten(config).items()}
+                for key, value in flatten(config).items()}
         from torch.utils.tensorboard.summary import hparams
 
         # The HPARAMS tab's entry, in this run's own event file (SummaryWriter.add_hparams would open a second one).
@@ -165,16 +166,6 @@ def _final_metrics(result: RunResult) -> dict[str, float]:
     for score in result.downstream:
         values[f"downstream/{score.task}/{score.metric}"] = score.value
     return {key: float(value) for key, value in values.items() if isinstance(value, (int, float))}
-
-
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat |= _flatten(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def parse_backends(text: str | None) -> list[str]:

@@ -29,11 +29,11 @@ from tabulate import tabulate
 
 from bench.data.prepare import prepare
 from bench.harness.plan import TrialRequest, plan_trials
-from bench.results import new_run_id
-from bench.schedule.cluster import ray_session
-from bench.schedule.runner import run_trials
+from bench.results.store import new_run_id
+from bench.executor.cluster import ray_session
+from bench.executor.ray_runner import run_trials
 from bench.spec.loading import find_submission, load_workload, workload_path
-from bench.spec.result import RunResult
+from bench.results.schema import RunResult
 
 BUSY = "while True: pass"
 

@@ -49,7 +49,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with contextlib.ExitStack() as stack:
         if not args.in_process:
-            from bench.schedule.cluster import ray_session
+            from bench.executor.cluster import ray_session
 
             stack.enter_context(ray_session())
         measure(args)
@@ -75,7 +75,7 @@ def measure(args: argparse.Namespace) -> None:
         if args.in_process:
             result = run_trial(plan)
         else:
-            from bench.schedule.runner import run_trials
+            from bench.executor.ray_runner import run_trials
 
             [result] = run_trials([plan], results_dir, progress=False)
         if result.status.value != "ok":

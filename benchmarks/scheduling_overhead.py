@@ -29,14 +29,14 @@ import ray
 import torch
 from tabulate import tabulate
 
-from bench.results import new_run_id
-from bench.schedule.cluster import ray_session
-from bench.schedule.events import EventBox, poster
-from bench.schedule.runner import run_trials
+from bench.results.store import new_run_id
+from bench.executor.cluster import ray_session
+from bench.executor.events import EventBox, poster
+from bench.executor.ray_runner import run_trials
 from bench.spec.loading import load_workload, project_root, workload_path
-from bench.spec.result import RunResult, TrialStatus
+from bench.results.schema import RunResult, TrialStatus
 from bench.spec.workload import WorkloadSpec
-from bench.train.context import EVENT_INTERVAL_S
+from bench.harness.context import EVENT_INTERVAL_S
 from bench.harness.plan import TrialRequest, plan_trials
 from bench.harness.trial import run_trial
 from bench.train.events import TrialEvent

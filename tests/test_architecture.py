@@ -17,8 +17,8 @@ LAYERS = {
     "measure": 4,
     "downstream": 5, "export": 5,
     "harness": 6,
-    "schedule": 7,
-    "check": 8, "study": 8,
+    "executor": 7,
+    "check": 8, "study": 8, "tune": 8,
     "cli": 9, "__main__": 9,
 }
 

@@ -25,9 +25,9 @@ from bench.board.build import build_leaderboard
 from bench.board.columns import CELLS, board_of, energy_measured, headline_columns
 from bench.board.html import run_files
 from bench.board.rank import Section, build_sections
-from bench.results import load_result_files, write_result
+from bench.results.store import load_result_files, write_result
 from bench.spec.loading import load_workload
-from bench.spec.result import RunResult, TrialStatus
+from bench.results.schema import RunResult, TrialStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "tests" / "fixtures" / "published-two-seeds"

@@ -22,8 +22,8 @@ from bench.board.build import build_leaderboard
 from bench.board.plots import pareto_front, seed_band
 from bench.board.rank import Entry, build_sections, rank_entries
 from bench.errors import BenchError
-from bench.results import load_results
-from bench.spec.result import RunResult, TrialStatus
+from bench.results.store import load_results
+from bench.results.schema import RunResult, TrialStatus
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 

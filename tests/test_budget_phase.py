@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from bench.spec.loading import load_workload, workload_path
-from bench.train.context import HarnessContext
+from bench.harness.context import HarnessContext
 from bench.train.recipes import BudgetPhase
 from bench.train.runtime import distributed_rank
 

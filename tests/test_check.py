@@ -15,10 +15,10 @@ from typer.testing import CliRunner
 
 from bench.check import SPEED_SUBJECT, SPEED_TOLERANCE, CheckReference, run_check, speed_finding
 from bench.cli import app
-from bench.schedule.cluster import ray_session
-from bench.schedule.tune import tuned_configuration
+from bench.executor.cluster import ray_session
+from bench.tune import tuned_configuration
 from bench.spec.loading import load_submission
-from bench.spec.result import RunResult
+from bench.results.schema import RunResult
 
 from conftest import ROOT
 

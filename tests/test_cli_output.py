@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 from io import StringIO
-from pathlib import Path
 
 import pytest
 import yaml
@@ -18,10 +17,10 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.errors import BenchError
-from bench.results import load_results
-from bench.schedule.progress import ProgressBoard, progress_interval
-from bench.schedule.worker import EventLog
-from bench.spec.result import RunResult
+from bench.results.store import load_results
+from bench.executor.progress import ProgressBoard, progress_interval
+from bench.executor.worker import EventLog
+from bench.results.schema import RunResult
 from bench.summary import print_table, results_table
 from bench.train.events import TrialEvent
 

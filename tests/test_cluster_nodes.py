@@ -28,10 +28,10 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from bench.results import read_result
+from bench.results.store import read_result
 from bench.spec.loading import load_workload, workload_path
-from bench.spec.result import TrialStatus
-from bench.train.checkpoint import file_sha256
+from bench.results.schema import TrialStatus
+from bench.train.saved_model import file_sha256
 
 RAY = Path(sys.executable).parent / "ray"
 RAY_CLI = str(RAY) if RAY.exists() else shutil.which("ray")
@@ -155,8 +155,8 @@ def test_trials_on_a_second_node_send_results_logs_and_models_home(two_nodes, tm
 
     log = (folder / f"{result.run_id}.log").read_text()
     assert f"ray node {node2_id}" in log and "phase train" in log and "result: ok" in log
-    model = folder / result.checkpoint.file
-    assert model.is_file() and file_sha256(model) == result.checkpoint.sha256
+    model = folder / result.saved_model.file
+    assert model.is_file() and file_sha256(model) == result.saved_model.sha256
 
     # the worker prepared its data in its own node's cache, and staged its files there, never in the driver's
     assert list((caches["node2"] / "shards").glob("*/meta.json"))

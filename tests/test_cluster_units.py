@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from io import StringIO
-from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -13,12 +12,12 @@ from bench.cli import _parse_resources
 from bench.errors import BenchError
 from bench.harness import phases
 from bench.harness.plan import TrialRequest, plan_trials
-from bench.schedule.cluster import ray_session
-from bench.schedule.resources import check_fits, trial_resources
-from bench.schedule.runner import run_trials, trial_env
-from bench.schedule.worker import Shipped, receive, ship, staged
+from bench.executor.cluster import ray_session
+from bench.executor.resources import check_fits, trial_resources
+from bench.executor.ray_runner import run_trials, trial_env
+from bench.executor.worker import Shipped, receive, ship, staged
 from bench.spec.loading import load_workload, workload_path
-from bench.spec.result import TrialStatus
+from bench.results.schema import TrialStatus
 from bench.spec.workload import WorkloadSpec
 
 
@@ -98,7 +97,7 @@ def test_a_data_phase_past_its_timeout_is_stopped_with_a_clear_reason(tmp_path):
 
 def test_energy_of_a_ddp_trial_is_the_sum_over_its_ranks_with_each_kept():
     from bench.measure.energy import combine_ranks
-    from bench.spec.result import EnergyPhase, EnergyReport
+    from bench.results.schema import EnergyPhase, EnergyReport
 
     def rank(train: float | None, eval_: float) -> EnergyReport:
         return EnergyReport(train=EnergyPhase(joules=train, method="rapl"), eval=EnergyPhase(joules=eval_, method="rapl"),

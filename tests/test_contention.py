@@ -6,15 +6,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from bench.board.rank import build_sections
 from bench.measure.contention import OTHERS_THRESHOLD, ContentionProbe
-from bench.results import load_result_files
-from bench.spec.result import Contention, TrialStatus
-from bench.train.clock import TrainingClock, clock_for, process_cpu_seconds
+from bench.results.store import load_result_files
+from bench.results.schema import Contention, TrialStatus
+from bench.harness.clock import TrainingClock, clock_for, process_cpu_seconds
 
 from conftest import ROOT
 from test_trial import small_tiny, trial

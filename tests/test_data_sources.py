@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from bench.data.sources import Splitter, fingerprint, iter_documents, resolve_revision, split_documents
+from bench.data.sources import DocumentReader, Splitter, fingerprint, resolve_revision, split_documents
 from bench.errors import BenchError
 from bench.spec.workload import HubSource, LocalSource, SyntheticSource
 from conftest import make_docs
@@ -26,7 +26,7 @@ def local(*paths, **fields) -> LocalSource:
 
 
 def texts(source, folder) -> list[str]:
-    return [doc.text for doc in iter_documents(source, folder)]
+    return [doc.text for doc in DocumentReader(source, folder)]
 
 
 # --- formats ---------------------------------------------------------------------------------------------------

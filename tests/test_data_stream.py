@@ -129,7 +129,7 @@ def test_a_consumer_that_draws_and_discards_a_batch_over_counts_by_that_batch():
 
 def test_harness_tokens_equal_the_stream_unique_tokens_under_a_token_budget():
     from bench.spec.loading import load_workload, workload_path
-    from bench.train.context import HarnessContext, training_clock
+    from bench.harness.context import HarnessContext, training_clock
     from conftest import ROOT
 
     spec = load_workload(workload_path("tiny", ROOT))

@@ -21,9 +21,9 @@ from bench.cli import app
 from bench.downstream.tasks import synthetic_docs, write_synthetic_tasks
 from bench.errors import BenchError
 from bench.export.hf import architecture, to_hf
-from bench.results import run_file, write_result
-from bench.spec.result import TrialStatus
-from bench.train.checkpoint import MODEL_SUFFIX
+from bench.results.store import run_file, write_result
+from bench.results.schema import TrialStatus
+from bench.train.saved_model import MODEL_SUFFIX
 from bench.train.model import GPT, GPTConfig
 
 from conftest import ROOT
@@ -77,7 +77,7 @@ def saved(tmp_path_factory) -> Path:
         overrides = {"n_layer": 1, "n_head": 2, "n_embd": 32, "batch_size": 4, "seq_len": 64}
         result = trial("rotary", spec=small_tiny(wall_clock=None, tokens=4096), overrides=overrides,
                        save_model=True, results_dir=results)
-    assert result.status is TrialStatus.ok and result.checkpoint.file == model_path.name, result.reason
+    assert result.status is TrialStatus.ok and result.saved_model.file == model_path.name, result.reason
     return write_result(result, results)
 
 
@@ -93,7 +93,7 @@ def exported(saved, tmp_path_factory) -> Path:
 
 
 def test_an_exported_trained_model_loads_with_transformers_and_matches_logits(saved, exported):
-    from bench.train.checkpoint import load_model
+    from bench.train.saved_model import load_model
 
     record = json.loads((exported / "bench_export.json").read_text())
     assert record["run_id"] == "test" and record["model_config"]["positions"] == "rotary"

@@ -26,7 +26,7 @@ from bench.downstream.generation import (
 )
 from bench.errors import BenchError
 from bench.spec.loading import load_workload, workload_path
-from bench.spec.result import GenerationScores, RunResult
+from bench.results.schema import GenerationScores, RunResult
 from bench.spec.workload import GenerationSpec, GreedyDecoding, SampledDecoding
 from bench.train.model import GPT, GPTConfig
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from bench.errors import BenchError
-from bench.spec.result import TrialStatus
+from bench.results.schema import TrialStatus
 from bench.train.growth import stack_blocks
 from bench.train.model import GPT
 from bench.train.params import count_parameters

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from bench.spec.loading import load_workload, workload_path
-from bench.spec.result import EvalPoint
+from bench.results.schema import EvalPoint
 from bench.spec.workload import TargetSpec
 from bench.train.api import BudgetExhausted
-from bench.train.clock import TrainingClock
-from bench.train.context import HarnessContext, TrainingDiverged, training_clock
+from bench.harness.clock import TrainingClock
+from bench.harness.context import HarnessContext, TrainingDiverged, training_clock
 from bench.train.evaluate import EvalScore, evaluate, evaluation_windows
 from bench.train.targets import time_to_target
 
@@ -209,8 +209,8 @@ def test_the_watchdog_stops_a_recipe_training_on_another_thread():
     import threading
 
     from bench.harness.watchdog import Watchdog
-    from bench.train.clock import TrainingClock
-    from bench.train.context import HardLimitExceeded
+    from bench.harness.clock import TrainingClock
+    from bench.harness.context import HardLimitExceeded
 
     outcome: list[BaseException] = []
 
@@ -235,7 +235,7 @@ def test_the_watchdog_stops_a_recipe_training_on_another_thread():
 def test_ranks_agree_on_clock_decisions_every_few_batches_and_on_token_budgets_without_asking(monkeypatch):
     """Under DDP an all-reduce (and a host sync) per micro-batch stalls every step: token budgets are the same on
     every rank and need no agreement; the time budget is agreed on every AGREE_EVERY batches."""
-    from bench.train.context import AGREE_EVERY
+    from bench.harness.context import AGREE_EVERY
 
     asked = []
     for budget in ({"tokens": 1000}, {"wall_clock": 3600.0}):

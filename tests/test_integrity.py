@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from bench.harness.verdict import OK, causality_rule
-from bench.spec.result import TrialStatus
+from bench.results.schema import TrialStatus
 from bench.train.growth import stack_blocks
 from bench.train.model import GPT
 
@@ -146,8 +146,8 @@ def test_a_token_budget_trial_whose_recipe_never_returns_is_stopped_as_overrun()
 
 def test_a_recipe_cannot_pause_or_stop_the_clock_through_the_context():
     from bench.spec.loading import load_workload, workload_path
-    from bench.train.clock import TrainingClock
-    from bench.train.context import HarnessContext, training_clock
+    from bench.harness.clock import TrainingClock
+    from bench.harness.context import HarnessContext, training_clock
 
     from conftest import ROOT
 

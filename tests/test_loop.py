@@ -18,7 +18,7 @@ from bench.train.loop import train_lm
 from bench.train.precision import autocast
 from bench.train.model import GPT, GPTConfig
 from bench.train.optim import build_optimizer
-from bench.train.schedule import make_schedule
+from bench.train.lr_schedule import make_schedule
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from bench.errors import BenchError
 from bench.train.model import GPT, GPTConfig
 from bench.train.optim import build_optimizer, gauss_newton_bartlett, hessian_due, split_parameters
-from bench.train.schedule import make_schedule
+from bench.train.lr_schedule import make_schedule
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -14,9 +14,9 @@ from torch import nn
 
 from bench.harness.verdict import OK, param_counts, size_rule
 from bench.spec.loading import find_submission, load_workload, workload_path
-from bench.spec.result import TrialStatus
+from bench.results.schema import TrialStatus
 from bench.spec.workload import ModelLimit
-from bench.train.checkpoint import export_model
+from bench.train.saved_model import save_model
 from bench.train.loader import load_recipe_class
 from bench.train.model import GPT
 from bench.train.params import count_model_bytes, count_parameters
@@ -87,7 +87,7 @@ def test_quantized_model_computes_with_its_int8_weights():
 def test_a_quantized_model_is_not_saved_and_says_why(tmp_path):
     """Saved models are safetensors plus a GPT config, loaded without running code; torchao's quantized tensors are
     not plain tensors, so they are refused with the reason rather than saved in a form nothing can load."""
-    record = export_model(quantize_int8(_gpt()), WINDOW, VOCAB, tmp_path / "q.model.safetensors")
+    record = save_model(quantize_int8(_gpt()), WINDOW, VOCAB, tmp_path / "q.model.safetensors")
     assert record.file is None and "quantized weights" in record.error and "cannot be saved" in record.error
     assert list(tmp_path.iterdir()) == []
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bench.errors import BenchError
-from bench.results import ResultNotWritten, load_results, read_result, result_path, write_result
-from bench.spec.result import RunResult, TrialStatus
+from bench.results.store import ResultNotWritten, load_results, read_result, result_path, write_result
+from bench.results.schema import RunResult, TrialStatus
 
 WHEN = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 
@@ -76,8 +76,8 @@ def test_a_result_the_full_disk_cannot_take_is_kept_in_the_fallback_folder(tmp_p
 @pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc to tell which file is synced")
 def test_with_no_fallback_folder_writable_the_result_is_held_in_memory(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_RESULTS_FALLBACK", str(tmp_path / "fallback"))
-    monkeypatch.setattr("bench.results.platformdirs.user_data_dir", lambda name: str(tmp_path / "data"))
-    monkeypatch.setattr("bench.results.tempfile.gettempdir", lambda: str(tmp_path / "tmp"))
+    monkeypatch.setattr("bench.results.store.platformdirs.user_data_dir", lambda name: str(tmp_path / "data"))
+    monkeypatch.setattr("bench.results.store.tempfile.gettempdir", lambda: str(tmp_path / "tmp"))
     _disk_full_under(tmp_path, monkeypatch)
     result = _result()
     with pytest.raises(ResultNotWritten) as info:

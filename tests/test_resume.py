@@ -26,11 +26,11 @@ from bench.data.stream import TokenStream
 from bench.harness import phases
 from bench.harness.plan import TrialRequest, default_checkpointing, plan_trials
 from bench.harness.trial import run_trial
-from bench.results import read_result
-from bench.schedule.cluster import ray_session
-from bench.schedule.runner import run_trials
+from bench.results.store import read_result
+from bench.executor.cluster import ray_session
+from bench.executor.ray_runner import run_trials
 from bench.spec.loading import load_workload, workload_path
-from bench.spec.result import RunResult, TrialStatus
+from bench.results.schema import RunResult, TrialStatus
 from bench.spec.workload import WorkloadSpec
 from bench.train.resume import DamagedCheckpoint, load_state, save_state
 
@@ -118,11 +118,11 @@ def test_a_resumed_trial_continues_exactly(tmp_path, single_thread, monkeypatch)
     monkeypatch.setattr(phases, "discard_checkpoint", lambda plan, rank: None)
     whole = run_trial(plan)
     assert whole.status is TrialStatus.ok and whole.checkpoints.saved >= 1
-    assert plan.files.checkpoint.exists()
+    assert plan.files.resume.exists()
     resumed = run_trial(dataclasses.replace(plan, attempt=1, previous=("the worker process died: test",)))
     assert resumed.status is TrialStatus.ok, resumed.reason
     [resumption] = resumed.checkpoints.resumed
-    assert resumption.checkpoint == plan.files.checkpoint.name and resumption.reason.endswith("test")
+    assert resumption.checkpoint == plan.files.resume.name and resumption.reason.endswith("test")
     assert 0 < resumption.step < resumed.steps and resumption.train_seconds > 0
     assert resumed.final.val_loss == pytest.approx(whole.final.val_loss, abs=1e-4)
     assert resumed.steps == whole.steps and resumed.tokens == whole.tokens
@@ -153,7 +153,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_under_the_scheduler(tmp_pat
     killed: list[int] = []
     stop = threading.Event()
     killer = threading.Thread(target=_kill_after_first_checkpoint,
-                              args=(plans[0].files.checkpoint, plans[0].files.log, killed, stop), daemon=True)
+                              args=(plans[0].files.resume, plans[0].files.log, killed, stop), daemon=True)
     out = StringIO()
     with ray_session():
         killer.start()
@@ -178,7 +178,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint_under_the_scheduler(tmp_pat
     assert record.saved >= 1 and record.seconds > 0
 
     assert read_result(plans[0].files.result) == interrupted  # what was written records the resume too
-    assert not plans[0].files.checkpoint.exists()  # a finished trial's checkpoint is gone
+    assert not plans[0].files.resume.exists()  # a finished trial's checkpoint is gone
     log = plans[0].files.log.read_text()
     assert f"pid {killed[0]}," in log and "attempt 2 (retry 1 of 1)" in log  # both attempts' lines, in one log
     assert "killed  retry 1 of 1: the worker process died" in out.getvalue()
@@ -198,7 +198,7 @@ def test_a_ddp_trial_that_loses_a_rank_resumes_every_rank_from_the_checkpoint(tm
     stop = threading.Event()
     rank1_log = plans[0].files.log.with_name(f"{plans[0].run_id}.rank1.log")
     killer = threading.Thread(target=_kill_after_first_checkpoint,
-                              args=(plans[0].files.checkpoint, rank1_log, killed, stop), daemon=True)
+                              args=(plans[0].files.resume, rank1_log, killed, stop), daemon=True)
     with ray_session():
         killer.start()
         try:
@@ -213,7 +213,7 @@ def test_a_ddp_trial_that_loses_a_rank_resumes_every_rank_from_the_checkpoint(tm
     [resumption] = interrupted.checkpoints.resumed
     assert "a worker of the trial's group died" in resumption.reason and resumption.step > 0
     assert interrupted.final.val_loss == pytest.approx(whole.final.val_loss, abs=1e-4)
-    assert not plans[0].files.checkpoint.exists()
+    assert not plans[0].files.resume.exists()
     if whole.energy.train.joules is not None:  # both ranks' energy, summed, each kept
         assert len(whole.energy.train.per_device_joules) >= 2
         assert whole.energy.train.joules == pytest.approx(sum(whole.energy.train.per_device_joules))

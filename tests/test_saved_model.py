@@ -23,11 +23,11 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.errors import BenchError
-from bench.results import load_results, run_file, write_result
+from bench.results.store import load_results, run_file, write_result
 from bench.spec.loading import find_submission, load_workload, workload_path
-from bench.spec.result import DownstreamEvaluation, ModelCheckpoint, RunResult, TrialStatus
+from bench.results.schema import DownstreamEvaluation, SavedModel, RunResult, TrialStatus
 from bench.spec.workload import DownstreamTask
-from bench.train.checkpoint import MODEL_SUFFIX, describe, export_model, load_model
+from bench.train.saved_model import MODEL_SUFFIX, describe, save_model, load_model
 from bench.train.loader import load_recipe_class
 from bench.train.model import GPT
 
@@ -54,7 +54,7 @@ def _same_logits(saved: nn.Module, model: nn.Module) -> None:
 def test_saved_gpt_gives_the_trained_models_logits_for_any_batch_and_length(tmp_path, switches):
     torch.manual_seed(0)
     model = GPT.from_hparams({"n_layer": 2, "n_head": 2, "n_embd": 32, **switches}, VOCAB, WINDOW)
-    record = export_model(model, WINDOW, VOCAB, tmp_path / f"run{MODEL_SUFFIX}")
+    record = save_model(model, WINDOW, VOCAB, tmp_path / f"run{MODEL_SUFFIX}")
     assert record.error is None and record.file == f"run{MODEL_SUFFIX}" and record.bytes > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"run{MODEL_SUFFIX}"]  # no partial file left behind
     saved = load_model(tmp_path / f"run{MODEL_SUFFIX}", "cpu", record.sha256)
@@ -64,7 +64,7 @@ def test_saved_gpt_gives_the_trained_models_logits_for_any_batch_and_length(tmp_
 
 def test_the_saved_file_is_plain_safetensors_with_a_json_description(tmp_path):
     model = GPT.from_hparams({"n_layer": 1, "n_head": 2, "n_embd": 16}, VOCAB, WINDOW).to(torch.bfloat16)
-    export_model(model, WINDOW, VOCAB, tmp_path / "m.model.safetensors")
+    save_model(model, WINDOW, VOCAB, tmp_path / "m.model.safetensors")
     with safe_open(str(tmp_path / "m.model.safetensors"), framework="pt") as handle:
         metadata = handle.metadata()
     assert metadata["format"] == "pretrain-bench/gpt"
@@ -78,7 +78,7 @@ def test_a_model_pruned_to_another_shape_than_built_is_saved_as_returned(tmp_pat
     model = GPT.from_hparams({"n_layer": 2, "n_head": 2, "n_embd": 32, "mlp_ratio": 8}, VOCAB, WINDOW)
     pruned = module.prune_to_limit(model, 30_000, include_embeddings=True)
     assert pruned.blocks[0].mlp.c_proj.in_features < 8 * 32
-    record = export_model(pruned, WINDOW, VOCAB, tmp_path / "m.model.safetensors")
+    record = save_model(pruned, WINDOW, VOCAB, tmp_path / "m.model.safetensors")
     _same_logits(load_model(tmp_path / "m.model.safetensors", "cpu", record.sha256), pruned)
 
 
@@ -92,7 +92,7 @@ class _NotGPT(nn.Module):
 
 
 def test_a_model_without_a_declarative_description_gets_a_reason_instead_of_a_file(tmp_path):
-    record = export_model(_NotGPT(), WINDOW, VOCAB, tmp_path / "m.model.safetensors")
+    record = save_model(_NotGPT(), WINDOW, VOCAB, tmp_path / "m.model.safetensors")
     assert record.file is None and record.sha256 is None
     assert "only the shared GPT" in record.error and "_NotGPT" in record.error and "unpickles" in record.error
     assert list(tmp_path.iterdir()) == []
@@ -101,13 +101,13 @@ def test_a_model_without_a_declarative_description_gets_a_reason_instead_of_a_fi
 def test_a_gpt_whose_config_no_longer_describes_its_weights_is_not_saved(tmp_path):
     model = GPT.from_hparams({"n_layer": 1, "n_head": 2, "n_embd": 16}, VOCAB, WINDOW)
     model.blocks[0].mlp.c_fc = nn.Linear(16, 10, bias=False)  # resized without updating the config
-    record = export_model(model, WINDOW, VOCAB, tmp_path / "m.model.safetensors")
+    record = save_model(model, WINDOW, VOCAB, tmp_path / "m.model.safetensors")
     assert record.file is None and "blocks.0.mlp.c_fc.weight" in record.error
 
 
 def test_a_modified_or_missing_model_file_is_refused(tmp_path):
     model = GPT.from_hparams({"n_layer": 1, "n_head": 2, "n_embd": 16}, VOCAB, WINDOW)
-    record = export_model(model, WINDOW, VOCAB, tmp_path / "m.model.safetensors")
+    record = save_model(model, WINDOW, VOCAB, tmp_path / "m.model.safetensors")
     with pytest.raises(BenchError, match="SHA-256 differs"):
         load_model(tmp_path / "m.model.safetensors", "cpu", "0" * 64)
     with pytest.raises(BenchError, match="--save-model"):
@@ -133,9 +133,9 @@ def _plant(result: RunResult, tmp_path: Path, name: str, payload: bytes, file_fi
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_bytes(payload)
     digest = hashlib.sha256(payload).hexdigest()
-    checkpoint = ModelCheckpoint(file=file_field or name, sha256=digest, bytes=len(payload), seconds=0.1)
+    checkpoint = SavedModel(file=file_field or name, sha256=digest, bytes=len(payload), seconds=0.1)
     result = result.model_copy(update={
-        "run_id": f"planted{len(list(folder.iterdir()))}", "checkpoint": checkpoint,
+        "run_id": f"planted{len(list(folder.iterdir()))}", "saved_model": checkpoint,
         "workload_hash": load_workload(workload_path("tiny", ROOT)).content_hash(),  # passes every check before loading
     })
     path = folder / f"{result.run_id}.json"
@@ -178,7 +178,7 @@ def test_bench_eval_of_a_planted_payload_does_not_run_it(tmp_path, real_result, 
 @pytest.mark.parametrize("field", ["../../outside.model.safetensors", "/tmp/outside.model.safetensors", "sub/x"])
 def test_a_checkpoint_path_outside_the_results_folder_is_refused(tmp_path, real_result, field):
     model = GPT.from_hparams({"n_layer": 1, "n_head": 2, "n_embd": 16}, VOCAB, WINDOW)
-    export_model(model, WINDOW, VOCAB, tmp_path / "outside.model.safetensors")
+    save_model(model, WINDOW, VOCAB, tmp_path / "outside.model.safetensors")
     result_path = _plant(real_result, tmp_path, "unused.bin", b"", file_field=field)
     out = CliRunner().invoke(app, ["eval", "--result", str(result_path), "--offline"])
     assert out.exit_code == 1
@@ -202,7 +202,7 @@ def test_bench_eval_reproduces_the_trials_downstream_scores_in_a_new_file(tmp_pa
     spec = spec.model_copy(update={"eval": spec.eval.model_copy(update={"downstream": tasks})})
     model_path = run_file(results_dir, spec.name, "adamw-baseline", "test", MODEL_SUFFIX)
     result = trial("adamw-baseline", spec=spec, save_model=True, results_dir=results_dir, overrides=TINY_GPT)
-    assert result.status is TrialStatus.ok and result.checkpoint.file == model_path.name
+    assert result.status is TrialStatus.ok and result.saved_model.file == model_path.name
     assert len(result.downstream) == 6  # five agreement phenomena and the cloze task
     result_path = write_result(result, results_dir)
 
@@ -215,7 +215,7 @@ def test_bench_eval_reproduces_the_trials_downstream_scores_in_a_new_file(tmp_pa
     assert "not the workload run test trained on" in done.output
     [record_path] = result_path.parent.glob("test.downstream-*.json")
     record = DownstreamEvaluation.model_validate_json(record_path.read_text())
-    assert record.run_id == "test" and record.checkpoint_sha256 == result.checkpoint.sha256
+    assert record.run_id == "test" and record.checkpoint_sha256 == result.saved_model.sha256
     assert not record.downstream_failures
     assert [(s.task, s.metric, s.value, s.samples) for s in record.downstream] == [
         (s.task, s.metric, s.value, s.samples) for s in result.downstream
@@ -239,7 +239,7 @@ def saved_gpt(tmp_path_factory) -> Path:
         patch.setenv("BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "bench-cache"))
         result = trial("adamw-baseline", spec=small_tiny(wall_clock=None, tokens=4096), overrides=TINY_GPT,
                        save_model=True, results_dir=results_dir)
-    assert result.status is TrialStatus.ok and result.checkpoint.file, result.reason
+    assert result.status is TrialStatus.ok and result.saved_model.file, result.reason
     return write_result(result, results_dir)
 
 
@@ -275,7 +275,7 @@ def test_bench_eval_names_a_missing_include_path(tmp_path, saved_gpt):
 def test_a_description_that_does_not_match_the_stored_tensors_is_refused_before_building(tmp_path):
     model = GPT.from_hparams({"n_layer": 1, "n_head": 2, "n_embd": 16}, VOCAB, WINDOW)
     path = tmp_path / "m.model.safetensors"
-    export_model(model, WINDOW, VOCAB, path)
+    save_model(model, WINDOW, VOCAB, path)
     tensors = load_file(str(path))
     metadata = describe(dataclasses.replace(model.config, n_embd=65536, n_head=32, vocab_size=10**6))
     save_file(tensors, str(path), metadata=metadata)  # a 200B-parameter description over a tiny file

@@ -17,11 +17,11 @@ from conftest import ROOT
 from scipy.optimize import minimize_scalar
 
 from bench.errors import BenchError, SpecError
-from bench.results import load_results, write_result
-from bench.schedule.tune import tuned_configuration
+from bench.results.store import load_results, write_result
+from bench.tune import tuned_configuration
 from bench.spec.loading import load_workload
-from bench.spec.result import EvalPoint, ParamCounts, RunResult, TrialStatus
-from bench.study.compare import compare, loss_at_equal_time, paired_effect
+from bench.results.schema import EvalPoint, ParamCounts, RunResult, TrialStatus
+from bench.study.paired import compare, loss_at_equal_time, paired_effect
 from bench.study.expand import Cell, Plan, derive_workload, expand, plan_study
 from bench.study.fit import ScalingLaw, fit_scaling_law
 from bench.study.report import report_study, write_report

@@ -9,7 +9,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from bench.errors import BenchError
-from bench.spec.result import RunResult, TrialStatus
+from bench.results.schema import RunResult, TrialStatus
 from bench.track import BufferedTracker, Tracker, identity, make_tracker, parse_backends, tracker_from_env
 
 from test_trial import small_tiny, trial

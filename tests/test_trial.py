@@ -10,7 +10,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.spec.loading import load_workload, workload_path
-from bench.spec.result import TrialStatus
+from bench.results.schema import TrialStatus
 from bench.harness.plan import TrialRequest, plan_trials
 from bench.harness.trial import run_trial
 

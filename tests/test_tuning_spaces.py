@@ -7,7 +7,7 @@ import pytest
 from torch import nn
 
 from bench.errors import BenchError
-from bench.schedule.tune import sample_configurations
+from bench.tune import sample_configurations
 from bench.spec.hparams import MISSING, apply_overrides, check_hyperparameters, get_path
 from bench.spec.loading import find_submission
 from bench.spec.submission import SubmissionManifest

@@ -14,9 +14,9 @@ from bench.board.markdown import render_markdown
 from bench.board.plots import entry_curve, section_plots
 from bench.board.rank import build_sections
 from bench.errors import BenchError
-from bench.results import result_path, write_atomic
+from bench.results.store import result_path, write_atomic
 from bench.spec.loading import submission_dir
-from bench.spec.result import RunResult
+from bench.results.schema import RunResult
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def build_leaderboard(
     """Write the leaderboard pages for ``results`` into ``out_dir``; ``root`` holds workloads/ and submissions/.
 
     ``files`` maps each run to the result file it was read from, for the entry pages' links (see
-    :func:`bench.results.load_result_files`); without it, runs are looked for in ``out_dir/results`` (the
+    :func:`bench.results.store.load_result_files`); without it, runs are looked for in ``out_dir/results`` (the
     published copies). ``out_dir/plots/`` and ``out_dir/entries/`` belong to the board: what an earlier build left
     there is removed first, so an entry that disappeared leaves no stale page behind. Other files in ``out_dir``
     (such as the published ``results/``) are not touched.

@@ -15,8 +15,8 @@ from statistics import fmean
 from bench.board import format as fmt
 from bench.board.rank import Entry, Section
 from bench.board.stats import ALPHA, mean_ci
-from bench.board.versus import difference_text, speedup_text, time_to_target, versus
-from bench.spec.result import RunResult
+from bench.board.delta import difference_text, speedup_text, time_to_target, versus
+from bench.results.schema import RunResult
 
 METRIC_COLUMNS = {"val_loss": "val loss", "val_bpb": "val bpb"}
 MEASURED_ENERGY = {"nvml-counter", "rapl"}  # read from hardware counters; codecarbon and TDP figures are modelled

@@ -14,15 +14,14 @@ from dataclasses import dataclass
 from statistics import fmean
 
 from rich.table import Table
-from tabulate import tabulate
 
 from bench.board import format as fmt
 from bench.board.columns import CELLS, run_downstream, run_kwh
 from bench.board.rank import Configuration, Entry, is_official, sweep_trial, unique_runs
 from bench.board.stats import Difference, Ratio, welch
-from bench.board.versus import difference_text, speedup_text, time_to_target, versus
+from bench.board.delta import difference_text, speedup_text, time_to_target, versus
 from bench.errors import BenchError
-from bench.spec.result import RunResult
+from bench.results.schema import RunResult
 
 METHOD = (
     "Differences are B - A: Welch's t-test (two-sided, scipy) with the 95% CI of the difference of means. "
@@ -47,18 +46,6 @@ class ComparisonTable:
     @property
     def headers(self) -> list[str]:
         return ["", f"A: {self.a}", f"B: {self.b}", "B vs A"]
-
-    def to_markdown(self) -> str:
-        table = tabulate(
-            self.rows,
-            headers=self.headers,
-            tablefmt="github",
-            disable_numparse=True,
-            colalign=("left", "right", "right", "right"),
-        )
-        lines = [f"### {self.b} vs {self.a} on {self.workload}", "", table, ""]
-        lines += [f"- {note}" for note in self.notes] + [f"- {METHOD}", ""]
-        return "\n".join(lines)
 
     def to_rich(self) -> Table:
         """A rich table for the terminal (``rich.console.Console().print(table.to_rich())``)."""

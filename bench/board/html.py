@@ -39,8 +39,8 @@ from bench.board.describe import INTRO, METHODS, budget_line, provisional_line
 from bench.board.plots import Plot
 from bench.board.rank import MIN_SEEDS, Entry, Group, Section, sweep_trial
 from bench.board.stats import Estimate
-from bench.board.versus import difference_text, speedup_text, versus
-from bench.spec.result import RunResult
+from bench.board.delta import difference_text, speedup_text, versus
+from bench.results.schema import RunResult
 
 
 def _template(name: str) -> str:

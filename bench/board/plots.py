@@ -20,8 +20,8 @@ from matplotlib.figure import Figure
 from bench.board.columns import METRIC_COLUMNS, run_kwh, section_energy_measured
 from bench.board.rank import Entry, Section
 from bench.board.stats import mean_ci
-from bench.results import write_atomic
-from bench.spec.result import RunResult
+from bench.results.store import write_atomic
+from bench.results.schema import RunResult
 
 STYLE = {
     "svg.hashsalt": "pretrain-bench",

@@ -27,9 +27,9 @@ from typing import Any
 
 from bench.board.stats import Estimate, mean_ci, welch
 from bench.errors import BenchError
-from bench.spec.hparams import MISSING, get_path
+from bench.spec.hparams import flatten, format_value, value_at
 from bench.spec.loading import find_submission, load_workload, workload_path
-from bench.spec.result import RunResult, TrialStatus
+from bench.results.schema import RunResult, TrialStatus
 from bench.spec.submission import SubmissionManifest
 from bench.spec.workload import DEFAULT_REFERENCE, WorkloadSpec
 
@@ -340,19 +340,9 @@ def rank_entries(entries: Iterable[Entry], direction: str = "minimize", min_seed
     return ranked + provisional + rest
 
 
-def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"optimizer_options": {"betas": [..]}}`` -> ``{"optimizer_options.betas": [..]}``, for naming differences."""
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, inner in value.items():
-            out.update(_flat(inner, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: value}
-
-
 def hyperparameter_changes(declared: dict[str, Any], resolved: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """``(name, declared value, value used)`` for every hyperparameter a run changed, dotted names, sorted."""
-    before, after = _flat(declared), _flat(resolved)
+    before, after = flatten(declared), flatten(resolved)
     missing = object()
     return [
         (name, before.get(name, missing), after.get(name, missing))
@@ -366,18 +356,9 @@ def _changes(declared: dict[str, Any], run: RunResult) -> list[tuple[str, Any, A
     before overrides were recorded, the differences on the names both have (a name the manifest gained later
     was no override; the source hash tells that manifest version apart)."""
     if run.overrides is not None:
-        return hyperparameter_changes({k: _declared(declared, k) for k in run.overrides}, run.overrides)
+        return hyperparameter_changes({k: value_at(declared, k) for k in run.overrides}, run.overrides)
     common = set(declared) & set(run.hyperparameters)
     return hyperparameter_changes({k: declared[k] for k in common}, {k: run.hyperparameters[k] for k in common})
-
-
-def _declared(declared: dict[str, Any], name: str) -> Any:
-    """The manifest's value of ``name`` (plain or dotted, ``optimizer_options.betas.1``); None where it has none."""
-    try:
-        value = get_path(declared, name)
-    except (KeyError, ValueError):
-        return None
-    return None if value is MISSING else value
 
 
 def _shown(value: Any) -> str:
@@ -387,11 +368,6 @@ def _shown(value: Any) -> str:
     if isinstance(value, (int, float, bool, list, dict, type(None))):
         return _canonical(value)
     return "(unset)"
-
-
-def _brief(value: Any) -> str:
-    """A searched value to three significant digits (``lr=0.00589``), other values as :func:`_shown` gives them."""
-    return f"{value:.3g}" if isinstance(value, float) else _shown(value)
 
 
 def compared_hash(spec: WorkloadSpec | None, runs: list[RunResult]) -> tuple[str | None, str | None]:
@@ -441,7 +417,7 @@ def _exclusion(
         changes = _changes(manifest.hyperparameters, runs[0])
         used = ", ".join(f"{name}={_shown(new)}" for name, _, new in changes)
         if tuned:  # Sobol values have 17 digits; three tell them apart (every digit is on the entry page)
-            used = ", ".join(f"{name}={_brief(new)}" for name, _, new in changes)
+            used = ", ".join(f"{name}={format_value(new)}" for name, _, new in changes)
         if tuned and problems:
             label = f"tuned (unchecked): {used}" if used else "tuned (unchecked)"
             return label, f"re-run of sweep {config.tuned} not ranked: {'; '.join(problems)}."

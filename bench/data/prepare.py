@@ -63,7 +63,7 @@ from bench.data.tokenizer import (
     train_bpe,
 )
 from bench.errors import BenchError
-from bench.spec.result import ValidationData
+from bench.results.schema import ValidationData
 from bench.spec.units import format_bytes, format_count
 from bench.spec.workload import BpeTokenizerSpec, ByteTokenizerSpec, FileTokenizerSpec, HubSource, WorkloadSpec
 

@@ -347,11 +347,6 @@ class DocumentReader:
                 yield text
 
 
-def iter_documents(source: Source, workload_dir: Path) -> Iterator[Document]:
-    """Every document of the source in a fixed order; empty and whitespace-only documents are skipped."""
-    return iter(DocumentReader(source, workload_dir))
-
-
 def fingerprint(source: Source, workload_dir: Path, commit: str | None = None) -> dict[str, Any]:
     """What identifies the source's content for the data cache, cheaply: the spec, plus for files their resolved
     path, size and modification time, for the synthetic corpus the hash of the generator's code (so that a

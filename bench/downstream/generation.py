@@ -45,7 +45,7 @@ from torch import nn
 from bench.data.prepare import PreparedData
 from bench.data.synthetic import SyntheticCorpus
 from bench.errors import BenchError
-from bench.spec.result import DecodingScores, GenerationScores, GrammarScores, TextStatistics
+from bench.results.schema import DecodingScores, GenerationScores, GrammarScores, TextStatistics
 from bench.spec.workload import Decoding, GenerationSpec, GreedyDecoding, WorkloadSpec
 
 GENERATION_BATCH = 64

@@ -39,7 +39,7 @@ class BenchResultLM(BenchLM):
     ) -> None:
         from bench.data.prepare import prepare
         from bench.downstream.saved import saved_run, workload_for
-        from bench.train.checkpoint import load_model
+        from bench.train.saved_model import load_model
         from bench.train.runtime import pick_device
 
         if unknown:
@@ -48,9 +48,9 @@ class BenchResultLM(BenchLM):
             )
         run = saved_run(Path(result))
         path, spec, _ = workload_for(run, workload)
-        assert run.result.checkpoint is not None
+        assert run.result.saved_model is not None
         chosen = pick_device(device)
-        model = load_model(run.model_path, chosen, run.result.checkpoint.sha256)
+        model = load_model(run.model_path, chosen, run.result.saved_model.sha256)
         data = prepare(spec, path.parent)
         batch = int(batch_size) if isinstance(batch_size, int) or str(batch_size).isdigit() else None
         super().__init__(model, data.tokenizer().tokenizer, data.eos_id, spec.eval.seq_len, chosen, batch)

@@ -36,7 +36,7 @@ from bench.data.prepare import PreparedData
 from bench.downstream.adapter import BenchLM
 from bench.downstream.tasks import SYNTHETIC_TASKS, synthetic_docs, write_synthetic_tasks
 from bench.errors import BenchError
-from bench.spec.result import DownstreamFailure, DownstreamScore
+from bench.results.schema import DownstreamFailure, DownstreamScore
 from bench.spec.workload import DownstreamTask, WorkloadSpec
 
 log = logging.getLogger(__name__)

@@ -21,11 +21,11 @@ import torch
 from bench.data.prepare import prepare
 from bench.errors import BenchError
 from bench.measure.hardware import package_versions
-from bench.results import read_result, write_atomic
+from bench.results.store import read_result, write_atomic
 from bench.spec.loading import load_workload, workload_path
-from bench.spec.result import DownstreamEvaluation, RunResult
+from bench.results.schema import DownstreamEvaluation, RunResult
 from bench.spec.workload import DownstreamTask, WorkloadSpec
-from bench.train.checkpoint import load_model
+from bench.train.saved_model import load_model
 
 EVALUATION_INFIX = ".downstream-"
 
@@ -42,7 +42,7 @@ class SavedRun:
 def saved_run(result_path: Path) -> SavedRun:
     """The run recorded in ``result_path`` and its saved model; errors say why the run cannot be re-evaluated."""
     result = read_result(result_path)
-    checkpoint = result.checkpoint
+    checkpoint = result.saved_model
     if checkpoint is None:
         raise BenchError(f"{result_path}: run {result.run_id} saved no model; rerun it with `bench run --save-model`")
     if checkpoint.file is None:
@@ -114,15 +114,15 @@ def evaluate_saved(
     if not tasks:
         raise BenchError(f"workload '{workload.name}' lists no downstream tasks; name some with --task")
     started, start = datetime.now(timezone.utc), time.perf_counter()
-    assert run.result.checkpoint is not None
-    model = load_model(run.model_path, device, run.result.checkpoint.sha256)
+    assert run.result.saved_model is not None
+    model = load_model(run.model_path, device, run.result.saved_model.sha256)
     data = prepare(workload, workload_dir)
     scores, failures = run_workload_downstream(
         model, workload, data, device, tasks, offline=offline, include_paths=include_paths, samples=samples
     )
     return DownstreamEvaluation(
         run_id=run.result.run_id, workload=workload.name, workload_hash=workload.content_hash(),
-        submission=run.result.submission, checkpoint_sha256=run.result.checkpoint.sha256 or "", device=str(device),
+        submission=run.result.submission, checkpoint_sha256=run.result.saved_model.sha256 or "", device=str(device),
         started_at=started, seconds=time.perf_counter() - start, downstream=scores, downstream_failures=failures,
         packages=package_versions(),
     )

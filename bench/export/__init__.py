@@ -25,19 +25,19 @@ def export_result(result_path: Path, out: Path, fmt: str = "hf", workload: str |
     from bench.data.prepare import prepare
     from bench.downstream.saved import saved_run, workload_for
     from bench.export.hf import export_hf, loaded_logits_gap
-    from bench.train.checkpoint import load_model
+    from bench.train.saved_model import load_model
 
     if fmt not in FORMATS:
         raise BenchError(f"--format {fmt!r} is not supported; choose one of: {', '.join(FORMATS)}")
     run = saved_run(result_path)
     path, spec, _ = workload_for(run, workload)
-    assert run.result.checkpoint is not None
-    model = load_model(run.model_path, "cpu", run.result.checkpoint.sha256)
+    assert run.result.saved_model is not None
+    model = load_model(run.model_path, "cpu", run.result.saved_model.sha256)
     data = prepare(spec, path.parent)
     provenance = {
         "run_id": run.result.run_id, "workload": run.result.workload, "workload_hash": run.result.workload_hash,
         "submission": run.result.submission, "submission_hash": run.result.submission_hash,
-        "checkpoint_sha256": run.result.checkpoint.sha256, "model_config": model.config.__dict__,
+        "checkpoint_sha256": run.result.saved_model.sha256, "model_config": model.config.__dict__,
     }
     loaded = data.tokenizer()
     export_hf(model, loaded.tokenizer, data.eos_id, spec.eval.seq_len, out, provenance)

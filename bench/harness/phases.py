@@ -1,6 +1,6 @@
 """The phases of one trial, in the order :func:`bench.harness.trial.run_trial` runs them.
 
-load -> build -> resume or origin -> train -> judge -> evaluate -> measure -> downstream -> generation -> export. Each is a
+load -> build -> resume or origin -> train -> judge -> evaluate -> measure -> downstream -> generation -> save_model. Each is a
 small function that takes what the phases before it produced and returns a small record of its own; none reaches
 back.
 """
@@ -38,13 +38,13 @@ from bench.measure.contention import ContentionProbe
 from bench.measure.energy import combine_ranks
 from bench.measure.flops import estimate_flops_per_token
 from bench.measure.meter import Meter, MeterReport
-from bench.spec.result import (
+from bench.results.schema import (
     CheckpointRecord,
     Contention,
     EnergyReport,
     EvalPoint,
     MemoryReport,
-    ModelCheckpoint,
+    SavedModel,
     ParamCounts,
     Resumption,
     TrialStatus,
@@ -52,9 +52,9 @@ from bench.spec.result import (
 )
 from bench.track import Tracker
 from bench.train.api import Recipe
-from bench.train.checkpoint import export_model
-from bench.train.clock import TrainingClock, clock_for
-from bench.train.context import HarnessContext, TrainingDiverged, evaluate_now, tokens_drawn, training_clock
+from bench.train import saved_model
+from bench.harness.clock import TrainingClock, clock_for
+from bench.harness.context import HarnessContext, TrainingDiverged, evaluate_now, tokens_drawn, training_clock
 from bench.train.evaluate import evaluate, evaluate_sharded, evaluation_windows
 from bench.train.loader import load_recipe_class
 from bench.train.resume import DamagedCheckpoint, Stopwatch, load_state
@@ -133,7 +133,7 @@ def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.devi
         vocab_size=data.vocab_size, eos_id=data.eos_id,
         stream=data.stream(seed=plan.request.seed, rank=rank, world_size=world_size),
         evaluator=evaluator, on_event=on_event, tracker=tracker, run_id=plan.run_id, rank=rank, world_size=world_size,
-        checkpoint_every=plan.request.checkpoint_every, checkpoint_path=plan.files.checkpoint,
+        checkpoint_every=plan.request.checkpoint_every, checkpoint_path=plan.files.resume,
     )
 
 
@@ -143,7 +143,7 @@ def resume(plan: PlannedTrial, ctx: HarnessContext) -> Resumption | str | None:
     checkpoint was written before the worker died, or it does not read), or None on a first attempt.
 
     A first attempt removes a checkpoint left under its name (never resumed from: it is not this run's)."""
-    path = plan.files.checkpoint
+    path = plan.files.resume
     if plan.attempt == 0:
         if path is not None and ctx.rank == 0:
             path.unlink(missing_ok=True)
@@ -182,8 +182,8 @@ def checkpoint_record(plan: PlannedTrial, ctx: HarnessContext | None, restarted:
 
 def discard_checkpoint(plan: PlannedTrial, rank: int) -> None:
     """The trial has its result: its checkpoint can never be resumed from again."""
-    if plan.files.checkpoint is not None and rank == 0:
-        plan.files.checkpoint.unlink(missing_ok=True)
+    if plan.files.resume is not None and rank == 0:
+        plan.files.resume.unlink(missing_ok=True)
 
 
 def build(recipe: Recipe, ctx: HarnessContext) -> Trained:
@@ -340,7 +340,7 @@ def generation(plan: PlannedTrial, model: nn.Module, data: PreparedData, device:
     return {"generation": run_generation(model, plan.workload, data, device)}
 
 
-def export(plan: PlannedTrial, model: nn.Module, data: PreparedData) -> ModelCheckpoint:
+def save_model(plan: PlannedTrial, model: nn.Module, data: PreparedData) -> SavedModel:
     """Save the returned model beside the result (rank 0 only), for ``bench eval``."""
     assert plan.files.model is not None
-    return export_model(model, plan.workload.eval.seq_len, data.vocab_size, plan.files.model)
+    return saved_model.save_model(model, plan.workload.eval.seq_len, data.vocab_size, plan.files.model)

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import Field
 
 from bench.errors import BenchError
-from bench.results import run_file
+from bench.results.schema import RunResult, Timing, TrialStatus
+from bench.results.store import run_file
 from bench.spec.base import StrictModel
 from bench.spec.loading import Submission, find_submission
 from bench.spec.workload import BudgetSpec, WorkloadSpec
-from bench.train.checkpoint import MODEL_SUFFIX
+from bench.train.saved_model import MODEL_SUFFIX
 from bench.train.resume import RESUME_SUFFIX
 
 T = TypeVar("T")
@@ -97,12 +99,13 @@ class TrialRequest(StrictModel):
 
 @dataclass(frozen=True)
 class RunFiles:
-    """Where a run's files go: ``<results>/<workload>/<submission>/<run_id>{.json,.log,.model.pt2}``."""
+    """Where a run's files go: ``<results>/<workload>/<submission>/<run_id>{.json,.log,.model.safetensors}``, and
+    while it runs its resume checkpoint ``<run_id>.resume.safetensors``."""
 
     result: Path
     log: Path
     model: Path | None
-    checkpoint: Path | None = None  # the trial's resume state, while it runs (removed when it has a result)
+    resume: Path | None = None  # the trial's resume checkpoint, while it runs (removed when it has a result)
 
 
 WALL_STRETCH = 3.0
@@ -191,6 +194,19 @@ class PlannedTrial:
     @property
     def workload(self) -> WorkloadSpec:
         return self.request.workload
+
+    def result(
+        self, status: TrialStatus, reason: str | None, *, started_at: datetime, timing: Timing, device: str,
+        world_size: int, **measured: Any,
+    ) -> RunResult:
+        """The one place a :class:`RunResult` is made: this plan's identity, ``status`` with its ``reason``, and the
+        ``measured`` fields. The worker makes the result of every trial that returns; the scheduler makes one for a
+        trial that returned none (killed, overrun, interrupted) from what it knows, so a result says the same thing
+        about what produced it whoever wrote it."""
+        return RunResult(
+            **self.base, status=status, reason=reason, started_at=started_at,
+            finished_at=datetime.now(timezone.utc), timing=timing, device=device, world_size=world_size, **measured,
+        )
 
 
 def plan_trial(

@@ -19,13 +19,12 @@ from typing import Any
 from bench.errors import BenchError
 from bench.harness import phases
 from bench.harness.plan import PlannedTrial
-from bench.harness.result import finish_result
 from bench.harness.supervisor import Supervisor
 from bench.harness.verdict import Verdict, failure, supervised_seconds
 from bench.measure.meter import Meter
-from bench.spec.result import Resumption, RunResult, Timing
+from bench.results.schema import Resumption, RunResult, Timing
 from bench.track import Tracker, identity, tracker_from_env
-from bench.train.context import training_clock
+from bench.harness.context import training_clock
 from bench.train.events import TrialEvent
 from bench.train.runtime import distributed_rank, pick_device
 from bench.train.targets import time_to_target
@@ -55,7 +54,7 @@ class TrialRecorder:
     def finish(self, verdict: Verdict, device: str, world_size: int, **measured: object) -> RunResult:
         with self.phase("done"):
             self.timing["total_s"] = time.perf_counter() - self._t0
-        result = finish_result(self.plan, verdict.status, verdict.reason, started_at=self.started_at,
+        result = self.plan.result(verdict.status, verdict.reason, started_at=self.started_at,
                                timing=Timing(**self.timing), device=device, world_size=world_size,
                                traceback_tail=verdict.traceback_tail, **measured)
         self.tracker.on_result(result)
@@ -128,7 +127,7 @@ def _run_trial(plan: PlannedTrial, on_event: EventSink | None, recipe_dir: Path 
             fields.update(phases.generation(plan, trained.model, loaded.data, device))
     if plan.files.model is not None and rank == 0 and final is not None:
         with trial.phase("save"):
-            fields["checkpoint"] = phases.export(plan, trained.model, loaded.data)
+            fields["saved_model"] = phases.save_model(plan, trained.model, loaded.data)
     ttt = time_to_target(ctx.curve, spec.target) if verdict.ok else None
     fields["checkpoints"] = phases.checkpoint_record(plan, ctx, restarted)
     if world_size == 1 or verdict.ok:  # a rank that failed because another died leaves the checkpoint for the retry

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.spec.result import EvalPoint, ParamCounts, TrialStatus, ValidationData
+from bench.results.schema import EvalPoint, ParamCounts, TrialStatus, ValidationData
 from bench.spec.workload import WorkloadSpec
 from bench.train.api import BudgetExhausted
-from bench.train.context import HardLimitExceeded, TrainingDiverged
+from bench.harness.context import HardLimitExceeded, TrainingDiverged
 from bench.train.params import count_model_bytes, count_parameters
 
 TRACEBACK_TAIL_LINES = 25

@@ -8,8 +8,8 @@ import threading
 import time
 from typing import Any
 
-from bench.train.clock import TrainingClock
-from bench.train.context import HardLimitExceeded
+from bench.harness.clock import TrainingClock
+from bench.harness.context import HardLimitExceeded
 
 
 class Watchdog:

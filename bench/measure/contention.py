@@ -1,7 +1,7 @@
 """How much of its hardware class a trial actually had: other processes' CPU use, CPU steal, load, GPU neighbours.
 
 A fixed-time race is only fair when every trial had the machine its class names. The CPU classes' clock counts
-the trial's own CPU time (:mod:`bench.train.clock`), which takes most of a shared machine's load out of the
+the trial's own CPU time (:mod:`bench.harness.clock`), which takes most of a shared machine's load out of the
 numbers, but not all of it: caches, memory bandwidth and SMT siblings are shared too. So every result also records
 what else ran during its training phase, and is flagged when that was more than :data:`OTHERS_THRESHOLD` of the
 class's cores; the leaderboard ranks flagged results apart.
@@ -17,8 +17,8 @@ import os
 import time
 from dataclasses import dataclass
 
-from bench.spec.result import Contention
-from bench.train.clock import process_cpu_seconds
+from bench.results.schema import Contention
+from bench.harness.clock import process_cpu_seconds
 
 OTHERS_THRESHOLD = 0.15
 """Other processes may use up to this fraction of the class's cores during training before a result is flagged.

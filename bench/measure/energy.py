@@ -35,7 +35,7 @@ from codecarbon.input import DataSource
 
 from bench.errors import BenchError
 from bench.measure.polling import Poller
-from bench.spec.result import EnergyPhase, EnergyReport
+from bench.results.schema import EnergyPhase, EnergyReport
 
 DEFAULT_COUNTRY = "USA"
 POWERCAP = Path("/sys/class/powercap")

@@ -30,7 +30,7 @@ import pynvml
 import torch
 
 from bench.errors import BenchError
-from bench.spec.result import HardwareInfo
+from bench.results.schema import HardwareInfo
 from bench.spec.workload import HARDWARE_CLASS
 
 # Distribution names whose versions every result records (the import name differs for some, e.g. lm_eval).

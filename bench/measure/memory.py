@@ -21,7 +21,7 @@ import psutil
 import torch
 
 from bench.measure.polling import Poller
-from bench.spec.result import MemoryReport
+from bench.results.schema import MemoryReport
 
 _PROC_SELF = Path("/proc/self")
 

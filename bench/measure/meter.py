@@ -41,7 +41,7 @@ from bench.measure.hardware import NvmlUnavailable, hardware_info, nvml_handles,
 from bench.measure.memory import PeakMemory
 from bench.measure.peak import Precision, mfu, peak_flops
 from bench.measure.telemetry import DEFAULT_INTERVAL_S, GpuSampler, unavailable
-from bench.spec.result import (
+from bench.results.schema import (
     ComputeReport,
     EnergyReport,
     GpuTelemetry,
@@ -67,7 +67,7 @@ class MeterReport:
     packages: dict[str, str]
 
     def as_result_fields(self) -> dict[str, Any]:
-        """The :class:`~bench.spec.result.RunResult` fields this report fills."""
+        """The :class:`~bench.results.schema.RunResult` fields this report fills."""
         return {
             "energy": self.energy,
             "telemetry": self.telemetry,

@@ -31,7 +31,7 @@ from bench.data.shards import cache_root
 from bench.measure.contention import OTHERS_THRESHOLD, ContentionProbe
 from bench.measure.hardware import cpu_model
 from bench.spec.base import StrictModel
-from bench.spec.result import PeakFlops
+from bench.results.schema import PeakFlops
 
 Precision = Literal["fp32", "bf16", "fp16"]
 
@@ -123,12 +123,6 @@ def _calibrate(device: torch.device, dtype: str, threads: int, seconds: float) -
         best = max(best, repeats * 2 * n**3 / elapsed)
         if time.perf_counter() >= deadline:
             return best
-
-
-def calibrate(device: torch.device, dtype: str, seconds: float = 0.3) -> float:
-    """Measured FLOP/s of square matmuls in ``dtype`` on ``device``: the best of repeated timings over about
-    ``seconds`` (plus a warm-up). Cached per process, device, dtype and torch thread count."""
-    return _calibrate(device, dtype, torch.get_num_threads(), seconds)
 
 
 def _measure_rate(device: torch.device, dtype: str, threads: int) -> float:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import pynvml
 
 from bench.measure.polling import Poller
-from bench.spec.result import GpuTelemetry
+from bench.results.schema import GpuTelemetry
 
 DEFAULT_INTERVAL_S = 1.0
 

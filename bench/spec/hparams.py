@@ -16,6 +16,8 @@ default applies until it is set); every other step must exist.
 from __future__ import annotations
 
 import copy
+import json
+import math
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -142,3 +144,42 @@ def check_hyperparameters(
         if not isinstance(name, str) or name not in optimizers:
             problems.append(f"{OPTIMIZER_KEY}: unknown optimizer {name!r} (known: {', '.join(sorted(optimizers))})")
     return problems
+
+
+def value_at(hparams: Mapping[str, Any], name: str, unset: Any = None) -> Any:
+    """The value ``name`` (plain or dotted, ``optimizer_options.betas.1``) has in ``hparams``: ``unset`` where the
+    last mapping key is absent (the recipe's or optimizer's own default applies), None where the path does not
+    exist at all."""
+    try:
+        value = get_path(hparams, name)
+    except (KeyError, ValueError):
+        return None
+    return unset if value is MISSING else value
+
+
+def flatten(hparams: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer_options": {"betas": [..]}}`` -> ``{"optimizer_options.betas": [..]}``: nested mappings as
+    dotted names (lists stay values), for naming differences and for trackers' flat configs."""
+    flat: dict[str, Any] = {}
+    for key, value in hparams.items():
+        if isinstance(value, Mapping):
+            flat |= flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def format_value(value: Any, digits: int = 3) -> str:
+    """A hyperparameter value as a person types it after ``--set``: strings as they are, floats to ``digits``
+    significant digits, or more where fewer would turn a value into a different one that means something else
+    (0.9999 stays 0.9999, not 1: a beta of 1 never forgets; 1e-9 is not 0), other values as JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        for places in range(digits, 18):
+            text = f"{value:.{places}g}"
+            shown = float(text)
+            if shown == value or (shown != int(shown) or value == int(value)) and shown != 0.0:
+                return text
+        return repr(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)

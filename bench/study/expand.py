@@ -21,13 +21,13 @@ import torch
 
 from bench.data.tokenizer import byte_tokenizer, describe, load_tokenizer
 from bench.errors import BenchError
-from bench.results import new_run_id
+from bench.results.store import new_run_id
 from bench.spec.loading import Submission, find_submission, load_workload, project_root, workload_path
-from bench.spec.result import RunResult, TrialStatus
+from bench.results.schema import RunResult, TrialStatus
 from bench.spec.units import format_bytes, format_count, format_duration
 from bench.spec.workload import WorkloadSpec
 from bench.study.spec import StudySpec
-from bench.schedule.tune import TunedConfiguration, tuned_configuration
+from bench.tune import TunedConfiguration, tuned_configuration
 from bench.harness.plan import TrialRequest, seed_major
 from bench.train.params import count_parameters
 from bench.train.recipes import build_gpt

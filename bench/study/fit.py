@@ -91,9 +91,6 @@ class Interval:
     low: float
     high: float
 
-    def covers(self, x: float) -> bool:
-        return self.low <= x <= self.high
-
 
 @dataclass(frozen=True)
 class ScalingFit:

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 
 from bench.board.plots import COLORS, STYLE, save_svg
 from bench.board.stats import mean_ci
-from bench.study.compare import Comparison, Row
+from bench.study.paired import Comparison, Row
 from bench.study.expand import Match
 from bench.study.fit import ScalingFit
 

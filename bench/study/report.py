@@ -16,12 +16,12 @@ from tabulate import tabulate
 
 from bench.board.format import estimate, p_value, si
 from bench.board.stats import mean_ci
-from bench.results import load_results, write_atomic
-from bench.schedule.tune import searched_value
-from bench.spec.result import RunResult
+from bench.results.store import load_results, write_atomic
+from bench.spec.hparams import format_value
+from bench.results.schema import RunResult
 from bench.spec.units import format_bytes, format_count
 from bench.study import plots
-from bench.study.compare import Comparison, Effect, compare
+from bench.study.paired import Comparison, Effect, compare
 from bench.study.expand import Match, Plan, plan_study
 from bench.study.fit import CONFIDENCE, N_BOOTSTRAP, ScalingFit, fit_scaling_law
 from bench.study.run import study_dir
@@ -95,7 +95,7 @@ def _grid_section(plan: Plan, matches: list[Match], unmatched: list[RunResult]) 
             "re-run sweep, as the board ranks it), the sizes' hyperparameters on top:",
             "",
             *[f"- {name}: sweep `{t.sweep_id}` ({t.reruns} re-runs): "
-              + ", ".join(f"{k}={searched_value(v)}" for k, v in sorted(t.chosen.items()))
+              + ", ".join(f"{k}={format_value(v, 4)}" for k, v in sorted(t.chosen.items()))
               for name, t in plan.tuned.items()],
             "",
         ]

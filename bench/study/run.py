@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.results import DEFAULT_RESULTS_DIR, load_results
-from bench.spec.result import RunResult
+from bench.results.store import DEFAULT_RESULTS_DIR, load_results
+from bench.results.schema import RunResult
 from bench.study.expand import Cell, Plan, plan_study
 from bench.study.spec import StudySpec, load_study
 
@@ -45,7 +45,7 @@ def run_study(
     ``root`` is the project holding ``workloads/`` and ``submissions/``.
     """
     from bench.harness.plan import plan_trials
-    from bench.schedule.runner import run_trials  # Ray loads only when trials run
+    from bench.executor.ray_runner import run_trials  # Ray loads only when trials run
 
     study = load_study(path)
     plan = plan_study(study, root)

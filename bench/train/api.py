@@ -22,7 +22,7 @@ from bench.spec.workload import WorkloadSpec
 
 
 class TrialContext(abc.ABC):
-    """What the harness gives a recipe. Implemented by :class:`bench.train.context.HarnessContext`."""
+    """What the harness gives a recipe. Implemented by :class:`bench.harness.context.HarnessContext`."""
 
     workload: WorkloadSpec
     device: torch.device

@@ -27,7 +27,7 @@ from bench.train.api import Recipe, TrialContext
 from bench.train.loop import train_lm
 from bench.train.model import GPT
 from bench.train.optim import OPTIMIZERS, build_optimizer
-from bench.train.schedule import make_schedule
+from bench.train.lr_schedule import make_schedule
 
 
 def _tuple_lists(options: dict[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Resumable trials: a trial's full training state in one file, written atomically, read without unpickling.
 
 A long trial is checkpointed every ``checkpoint_every`` seconds of its training clock (see
-:meth:`bench.train.context.HarnessContext.checkpoint_due`); when its worker dies (a lost node, a preemption), the
+:meth:`bench.harness.context.HarnessContext.checkpoint_due`); when its worker dies (a lost node, a preemption), the
 scheduler runs it again and the new worker continues from the last checkpoint, with the clock continuing from the
 reading saved in it.
 

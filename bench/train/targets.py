@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from bench.spec.result import EvalPoint
+from bench.results.schema import EvalPoint
 from bench.spec.workload import TargetSpec
 
 

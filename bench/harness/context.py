@@ -20,11 +20,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bench.spec.result import EvalPoint, TrainLogPoint
+from bench.results.schema import EvalPoint, TrainLogPoint
 from bench.spec.workload import WorkloadSpec
 from bench.track import Tracker
 from bench.train.api import BudgetExhausted, TrialContext
-from bench.train.clock import ClockView, TrainingClock
+from bench.harness.clock import ClockView, TrainingClock
 from bench.train.evaluate import EvalScore
 from bench.train.events import TrialEvent
 from bench.train.resume import Stopwatch, rng_state, save_state, set_rng_state

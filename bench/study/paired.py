@@ -25,7 +25,7 @@ from scipy import stats
 
 from bench.board.format import p_value
 from bench.board.stats import ALPHA, CONFIDENCE, mean_ci
-from bench.spec.result import RunResult
+from bench.results.schema import RunResult
 from bench.study.expand import Match
 from bench.study.spec import ComparisonSpec
 

@@ -16,12 +16,12 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from bench.cli import app
-from bench.results import read_result
-from bench.schedule.cluster import ray_session
-from bench.schedule.runner import run_trials
-from bench.schedule.tune import tune
+from bench.results.store import read_result
+from bench.executor.cluster import ray_session
+from bench.executor.ray_runner import run_trials
+from bench.tune import tune
 from bench.spec.loading import load_submission, load_workload, workload_path
-from bench.spec.result import TrialStatus
+from bench.results.schema import TrialStatus
 from bench.spec.workload import WorkloadSpec
 from bench.harness.plan import TrialRequest, plan_trials
 
@@ -171,7 +171,7 @@ def test_a_sweep_resumes_reruns_its_best_on_fresh_seeds_records_it_and_the_board
     re-runs as one entry and never the trials."""
     from bench.board.rank import Configuration, build_sections
     from bench.errors import BenchError
-    from bench.results import load_results
+    from bench.results.store import load_results
 
     folder = tmp_path / "subs" / "tunable-bigram"
     shutil.copytree(RECIPES / "good-bigram", folder)

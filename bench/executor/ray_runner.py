@@ -36,17 +36,16 @@ from rich.markup import escape
 
 import bench
 from bench.harness.plan import PlannedTrial
-from bench.harness.result import finish_result, planned_device
 from bench.errors import BenchError
-from bench.results import ResultNotWritten, write_result
-from bench.schedule.cluster import ray_session
-from bench.schedule.events import EventBox
-from bench.schedule.progress import ProgressBoard
-from bench.schedule.resources import TrialResources, check_fits, trial_resources
-from bench.schedule.progress import PROGRESS_ENV
-from bench.schedule.worker import Shipped, execute, receive, ship, staged
-from bench.spec.result import CheckpointRecord, RunResult, Timing, TrialStatus
-from bench.train.clock import CPU_TRIAL_ENV
+from bench.results.store import ResultNotWritten, write_result
+from bench.executor.cluster import ray_session
+from bench.executor.events import EventBox
+from bench.executor.progress import ProgressBoard
+from bench.executor.resources import TrialResources, check_fits, trial_resources
+from bench.executor.progress import PROGRESS_ENV
+from bench.executor.worker import Shipped, execute, receive, ship, staged
+from bench.results.schema import CheckpointRecord, RunResult, Timing, TrialStatus
+from bench.harness.clock import CPU_TRIAL_ENV
 from bench.train.events import TrialEvent
 
 START_PHASE = "start"
@@ -107,8 +106,8 @@ class _Ledger:
             self.console.print(f"[bold red]not saved:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
         self.done[trial.plan.run_id] = result
         self.board.finish(result)
-        if trial.plan.files.checkpoint is not None and not trial.plan.stage:  # never resumed from now
-            trial.plan.files.checkpoint.unlink(missing_ok=True)
+        if trial.plan.files.resume is not None and not trial.plan.stage:  # never resumed from now
+            trial.plan.files.resume.unlink(missing_ok=True)
 
 
 @dataclass
@@ -141,7 +140,7 @@ class _Retry:
 def _trial_task(plan: PlannedTrial, events: ActorHandle, resources: TrialResources) -> RunResult | Shipped:
     events.post.remote(TrialEvent(run_id=plan.run_id, kind="phase", phase=START_PHASE))
     if resources.workers > 1:
-        from bench.schedule.ddp import run_distributed  # Ray Train (and pandas) load only where they are used
+        from bench.executor.ddp import run_distributed  # Ray Train (and pandas) load only where they are used
 
         return run_distributed(plan, events, resources)
     if plan.stage:  # on a cluster: files are written on this node and travel back with the result
@@ -382,12 +381,12 @@ def _overrun(trial: _Trial) -> RunResult:
 def _driver_result(trial: _Trial, status: TrialStatus, reason: str, tail: str | None = None) -> RunResult:
     """A result built on the driver from the plan and the last event, for a trial that returned none."""
     progress, finished = trial.last_progress, time.monotonic()
-    return finish_result(
-        trial.plan, status, reason,
+    return trial.plan.result(
+        status, reason,
         started_at=trial.started_at or datetime.now(timezone.utc),
         timing=Timing(train_s=progress.train_seconds if progress else 0.0,
                       total_s=finished - trial.started if trial.started is not None else 0.0),
-        device=planned_device(trial.plan, trial.resources.gpus),
+        device=trial.plan.request.device or ("cuda:0" if trial.resources.gpus else "cpu"),
         world_size=trial.resources.workers,
         traceback_tail=tail,
         steps=progress.step if progress else 0,

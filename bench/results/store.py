@@ -20,7 +20,7 @@ import platformdirs
 from pydantic import ValidationError
 
 from bench.errors import BenchError
-from bench.spec.result import RunResult
+from bench.results.schema import RunResult
 
 DEFAULT_RESULTS_DIR = Path("results")
 

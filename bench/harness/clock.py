@@ -49,7 +49,7 @@ def clock_for(hardware_class_cores: int | None) -> tuple[str, Callable[[], float
 
 class ClockView:
     """What a recipe sees of the training clock (``ctx.clock``): its name and reading, no way to pause, stop or
-    restart it. The harness keeps the :class:`TrainingClock` itself (see :func:`bench.train.context.training_clock`)."""
+    restart it. The harness keeps the :class:`TrainingClock` itself (see :func:`bench.harness.context.training_clock`)."""
 
     __slots__ = ("_clock",)
 

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from bench.results import load_results
-from bench.spec.result import TrialStatus
+from bench.results.store import load_results
+from bench.results.schema import TrialStatus
 
 DRIVER = """
 import sys
 from pathlib import Path
 
-from bench.schedule.runner import RunInterrupted, run_trials
+from bench.executor.ray_runner import RunInterrupted, run_trials
 from bench.spec.loading import load_workload, workload_path
 from bench.spec.workload import WorkloadSpec
 from bench.harness.plan import TrialRequest, plan_trials

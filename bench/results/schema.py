@@ -12,7 +12,7 @@ import enum
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 
 from bench.spec.base import StrictModel
 
@@ -275,7 +275,7 @@ class GenerationScores(StrictModel):
         return row
 
 
-class ModelCheckpoint(StrictModel):
+class SavedModel(StrictModel):
     """The trained model saved beside the result (``bench run --save-model``), for later evaluation."""
 
     file: str | None = Field(
@@ -361,7 +361,10 @@ class RunResult(StrictModel):
     downstream_failures: list[DownstreamFailure] = Field(default_factory=list)
     packages: dict[str, str] = Field(default_factory=dict)
     tuning: dict[str, Any] | None = Field(None, description="Sweep that produced these hyperparameters, if any.")
-    checkpoint: ModelCheckpoint | None = Field(None, description="The saved model, when the run was asked to save it.")
+    saved_model: SavedModel | None = Field(
+        None, description="The saved model, when the run was asked to save it.",
+        validation_alias=AliasChoices("saved_model", "checkpoint"),  # results written before the rename say checkpoint
+    )
     generation: GenerationScores | None = Field(
         None,
         description="Generation metrics, when the workload declares eval.generation.",

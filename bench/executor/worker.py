@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from bench.spec.result import RunResult
+from bench.results.schema import RunResult
 
 import torch
 from ray.actor import ActorHandle
@@ -31,9 +31,8 @@ from ray.actor import ActorHandle
 from bench.data.shards import cache_root
 from bench.harness.plan import PlannedTrial, RunFiles
 from bench.harness.trial import run_trial
-from bench.schedule.events import poster
-from bench.schedule.progress import progress_interval, progress_text
-from bench.spec.result import RunResult
+from bench.executor.events import poster
+from bench.executor.progress import progress_interval, progress_text
 from bench.train.events import TrialEvent
 
 
@@ -91,7 +90,7 @@ def staged(plan: PlannedTrial) -> PlannedTrial:
         return folder / path.name if path is not None else None
 
     local = RunFiles(result=here(files.result), log=here(files.log), model=here(files.model),
-                     checkpoint=here(files.checkpoint))
+                     resume=here(files.resume))
     return dataclasses.replace(plan, files=local)
 
 

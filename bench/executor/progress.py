@@ -21,7 +21,7 @@ from rich.text import Text
 from typing_extensions import Self
 
 from bench.errors import BenchError
-from bench.spec.result import RunResult, TrialStatus
+from bench.results.schema import RunResult, TrialStatus
 from bench.spec.units import format_count, format_duration, parse_duration
 from bench.train.events import TrialEvent
 

@@ -18,10 +18,10 @@ from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from bench.data.shards import cache_root
-from bench.schedule.resources import TrialResources
-from bench.schedule.worker import execute, output_to
+from bench.executor.resources import TrialResources
+from bench.executor.worker import execute, output_to
 from bench.harness.plan import PlannedTrial
-from bench.spec.result import RunResult
+from bench.results.schema import RunResult
 
 
 def rank_log_path(log_path: Path, rank: int) -> Path:

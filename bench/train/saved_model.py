@@ -31,7 +31,7 @@ from safetensors.torch import save_model as save_safetensors_from
 from torch import nn
 
 from bench.errors import BenchError
-from bench.spec.result import ModelCheckpoint
+from bench.results.schema import SavedModel
 from bench.train.model import GPT, GPTConfig
 
 MODEL_SUFFIX = ".model.safetensors"
@@ -51,7 +51,7 @@ class NotSaveable(Exception):
     """The model has no declarative description the harness can rebuild it from."""
 
 
-def export_model(model: nn.Module, seq_len: int, vocab_size: int, path: Path) -> ModelCheckpoint:
+def save_model(model: nn.Module, seq_len: int, vocab_size: int, path: Path) -> SavedModel:
     """Save ``model`` (token ids ``(B, T)`` -> logits, ``T <= seq_len``) to ``path`` as safetensors; never raises.
 
     A model that cannot be described declaratively (anything but the shared GPT whose config matches its weights)
@@ -68,8 +68,8 @@ def export_model(model: nn.Module, seq_len: int, vocab_size: int, path: Path) ->
         partial.unlink(missing_ok=True)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         label = "" if isinstance(exc, NotSaveable) else f"{type(exc).__name__}: "
-        return ModelCheckpoint(seconds=time.perf_counter() - start, error=f"{label}{first}".rstrip(": "))
-    return ModelCheckpoint(
+        return SavedModel(seconds=time.perf_counter() - start, error=f"{label}{first}".rstrip(": "))
+    return SavedModel(
         file=path.name, sha256=file_sha256(path), bytes=path.stat().st_size, seconds=time.perf_counter() - start
     )
 

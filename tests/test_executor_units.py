@@ -8,13 +8,13 @@ import pytest
 from conftest import ROOT
 
 from bench.errors import BenchError
-from bench.schedule.cluster import ray_temp_dir
-from bench.schedule.ddp import rank_log_path
-from bench.schedule.resources import TrialResources, check_fits, trial_resources
-from bench.schedule.tune import best_result, sample_configurations
-from bench.schedule.worker import locate, output_to
+from bench.executor.cluster import ray_temp_dir
+from bench.executor.ddp import rank_log_path
+from bench.executor.resources import TrialResources, check_fits, trial_resources
+from bench.tune import best_result, sample_configurations
+from bench.executor.worker import locate, output_to
 from bench.spec.loading import load_workload, workload_path
-from bench.spec.result import EvalPoint, RunResult, TrialStatus
+from bench.results.schema import EvalPoint, RunResult, TrialStatus
 from bench.spec.submission import ChoiceParam, IntParam, UniformParam
 from bench.spec.workload import TargetSpec, WorkloadSpec
 from bench.harness.plan import TrialLimits, TrialRequest
