@@ -43,14 +43,15 @@ from bench.errors import BenchError
 from bench.measure.hardware import package_versions
 from bench.results.store import new_run_id, write_atomic
 from bench.spec.base import StrictModel
-from bench.spec.hparams import apply_overrides
 from bench.spec.loading import Submission, load_workload, workload_path
 from bench.results.schema import SCHEMA_VERSION, RunResult
 from bench.spec.workload import WorkloadSpec
-from bench.harness.plan import TrialRequest, plan_trials, seed_major
+from bench import driver
+from bench.harness.plan import TrialRequest, seed_major
 from bench.train.optim import build_optimizer
 from bench.harness.clock import clock_for
-from bench.train.recipes import build_gpt
+from bench.train.configure import configure
+from bench.train.recipes import GPTRecipe, build_gpt
 from bench.train.runtime import seed_everything, warm_lazy_imports
 
 REFERENCE_PATH = Path("leaderboard") / "reference" / "tiny.json"
@@ -111,15 +112,15 @@ def bare_loop_throughput(
     spec: WorkloadSpec, workload_dir: Path, submission: Submission, tokens: int, overrides: dict[str, Any],
 ) -> float:
     """Tokens/s of the loop a person writes by hand (forward, loss, backward, clip, step) for ``submission``'s GPT
-    with ``overrides`` applied (its model shape and batch as the trials train them)."""
-    hparams = apply_overrides(submission.manifest.hyperparameters, overrides)
+    with ``overrides`` applied (its model shape, optimizer options and batch as the trials train them)."""
+    config = configure(GPTRecipe, submission, overrides, spec.name)
     data = prepare(spec, workload_dir)
     warm_lazy_imports()
     seed_everything(0)
-    model = build_gpt(hparams, data.vocab_size, spec.eval.seq_len)
-    options = {k: tuple(v) if isinstance(v, list) else v for k, v in hparams.get("optimizer_options", {}).items()}
-    optimizer = build_optimizer(model, "adamw", lr=hparams["lr"], weight_decay=hparams["weight_decay"], **options)
-    batch, seq_len = hparams["batch_size"], hparams["seq_len"]
+    model = build_gpt(config, data.vocab_size, spec.eval.seq_len)
+    options = {k: tuple(v) if isinstance(v, list) else v for k, v in config.optimizer_options.items()}
+    optimizer = build_optimizer(model, "adamw", lr=config.lr, weight_decay=config.weight_decay, **options)
+    batch, seq_len = config.batch_size, config.seq_len or spec.eval.seq_len
     steps = tokens // (batch * seq_len)
     stream = data.stream(seed=0).batches(batch, seq_len, torch.device("cpu"))
     _, clock = clock_for(spec.budget.cpus)  # the trials' own clock, so the ratio compares like with like
@@ -128,7 +129,7 @@ def bare_loop_throughput(
         x, y = next(stream)
         loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip or float("inf"))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return steps * batch * seq_len / (clock() - start)
@@ -161,8 +162,6 @@ def run_check(
     With ``update``, each submission trains with its tuned configuration from the results folder ``tuned_from``
     (``<tuned_from>/tiny/<name>/``; None or no re-run sweep there: the manifest's values); without, with the
     configuration the reference stores."""
-    from bench.executor.ray_runner import run_trials
-
     path, spec = check_workload(tokens)
     reference = None
     if not update:
@@ -188,11 +187,12 @@ def run_check(
     bare = [bare_loop_throughput(spec, path.parent, speed, tokens, configs[speed.name][0])]
     requests = [
         TrialRequest(workload=spec, workload_dir=str(path.parent.resolve()), submission_dir=str(submission.folder),
-                     seed=seed, overrides=configs[submission.name][0], run_id=new_run_id(seed), downstream=False)
+                     seed=seed, overrides=configs[submission.name][0], overrides_from="the reference's configuration",
+                     run_id=new_run_id(seed), downstream=False)
         for submission, seed in seed_major(submissions, seeds)
     ]
     with tempfile.TemporaryDirectory(prefix="bench-check-") as scratch:
-        results = run_trials(plan_trials(requests, Path(scratch), submissions), Path(scratch), address, progress)
+        results = driver.run(requests, driver.Execution(Path(scratch), address, progress), submissions)
     bare.append(bare_loop_throughput(spec, path.parent, speed, tokens, configs[speed.name][0]))
 
     findings: list[Finding] = []

@@ -3,7 +3,6 @@ and prints; user errors (:class:`bench.errors.BenchError`) become a readable mes
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import os
@@ -152,11 +151,14 @@ def validate_path(path: Path) -> list[str]:
     """Validate one workload file or submission folder; returns the problems (empty when valid)."""
     try:
         if path.is_dir() or path.name == "submission.yaml":
-            from bench.train.loader import load_recipe_class  # these import torch: only when a recipe is checked
-            from bench.train.recipes import optimizer_names
+            from bench.train.configure import check_search_space, configure  # import torch: only for recipes
+            from bench.train.loader import load_recipe_class
 
             submission = find_submission(str(path if path.is_dir() else path.parent))
-            submission.hyperparameters({}, optimizers=optimizer_names(load_recipe_class(submission)))
+            recipe_class = load_recipe_class(submission)
+            for workload in [None, *submission.manifest.workloads]:
+                configure(recipe_class, submission, {}, workload)
+            check_search_space(recipe_class, submission)
             known = {p.stem for p in workload_files()}
             return [
                 f"{submission.manifest_path}: workloads: unknown workload {name!r} (known: {', '.join(sorted(known))})"
@@ -205,27 +207,30 @@ def show(workload: Annotated[str, typer.Argument(help="Workload name or YAML pat
 
 @app.command("show-submission")
 @user_errors
-def show_submission(submission: Annotated[str, typer.Argument(help="Submission name or folder.")]) -> None:
-    """Print the complete manifest of a submission (``extends`` applied) and its source hash."""
+def show_submission(
+    submission: Annotated[str, typer.Argument(help="Submission name or folder.")],
+    workload: Annotated[
+        str | None, typer.Option("--workload", "-w", help="Also print the configuration it runs with there.")
+    ] = None,
+) -> None:
+    """Print the complete manifest of a submission (``extends`` applied), its source hash, and the resolved, typed
+    configuration its recipe runs with (every field, defaults filled in), on each workload it enters."""
+    from bench.train.configure import configure
+    from bench.train.loader import load_recipe_class
+
     found = find_submission(submission)
     lineage = " <- ".join(folder.name for folder in found.lineage)
     typer.echo(f"# {found.name}  (source hash {found.source_hash()[:16]}; {lineage})")
     typer.echo(yaml.safe_dump(found.manifest.model_dump(mode="json", exclude_none=True), sort_keys=False,
                               width=10_000).rstrip())
-
-
-def _prepare_with_progress(
-    spec: WorkloadSpec, workload_dir: Path, cache_dir: Path | None = None, out: Console = errors
-) -> Any:
-    """Prepare a workload's data with a progress bar and a summary line. ``bench run`` does it on the driver, so
-    that trials start on a cache hit and a data error stops everything before any trial starts."""
-    from bench.data.prepare import RichPrepareProgress, format_summary
-    from bench.data.prepare import prepare as prepare_data
-
-    with RichPrepareProgress(out) as progress:
-        data = prepare_data(spec, workload_dir, cache_dir, progress)
-    out.print(f"[bold]{escape(spec.name)}[/]: {escape(format_summary(data))}", highlight=False, soft_wrap=True)
-    return data
+    recipe_class = load_recipe_class(found)
+    names = [workload] if workload else list(found.manifest.workloads) or [None]
+    for name in names:
+        config = configure(recipe_class, found, {}, name if name in found.manifest.workloads else None)
+        values = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
+        kind = type(config).__name__ if hasattr(config, "model_dump") else "untyped: the recipe declares no Config"
+        typer.echo(f"\n# resolved configuration on {name or 'any workload'} ({kind})")
+        typer.echo(yaml.safe_dump(values, sort_keys=False, width=10_000).rstrip())
 
 
 @app.command()
@@ -238,9 +243,11 @@ def prepare(
     datasets of its downstream tasks, so that later runs work offline."""
     from bench.downstream.runner import prefetch
 
+    from bench.driver import prepare_with_progress
+
     path = workload_path(workload)
     spec = load_workload(path)
-    _prepare_with_progress(spec, path.parent, cache_dir, console)
+    prepare_with_progress(spec, path.parent, cache_dir, console)
     for failure in prefetch([task.task for task in spec.eval.downstream]):
         errors.print(f"[yellow]warning:[/] downstream {escape(failure.reason)}", highlight=False, soft_wrap=True)
 
@@ -320,12 +327,14 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key.strip(), value if value is not None else raw
 
 
-def _submissions(names: list[str]) -> list[Submission]:
+def _submissions(names: list[str], workload: str | None = None) -> list[Submission]:
+    """The submissions ``names`` names; ``all``: every submission of the project that enters ``workload``."""
     if names == ["all"]:
-        folders = submission_dirs()
-        if not folders:
-            raise BenchError(f"no submissions under {project_root() / 'submissions'}")
-        return [find_submission(str(folder)) for folder in folders]
+        found = [find_submission(str(folder)) for folder in submission_dirs()]
+        found = [s for s in found if workload is None or s.enters(workload)]
+        if not found:
+            raise BenchError(f"no submissions under {project_root() / 'submissions'} enter {workload!r}")
+        return found
     return [find_submission(name) for name in names]
 
 
@@ -383,7 +392,8 @@ def _resolved_workload(workload: str, wall_clock: str | None) -> tuple[Path, Wor
 def run(
     workload: Annotated[str, typer.Option("--workload", "-w", help="Workload name or YAML path.")] = DEFAULT_WORKLOAD,
     submission: Annotated[
-        list[str] | None, typer.Option("--submission", "-s", help="Submission name(s), repeatable, or 'all'.")
+        list[str] | None, typer.Option("--submission", "-s", help="Submission name(s), repeatable, or 'all' "
+                                                                  "(default: the workload's reference baseline).")
     ] = None,
     seeds: Annotated[int | None, typer.Option(min=1, help="Seeds per submission (default: the workload's).")] = None,
     set_: Annotated[
@@ -429,51 +439,47 @@ def run(
         str | None, typer.Option(help="Stop a trial as failed when it has not started training this long after its "
                                       "worker started (e.g. 30m): preparing data on a node without it can be slow.")
     ] = None,
+    any_workload: Annotated[
+        bool, typer.Option(help="Run a submission on a workload its manifest does not enter (with its common "
+                                "hyperparameters); the result says so and is never ranked.")
+    ] = False,
 ) -> None:
     """Train submissions on a workload under the harness (through Ray) and write one result file per trial."""
-    from bench.harness.plan import TrialRequest, default_checkpointing, plan_trials, seed_major
+    from bench import driver
+    from bench.executor.outcome import ResultsNotSaved, RunInterrupted
     from bench.executor.progress import PROGRESS_ENV, parse_interval, progress_interval
-    from bench.executor.ray_runner import ResultsNotSaved, RunInterrupted, run_trials
-    from bench.train.loader import load_recipe_class
-    from bench.train.recipes import optimizer_names
+    from bench.harness.plan import TrialRequest, seed_major
 
     every = parse_interval(progress_every, "--progress-every") if progress_every is not None else progress_interval()
     path, spec = _resolved_workload(workload, wall_clock)
-    submissions = _submissions(submission or ["adamw-baseline"])
+    submissions = _submissions(submission or [spec.reference], spec.name)
     overrides = dict(parse_assignment(item) for item in set_ or [])
-    checkpoint_s, default_retries = default_checkpointing(spec)
+    checkpoint_s = None
     if checkpoint_every is not None:
         try:
-            checkpoint_s = None if checkpoint_every.strip() in ("0", "off") else parse_duration(checkpoint_every) or None
+            checkpoint_s = 0.0 if checkpoint_every.strip() in ("0", "off") else parse_duration(checkpoint_every) or 0.0
         except ValueError as exc:
             raise BenchError(f"--checkpoint-every: {exc}") from None
-        default_retries = 1 if checkpoint_s else 0
     extra = _parse_resources(resources) if resources else {}
     try:
         data_limit = parse_duration(data_timeout) if data_timeout is not None else None
     except ValueError as exc:
         raise BenchError(f"--data-timeout: {exc}") from None
-    for each in submissions:  # a typo in a manifest, an import or an override fails here, before anything runs
-        each.hyperparameters(overrides, f"--set for {each.name}", optimizer_names(load_recipe_class(each)))
     requests = [
         TrialRequest(
             workload=spec, workload_dir=str(path.parent), submission_dir=str(each.folder), seed=seed,
-            overrides=overrides, run_id=new_run_id(seed), device=device, downstream=downstream, offline=offline,
-            save_model=save_model, checkpoint_every=checkpoint_s,
-            retries=default_retries if retries is None else retries, resources=extra, data_timeout=data_limit,
+            overrides=overrides, overrides_from="--set", run_id=new_run_id(seed), device=device,
+            downstream=downstream, offline=offline, save_model=save_model, checkpoint_every=checkpoint_s,
+            retries=retries, resources=extra, data_timeout=data_limit, any_workload=any_workload,
         )
         for each, seed in seed_major(submissions, range(seeds or spec.seeds))
     ]
-    plans = plan_trials(requests, results_dir, submissions)
-    prepared = _prepare_with_progress(spec, path.parent)
-    # every worker checks that its node's data is the driver's (nodes of a cluster prepare their own)
-    plans = [dataclasses.replace(p, request=p.request.model_copy(update={"data_checksum": prepared.meta.val_checksum}))
-             for p in plans]
     unsaved = None
     out = errors if json_ else console
+    execution = driver.Execution(results_dir, address, progress)
     try:  # the board reads the interval from the environment, and so do the workers of a local Ray
         with _environment(PROGRESS_ENV, str(every)):
-            results = run_trials(plans, results_dir, address, progress)
+            results = driver.run(requests, execution, submissions)
     except RunInterrupted as interrupted:
         print_table(out, results_table(interrupted.results, f"{spec.name}: interrupted"))
         if json_:
@@ -571,7 +577,6 @@ def tune(
 
     path, spec = _resolved_workload(workload, None)
     chosen = find_submission(submission)
-    _prepare_with_progress(spec, path.parent)
     report = run_sweep(spec, path.parent.resolve(), chosen, trials, seed, results_dir, address, progress,
                        downstream=downstream, resume=resume, rerun_seeds=rerun_seeds, record=record)
     if resume is not None:
@@ -645,7 +650,7 @@ def check(
         reference_names = CheckReference.model_validate_json(reference_path.read_text()).submissions
         chosen = [find_submission(name) for name in reference_names]
     else:
-        chosen = [s for s in _submissions(["all"]) if "tiny" in s.manifest.workloads]
+        chosen = _submissions(["all"], "tiny")
     findings = run_check(chosen, reference_path, update=update, address=address, progress=progress,
                          tuned_from=tuned_from or project_root() / "leaderboard" / "results")
     table = Table(title=Text(f"bench check against {reference_path}"), title_justify="left")

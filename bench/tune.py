@@ -35,8 +35,8 @@ from tabulate import tabulate
 
 from bench.errors import BenchError
 from bench.results.store import load_results, new_run_id, write_atomic
-from bench.harness.plan import DEFAULT_ALLOWANCE_S, plan_trials
-from bench.executor.ray_runner import run_trials
+from bench import driver
+from bench.harness.plan import DEFAULT_ALLOWANCE_S
 from bench.spec.loading import Submission
 from bench.results.schema import RunResult
 from bench.spec.hparams import format_value, get_path, value_at
@@ -99,8 +99,9 @@ def tune(
     :func:`run_trials`, ``device`` and ``downstream`` as in :class:`TrialRequest`.
     """
     manifest = submission.manifest
+    space = manifest.space(workload.name)
     folder = Path(results_dir) / workload.name / manifest.name
-    if not manifest.search_space:
+    if not space:
         raise BenchError(f"{submission.manifest_path}: search_space: empty; a sweep needs one")
     if rerun_seeds < 0:
         raise BenchError(f"rerun_seeds: cannot be negative, got {rerun_seeds}")
@@ -119,7 +120,7 @@ def tune(
         "sampler_seed": seed,
         "trials": trials,
         "tuning_seeds": [seed],
-        "search_space": _space_record(manifest.search_space),
+        "search_space": _space_record(space),
         "declared_budget": _declared_budget(workload, trials),
     }
     finished = {r.tuning["trial"] for r in done}
@@ -134,8 +135,9 @@ def tune(
             device=device,
             downstream=downstream,
             tuning={**record_base, "trial": index},
+            overrides_from=f"sweep {sweep_id} trial {index}",
         )
-        for index, overrides in enumerate(sample_configurations(manifest.search_space, trials, seed))
+        for index, overrides in enumerate(sample_configurations(space, trials, seed))
         if index not in finished
     ]
     new = _run(requests, results_dir, submission, allowance_s, address, progress)
@@ -144,7 +146,7 @@ def tune(
     reruns = _reruns(folder, sweep_id)
     if rerun_seeds and best is not None:
         tuning_seeds = sorted({r.seed for r in results})
-        chosen = _chosen(best, manifest.search_space)
+        chosen = _chosen(best, space)
         have = {r.seed for r in reruns}
         fresh = list(itertools.islice((s for s in itertools.count() if s not in tuning_seeds), rerun_seeds))
         rerun_record = {
@@ -155,7 +157,7 @@ def tune(
             TrialRequest(
                 workload=workload, workload_dir=str(workload_dir), submission_dir=str(submission.folder), seed=s,
                 overrides=chosen, run_id=f"{sweep_id}-best-s{s}", device=device, downstream=downstream,
-                tuning=rerun_record,
+                tuning=rerun_record, overrides_from=f"sweep {sweep_id}'s chosen configuration",
             )
             for s in fresh
             if s not in have
@@ -182,10 +184,7 @@ def _run(
     requests: list[TrialRequest], results_dir: Path, submission: Submission, allowance_s: float,
     address: str | None, progress: bool,
 ) -> list[RunResult]:
-    if not requests:
-        return []
-    plans = plan_trials(requests, results_dir, [submission], allowance_s)
-    return run_trials(plans, results_dir, address, progress)
+    return driver.run(requests, driver.Execution(results_dir, address, progress, allowance_s=allowance_s), [submission])
 
 
 def _resumable(
@@ -197,7 +196,7 @@ def _resumable(
         raise BenchError(f"--resume {sweep_id}: no trial of that sweep in {folder}")
     record = done[0].tuning
     assert record is not None
-    space = _space_record(submission.manifest.search_space)
+    space = _space_record(submission.manifest.space(workload.name))
     if record["search_space"] != space:
         raise BenchError(
             f"--resume {sweep_id}: the search space of {submission.manifest_path} changed since the sweep began; "
@@ -374,14 +373,14 @@ def record_tuning(
     space_rows = [
         [name, param["distribution"],
          str(param["values"]) if "values" in param else f"{param['low']:.4g} .. {param['high']:.4g}",
-         format_value(value_at(manifest.hyperparameters, name, unset="(optimizer default)"), 4)]
+         format_value(value_at(manifest.declared(workload.name), name, unset="(optimizer default)"), 4)]
         for name, param in sorted(tuning["search_space"].items())
     ]
     seeds = tuning.get("tuning_seeds", [tuning["sampler_seed"]])
     if best is None:
         chosen = ["No trial finished ok: nothing was chosen."]
     else:
-        picked = _chosen(best, manifest.search_space)
+        picked = _chosen(best, manifest.space(workload.name))
         values = ", ".join(f"`{k}={format_value(v, 4)}`" for k, v in sorted(picked.items()))
         chosen = [
             f"Trial {best.tuning['trial']} ({best.run_id}), final {target.metric} "

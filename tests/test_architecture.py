@@ -17,7 +17,7 @@ LAYERS = {
     "measure": 4,
     "downstream": 5, "export": 5,
     "harness": 6,
-    "executor": 7,
+    "executor": 7, "driver": 7.5,
     "check": 8, "study": 8, "tune": 8,
     "cli": 9, "__main__": 9,
 }

@@ -23,7 +23,7 @@ from conftest import ROOT
 
 def _context(rank: int, world_size: int) -> HarnessContext:
     spec = load_workload(workload_path("tiny", ROOT))
-    return HarnessContext(workload=spec, device=torch.device("cpu"), seed=3, hparams={"lr": 1.0}, vocab_size=259,
+    return HarnessContext(workload=spec, device=torch.device("cpu"), seed=3, hparams={"lr": 1.0}, config={"lr": 1.0}, vocab_size=259,
                           eos_id=0, stream=None, evaluator=lambda model: None, rank=rank, world_size=world_size)
 
 
@@ -50,12 +50,12 @@ def test_a_phase_reports_the_real_rank_and_world_size_under_a_two_worker_gloo_ru
     assert seen == [{"rank": 0, "world_size": 2}, {"rank": 1, "world_size": 2}]
 
 
-def test_a_phase_carries_the_trials_facts_and_its_own_hyperparameters():
+def test_a_phase_carries_the_trials_facts_and_its_own_configuration():
     ctx = _context(0, 1)
-    phase = BudgetPhase(ctx, 0.2, 0.6, hparams={"lr": 0.5})
+    phase = BudgetPhase(ctx, 0.2, 0.6, config={"lr": 0.5})
     assert (phase.workload, phase.device, phase.seed, phase.vocab_size, phase.eos_id) == (
         ctx.workload, ctx.device, 3, 259, 0)
-    assert phase.hparams == {"lr": 0.5} and ctx.hparams == {"lr": 1.0}
+    assert phase.config == {"lr": 0.5} and ctx.config == {"lr": 1.0} and phase.hparams == ctx.hparams
     assert not hasattr(phase, "clock")  # only the recipe API, not whatever else the trial's context holds
     assert phase.progress() == 0.0 and phase.time_left() == ctx.time_left() and not math.isnan(phase.progress())
     phase.set_precision("bf16")

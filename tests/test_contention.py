@@ -13,7 +13,8 @@ from bench.board.rank import build_sections
 from bench.measure.contention import OTHERS_THRESHOLD, ContentionProbe
 from bench.results.store import load_result_files
 from bench.results.schema import Contention, TrialStatus
-from bench.harness.clock import TrainingClock, clock_for, process_cpu_seconds
+from bench.harness.clock import TrainingClock, clock_for
+from bench.measure.cputime import process_cpu_seconds
 
 from conftest import ROOT
 from test_trial import small_tiny, trial

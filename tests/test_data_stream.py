@@ -136,7 +136,7 @@ def test_harness_tokens_equal_the_stream_unique_tokens_under_a_token_budget():
     spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"wall_clock": None, "tokens": 1000})})
     stream = TokenStream(np.arange(100_000, dtype=np.uint16), seed=0)
     ctx = HarnessContext(
-        workload=spec, device=torch.device("cpu"), seed=0, hparams={}, vocab_size=65536, eos_id=0,
+        workload=spec, device=torch.device("cpu"), seed=0, hparams={}, config={}, vocab_size=65536, eos_id=0,
         stream=stream, evaluator=lambda model: None,
     )
     training_clock(ctx).start()

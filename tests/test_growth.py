@@ -12,7 +12,7 @@ import torch
 from bench.errors import BenchError
 from bench.results.schema import TrialStatus
 from bench.train.growth import stack_blocks
-from bench.train.model import GPT
+from bench.train.model import GPT, GPTConfig
 from bench.train.params import count_parameters
 from bench.spec.loading import find_submission
 from bench.train.loader import load_recipe_class
@@ -26,7 +26,7 @@ VOCAB, WINDOW = 257, 32
 def _trained_small(positions: str) -> GPT:
     """A 2-block GPT whose blocks differ from their initialisation (a few AdamW steps on random tokens)."""
     torch.manual_seed(0)
-    model = GPT.from_hparams({"n_layer": 2, "n_head": 2, "n_embd": 32, "positions": positions}, VOCAB, WINDOW)
+    model = GPT(GPTConfig(vocab_size=VOCAB, seq_len=WINDOW, **{"n_layer": 2, "n_head": 2, "n_embd": 32, "positions": positions}))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     for _ in range(3):
         idx = torch.randint(0, VOCAB, (4, WINDOW))
@@ -102,12 +102,12 @@ def test_stack_growth_trains_through_the_harness_and_returns_the_grown_model():
     result = trial("stack-growth", small_tiny(wall_clock=None, tokens=30_000, every=1e9),
                    overrides={**TINY_SHAPE, "grow_at": 0.5})
     assert result.status is TrialStatus.ok, result.reason
-    grown = GPT.from_hparams({"n_layer": 2, "n_head": 2, "n_embd": 32}, VOCAB, 256)  # eval.seq_len of tiny
+    grown = GPT(GPTConfig(vocab_size=VOCAB, seq_len=256, **{"n_layer": 2, "n_head": 2, "n_embd": 32}))  # eval.seq_len of tiny
     assert result.params.total == count_parameters(grown).total  # what was evaluated is the 2-block model
     assert result.final.val_loss < result.curve[0].val_loss
     # FLOPs per token: the token-weighted mean of the 1-block and the 2-block model, so between the two
     flops = _recipe_module().estimate_flops_per_token
-    shallow = GPT.from_hparams({"n_layer": 1, "n_head": 2, "n_embd": 32}, VOCAB, 256)
+    shallow = GPT(GPTConfig(vocab_size=VOCAB, seq_len=256, **{"n_layer": 1, "n_head": 2, "n_embd": 32}))
     assert flops(shallow, 64) < result.compute.flops_per_token < flops(grown, 64)
 
 

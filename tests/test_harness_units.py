@@ -92,7 +92,7 @@ def _ctx(**budget):
         return EvalScore(loss=1.0, bpb=1.0, tokens=1, bytes=1)
 
     ctx = HarnessContext(
-        workload=spec, device=torch.device("cpu"), seed=0, hparams={}, vocab_size=257, eos_id=256,
+        workload=spec, device=torch.device("cpu"), seed=0, hparams={}, config={}, vocab_size=257, eos_id=256,
         stream=EndlessStream(), evaluator=evaluator,
     )
     ctx.estimate_flops_with(lambda seq_len: 1000.0)

@@ -14,7 +14,7 @@ from torch.nn.utils import prune
 from bench.harness.verdict import OK, causality_rule
 from bench.results.schema import TrialStatus
 from bench.train.growth import stack_blocks
-from bench.train.model import GPT
+from bench.train.model import GPT, GPTConfig
 
 from test_trial import small_tiny, trial
 
@@ -26,7 +26,7 @@ CPU = torch.device("cpu")
 
 def _gpt(**switches) -> GPT:
     torch.manual_seed(0)
-    return GPT.from_hparams({"n_layer": 2, "n_head": 2, "n_embd": 32, **switches}, VOCAB, T)
+    return GPT(GPTConfig(vocab_size=VOCAB, seq_len=T, **{"n_layer": 2, "n_head": 2, "n_embd": 32, **switches}))
 
 
 class _Bidirectional(nn.Module):
@@ -151,7 +151,7 @@ def test_a_recipe_cannot_pause_or_stop_the_clock_through_the_context():
 
     from conftest import ROOT
 
-    ctx = HarnessContext(workload=load_workload(workload_path("tiny", ROOT)), device=CPU, seed=0, hparams={},
+    ctx = HarnessContext(workload=load_workload(workload_path("tiny", ROOT)), device=CPU, seed=0, hparams={}, config={},
                          vocab_size=VOCAB, eos_id=0, stream=SimpleNamespace(unique_tokens=0),
                          evaluator=lambda model: None, clock=TrainingClock())
     training_clock(ctx).start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from pydantic import ValidationError
 import torch
 from torch import nn
 from torch.nn.utils import prune
@@ -12,6 +13,7 @@ from torch.nn.utils import prune
 from bench.errors import BenchError
 from bench.train.model import GPT, GPTConfig, Rotary
 from bench.train.params import count_parameters
+from bench.train.recipes import GPTRecipeConfig, build_gpt
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -120,12 +122,15 @@ def test_swiglu_width_follows_mlp_ratio():
     assert model.blocks[0].mlp.c_gate.out_features == round(8 / 3 * D)
 
 
-def test_from_hparams_takes_model_fields_and_leaves_the_rest():
-    model = GPT.from_hparams({"n_layer": 3, "n_head": 2, "n_embd": 16, "positions": "rotary", "lr": 3e-4}, V, T)
+def test_recipe_config_builds_the_model_it_describes_and_refuses_unknown_names():
+    config = GPTRecipeConfig(n_layer=3, n_head=2, n_embd=16, positions="rotary", lr=3e-4, batch_size=4)
+    model = build_gpt(config, V, T)
     assert (model.config.n_layer, model.config.n_head, model.config.positions) == (3, 2, "rotary")
     assert (model.config.vocab_size, model.config.seq_len) == (V, T)
-    with pytest.raises(BenchError, match="hyperparameters.vocab_size"):
-        GPT.from_hparams({"vocab_size": 99}, V, T)
+    with pytest.raises(ValidationError, match="n_layers"):
+        GPTRecipeConfig.model_validate({"n_layers": 3, "lr": 3e-4, "batch_size": 4})
+    with pytest.raises(ValidationError, match="not divisible"):
+        GPTRecipeConfig.model_validate({"n_embd": 30, "n_head": 4, "lr": 3e-4, "batch_size": 4})
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from bench.results.schema import TrialStatus
 from bench.spec.workload import ModelLimit
 from bench.train.saved_model import save_model
 from bench.train.loader import load_recipe_class
-from bench.train.model import GPT
+from bench.train.model import GPT, GPTConfig
 from bench.train.params import count_model_bytes, count_parameters
 from bench.train.quantize import quantize_int8
 
@@ -30,7 +30,7 @@ VOCAB, WINDOW = 257, 64
 
 def _gpt(**shape) -> GPT:
     torch.manual_seed(0)
-    return GPT.from_hparams({"n_layer": 2, "n_head": 2, "n_embd": 32, **shape}, VOCAB, WINDOW).eval()
+    return GPT(GPTConfig(vocab_size=VOCAB, seq_len=WINDOW, **{"n_layer": 2, "n_head": 2, "n_embd": 32, **shape})).eval()
 
 
 def _expected_int8_bytes(model: GPT) -> dict[str, int]:
@@ -113,7 +113,7 @@ def test_byte_limit_parses_units_and_is_left_out_of_the_hash_when_unset():
 
 def _two_million_parameter_gpt() -> GPT:
     torch.manual_seed(0)
-    return GPT.from_hparams({"n_layer": 9, "n_head": 4, "n_embd": 128}, VOCAB, 256).eval()
+    return GPT(GPTConfig(vocab_size=VOCAB, seq_len=256, **{"n_layer": 9, "n_head": 4, "n_embd": 128})).eval()
 
 
 def _judge(model: nn.Module, spec) -> tuple:

@@ -29,7 +29,7 @@ from bench.results.schema import DownstreamEvaluation, SavedModel, RunResult, Tr
 from bench.spec.workload import DownstreamTask
 from bench.train.saved_model import MODEL_SUFFIX, describe, save_model, load_model
 from bench.train.loader import load_recipe_class
-from bench.train.model import GPT
+from bench.train.model import GPT, GPTConfig
 
 from conftest import ROOT
 from test_trial import small_tiny, trial
@@ -53,7 +53,7 @@ def _same_logits(saved: nn.Module, model: nn.Module) -> None:
 )
 def test_saved_gpt_gives_the_trained_models_logits_for_any_batch_and_length(tmp_path, switches):
     torch.manual_seed(0)
-    model = GPT.from_hparams({"n_layer": 2, "n_head": 2, "n_embd": 32, **switches}, VOCAB, WINDOW)
+    model = GPT(GPTConfig(vocab_size=VOCAB, seq_len=WINDOW, **{"n_layer": 2, "n_head": 2, "n_embd": 32, **switches}))
     record = save_model(model, WINDOW, VOCAB, tmp_path / f"run{MODEL_SUFFIX}")
     assert record.error is None and record.file == f"run{MODEL_SUFFIX}" and record.bytes > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"run{MODEL_SUFFIX}"]  # no partial file left behind
@@ -63,7 +63,7 @@ def test_saved_gpt_gives_the_trained_models_logits_for_any_batch_and_length(tmp_
 
 
 def test_the_saved_file_is_plain_safetensors_with_a_json_description(tmp_path):
-    model = GPT.from_hparams({"n_layer": 1, "n_head": 2, "n_embd": 16}, VOCAB, WINDOW).to(torch.bfloat16)
+    model = GPT(GPTConfig(vocab_size=VOCAB, seq_len=WINDOW, **{"n_layer": 1, "n_head": 2, "n_embd": 16})).to(torch.bfloat16)
     save_model(model, WINDOW, VOCAB, tmp_path / "m.model.safetensors")
     with safe_open(str(tmp_path / "m.model.safetensors"), framework="pt") as handle:
         metadata = handle.metadata()
@@ -75,7 +75,7 @@ def test_the_saved_file_is_plain_safetensors_with_a_json_description(tmp_path):
 def test_a_model_pruned_to_another_shape_than_built_is_saved_as_returned(tmp_path):
     module = sys.modules[load_recipe_class(find_submission("train-large-compress", ROOT)).__module__]
     torch.manual_seed(0)
-    model = GPT.from_hparams({"n_layer": 2, "n_head": 2, "n_embd": 32, "mlp_ratio": 8}, VOCAB, WINDOW)
+    model = GPT(GPTConfig(vocab_size=VOCAB, seq_len=WINDOW, **{"n_layer": 2, "n_head": 2, "n_embd": 32, "mlp_ratio": 8}))
     pruned = module.prune_to_limit(model, 30_000, include_embeddings=True)
     assert pruned.blocks[0].mlp.c_proj.in_features < 8 * 32
     record = save_model(pruned, WINDOW, VOCAB, tmp_path / "m.model.safetensors")
@@ -99,14 +99,14 @@ def test_a_model_without_a_declarative_description_gets_a_reason_instead_of_a_fi
 
 
 def test_a_gpt_whose_config_no_longer_describes_its_weights_is_not_saved(tmp_path):
-    model = GPT.from_hparams({"n_layer": 1, "n_head": 2, "n_embd": 16}, VOCAB, WINDOW)
+    model = GPT(GPTConfig(vocab_size=VOCAB, seq_len=WINDOW, **{"n_layer": 1, "n_head": 2, "n_embd": 16}))
     model.blocks[0].mlp.c_fc = nn.Linear(16, 10, bias=False)  # resized without updating the config
     record = save_model(model, WINDOW, VOCAB, tmp_path / "m.model.safetensors")
     assert record.file is None and "blocks.0.mlp.c_fc.weight" in record.error
 
 
 def test_a_modified_or_missing_model_file_is_refused(tmp_path):
-    model = GPT.from_hparams({"n_layer": 1, "n_head": 2, "n_embd": 16}, VOCAB, WINDOW)
+    model = GPT(GPTConfig(vocab_size=VOCAB, seq_len=WINDOW, **{"n_layer": 1, "n_head": 2, "n_embd": 16}))
     record = save_model(model, WINDOW, VOCAB, tmp_path / "m.model.safetensors")
     with pytest.raises(BenchError, match="SHA-256 differs"):
         load_model(tmp_path / "m.model.safetensors", "cpu", "0" * 64)
@@ -177,7 +177,7 @@ def test_bench_eval_of_a_planted_payload_does_not_run_it(tmp_path, real_result, 
 
 @pytest.mark.parametrize("field", ["../../outside.model.safetensors", "/tmp/outside.model.safetensors", "sub/x"])
 def test_a_checkpoint_path_outside_the_results_folder_is_refused(tmp_path, real_result, field):
-    model = GPT.from_hparams({"n_layer": 1, "n_head": 2, "n_embd": 16}, VOCAB, WINDOW)
+    model = GPT(GPTConfig(vocab_size=VOCAB, seq_len=WINDOW, **{"n_layer": 1, "n_head": 2, "n_embd": 16}))
     save_model(model, WINDOW, VOCAB, tmp_path / "outside.model.safetensors")
     result_path = _plant(real_result, tmp_path, "unused.bin", b"", file_field=field)
     out = CliRunner().invoke(app, ["eval", "--result", str(result_path), "--offline"])
@@ -273,7 +273,7 @@ def test_bench_eval_names_a_missing_include_path(tmp_path, saved_gpt):
 
 
 def test_a_description_that_does_not_match_the_stored_tensors_is_refused_before_building(tmp_path):
-    model = GPT.from_hparams({"n_layer": 1, "n_head": 2, "n_embd": 16}, VOCAB, WINDOW)
+    model = GPT(GPTConfig(vocab_size=VOCAB, seq_len=WINDOW, **{"n_layer": 1, "n_head": 2, "n_embd": 16}))
     path = tmp_path / "m.model.safetensors"
     save_model(model, WINDOW, VOCAB, path)
     tensors = load_file(str(path))

@@ -55,6 +55,7 @@ def _submission(root: Path, name: str, **hparams) -> None:
         "description": name,
         "entry_point": "recipe.py:Gpt",
         "hyperparameters": {**defaults, **hparams},
+        "workloads": ["mini"],
     }
     (folder / "submission.yaml").write_text(yaml.safe_dump(manifest))
 

@@ -50,7 +50,7 @@ def test_a_child_lists_only_what_differs_and_inherits_the_rest(tmp_path):
     assert manifest.name == "child" and manifest.extends == "base" and manifest.authors == ["tests"]
     assert manifest.hyperparameters == {"lr": 0.02, "warmup": 0.1, "optimizer_options": {"betas": [0.9, 0.99]}}
     assert set(manifest.search_space) == {"lr"}  # null removed the parent's warmup dimension
-    assert manifest.entry_point == "bench.train.recipes:GPTRecipe" and manifest.workloads == ["tiny"]
+    assert manifest.entry_point == "bench.train.recipes:GPTRecipe" and manifest.workloads == {"tiny": {}}
     assert submission.lineage == (child, tmp_path / "base")
     assert load_recipe_class(submission) is GPTRecipe
 

@@ -11,6 +11,8 @@ from bench.tune import sample_configurations
 from bench.spec.hparams import MISSING, apply_overrides, check_hyperparameters, get_path
 from bench.spec.loading import find_submission
 from bench.spec.submission import SubmissionManifest
+from bench.train.configure import configure
+from bench.train.loader import load_recipe_class
 from bench.train.optim import OPTIMIZERS, build_optimizer
 
 from conftest import ROOT
@@ -75,7 +77,8 @@ def test_every_baseline_searches_its_learning_rate_warmup_and_optimizer_constant
 @pytest.mark.parametrize("name", BASELINES)
 def test_every_sampled_configuration_builds_the_baselines_optimizer(name):
     submission = find_submission(name)
+    recipe_class = load_recipe_class(submission)
     model = nn.Sequential(nn.Embedding(8, 4), nn.Linear(4, 4), nn.LayerNorm(4))
     for overrides in sample_configurations(submission.manifest.search_space, 4, seed=0):
-        hp = submission.hyperparameters(overrides)
-        build_optimizer(model, hp["optimizer"], hp["lr"], hp["weight_decay"], **hp["optimizer_options"])
+        config = configure(recipe_class, submission, overrides, "tiny")
+        build_optimizer(model, config.optimizer, config.lr, config.weight_decay, **config.optimizer_options)

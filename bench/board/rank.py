@@ -405,6 +405,8 @@ def _exclusion(
             f"{trials} trial(s) of the hyperparameter sweep {config.sweep} (bench tune): sweep trials are never "
             "ranked; the declared best configuration, re-run on fresh seeds, is.",
         )
+    if runs[0].not_ranked:
+        return "not entered", f"{runs[0].not_ranked}."
     if spec is not None and workload_hash is not None and config.workload_hash != workload_hash:
         return (
             f"workload {config.workload_hash[:8]}",
@@ -414,7 +416,7 @@ def _exclusion(
     tuned = config.tuned is not None  # the re-runs of a sweep's declared best
     problems = sorted({p for p in map(rerun_problem, runs) if p}) if tuned else []
     if manifest is not None:
-        changes = _changes(manifest.hyperparameters, runs[0])
+        changes = _changes(manifest.declared(runs[0].workload), runs[0])
         used = ", ".join(f"{name}={_shown(new)}" for name, _, new in changes)
         if tuned:  # Sobol values have 17 digits; three tell them apart (every digit is on the entry page)
             used = ", ".join(f"{name}={format_value(new)}" for name, _, new in changes)

@@ -36,7 +36,7 @@ from rich.markup import escape
 
 import bench
 from bench.harness.plan import PlannedTrial
-from bench.errors import BenchError
+from bench.executor.outcome import ResultsNotSaved, RunInterrupted
 from bench.results.store import ResultNotWritten, write_result
 from bench.executor.cluster import ray_session
 from bench.executor.events import EventBox
@@ -61,30 +61,6 @@ the machine's foreground work; its worker runs at the normal priority."""
 
 POLL_S = 0.25  # how often the driver looks for finished trials, new events and expired limits
 LOG_TAIL_LINES = 25
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGTERM) during :func:`run_trials`, raised after running trials were stopped and recorded as
-    ``interrupted``.
-
-    ``results`` holds every result written, finished and interrupted; trials that never started are not recorded.
-    Being a ``KeyboardInterrupt``, it ends a program that does not catch it the way Ctrl-C does (exit status 130).
-    """
-
-    def __init__(self, results: list[RunResult]) -> None:
-        super().__init__(f"interrupted; {len(results)} results recorded")
-        self.results = results
-
-
-class ResultsNotSaved(BenchError):
-    """Some finished results could not be written to the results folder (disk full ...), raised after every trial
-    ended. Each was kept in a fallback folder or in memory (see :class:`ResultNotWritten`); ``results`` holds all
-    results of the run, ``unsaved`` says where each unsaved one went."""
-
-    def __init__(self, results: list[RunResult], unsaved: list[ResultNotWritten]) -> None:
-        super().__init__("\n".join(str(problem) for problem in unsaved))
-        self.results = results
-        self.unsaved = unsaved
 
 
 @dataclass

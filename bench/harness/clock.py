@@ -19,10 +19,11 @@ What the clock counts depends on the hardware class (:func:`clock_for`):
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+from bench.measure.cputime import process_cpu_seconds
 
 WALL = "wall"
 
@@ -31,12 +32,6 @@ CPU_TRIAL_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 (benchmarks/README.md, "OpenMP wait policy"): with the default policy, CPU seconds per step of the tiny baseline
 rose 20-290% when two busy loops shared the cores (spinning threads burn the time a descheduled sibling is away);
 with PASSIVE they rose 6-8%, and idle they were the same."""
-
-
-def process_cpu_seconds() -> float:
-    """CPU seconds (user + system) of this process's threads and of its reaped child processes."""
-    times = os.times()
-    return time.process_time() + times.children_user + times.children_system
 
 
 def clock_for(hardware_class_cores: int | None) -> tuple[str, Callable[[], float]]:

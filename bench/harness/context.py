@@ -54,6 +54,7 @@ class HarnessContext(TrialContext):
         device: torch.device,
         seed: int,
         hparams: dict[str, Any],
+        config: Any,
         vocab_size: int,
         eos_id: int,
         stream: Any,
@@ -71,6 +72,7 @@ class HarnessContext(TrialContext):
         self.device = device
         self.seed = seed
         self.hparams = dict(hparams)
+        self.config = config
         self.vocab_size = vocab_size
         self.eos_id = eos_id
         self.rank = rank

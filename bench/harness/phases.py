@@ -56,6 +56,7 @@ from bench.train import saved_model
 from bench.harness.clock import TrainingClock, clock_for
 from bench.harness.context import HarnessContext, TrainingDiverged, evaluate_now, tokens_drawn, training_clock
 from bench.train.evaluate import evaluate, evaluate_sharded, evaluation_windows
+from bench.train.configure import config_from
 from bench.train.loader import load_recipe_class
 from bench.train.resume import DamagedCheckpoint, Stopwatch, load_state
 from bench.train.runtime import seed_everything, warm_lazy_imports
@@ -129,6 +130,7 @@ def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.devi
     name, source = clock_for(spec.budget.cpus if spec.budget.gpus == 0 and device.type == "cpu" else None)
     return HarnessContext(
         workload=spec, device=device, seed=plan.request.seed, hparams=plan.hyperparameters,
+        config=config_from(type(loaded.recipe), plan.hyperparameters, str(plan.submission.manifest_path)),
         clock=TrainingClock(source, name),
         vocab_size=data.vocab_size, eos_id=data.eos_id,
         stream=data.stream(seed=plan.request.seed, rank=rank, world_size=world_size),

@@ -21,8 +21,11 @@ from bench.errors import BenchError
 from bench.results.schema import RunResult, Timing, TrialStatus
 from bench.results.store import run_file
 from bench.spec.base import StrictModel
-from bench.spec.loading import Submission, find_submission
+from bench.spec.loading import Submission, find_submission, trainer_hash
 from bench.spec.workload import BudgetSpec, WorkloadSpec
+from bench.train.api import Recipe
+from bench.train.configure import configure
+from bench.train.loader import load_recipe_class
 from bench.train.saved_model import MODEL_SUFFIX
 from bench.train.resume import RESUME_SUFFIX
 
@@ -82,10 +85,21 @@ class TrialRequest(StrictModel):
     offline: bool = Field(False, description="Never contact the Hugging Face Hub (downstream datasets must be cached).")
     save_model: bool = Field(False, description="Save the returned model beside the result, for `bench eval`.")
     checkpoint_every: float | None = Field(
-        None, gt=0, description="Checkpoint every this many seconds of training clock, so that a trial whose worker "
-                                "dies can be resumed (None: never).")
-    retries: int = Field(0, ge=0, description="Times a trial whose worker process or node died is run again "
-                                              "(resumed from its last checkpoint when it has one).")
+        None, ge=0, description="Checkpoint every this many seconds of training clock, so that a trial whose worker "
+                                "dies can be resumed (0: never; None: the workload's default, see "
+                                "default_checkpointing). Planning resolves it.")
+    retries: int | None = Field(None, ge=0, description="Times a trial whose worker process or node died is run again "
+                                                        "(resumed from its last checkpoint when it has one); None: 1 "
+                                                        "when checkpointing, else 0. Planning resolves it.")
+    entered_as: str | None = Field(
+        None, description="The workload the submission's manifest must enter for this trial, and whose "
+                          "hyperparameters it takes: a study's or check's derived workload names its base; None: the "
+                          "workload's own name.")
+    any_workload: bool = Field(
+        False, description="Run even where the manifest does not enter the workload (with its common "
+                           "hyperparameters); the result says so and the board never ranks it.")
+    overrides_from: str | None = Field(
+        None, description="Where the overrides came from (--set, a sweep, a study's size), for error messages.")
     resources: dict[str, float] = Field(
         default_factory=dict, description="Custom Ray resources each trial needs besides its hardware class's, e.g. "
                                           "{'node2': 1} to place it on the nodes started with that resource.")
@@ -210,26 +224,48 @@ class PlannedTrial:
 
 
 def plan_trial(
-    request: TrialRequest, results_dir: Path, submission: Submission, allowance_s: float = DEFAULT_ALLOWANCE_S
+    request: TrialRequest, results_dir: Path, submission: Submission, recipe_class: type[Recipe],
+    allowance_s: float = DEFAULT_ALLOWANCE_S,
 ) -> PlannedTrial:
-    """Plan ``request`` for ``submission``, the loaded submission its ``submission_dir`` names."""
-    hyperparameters = submission.hyperparameters(request.overrides)
+    """Plan ``request`` for ``submission`` (the loaded submission its ``submission_dir`` names, whose recipe class
+    is ``recipe_class``): the workload must be one the manifest enters, and its hyperparameters with the
+    overrides must be a valid configuration of the recipe; both are user errors naming the file and the field."""
+    spec = request.workload
+    entered = request.entered_as or spec.name
+    not_ranked = None
+    if not submission.enters(entered):
+        if not request.any_workload:
+            declared = ", ".join(submission.manifest.workloads) or "none"
+            raise BenchError(
+                f"{submission.manifest_path}: workloads: {submission.name} does not enter {entered!r} (it enters: "
+                f"{declared}); add the workload with its hyperparameters there, or pass --any-workload to run it "
+                "anyway, unranked"
+            )
+        not_ranked = f"{submission.name} does not enter the workload {entered} (its manifest's workloads)"
+    where = f"{request.overrides_from or 'overrides'} for {submission.name}"
+    configure(recipe_class, submission, request.overrides, entered if submission.enters(entered) else None, where)
+    hyperparameters = submission.hyperparameters(request.overrides, entered, where)
+    checkpoint_every, retries = default_checkpointing(spec)
+    if request.checkpoint_every is not None:
+        checkpoint_every = request.checkpoint_every or None
+        retries = 1 if checkpoint_every else 0
     absolute: dict[str, Any] = {
         "submission_dir": str(submission.folder), "workload_dir": str(Path(request.workload_dir).resolve()),
+        "checkpoint_every": checkpoint_every or 0.0, "retries": retries if request.retries is None else request.retries,
     }
     if request.cache_dir is not None:
         absolute["cache_dir"] = str(Path(request.cache_dir).resolve())
     request = request.model_copy(update=absolute)
     results_dir = Path(results_dir).resolve()
-    spec = request.workload
 
     def named(suffix: str) -> Path:
         return run_file(results_dir, spec.name, submission.name, request.run_id, suffix)
 
     base = dict(
         run_id=request.run_id, workload=spec.name, workload_hash=spec.content_hash(), submission=submission.name,
-        submission_hash=submission.source_hash(), seed=request.seed, hyperparameters=hyperparameters,
-        overrides=dict(request.overrides), tuning=request.tuning,
+        submission_hash=submission.source_hash(), trainer_hash=trainer_hash(), seed=request.seed,
+        hyperparameters=hyperparameters, not_ranked=not_ranked, overrides=dict(request.overrides),
+        tuning=request.tuning,
     )
     files = RunFiles(named(RESULT_SUFFIX), named(LOG_SUFFIX), named(MODEL_SUFFIX) if request.save_model else None,
                      named(RESUME_SUFFIX) if request.checkpoint_every else None)
@@ -241,7 +277,7 @@ def plan_trials(
     allowance_s: float = DEFAULT_ALLOWANCE_S,
 ) -> list[PlannedTrial]:
     """Plan every request; a submission not among the already loaded ``submissions`` is loaded once for all its
-    trials. Run ids must be unique within a run."""
+    trials, and its recipe class imported once. Run ids must be unique within a run."""
     seen: dict[str, int] = {}
     for request in requests:
         seen[request.run_id] = seen.get(request.run_id, 0) + 1
@@ -249,10 +285,13 @@ def plan_trials(
     if duplicates:
         raise BenchError(f"run ids must be unique within a run, repeated: {', '.join(duplicates)}")
     loaded = {submission.folder: submission for submission in submissions}
+    recipes: dict[Path, type[Recipe]] = {}
     plans = []
     for request in requests:
         folder = Path(request.submission_dir).resolve()
         if folder not in loaded:
             loaded[folder] = find_submission(str(folder))
-        plans.append(plan_trial(request, results_dir, loaded[folder], allowance_s))
+        if folder not in recipes:
+            recipes[folder] = load_recipe_class(loaded[folder])
+        plans.append(plan_trial(request, results_dir, loaded[folder], recipes[folder], allowance_s))
     return plans

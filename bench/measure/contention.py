@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from bench.results.schema import Contention
-from bench.harness.clock import process_cpu_seconds
+from bench.measure.cputime import process_cpu_seconds
 
 OTHERS_THRESHOLD = 0.15
 """Other processes may use up to this fraction of the class's cores during training before a result is flagged.

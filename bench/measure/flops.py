@@ -59,7 +59,8 @@ def estimate_flops_per_token(model: nn.Module, seq_len: int) -> float:
 
 def measure_flops_per_token(model: nn.Module, idx: torch.Tensor) -> float:
     """Count the FLOPs of one forward and backward of ``model`` on ``idx`` (B, T) with ``FlopCounterMode``,
-    per token: a check on the formulas above, not something to run while training.
+    per token: a check on the formulas above, not something to run while training. Only the tests call it: it is
+    the independent reference the analytic formula (what the harness uses) is held to (tests/test_flops.py).
 
     Attention runs on the math SDPA backend, whose batched matmuls the counter sees on every device and which
     computes the full score matrix, the convention above (the counter knows no formula for the fused CPU kernel).

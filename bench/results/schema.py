@@ -324,9 +324,21 @@ class RunResult(StrictModel):
     workload: str
     workload_hash: str
     submission: str
-    submission_hash: str = Field(description="SHA-256 over the submission folder's files.")
+    submission_hash: str = Field(description="SHA-256 over the submission's manifest and files and the harness's "
+                                             "training code they run (trainer_hash).")
+    trainer_hash: str | None = Field(
+        None, description="SHA-256 over the harness's training code (bench/train/, the batch stream, the context, "
+                          "the clock), which submission_hash covers too: tells a changed shared loop from a changed "
+                          "submission.",
+        exclude_if=lambda value: value is None,  # results from before it was recorded keep their shape
+    )
     seed: int
     hyperparameters: dict[str, Any]
+    not_ranked: str | None = Field(
+        None, description="Why the board must never rank this run, whatever it scored: it ran a workload its "
+                          "submission's manifest does not enter (bench run --any-workload).",
+        exclude_if=lambda value: value is None,
+    )
     overrides: dict[str, Any] | None = Field(
         None, description="Hyperparameters the command set over the manifest's (--set, a sweep's point); None in "
                           "results made before this was recorded.")

@@ -1,16 +1,14 @@
-"""Checking hyperparameter overrides against a submission's manifest before any trial starts.
-
-A ``--set lr=abc`` or ``optimizer: adamw2`` used to be found only inside a trial, as a failed run with a message
-about the recipe. The manifest's default of each hyperparameter states its type; an override must have the same
-kind of value (an integer where a float is expected is fine, a float where an integer is expected is not, and a
-boolean is never a number). This module imports no torch: the caller passes the optimizer names it knows (the
-keys of ``bench.train.optim``'s registry), so ``bench validate`` stays fast.
+"""Hyperparameters as plain data: dotted names into nested values, overrides, and printing them.
 
 A name may be dotted, ``optimizer_options.betas.1``: it addresses one value inside a nested hyperparameter (a
 mapping key, or a list index), so that a sweep can search one optimizer constant without the manifest gaining a
 flat hyperparameter (which would change every baseline's resolved hyperparameters, and so split its published
 results from new ones). The last key of a mapping may be absent (``optimizer_options.p``: the optimizer's own
 default applies until it is set); every other step must exist.
+
+Names and types are checked against the recipe's typed configuration where it declares one
+(:mod:`bench.train.configure`); for a recipe without one, :func:`check_hyperparameters` checks overrides against
+the manifest's own values. This module imports no torch.
 """
 
 from __future__ import annotations
@@ -18,14 +16,11 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 MISSING: Any = object()
 """What :func:`get_path` returns for a dotted name whose last mapping key is absent."""
-
-OPTIMIZER_KEY = "optimizer"
-"""The hyperparameter that names an optimizer of ``bench.train.optim.build_optimizer`` in the baseline recipes."""
 
 _KINDS: tuple[tuple[type, str], ...] = (
     (bool, "a boolean"),
@@ -110,17 +105,10 @@ def apply_overrides(hparams: Mapping[str, Any], overrides: Mapping[str, Any]) ->
     return resolved
 
 
-def check_hyperparameters(
-    manifest_hparams: Mapping[str, Any],
-    overrides: Mapping[str, Any],
-    optimizers: Collection[str] | None = None,
-) -> list[str]:
-    """Every problem with ``overrides`` applied to ``manifest_hparams``, one line each (empty when fine).
-
-    Checks: override names the manifest does not have (a typo), override types against the manifest defaults,
-    and, when ``optimizers`` is given, that the resolved ``optimizer`` value is one of them. Pass ``optimizers``
-    only for recipes that build their optimizer by name through ``bench.train.optim`` (the baselines): a recipe
-    of its own may use the key for anything.
+def check_hyperparameters(manifest_hparams: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[str]:
+    """Every problem with ``overrides`` applied to ``manifest_hparams``, one line each (empty when fine), for a
+    recipe that declares no typed configuration: the manifest's values are then all there is to check against.
+    Checks: override names the manifest does not have (a typo), and override types against the manifest's values.
     """
     problems = []
     unknown = sorted(set(k for k in overrides if "." not in k) - set(manifest_hparams))
@@ -138,11 +126,6 @@ def check_hyperparameters(
         problem = None if default is MISSING else type_problem(name, default, overrides[name])
         if problem:
             problems.append(problem)
-    resolved = apply_overrides(manifest_hparams, overrides)
-    if optimizers is not None and OPTIMIZER_KEY in resolved:
-        name = resolved[OPTIMIZER_KEY]
-        if not isinstance(name, str) or name not in optimizers:
-            problems.append(f"{OPTIMIZER_KEY}: unknown optimizer {name!r} (known: {', '.join(sorted(optimizers))})")
     return problems
 
 

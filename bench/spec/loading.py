@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from bench.errors import BenchError, SpecError
-from bench.spec.hparams import apply_overrides, check_hyperparameters
+from bench.spec.hparams import apply_overrides, path_problem
 from bench.spec.submission import SubmissionManifest
 from bench.spec.workload import WorkloadSpec
 
@@ -192,19 +193,28 @@ class Submission:
         return self.folder / MANIFEST
 
     def hyperparameters(
-        self, overrides: Mapping[str, Any], where: str | None = None, optimizers: Collection[str] | None = None
+        self, overrides: Mapping[str, Any], workload: str | None = None, where: str | None = None
     ) -> dict[str, Any]:
-        """The manifest's hyperparameters with ``overrides`` applied, checked by
-        :func:`bench.spec.hparams.check_hyperparameters` (names, types, and with ``optimizers`` the optimizer's
-        name); every problem is a user error naming ``where`` (default: this manifest)."""
-        problems = check_hyperparameters(self.manifest.hyperparameters, overrides, optimizers)
+        """What a trial on ``workload`` runs with: the hyperparameters declared for it (the common ones with the
+        workload's own on top) and ``overrides`` applied. Only the overrides' dotted names are checked here (each
+        must address a value, e.g. ``optimizer_options.betas.1``); names and types are the recipe's configuration's
+        to check (:func:`bench.train.configure.configure`). Problems name ``where`` (default: this manifest)."""
+        declared = self.manifest.declared(workload)
+        problems = [problem for name in sorted(overrides) if "." in name
+                    if (problem := path_problem(declared, name)) is not None]
         if problems:
             raise BenchError("\n".join(f"{where or self.manifest_path}: {problem}" for problem in problems))
-        return apply_overrides(self.manifest.hyperparameters, overrides)
+        return apply_overrides(declared, overrides)
+
+    def enters(self, workload: str) -> bool:
+        """Whether the manifest declares ``workload`` (a submission is sized and tuned for the workloads it enters)."""
+        return workload in self.manifest.workloads
 
     def source_hash(self) -> str:
-        """SHA-256 over the complete manifest and the files of every folder in the lineage (relative paths and
-        contents), so a result names the exact code and choices that produced it, inherited ones included."""
+        """SHA-256 over the complete manifest, the files of every folder in the lineage (relative paths and
+        contents) and the harness's training code (:func:`trainer_hash`), so a result names the exact code and
+        choices that produced it, inherited ones and the shared loop included: a changed loop makes new entries,
+        as a changed submission does."""
         digest = hashlib.sha256(self.manifest.model_dump_json().encode() + b"\0")
         for folder in self.lineage:
             files = (p for p in sorted(folder.rglob("*")) if p.is_file() and not _IGNORED_PARTS & set(p.parts))
@@ -213,17 +223,73 @@ class Submission:
                     continue
                 digest.update(f"{folder.name}/{path.relative_to(folder)}".encode() + b"\0")
                 digest.update(path.read_bytes() + b"\0")
+        digest.update(trainer_hash().encode())
         return digest.hexdigest()
+
+
+TRAINER_CODE = ("train", "data/stream.py", "harness/context.py", "harness/clock.py")
+"""The harness's code a recipe runs on, relative to the ``bench`` package: everything a recipe imports to train
+(``bench/train/``: the GPT, the loop, optimizers, schedules, evaluation) and what feeds and times it (the batch
+stream, the context, the training clock). Every baseline is a list of choices over it, so it is part of the code a
+result ran, as much as the submission's own folder."""
+
+
+def trainer_hash(package: Path | None = None) -> str:
+    """SHA-256 over :data:`TRAINER_CODE`'s Python files (relative paths and contents) of ``package`` (default:
+    this ``bench`` package, read once per process)."""
+    return _hash_trainer(package) if package is not None else _this_trainer()
+
+
+@functools.cache
+def _this_trainer() -> str:
+    return _hash_trainer(Path(__file__).resolve().parents[1])
+
+
+def _hash_trainer(package: Path) -> str:
+    digest = hashlib.sha256()
+    for part in TRAINER_CODE:
+        base = package / part
+        for path in sorted(base.rglob("*.py")) if base.is_dir() else [base]:
+            digest.update(f"{path.relative_to(package)}".encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def _merge(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
     """The child's fields replace the parent's; ``hyperparameters`` and ``search_space`` merge key by key, and a
-    key set to null there removes the parent's entry (e.g. a search dimension that makes no sense for the child)."""
-    merged = {**parent, **{k: v for k, v in child.items() if k not in _MERGED_BY_KEY}}
+    key set to null there removes the parent's entry (e.g. a search dimension that makes no sense for the child).
+    ``workloads`` merges workload by workload and, inside one, key by key: a child that changes only positions
+    inherits the parent's shapes for every workload; a workload set to null is not entered."""
+    merged = {**parent, **{k: v for k, v in child.items() if k not in (*_MERGED_BY_KEY, "workloads")}}
     for key in _MERGED_BY_KEY:
-        entries = {**(parent.get(key) or {}), **(child.get(key) or {})}
-        merged[key] = {k: v for k, v in entries.items() if v is not None}
+        merged[key] = _merge_entries(parent.get(key), child.get(key))
+    mine, theirs = _workload_entries(child.get("workloads")), _workload_entries(parent.get("workloads"))
+    workloads = {name: own for name, own in theirs.items() if name not in mine}
+    for name, own in mine.items():
+        if own is None:
+            continue
+        base = theirs.get(name) or {}
+        if not isinstance(own, dict) or not isinstance(base, dict):
+            workloads[name] = own  # not a mapping: validation reports it
+            continue
+        entry = {**base, **{k: v for k, v in own.items() if k not in _MERGED_BY_KEY}}
+        entry["hyperparameters"] = _merge_entries(base.get("hyperparameters"), own.get("hyperparameters"))
+        entry["search_space"] = {**(base.get("search_space") or {}), **(own.get("search_space") or {})}
+        workloads[name] = entry
+    merged["workloads"] = workloads
     return merged
+
+
+def _merge_entries(parent: Any, child: Any) -> dict[str, Any]:
+    entries = {**(parent or {}), **(child or {})}
+    return {k: v for k, v in entries.items() if v is not None}
+
+
+def _workload_entries(value: Any) -> dict[str, Any]:
+    """A manifest's ``workloads`` as written (a list of names or a mapping), as a mapping; left for validation to
+    reject when it is neither."""
+    if isinstance(value, list):
+        return {name: {} for name in value if isinstance(name, str)}
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def _raw_manifest(folder: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], tuple[Path, ...], Path | None]:

@@ -27,8 +27,11 @@ class UniformParam(StrictModel):
             raise ValueError(f"log_uniform needs low > 0, got {self.low}")
         return self
 
+    def holds_kind(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
     def contains(self, value: Any) -> bool:
-        return isinstance(value, (int, float)) and self.low <= value <= self.high
+        return self.holds_kind(value) and self.low <= value <= self.high
 
     def sample(self, u: float) -> float:
         """Map ``u`` in [0, 1) onto the range (quasi-random sweeps feed Sobol points here)."""
@@ -50,6 +53,9 @@ class IntParam(StrictModel):
             raise ValueError(f"low must not exceed high, got low={self.low}, high={self.high}")
         return self
 
+    def holds_kind(self, value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
     def contains(self, value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool) and self.low <= value <= self.high
 
@@ -62,6 +68,9 @@ class ChoiceParam(StrictModel):
 
     distribution: Literal["choice"]
     values: list[Any] = Field(min_length=1)
+
+    def holds_kind(self, value: Any) -> bool:
+        return True
 
     def contains(self, value: Any) -> bool:
         return value in self.values
@@ -98,6 +107,14 @@ def entry_point_problem(value: str) -> str | None:
     return f"a module entry point must name a recipe of the harness's package ({PACKAGE_RECIPES}...), got {module!r}"
 
 
+class WorkloadEntry(StrictModel):
+    """What a submission changes for one workload it enters: hyperparameters and search-space entries that replace
+    the common ones by name (a search entry set to null drops the common one for this workload)."""
+
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    search_space: dict[str, SearchParam | None] = Field(default_factory=dict)
+
+
 class SubmissionManifest(StrictModel):
     """What a submission declares about itself. ``name`` must equal its folder name.
 
@@ -113,7 +130,36 @@ class SubmissionManifest(StrictModel):
     entry_point: str = Field(description="'recipe.py:ClassName' in the folder, or 'bench.module:ClassName'.")
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     search_space: dict[str, SearchParam] = Field(default_factory=dict)
-    workloads: list[str] = Field(default_factory=list, description="Workloads the submission is tuned for.")
+    workloads: dict[str, WorkloadEntry] = Field(
+        default_factory=dict,
+        description="The workloads the submission enters, each with what differs there: hyperparameters (shapes "
+                    "sized to its model limit, batch, learning rate) and search-space entries; a plain list names "
+                    "workloads that use the common ones as they are.")
+
+    @field_validator("workloads", mode="before")
+    @classmethod
+    def _workload_list(cls, value: Any) -> Any:
+        """``[tiny, 20m-10gb]`` is ``{tiny: {}, 20m-10gb: {}}``: entered, with nothing of its own."""
+        if isinstance(value, list) and all(isinstance(name, str) for name in value):
+            if len(set(value)) != len(value):
+                raise ValueError(f"a workload is named twice in {value!r}")
+            return {name: {} for name in value}
+        if isinstance(value, dict):
+            return {name: {} if own is None else own for name, own in value.items()}
+        return value
+
+    def declared(self, workload: str | None = None) -> dict[str, Any]:
+        """The hyperparameters declared for ``workload``: ``hyperparameters`` with that workload's own on top (its
+        top-level names replace the common ones). None, or a workload the manifest does not enter: the common."""
+        entry = self.workloads.get(workload or "")
+        return {**self.hyperparameters, **(entry.hyperparameters if entry else {})}
+
+    def space(self, workload: str | None = None) -> dict[str, SearchParam]:
+        """The search space of a sweep on ``workload``: ``search_space`` with that workload's own entries on top
+        (one set to null drops the common entry there)."""
+        entry = self.workloads.get(workload or "")
+        merged = {**self.search_space, **(entry.search_space if entry else {})}
+        return {name: param for name, param in merged.items() if param is not None}
 
     @field_validator("entry_point")
     @classmethod
@@ -131,13 +177,20 @@ class SubmissionManifest(StrictModel):
 
     @model_validator(mode="after")
     def _search_space_matches(self) -> SubmissionManifest:
-        for key, param in self.search_space.items():
-            if key.split(".")[0] not in self.hyperparameters:
-                raise ValueError(f"search_space.{key} has no default in hyperparameters")
-            problem = path_problem(self.hyperparameters, key)
-            if problem:
-                raise ValueError(f"search_space.{key}: {problem}")
-            default = get_path(self.hyperparameters, key)
-            if default is not MISSING and not param.contains(default):  # MISSING: the recipe's own default
-                raise ValueError(f"hyperparameters.{key}={default!r} lies outside search_space.{key}")
+        """Every searched name has a value to start from in every workload the submission enters (a sweep runs
+        on one of them), and that value lies inside its range."""
+        for workload in [None, *self.workloads]:
+            declared = self.declared(workload)
+            where = "hyperparameters" if workload is None else f"workloads.{workload}.hyperparameters"
+            for key, param in self.space(workload).items():
+                if key.split(".")[0] not in declared:
+                    raise ValueError(f"search_space.{key} has no default in hyperparameters")
+                problem = path_problem(declared, key)
+                if problem:
+                    raise ValueError(f"search_space.{key}: {problem}")
+                default = get_path(declared, key)
+                if default is MISSING or not param.holds_kind(default):  # the recipe's default; a type error is
+                    continue                                             # its configuration's to report
+                if not param.contains(default):
+                    raise ValueError(f"{where}.{key}={default!r} lies outside search_space.{key}")
         return self

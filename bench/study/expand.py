@@ -30,7 +30,9 @@ from bench.study.spec import StudySpec
 from bench.tune import TunedConfiguration, tuned_configuration
 from bench.harness.plan import TrialRequest, seed_major
 from bench.train.params import count_parameters
-from bench.train.recipes import build_gpt
+from bench.train.configure import configure
+from bench.train.loader import load_recipe_class
+from bench.train.recipes import GPTRecipe, GPTRecipeConfig, build_gpt
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,7 +103,9 @@ class Plan:
                 submission_dir=str(self.submissions[cell.submission].folder),
                 seed=seed,
                 overrides=cell.overrides,
+                overrides_from=f"study {self.study.name!r}: sizes.{cell.size}",
                 run_id=new_run_id(seed),
+                entered_as=self.base.name,  # a derived workload takes its base's hyperparameters
             )
             for cell, seed in pairs
         ]
@@ -192,8 +196,8 @@ def vocab_size(spec: WorkloadSpec, workload_dir: Path) -> int:
     return load_tokenizer(workload_dir / tokenizer.path).vocab_size
 
 
-def gpt_params(hyperparameters: dict[str, Any], spec: WorkloadSpec, vocab: int) -> int:
-    """Parameters the workload counts for the GPT that ``hyperparameters`` describe.
+def gpt_params(config: GPTRecipeConfig, spec: WorkloadSpec, vocab: int) -> int:
+    """Parameters the workload counts for the GPT that ``config`` describes.
 
     Built on the meta device: shapes only, no memory, so even a 160M model costs nothing. The context length
     (which sizes a learned position table) is chosen as :class:`bench.train.recipes.GPTRecipe` does: the longer of
@@ -201,7 +205,7 @@ def gpt_params(hyperparameters: dict[str, Any], spec: WorkloadSpec, vocab: int) 
     returns another model (train-large-compress prunes to the limit) is still checked on the model it returns.
     """
     with torch.device("meta"):
-        model = build_gpt(hyperparameters, vocab, spec.eval.seq_len)
+        model = build_gpt(config, vocab, spec.eval.seq_len)
     return count_parameters(model).counted(spec.model.count_embeddings)
 
 
@@ -228,10 +232,15 @@ def plan_study(study: StudySpec, root: Path | None = None) -> Plan:
     }
     shapes: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
     for name, submission in submissions.items():
+        recipe_class = load_recipe_class(submission)
+        if not issubclass(recipe_class, GPTRecipe):
+            raise BenchError(f"{where}: submission {name!r} is not a GPT recipe; a study sizes GPTs")
         for size in study.sizes:
             try:
-                hparams = submission.hyperparameters(overrides[(name, size)], f"{where}: sizes.{size}")
-                shapes[(name, size)] = hparams, gpt_params(hparams, base, vocab)
+                config = configure(recipe_class, submission, overrides[(name, size)], base.name,
+                                   f"{where}: sizes.{size}")
+                hparams = submission.hyperparameters(overrides[(name, size)], base.name)
+                shapes[(name, size)] = hparams, gpt_params(config, base, vocab)
             except BenchError as exc:
                 raise BenchError(f"{where}: sizes.{size} with submission {name!r}: {exc}") from None
     largest = max(params for _, params in shapes.values())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench import driver
 from bench.results.store import DEFAULT_RESULTS_DIR, load_results
 from bench.results.schema import RunResult
 from bench.study.expand import Cell, Plan, plan_study
@@ -44,15 +45,10 @@ def run_study(
     Results are written under :func:`study_dir`; ``address`` joins a Ray cluster (default: a local instance);
     ``root`` is the project holding ``workloads/`` and ``submissions/``.
     """
-    from bench.harness.plan import plan_trials
-    from bench.executor.ray_runner import run_trials  # Ray loads only when trials run
-
     study = load_study(path)
     plan = plan_study(study, root)
     out = study_dir(study, results_dir)
     todo = pending(plan, load_results([out]))
-    if todo:
-        plans = plan_trials(plan.requests(todo), out, submissions=plan.submissions.values())
-        run_trials(plans, out, address=address, progress=progress)
+    driver.run(plan.requests(todo), driver.Execution(out, address, progress), plan.submissions.values())
     matches, _ = plan.match(load_results([out]))
     return [m.result for m in matches]

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from pydantic import BaseModel
 from torch import nn
 
 from bench.spec.workload import WorkloadSpec
@@ -27,7 +28,8 @@ class TrialContext(abc.ABC):
     workload: WorkloadSpec
     device: torch.device
     seed: int
-    hparams: dict[str, Any]
+    hparams: dict[str, Any]  # the hyperparameters as declared for this workload, with the command's overrides
+    config: Any  # the same, validated into the recipe's ``Config`` (defaults filled in); ``hparams`` if it has none
     vocab_size: int
     eos_id: int
     rank: int  # this process's rank among the trial's workers (0 with one worker)
@@ -108,7 +110,17 @@ class TrialContext(abc.ABC):
 
 
 class Recipe(abc.ABC):
-    """Base class of every submission's recipe."""
+    """Base class of every submission's recipe.
+
+    ``Config`` is the recipe's configuration as a typed model (a pydantic model that forbids unknown fields, such
+    as :class:`bench.train.recipes.GPTRecipeConfig`): every hyperparameter it reads, with its type, default and
+    meaning. The manifest's hyperparameters (and a command's overrides) are validated against it before any trial
+    starts, so a misspelt name or a value of the wrong type is an error naming the manifest and the field, never a
+    silent default; the recipe reads the validated values from ``ctx.config``. A recipe without one (None) gets the
+    hyperparameters as a plain mapping, checked only against the manifest's own values.
+    """
+
+    Config: ClassVar[type[BaseModel] | None] = None
 
     @abc.abstractmethod
     def build_model(self, ctx: TrialContext) -> nn.Module:

@@ -7,10 +7,9 @@ and keeps comparisons between baselines about those choices rather than about in
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -228,21 +227,6 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
-
-    @classmethod
-    def from_hparams(cls, hparams: dict[str, Any], vocab_size: int, seq_len: int) -> GPT:
-        """Build from a submission's hyperparameters: the keys named like :class:`GPTConfig` fields are used,
-        the rest (learning rate, batch size ...) are left for the optimizer and the loop.
-
-        ``vocab_size`` comes from the workload's tokenizer and ``seq_len`` from the recipe, so hyperparameters
-        that contradict them are an error rather than silently losing.
-        """
-        fields = {f.name for f in dataclasses.fields(GPTConfig)}
-        for name, given in (("vocab_size", vocab_size), ("seq_len", seq_len)):
-            if name in hparams and hparams[name] != given:
-                raise BenchError(f"hyperparameters.{name}={hparams[name]!r} contradicts the {name} in use ({given})")
-        chosen = {k: v for k, v in hparams.items() if k in fields and k not in ("vocab_size", "seq_len")}
-        return cls(GPTConfig(vocab_size=vocab_size, seq_len=seq_len, **chosen))
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.size(1)

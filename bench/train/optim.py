@@ -145,7 +145,7 @@ OPTIMIZERS: dict[str, OptimizerKind] = {
 }
 
 
-def _check_options(name: str, options: dict[str, Any]) -> None:
+def check_options(name: str, options: dict[str, Any]) -> None:
     """Reject unknown options here, since the ``pytorch_optimizer`` classes swallow unknown keywords silently."""
     accepted = set(inspect.signature(OPTIMIZERS[name].cls).parameters) - {"self", "params", "lr", "weight_decay", "kwargs"}
     unknown = sorted(set(options) - accepted)
@@ -165,7 +165,7 @@ def build_optimizer(
     if name not in OPTIMIZERS:
         raise BenchError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
     kind = OPTIMIZERS[name]
-    _check_options(name, options)
+    check_options(name, options)
     groups = [g for g in kind.groups(split_parameters(model), weight_decay) if g["params"]]
     options = kind.options({**kind.defaults, **options}, groups)
     return kind.cls(groups, lr=lr, weight_decay=weight_decay, **options)

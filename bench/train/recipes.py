@@ -1,15 +1,10 @@
-"""A complete GPT recipe driven entirely by hyperparameters, so a baseline submission is a list of choices.
+"""A complete GPT recipe driven entirely by its typed configuration, so a baseline submission is a list of choices.
 
 Subclass :class:`GPTRecipe` in a submission's ``recipe.py`` and put the choices in ``submission.yaml``; override
-``build_model``, ``make_optimizer`` or ``train`` for anything the hyperparameters cannot express (see
-``submissions/train-large-compress``). Hyperparameters read here:
-
-- model: the :class:`~bench.train.model.GPTConfig` fields (``n_layer``, ``n_head``, ``n_embd``, ``positions``,
-  ``norm``, ``mlp``, ``mlp_ratio``, ``tie_weights``, ``bias``, ``dropout``, ``grad_checkpointing``)
-- optimizer: ``optimizer`` (adamw | lion | lamb | sophia | muon), ``lr``, ``weight_decay``, ``optimizer_options``
-  (a mapping passed on, e.g. ``{betas: [0.9, 0.95]}``)
-- schedule: ``schedule`` (constant | cosine | wsd), ``warmup``, ``schedule_options`` (e.g. ``{decay: 0.2}``)
-- loop: ``batch_size``, ``seq_len`` (training context), ``grad_clip``, ``grad_accum``, ``precision``, ``compile``
+``build_model``, ``make_optimizer`` or ``train`` for anything the configuration cannot express (see
+``submissions/train-large-compress``), and extend :class:`GPTRecipeConfig` with the recipe's own fields (its
+``Config``). Every hyperparameter :class:`GPTRecipe` reads is a field of :class:`GPTRecipeConfig`, with its type,
+default and meaning: ``bench show-submission NAME`` prints a submission's resolved configuration.
 
 The model is built with the workload's evaluation context (``eval.seq_len``) as its maximum length, so it can be
 trained on shorter sequences and still be evaluated the way the workload says.
@@ -17,17 +12,75 @@ trained on shorter sequences and still be evaluated the way the workload says.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
+from bench.errors import BenchError
 from bench.train.api import Recipe, TrialContext
 from bench.train.loop import train_lm
-from bench.train.model import GPT
-from bench.train.optim import OPTIMIZERS, build_optimizer
 from bench.train.lr_schedule import make_schedule
+from bench.train.model import GPT, GPTConfig
+from bench.train.optim import OPTIMIZERS, build_optimizer, check_options
+from bench.train.precision import Precision
+
+
+class GPTRecipeConfig(BaseModel):
+    """Everything :class:`GPTRecipe` reads: the model's shape and switches, the optimizer, the learning-rate
+    schedule and the loop. Unknown names and values of the wrong type are errors (strict: ``"3"`` is no number)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    # the model (bench.train.model.GPTConfig)
+    n_layer: int = Field(6, ge=1, description="Transformer blocks.")
+    n_head: int = Field(6, ge=1, description="Attention heads per block; n_embd must be divisible by it.")
+    n_embd: int = Field(384, ge=1, description="Width of the residual stream.")
+    positions: Literal["learned", "rotary", "none"] = Field("learned", description="Position encoding.")
+    norm: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="Normalisation before each sublayer.")
+    mlp: Literal["gelu", "swiglu"] = Field("gelu", description="MLP kind.")
+    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width over n_embd (SwiGLU: use 8/3 to match GELU's 4).")
+    tie_weights: bool = Field(True, description="Share the token embedding with the output head.")
+    bias: bool = Field(False, description="Biases in linear layers and norms.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout probability while training.")
+    grad_checkpointing: bool = Field(False, description="Recompute each block's activations in the backward pass.")
+    # the optimizer (bench.train.optim)
+    optimizer: str = Field("adamw", description=f"One of the registry's: {', '.join(OPTIMIZERS)}.")
+    lr: float = Field(gt=0, description="Peak learning rate (Muon: of its Muon group).")
+    weight_decay: float = Field(0.0, ge=0.0, description="Decoupled weight decay of the weight matrices.")
+    optimizer_options: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to the optimizer's constructor, e.g. {betas: [0.9, 0.95]}.")
+    # the learning-rate schedule (bench.train.lr_schedule), driven by the fraction of the budget spent
+    schedule: Literal["constant", "cosine", "wsd"] = Field("cosine", description="Learning-rate schedule.")
+    warmup: float = Field(0.0, ge=0.0, le=1.0, description="Fraction of the budget spent warming up linearly.")
+    schedule_options: dict[str, Any] = Field(default_factory=dict, description="e.g. {final: 0.1}, {decay: 0.2}.")
+    # the loop (bench.train.loop.train_lm)
+    batch_size: int = Field(ge=1, description="Sequences per micro-batch.")
+    seq_len: int | None = Field(None, ge=1, description="Training context; None: the workload's evaluation context.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Clip the gradient's norm to this; None: no clipping.")
+    grad_accum: int = Field(1, ge=1, description="Micro-batches per optimizer step.")
+    precision: Precision = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on the CPU.")
+    compile: bool = Field(False, description="Run the forward through torch.compile (compilation is on the clock).")
+    log_every: int = Field(10, ge=1, description="Optimizer steps between logged training losses.")
+
+    @model_validator(mode="after")
+    def _choices_fit(self) -> GPTRecipeConfig:
+        """Names the optimizer and schedule know, options they accept, a head count that divides the width."""
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer: unknown optimizer {self.optimizer!r} (known: {', '.join(OPTIMIZERS)})")
+        try:
+            check_options(self.optimizer, self.optimizer_options)
+            make_schedule(self.schedule, warmup=self.warmup, **self.schedule_options)
+            self.gpt_config(vocab_size=2, seq_len=2)
+        except BenchError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def gpt_config(self, vocab_size: int, seq_len: int) -> GPTConfig:
+        """The model this configuration describes, for a workload's vocabulary and a maximum context."""
+        shape = self.model_dump(include=set(GPTConfig.__dataclass_fields__) - {"vocab_size", "seq_len"})
+        return GPTConfig(vocab_size=vocab_size, seq_len=seq_len, **shape)
 
 
 def _tuple_lists(options: dict[str, Any]) -> dict[str, Any]:
@@ -35,64 +88,52 @@ def _tuple_lists(options: dict[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
 
 
-def build_gpt(hparams: dict[str, Any], vocab_size: int, eval_seq_len: int) -> GPT:
-    """The :class:`GPT` that ``hparams`` describe, as :class:`GPTRecipe` builds it (on the current default device).
+def build_gpt(config: GPTRecipeConfig, vocab_size: int, eval_seq_len: int) -> GPT:
+    """The :class:`GPT` that ``config`` describes, as :class:`GPTRecipe` builds it (on the current default device).
 
-    Its maximum length is the longer of the training context (the ``seq_len`` hyperparameter) and the workload's
-    evaluation context, so it can train on shorter sequences and still be evaluated as the workload says. Studies
-    (to size a grid's model limit) and ``bench check`` (the bare loop it compares against) build it here too.
+    Its maximum length is the longer of the training context (``seq_len``) and the workload's evaluation context,
+    so it can train on shorter sequences and still be evaluated as the workload says. Studies (to size a grid's
+    model limit) and ``bench check`` (the bare loop it compares against) build it here too.
     """
-    seq_len = max(int(hparams.get("seq_len", eval_seq_len)), eval_seq_len)
-    shape = {k: v for k, v in hparams.items() if k != "seq_len"}
-    return GPT.from_hparams(shape, vocab_size, seq_len)
+    return GPT(config.gpt_config(vocab_size, max(config.seq_len or eval_seq_len, eval_seq_len)))
 
 
 class GPTRecipe(Recipe):
-    """Builds :class:`GPT` from the hyperparameters and trains it with :func:`train_lm`.
+    """Builds :class:`GPT` from its configuration and trains it with :func:`train_lm`.
 
     Used directly as the entry point ``bench.train.recipes:GPTRecipe`` by the baselines whose choices are all
     hyperparameters; subclassed by recipes that change a step (see ``submissions/train-large-compress``).
     """
 
+    Config = GPTRecipeConfig
+
     def build_model(self, ctx: TrialContext) -> nn.Module:
-        return build_gpt(ctx.hparams, ctx.vocab_size, ctx.workload.eval.seq_len).to(ctx.device)
+        return build_gpt(ctx.config, ctx.vocab_size, ctx.workload.eval.seq_len).to(ctx.device)
 
     def make_optimizer(self, ctx: TrialContext, model: nn.Module) -> torch.optim.Optimizer:
-        hp = ctx.hparams
-        return build_optimizer(
-            model,
-            hp.get("optimizer", "adamw"),
-            lr=float(hp["lr"]),
-            weight_decay=float(hp.get("weight_decay", 0.0)),
-            **_tuple_lists(dict(hp.get("optimizer_options", {}))),
-        )
+        config = ctx.config
+        return build_optimizer(model, config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+                               **_tuple_lists(dict(config.optimizer_options)))
 
     def make_schedule(self, ctx: TrialContext):  # noqa: ANN201 - a Callable[[float], float]
-        hp = ctx.hparams
-        return make_schedule(hp.get("schedule", "cosine"), warmup=float(hp.get("warmup", 0.0)),
-                             **dict(hp.get("schedule_options", {})))
+        config = ctx.config
+        return make_schedule(config.schedule, warmup=config.warmup, **dict(config.schedule_options))
 
     def train(self, ctx: TrialContext, model: nn.Module) -> nn.Module:
-        hp = ctx.hparams
+        config = ctx.config
         return train_lm(
             ctx,
             model,
             self.make_optimizer(ctx, model),
-            batch_size=int(hp["batch_size"]),
-            seq_len=int(hp.get("seq_len", ctx.workload.eval.seq_len)),
+            batch_size=config.batch_size,
+            seq_len=config.seq_len or ctx.workload.eval.seq_len,
             schedule=self.make_schedule(ctx),
-            grad_clip=hp.get("grad_clip", 1.0),
-            grad_accum=int(hp.get("grad_accum", 1)),
-            precision=hp.get("precision", "auto"),
-            compile=bool(hp.get("compile", False)),
-            log_every=int(hp.get("log_every", 10)),
+            grad_clip=config.grad_clip,
+            grad_accum=config.grad_accum,
+            precision=config.precision,
+            compile=config.compile,
+            log_every=config.log_every,
         )
-
-
-def optimizer_names(recipe_class: type[Recipe]) -> Collection[str] | None:
-    """The optimizer names a recipe's ``optimizer`` hyperparameter may take: those of the registry for recipes
-    built on :class:`GPTRecipe`, None (unchecked) for a recipe of its own, which may use the key for anything."""
-    return tuple(OPTIMIZERS) if issubclass(recipe_class, GPTRecipe) else None
 
 
 class BudgetPhase(TrialContext):
@@ -103,11 +144,12 @@ class BudgetPhase(TrialContext):
     trial's own: a phase cannot extend the budget, only divide it.
     """
 
-    def __init__(self, ctx: TrialContext, start: float, end: float, hparams: dict[str, Any] | None = None) -> None:
+    def __init__(self, ctx: TrialContext, start: float, end: float, config: Any = None) -> None:
         if not 0.0 <= start < end <= 1.0:
             raise ValueError(f"a phase needs 0 <= start < end <= 1, got [{start}, {end})")
         self._ctx, self._start, self._end = ctx, start, end
-        self.hparams = dict(ctx.hparams if hparams is None else hparams)
+        self.hparams = dict(ctx.hparams)
+        self.config = ctx.config if config is None else config
         # The trial's facts, copied by name: forwarding unknown attributes would also hand out whatever else the
         # context holds, and a class default on TrialContext would shadow the forwarding (rank 0 under DDP).
         self.workload, self.device, self.seed = ctx.workload, ctx.device, ctx.seed

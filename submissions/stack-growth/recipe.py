@@ -10,6 +10,7 @@ start from a trained shallow one beat a model of the final size trained from scr
 
 from __future__ import annotations
 
+from pydantic import Field
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -17,7 +18,14 @@ from bench.errors import BenchError
 from bench.measure.flops import estimate_flops_per_token
 from bench.train.growth import stack_blocks
 from bench.train.params import count_model_bytes, count_parameters
-from bench.train.recipes import BudgetPhase, GPTRecipe
+from bench.train.recipes import BudgetPhase, GPTRecipe, GPTRecipeConfig
+
+
+class StackGrowthConfig(GPTRecipeConfig):
+    """The GPT recipe's configuration (``n_layer`` is the shallow model's depth) and the growth's own choices."""
+
+    growth_factor: int = Field(4, ge=2, description="The grown model has n_layer * growth_factor blocks (G_stack's g).")
+    grow_at: float = Field(0.3, gt=0.0, lt=1.0, description="Fraction of the budget trained before stacking.")
 
 
 class _CountingPhase(BudgetPhase):
@@ -42,9 +50,11 @@ def _grown_size(model: nn.Module, factor: int, include_embeddings: bool) -> tupl
 class StackGrowth(GPTRecipe):
     """G_stack: ``n_layer`` blocks for ``grow_at`` of the budget, ``growth_factor * n_layer`` blocks after."""
 
+    Config = StackGrowthConfig
+
     def build_model(self, ctx):
         model = super().build_model(ctx)
-        factor = int(ctx.hparams["growth_factor"])
+        factor = ctx.config.growth_factor
         limit = ctx.workload.model
         params, size = _grown_size(model, factor, limit.count_embeddings)
         if params > limit.max_params or (limit.max_bytes is not None and size > limit.max_bytes):
@@ -56,14 +66,14 @@ class StackGrowth(GPTRecipe):
         return model
 
     def train(self, ctx, model):
-        hp = ctx.hparams
-        grow_at = float(hp["grow_at"])
-        seq_len = int(hp.get("seq_len", ctx.workload.eval.seq_len))
+        config = ctx.config
+        grow_at = config.grow_at
+        seq_len = config.seq_len or ctx.workload.eval.seq_len
         shallow = _CountingPhase(ctx, 0.0, grow_at)
         small = super().train(shallow, model)
         wrapped = isinstance(small, DistributedDataParallel)
         inner = small.module if wrapped else small
-        grown = stack_blocks(inner, int(hp["growth_factor"]))
+        grown = stack_blocks(inner, config.growth_factor)
         small_flops = estimate_flops_per_token(inner, seq_len)  # the figure the harness estimated for phase 1
         del small, inner  # the shallow model and its optimizer state are no longer needed
         # From here on every token costs the grown model's FLOPs. The harness multiplies all tokens by one figure,

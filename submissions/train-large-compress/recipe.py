@@ -18,14 +18,24 @@ import copy
 import dataclasses
 from collections.abc import Callable
 
+from typing import Literal
+
 import torch
+from pydantic import Field
 from torch import nn
 
 from bench.train.params import count_model_bytes, count_parameters
 from bench.train.quantize import quantize_int8
-from bench.train.recipes import BudgetPhase, GPTRecipe
+from bench.train.recipes import BudgetPhase, GPTRecipe, GPTRecipeConfig
 
-QUANTIZE_CHOICES = ("auto", "int8", "none")
+
+class TrainLargeCompressConfig(GPTRecipeConfig):
+    """The GPT recipe's configuration (describing the large model) and the compression's own choices."""
+
+    train_fraction: float = Field(0.8, gt=0.0, lt=1.0, description="Fraction of the budget spent on the large model.")
+    finetune_lr_scale: float = Field(0.3, gt=0.0, description="The fine-tuning's peak lr over the large model's.")
+    quantize: Literal["auto", "int8", "none"] = Field(
+        "auto", description="int8 after fine-tuning; auto: exactly when the workload limits the model's bytes.")
 
 
 def _prune_mlp(mlp: nn.Module, keep: torch.Tensor) -> None:
@@ -114,9 +124,7 @@ def prune_to_fit(model: nn.Module, fits: Callable[[nn.Module], bool]) -> nn.Modu
 
 
 def _quantizes(ctx) -> bool:  # noqa: ANN001 - a TrialContext
-    choice = ctx.hparams.get("quantize", "auto")
-    if choice not in QUANTIZE_CHOICES:
-        raise ValueError(f"hyperparameters.quantize must be one of {QUANTIZE_CHOICES}, got {choice!r}")
+    choice = ctx.config.quantize
     return choice == "int8" or (choice == "auto" and ctx.workload.model.max_bytes is not None)
 
 
@@ -124,16 +132,18 @@ class TrainLargeCompress(GPTRecipe):
     """Trains a wide GPT for most of the budget, prunes its MLPs to the limit, fine-tunes, and quantizes when
     the workload limits bytes."""
 
+    Config = TrainLargeCompressConfig
+
     def train(self, ctx, model):
-        hp = ctx.hparams
+        config = ctx.config
         quantize = _quantizes(ctx)
-        split = float(hp["train_fraction"])
+        split = config.train_fraction
         large = super().train(BudgetPhase(ctx, 0.0, split), model)
         limit = ctx.workload.model
         small = prune_to_limit(large, limit.max_params, limit.count_embeddings)
         if limit.max_bytes is not None:
             stored = (lambda m: quantize_int8(copy.deepcopy(m))) if quantize else (lambda m: m)
             small = prune_to_fit(small, lambda m: count_model_bytes(stored(m)).total <= limit.max_bytes)
-        finetune = dict(hp, lr=float(hp["lr"]) * float(hp["finetune_lr_scale"]), warmup=0.0)
-        tuned = super().train(BudgetPhase(ctx, split, 1.0, hparams=finetune), small)
+        finetune = config.model_copy(update={"lr": config.lr * config.finetune_lr_scale, "warmup": 0.0})
+        tuned = super().train(BudgetPhase(ctx, split, 1.0, config=finetune), small)
         return quantize_int8(tuned) if quantize else tuned

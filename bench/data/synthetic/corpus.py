@@ -494,6 +494,9 @@ class SyntheticCorpus:
         )
 
     # --- analytic entropy -------------------------------------------------------------------------------------
+    # Production measures a corpus's entropy floor from the very documents it prepared (bits_per_byte above). The
+    # closed form below is the independent reference that measurement is held to (tests/test_synthetic.py,
+    # tests/test_data_prepare.py): two ways to the same number, one of which does not sample.
 
     @cached_property
     def _expectations(self) -> tuple[float, float]:
