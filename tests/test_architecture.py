@@ -14,7 +14,7 @@ LAYERS = {
     "spec": 1, "scaffold": 1,
     "results": 2, "summary": 2, "data": 2, "track": 2,
     "train": 3, "board": 3,
-    "measure": 4,
+    "measure": 4, "box": 4.5,
     "downstream": 5, "export": 5,
     "harness": 6,
     "executor": 7, "driver": 7.5,

@@ -118,21 +118,10 @@ class TokenStream:
             parts.append(part)
         return np.concatenate(parts)
 
-    def batches(
-        self,
-        batch_size: int,
-        seq_len: int,
-        device: torch.device | str = "cpu",
-        admit: Callable[[], bool] | None = None,
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(inputs, targets)``: contiguous int64 ``(batch_size, seq_len)`` tensors on ``device``. Another
-        call continues the same stream (with another ``seq_len``, from a new epoch grid).
-
-        ``admit`` is asked before each batch is drawn; when it returns False the stream ends there, having drawn
-        and counted nothing more. A consumer that instead draws a batch and then decides not to pass it on (the
-        harness checking its budget) leaves the counters one batch ahead of what was trained: that was why
-        ``unique_tokens`` exceeded a run's ``tokens`` by one batch. Without ``admit`` the stream has no end.
-        """
+    def draw(self, batch_size: int, seq_len: int) -> np.ndarray:
+        """This rank's next ``batch_size`` windows of ``seq_len + 1`` tokens, as a ``(batch_size, seq_len + 1)``
+        view of the training split (inputs are ``[:, :-1]``, targets ``[:, 1:]``), counted as served. Another
+        ``seq_len`` than the last call's starts a new epoch grid."""
         if batch_size <= 0 or seq_len <= 0:
             raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
         if len(self._tokens) < seq_len + 1:
@@ -144,13 +133,31 @@ class TokenStream:
             self._seq_len = seq_len
             self._starts = np.empty(0, dtype=np.int64)
             self._next = 0
-        device = torch.device(device)
         windows = sliding_window_view(self._tokens, seq_len + 1)
         mine = slice(self._rank * batch_size, (self._rank + 1) * batch_size)
+        batch = windows[self._take(batch_size * self._world_size)[mine]]
+        self.tokens_served += batch_size * seq_len
+        self._global_tokens += batch_size * seq_len * self._world_size
+        return batch
+
+    def batches(
+        self,
+        batch_size: int,
+        seq_len: int,
+        device: torch.device | str = "cpu",
+        admit: Callable[[], bool] | None = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(inputs, targets)``: contiguous int64 ``(batch_size, seq_len)`` tensors on ``device``, drawn by
+        :meth:`draw`. Another call continues the same stream (with another ``seq_len``, from a new epoch grid).
+
+        ``admit`` is asked before each batch is drawn; when it returns False the stream ends there, having drawn
+        and counted nothing more. A consumer that instead draws a batch and then decides not to pass it on (the
+        harness checking its budget) leaves the counters one batch ahead of what was trained: that was why
+        ``unique_tokens`` exceeded a run's ``tokens`` by one batch. Without ``admit`` the stream has no end.
+        """
+        device = torch.device(device)
         while admit is None or admit():
-            batch = windows[self._take(batch_size * self._world_size)[mine]]
-            self.tokens_served += batch_size * seq_len
-            self._global_tokens += batch_size * seq_len * self._world_size
+            batch = self.draw(batch_size, seq_len)
             yield _to_device(batch[:, :-1], device), _to_device(batch[:, 1:], device)
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -84,6 +85,7 @@ class HarnessContext(TrialContext):
         self.tokens = 0  # across all ranks: the budget is global
         self.warmup_seconds: float | None = None
         self.exhausted = False
+        self.stream_ended_at: float | None = None  # the clock's reading when the budget ended the stream
         self.diverged: str | None = None
         self._stream = stream
         self._evaluator = evaluator
@@ -180,26 +182,33 @@ class HarnessContext(TrialContext):
             raise ValueError(f"batch_size and seq_len must be positive, got {batch_size} and {seq_len}")
         if self.exhausted:
             raise BudgetExhausted("the training budget is spent; no more batches are served")
-        if self._flops_per_token is None and self._estimate_flops is not None:
-            self._flops_per_token = self._estimate_flops(seq_len)
         return self._serve(batch_size, seq_len)
 
     def _serve(self, batch_size: int, seq_len: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while (batch := self.serve_batch(batch_size, seq_len)) is not None:
+            yield _to_device(batch[:, :-1], self.device), _to_device(batch[:, 1:], self.device)
+
+    def serve_batch(self, batch_size: int, seq_len: int) -> np.ndarray | None:
+        """The next batch's ``(batch_size, seq_len + 1)`` training tokens, admitted by the budget and counted;
+        None once the budget is spent (then the stream has ended for good). A batch that would cross the token or
+        FLOP budget is not drawn; time is checked before drawing."""
+        if self.exhausted:
+            return None
         batch_tokens = batch_size * seq_len * self.world_size
-
-        def admit() -> bool:
-            """A batch that would cross the token or FLOP budget is not drawn; time is checked before drawing."""
-            if any(f > 1.0 for f in self._work_fractions(batch_tokens)):  # every rank decides alike, unasked
-                return False
-            return self._budget.wall_clock is None or not self._agree_now_and_then("time", self.time_left() <= 0.0)
-
-        for inputs, targets in self._stream.batches(batch_size, seq_len, self.device, admit=admit):
-            if self.steps == 1 and self.warmup_seconds is None:
-                self.warmup_seconds = self._clock.elapsed()
-            self.steps += 1
-            self.tokens += batch_tokens
-            yield inputs, targets
-        self.exhausted = True
+        if self._flops_per_token is None and self._estimate_flops is not None:
+            self._flops_per_token = self._estimate_flops(seq_len)
+        over = any(f > 1.0 for f in self._work_fractions(batch_tokens))  # every rank decides alike, unasked
+        if over or (self._budget.wall_clock is not None
+                    and self._agree_now_and_then("time", self.time_left() <= 0.0)):
+            self.exhausted = True
+            self.stream_ended_at = self._clock.elapsed()
+            return None
+        batch = self._stream.draw(batch_size, seq_len)
+        if self.steps == 1 and self.warmup_seconds is None:
+            self.warmup_seconds = self._clock.elapsed()
+        self.steps += 1
+        self.tokens += batch_tokens
+        return batch
 
     # --- checkpoints -------------------------------------------------------------------------------------
 
@@ -215,6 +224,10 @@ class HarnessContext(TrialContext):
     def checkpoint(self, state: dict[str, Any]) -> None:
         """Save ``state`` with the harness's own, with the clock stopped: the time it takes is recorded, not
         charged. Rank 0 writes; every rank waits for it (a checkpoint is complete before training goes on)."""
+        self._save_checkpoint({"recipe": state, "rng": rng_state()})
+
+    def _save_checkpoint(self, recipe: dict[str, Any]) -> None:
+        """Save the recipe's part (its ``recipe`` state and ``rng`` states) with the harness's own, when due."""
         if self._checkpoint_every is None or self.checkpoint_path is None:
             return
         if self._clock.elapsed() < self._next_checkpoint:  # not due: the clock stops once per interval, no more
@@ -228,7 +241,7 @@ class HarnessContext(TrialContext):
                     self._next_checkpoint += self._checkpoint_every
                 self.checkpoints_saved += 1
                 if self.rank == 0:
-                    full = {"harness": self._harness_state(), "recipe": state, "rng": rng_state()}
+                    full = {"harness": self._harness_state(), "recipe": recipe["recipe"], "rng": recipe["rng"]}
                     self.checkpoint_bytes = save_state(full, self.checkpoint_path)
                 self._agree(False)  # a barrier: no rank trains on while rank 0 writes
             self.checkpoint_seconds += watch.seconds
@@ -319,13 +332,16 @@ class HarnessContext(TrialContext):
         return bool(value.item())
 
     def evaluate_if_due(self, model: nn.Module) -> float | None:
-        elapsed = self._clock.elapsed()
-        if not self._agree_now_and_then("eval", elapsed >= self._next_eval):
+        if not self._agree_now_and_then("eval", self._clock.elapsed() >= self._next_eval):
             return None
-        every = self.workload.eval.every
+        return self._evaluate_scheduled(model).loss
+
+    def _evaluate_scheduled(self, model: nn.Module) -> EvalScore:
+        """The evaluation the cadence asked for: the next one is scheduled, then ``model`` is evaluated."""
+        elapsed, every = self._clock.elapsed(), self.workload.eval.every
         while self._next_eval <= elapsed:
             self._next_eval += every
-        return self._evaluate_now(model).loss
+        return self._evaluate_now(model)
 
     def log(self, **metrics: float) -> None:
         values = {key: float(value) for key, value in metrics.items()}
@@ -374,3 +390,27 @@ def evaluate_now(ctx: HarnessContext, model: nn.Module) -> EvalScore:
     """Evaluate ``model`` now, off the clock, and add the point to the curve: the harness's first and final
     evaluations (a recipe's are those :meth:`HarnessContext.evaluate_if_due` finds due)."""
     return ctx._evaluate_now(model)
+
+
+def _to_device(tokens: np.ndarray, device: torch.device) -> torch.Tensor:
+    """int64 copy on ``device``; from pinned memory and without blocking the host on CUDA."""
+    tensor = torch.from_numpy(tokens.astype(np.int64))
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def eval_due(ctx: HarnessContext) -> bool:
+    """Whether the cadence wants an evaluation now (one rank: a boxed recipe's context asks the harness)."""
+    return ctx._clock.elapsed() >= ctx._next_eval
+
+
+def evaluate_due(ctx: HarnessContext, model: nn.Module) -> EvalScore:
+    """Evaluate ``model`` as the cadence's due evaluation, off the clock (a boxed recipe handed it over)."""
+    return ctx._evaluate_scheduled(model)
+
+
+def save_checkpoint(ctx: HarnessContext, recipe: dict[str, Any]) -> None:
+    """Save a boxed recipe's part of a checkpoint (its ``recipe`` state and its ``rng`` states) with the
+    harness's own, when one is due."""
+    ctx._save_checkpoint(recipe)

@@ -31,7 +31,7 @@ from bench.harness.leftovers import Running, left_running
 from bench.harness.plan import PlannedTrial, TrialLimits
 from bench.harness.verdict import (
     OK, Verdict, causality_rule, clock_rule, drawn_rule, failure, floor_rule, judge, leftover_rule, param_counts,
-    size_rule,
+    return_rule, size_rule,
 )
 from bench.harness.watchdog import Watchdog
 from bench.measure.contention import ContentionProbe
@@ -58,7 +58,7 @@ from bench.harness.context import HarnessContext, TrainingDiverged, evaluate_now
 from bench.train.evaluate import evaluate, evaluate_sharded, evaluation_windows
 from bench.train.configure import config_from
 from bench.train.loader import load_recipe_class
-from bench.train.resume import DamagedCheckpoint, Stopwatch, load_state
+from bench.train.resume import DamagedCheckpoint, Stopwatch, load_state, save_state
 from bench.train.runtime import seed_everything, warm_lazy_imports
 
 
@@ -89,8 +89,8 @@ class Judged:
     params: ParamCounts | None = None
 
 
-def load(plan: PlannedTrial, recipe_dir: Path | None) -> Loaded:
-    """Prepare (or find in the cache) the workload's data and import the recipe. Raises on any problem."""
+def load_data(plan: PlannedTrial) -> PreparedData:
+    """Prepare (or find in the cache) the workload's data, and check it is the data the driver prepared."""
     request = plan.request
     cache = Path(request.cache_dir) if request.cache_dir else None
     data = prepare(plan.workload, Path(request.workload_dir), cache)
@@ -100,20 +100,27 @@ def load(plan: PlannedTrial, recipe_dir: Path | None) -> Loaded:
             f"is {data.meta.val_checksum[:16]}..., the driver's {request.data_checksum[:16]}...; the nodes read "
             f"different sources or versions (delete that cache entry, or check the source each node sees)"
         )
+    return data
+
+
+def load(plan: PlannedTrial, recipe_dir: Path | None) -> Loaded:
+    """The data and, for a trial whose recipe runs in this process, the recipe. Raises on any problem."""
+    data = load_data(plan)
     recipe = load_recipe_class(plan.submission, recipe_dir)()
     warm_lazy_imports()
     return Loaded(data, recipe, data.validation())
 
 
-def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.device, rank: int, world_size: int,
-            on_event: Any, tracker: Tracker) -> HarnessContext:
-    """The recipe's view of the trial: seeded, with the budgeted stream and an evaluator on the meter's clock.
+def context(plan: PlannedTrial, data: PreparedData, config: Any, clock: TrainingClock, meter: Meter,
+            device: torch.device, rank: int, world_size: int, on_event: Any, tracker: Tracker) -> HarnessContext:
+    """The harness's side of the trial (for a recipe in this process, also its view): seeded, with the budgeted
+    stream and an evaluator on the meter's clock, timed by ``clock``.
 
     The evaluator holds where the validation file is and its recorded checksum, never its tokens: each evaluation
-    reads the windows from disk, verifies them, scores them and drops them, so while ``train()`` runs no validation
-    token is in the worker's memory for a recipe to take (from the evaluator's closure, say). The file is verified
-    once here too, so a damaged cache fails the trial before anything is built."""
-    spec, data = plan.workload, loaded.data
+    reads the windows from disk, verifies them, scores them and drops them, so no validation token stays in memory
+    for a recipe in this process to take (from the evaluator's closure, say). The file is verified once here too,
+    so a damaged cache fails the trial before anything is built."""
+    spec = plan.workload
     folder, meta, token_bytes = data.cache_path, data.meta, data.token_bytes
     seq_len, max_tokens = spec.eval.seq_len, spec.eval.tokens
     evaluation_windows(read_validation(folder, meta), seq_len, max_tokens)  # verified (and long enough), dropped
@@ -127,21 +134,29 @@ def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.devi
             return evaluate(model, windows, token_bytes, device)
 
     seed_everything(plan.request.seed)
-    name, source = clock_for(spec.budget.cpus if spec.budget.gpus == 0 and device.type == "cpu" else None)
     return HarnessContext(
-        workload=spec, device=device, seed=plan.request.seed, hparams=plan.hyperparameters,
-        config=config_from(type(loaded.recipe), plan.hyperparameters, str(plan.submission.manifest_path)),
-        clock=TrainingClock(source, name),
-        vocab_size=data.vocab_size, eos_id=data.eos_id,
+        workload=spec, device=device, seed=plan.request.seed, hparams=plan.hyperparameters, config=config,
+        clock=clock, vocab_size=data.vocab_size, eos_id=data.eos_id,
         stream=data.stream(seed=plan.request.seed, rank=rank, world_size=world_size),
         evaluator=evaluator, on_event=on_event, tracker=tracker, run_id=plan.run_id, rank=rank, world_size=world_size,
         checkpoint_every=plan.request.checkpoint_every, checkpoint_path=plan.files.resume,
     )
 
 
-def resume(plan: PlannedTrial, ctx: HarnessContext) -> Resumption | str | None:
+def in_process_clock(plan: PlannedTrial, device: torch.device) -> TrainingClock:
+    """The clock of a trial whose recipe runs in this process: this process's CPU time over the class's cores on a
+    CPU class, else the wall clock."""
+    spec = plan.workload
+    name, source = clock_for(spec.budget.cpus if spec.budget.gpus == 0 and device.type == "cpu" else None)
+    return TrainingClock(source, name)
+
+
+def resume(
+    plan: PlannedTrial, ctx: HarnessContext, box_part: Path | None = None
+) -> Resumption | str | None:
     """A retried trial continues from its last checkpoint: the harness's state is restored into ``ctx`` now, the
-    recipe's waits in ``ctx.restored()``. Returns what was resumed, or why the retry starts from nothing (no
+    recipe's waits in ``ctx.restored()`` (a boxed recipe's, with its random number generators' states, is written
+    to ``box_part`` for the box to read). Returns what was resumed, or why the retry starts from nothing (no
     checkpoint was written before the worker died, or it does not read), or None on a first attempt.
 
     A first attempt removes a checkpoint left under its name (never resumed from: it is not this run's)."""
@@ -157,6 +172,8 @@ def resume(plan: PlannedTrial, ctx: HarnessContext) -> Resumption | str | None:
         try:
             state = load_state(path)
             ctx.restore(state)
+            if box_part is not None:
+                save_state({"recipe": state["recipe"], "rng": state["rng"]}, box_part)
         except (DamagedCheckpoint, KeyError, TypeError, ValueError) as exc:
             return (f"attempt {plan.attempt}: the checkpoint could not be restored ({exc}), started again from "
                     f"nothing{why}")
@@ -271,6 +288,8 @@ def judge_trained(
     if it was running and then was."""
     verdict = judge(trained.verdict, diverged=ctx.diverged, train_s=ctx.clock.elapsed(),
                     hard_limit_s=plan.limits.train_s)
+    verdict = return_rule(verdict, train_s=ctx.clock.elapsed(), budget_s=plan.workload.budget.wall_clock,
+                          stream_ended_at=ctx.stream_ended_at)
     if trained.model is None or verdict.status not in (TrialStatus.ok, TrialStatus.overrun):
         return Judged(verdict)
     counts = param_counts(trained.model, plan.workload)

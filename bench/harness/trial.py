@@ -9,6 +9,8 @@ directory.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,18 +18,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from bench.box.sandbox import landlock_abi
+from bench.data.prepare import PreparedData
 from bench.errors import BenchError
-from bench.harness import phases
+from bench.harness import boxed, phases
+from bench.harness.box_host import BoxBroken, RecipeBox, box_clock
+from bench.harness.clock import TrainingClock
+from bench.harness.context import HarnessContext, training_clock
 from bench.harness.plan import PlannedTrial
 from bench.harness.supervisor import Supervisor
 from bench.harness.verdict import Verdict, failure, supervised_seconds
 from bench.measure.meter import Meter
-from bench.results.schema import Resumption, RunResult, Timing
+from bench.results.schema import Isolation, Resumption, RunResult, Timing
 from bench.track import Tracker, identity, tracker_from_env
-from bench.harness.context import training_clock
 from bench.train.events import TrialEvent
 from bench.train.runtime import distributed_rank, pick_device
+from bench.train.configure import config_from
 from bench.train.targets import time_to_target
+
+RESTORED = "restored.safetensors"  # a resumed boxed trial's recipe state, in its box's scratch folder
 
 EventSink = Callable[[TrialEvent], None]
 
@@ -62,34 +73,96 @@ class TrialRecorder:
 
 
 def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir: Path | None = None) -> RunResult:
-    """Run ``plan`` in this process and return its result (never raises for recipe problems).
+    """Run ``plan`` and return its result (never raises for recipe problems).
 
-    A supervisor process (:mod:`bench.harness.supervisor`) is started before the recipe is imported, to measure
-    the training clock's intervals from outside this process."""
+    One rank on Linux with Landlock: the recipe runs in its own box (:mod:`bench.harness.boxed`), timed from here.
+    Otherwise (several ranks, or a machine without Landlock) it runs in this process, with a supervisor process
+    (:mod:`bench.harness.supervisor`) measuring the training clock's intervals from outside, and the result says
+    which protections were off."""
+    device, (rank, world_size) = pick_device(plan.request.device), distributed_rank()
+    tracker = tracker_from_env(plan.run_id, identity(plan.base)) if rank == 0 else Tracker()
+    trial = TrialRecorder(plan, on_event, tracker)
+    if world_size == 1 and boxes_work():
+        return _boxed(plan, trial, device, on_event, tracker, recipe_dir)
     supervisor = Supervisor()
     try:
-        return _run_trial(plan, on_event, recipe_dir, supervisor)
+        return _in_process(plan, trial, device, rank, world_size, on_event, tracker, recipe_dir, supervisor)
     finally:
         supervisor.close()
 
 
-def _run_trial(plan: PlannedTrial, on_event: EventSink | None, recipe_dir: Path | None,
-               supervisor: Supervisor) -> RunResult:
-    device, (rank, world_size) = pick_device(plan.request.device), distributed_rank()
-    tracker = tracker_from_env(plan.run_id, identity(plan.base)) if rank == 0 else Tracker()
-    trial, spec = TrialRecorder(plan, on_event, tracker), plan.workload
+def boxes_work() -> bool:
+    """Whether recipes can run boxed here: Linux with Landlock and ``/proc``."""
+    return landlock_abi() > 0 and Path("/proc/self/stat").exists()
+
+
+def _setup_failed(trial: TrialRecorder, plan: PlannedTrial, exc: Exception, device: torch.device,
+                  world_size: int, isolation: Isolation | None = None) -> RunResult:
+    """Data (a damaged cache too), submission or box broken before anything trained: nothing to measure."""
+    verdict = failure(exc)
+    if isinstance(exc, (BenchError, BoxBroken)):
+        verdict = Verdict(verdict.status, str(exc), verdict.traceback_tail)
+    return trial.finish(verdict, str(device), world_size, checkpoints=phases.checkpoint_record(plan, None, []),
+                        **({"isolation": isolation} if isolation else {}))
+
+
+def _boxed(plan: PlannedTrial, trial: TrialRecorder, device: torch.device, on_event: EventSink | None,
+           tracker: Tracker, recipe_dir: Path | None) -> RunResult:
+    spec = plan.workload
+    threads = torch.get_num_threads()
+    try:
+        with trial.phase("data", "data_s"):
+            data = phases.load_data(plan)
+        meter = Meter(device=device, hardware_class=spec.budget.hardware, world_size=1)
+        with trial.phase("setup", "setup_s"):
+            box = RecipeBox.start(plan, threads, gpu=device.type == "cuda")
+    except Exception as exc:  # noqa: BLE001
+        return _setup_failed(trial, plan, exc, device, 1)
+    isolation = Isolation(boxed=True, landlock_abi=box.walls.get("abi"), files=bool(box.walls.get("files")),
+                          network=bool(box.walls.get("network")), signals=bool(box.walls.get("signals")),
+                          sockets=bool(box.walls.get("sockets")), off=list(box.walls.get("off", [])))
+    work = Path(tempfile.mkdtemp(prefix=f"bench-harness-{plan.run_id}-"))
+    restarted: list[str] = []
+    try:
+        cores = spec.budget.cpus if spec.budget.gpus == 0 and device.type == "cpu" else None
+        name, source = box_clock(box, cores)
+        ctx = phases.context(plan, data, plan.hyperparameters, TrainingClock(source, name), meter, device, 0, 1,
+                             on_event, tracker)
+        with trial.phase("resume"):
+            resumed = phases.resume(plan, ctx, box.scratch / RESTORED)
+        if isinstance(resumed, str):
+            restarted.append(resumed)
+        meter.start()
+        with trial.phase("train"):
+            trained = boxed.train(plan, ctx, box, meter, device, recipe_dir,
+                                  box.scratch / RESTORED if isinstance(resumed, Resumption) else None, work)
+    finally:
+        box.end()
+    try:
+        judged = phases.judge_trained(plan, ctx, trained)
+        return _finish(plan, trial, ctx, trained, judged, meter, data, device, 0, 1, restarted, isolation=isolation)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _in_process(plan: PlannedTrial, trial: TrialRecorder, device: torch.device, rank: int, world_size: int,
+                on_event: EventSink | None, tracker: Tracker, recipe_dir: Path | None,
+                supervisor: Supervisor) -> RunResult:
+    spec = plan.workload
+    why = ("a multi-GPU trial's ranks run in the harness's processes (boxes for several ranks are not built yet)"
+           if world_size > 1 else "this machine has no Landlock (Linux 5.13+) or no /proc: the recipe ran in the "
+                                  "harness's process")
+    isolation = Isolation(boxed=False, landlock_abi=landlock_abi(), off=[why])
     try:
         with trial.phase("data", "data_s"):
             loaded = phases.load(plan, recipe_dir)
         meter = Meter(device=device, hardware_class=spec.budget.hardware, world_size=world_size)
-        ctx = phases.context(plan, loaded, meter, device, rank, world_size, on_event, tracker)
+        config = config_from(type(loaded.recipe), plan.hyperparameters, str(plan.submission.manifest_path))
+        ctx = phases.context(plan, loaded.data, config, phases.in_process_clock(plan, device), meter, device, rank,
+                             world_size, on_event, tracker)
         training_clock(ctx).observer = supervisor.mark
-    except Exception as exc:  # data (a damaged cache too) or submission broken: nothing trained, nothing measured
-        verdict = failure(exc)
-        if isinstance(exc, BenchError):
-            verdict = Verdict(verdict.status, str(exc), verdict.traceback_tail)
-        return trial.finish(verdict, str(device), world_size,
-                            checkpoints=phases.checkpoint_record(plan, None, []))
+    except Exception as exc:  # noqa: BLE001
+        return _setup_failed(trial, plan, exc, device, world_size, isolation)
     meter.start()
     restarted: list[str] = []
     with trial.phase("setup", "setup_s"):
@@ -110,10 +183,20 @@ def _run_trial(plan: PlannedTrial, on_event: EventSink | None, recipe_dir: Path 
     supervised_s = supervised_seconds(training_clock(ctx).name, supervised.cpu_s, supervised.wall_s)
     trial.timing.update(supervised_train_s=supervised_s, supervisor=supervised.problem)
     judged = phases.judge_trained(plan, ctx, trained, supervised_s, supervised.problem if supervised.lost else None)
-    verdict, final, fields = judged.verdict, None, {}
+    return _finish(plan, trial, ctx, trained, judged, meter, loaded.data, device, rank, world_size, restarted,
+                   isolation=isolation)
+
+
+def _finish(plan: PlannedTrial, trial: TrialRecorder, ctx: HarnessContext, trained: phases.Trained,
+            judged: phases.Judged, meter: Meter, data: PreparedData, device: torch.device, rank: int,
+            world_size: int, restarted: list[str], **fields: Any) -> RunResult:
+    """The phases after training, the same in both modes: the final evaluation, measurements, downstream tasks,
+    generation, the saved model, and the result."""
+    spec, validation = plan.workload, data.validation()
+    verdict, final = judged.verdict, None
     if judged.params is not None and trained.model is not None:
         with trial.phase("eval"):
-            verdict, final = phases.evaluate_final(ctx, trained.model, judged, loaded.validation)
+            verdict, final = phases.evaluate_final(ctx, trained.model, judged, validation)
     report = phases.measure(meter, ctx)
     clock = training_clock(ctx)
     trial.timing.update(train_s=clock.elapsed(), warmup_s=ctx.warmup_seconds, eval_s=clock.paused_seconds,
@@ -121,13 +204,13 @@ def _run_trial(plan: PlannedTrial, on_event: EventSink | None, recipe_dir: Path 
     scoring = verdict.ok and plan.request.downstream and trained.model is not None
     if scoring and spec.eval.downstream and rank == 0:  # the other ranks' scores would be thrown away
         with trial.phase("downstream", "downstream_s"):
-            fields.update(phases.downstream(plan, trained.model, loaded.data, device))
+            fields.update(phases.downstream(plan, trained.model, data, device))
     if scoring and spec.eval.generation is not None and rank == 0:
         with trial.phase("generation"):
-            fields.update(phases.generation(plan, trained.model, loaded.data, device))
+            fields.update(phases.generation(plan, trained.model, data, device))
     if plan.files.model is not None and rank == 0 and final is not None:
         with trial.phase("save"):
-            fields["saved_model"] = phases.save_model(plan, trained.model, loaded.data)
+            fields["saved_model"] = phases.save_model(plan, trained.model, data)
     ttt = time_to_target(ctx.curve, spec.target) if verdict.ok else None
     fields["checkpoints"] = phases.checkpoint_record(plan, ctx, restarted)
     if world_size == 1 or verdict.ok:  # a rank that failed because another died leaves the checkpoint for the retry
@@ -136,6 +219,6 @@ def _run_trial(plan: PlannedTrial, on_event: EventSink | None, recipe_dir: Path 
         verdict, str(device), world_size, curve=list(ctx.curve), train_log=ctx.train_log, final=final,
         time_to_target_s=ttt, target_reached=ttt is not None, steps=ctx.steps, tokens=ctx.tokens,
         unique_tokens=ctx.unique_tokens, tokens_per_s=ctx.tokens_per_s, params=judged.params,
-        validation=loaded.validation, contention=trained.contention, packages=report.packages,
+        validation=validation, contention=trained.contention, packages=report.packages,
         **report.as_result_fields(), **fields,
     )

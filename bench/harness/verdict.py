@@ -85,6 +85,28 @@ def judge(verdict: Verdict, *, diverged: str | None, train_s: float, hard_limit_
     return verdict
 
 
+RETURN_TOLERANCE_S = 1.0
+RETURN_TOLERANCE_FRACTION = 0.02
+"""Once its budget is spent (the time budget's end, or the batch stream's end under a token or FLOP budget), a recipe
+has ``max(RETURN_TOLERANCE_S, RETURN_TOLERANCE_FRACTION x budget)`` of training clock to return its model: enough
+to hand it over, not enough to train on batches kept from before (1.2 s on tiny's 60 s). Work a recipe does after
+its last batch (compression, averaging) must fit in its budget: it stops drawing batches in time
+(``ctx.time_left()``). The workload's ``overrun_grace`` is only how long a recipe that never returns is waited for."""
+
+
+def return_rule(verdict: Verdict, *, train_s: float, budget_s: float | None, stream_ended_at: float | None) -> Verdict:
+    """An ok trial that returned more than the return tolerance after its budget was spent is overrun."""
+    ends = [t for t in (budget_s, stream_ended_at) if t is not None]
+    if not verdict.ok or not ends:
+        return verdict
+    end = min(ends)
+    tolerance = max(RETURN_TOLERANCE_S, RETURN_TOLERANCE_FRACTION * (budget_s if budget_s is not None else end))
+    if train_s > end + tolerance:
+        return Verdict(TrialStatus.overrun, f"returned {train_s - end:.1f}s of training clock after its budget was "
+                                            f"spent (at {end:.1f}s); a recipe has {tolerance:.1f}s to return")
+    return verdict
+
+
 def size_rule(verdict: Verdict, params: ParamCounts, spec: WorkloadSpec) -> Verdict:
     """An ok trial whose returned model is over the workload's limits is invalid, with the counts (every limit
     broken is named, joined by '; ')."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.results.schema import Contention
@@ -49,14 +50,14 @@ def _proc_stat() -> tuple[float, float, float] | None:
     return busy / _TICK, steal / _TICK, (busy + idle + iowait + steal) / _TICK
 
 
-def _sample() -> _Sample:
+def _sample(own: Callable[[], float]) -> _Sample:
     stat = _proc_stat()
     try:
         load = os.getloadavg()[0]
     except OSError:
         load = None
     busy, steal, total = stat if stat is not None else (None, None, None)
-    return _Sample(time.perf_counter(), process_cpu_seconds(), busy, steal, total, load)
+    return _Sample(time.perf_counter(), own(), busy, steal, total, load)
 
 
 class ContentionProbe:
@@ -64,19 +65,22 @@ class ContentionProbe:
 
     ``cores`` is the class's core count (``cpu-N``); for GPU classes pass the cores the trial was given, and
     ``gpu_neighbours`` the number of other processes found on its GPUs (NVML), which flags the result too.
+    ``own`` reads the trial's own CPU seconds (default: this process's; a boxed trial's are its box's and the
+    harness's serving it).
     """
 
-    def __init__(self, cores: int) -> None:
+    def __init__(self, cores: int, own: Callable[[], float] = process_cpu_seconds) -> None:
         self.cores = max(1, cores)
+        self._own = own
         self._start: _Sample | None = None
 
     def start(self) -> None:
-        self._start = _sample()
+        self._start = _sample(self._own)
 
     def stop(self, gpu_neighbours: int | None = None) -> Contention:
         if self._start is None:
             raise RuntimeError("ContentionProbe.stop() before start()")
-        begin, end = self._start, _sample()
+        begin, end = self._start, _sample(self._own)
         wall = max(end.wall - begin.wall, 1e-9)
         own = max(0.0, end.own_cpu - begin.own_cpu)
         share = own / (self.cores * wall)

@@ -314,6 +314,23 @@ class CheckpointRecord(StrictModel):
                                                                    "so started again from nothing) was needed.")
 
 
+class Isolation(StrictModel):
+    """How the recipe was kept apart from what judges it (:mod:`bench.box`): in its own process, walled in by
+    Landlock (files, TCP, signals) and seccomp (sockets), timed from outside; or in the harness's own process."""
+
+    boxed: bool = Field(description="The recipe ran in a process of its own; false: in the harness's process.")
+    landlock_abi: int | None = Field(None, description="The kernel's Landlock ABI (0: none).")
+    files: bool = Field(False, description="Only the interpreter, bench and the submission were readable.")
+    network: bool = Field(False, description="No TCP bind or connect.")
+    signals: bool = Field(False, description="No signal to a process outside the box.")
+    sockets: bool = Field(False, description="No socket could be created.")
+    off: list[str] = Field(default_factory=list, description="Each protection that was off, and why.")
+
+    @property
+    def complete(self) -> bool:
+        return self.boxed and not self.off
+
+
 class RunResult(StrictModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     run_id: str
@@ -386,6 +403,10 @@ class RunResult(StrictModel):
         None,
         description="Checkpoints and retries, when the run asked for either.",
         exclude_if=lambda value: value is None,  # results of runs without them keep their old shape
+    )
+    isolation: Isolation | None = Field(
+        None, description="How the recipe was kept apart from the harness (None: results from before boxes).",
+        exclude_if=lambda value: value is None,
     )
 
     @property

@@ -60,7 +60,7 @@ def save_model(model: nn.Module, seq_len: int, vocab_size: int, path: Path) -> S
     start = time.perf_counter()
     partial = path.with_name(f".{path.name}.partial")
     try:
-        gpt = _describable_gpt(model, seq_len, vocab_size)
+        gpt = describable_gpt(model, seq_len, vocab_size)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_safetensors_from(gpt, str(partial), metadata=describe(gpt.config))
         partial.replace(path)  # a reader never sees a half-written model
@@ -79,7 +79,7 @@ def describe(config: GPTConfig) -> dict[str, str]:
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(dataclasses.asdict(config))}
 
 
-def _describable_gpt(model: nn.Module, seq_len: int, vocab_size: int) -> GPT:
+def describable_gpt(model: nn.Module, seq_len: int, vocab_size: int) -> GPT:
     """``model`` as a shared GPT whose config rebuilds exactly its tensors, else :class:`NotSaveable`."""
     original = getattr(model, "_orig_mod", model)  # a torch.compile wrapper saves as the module it wraps
     if type(original) is not GPT:  # a subclass may override forward: its config would not describe it
