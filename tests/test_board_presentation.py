@@ -3,7 +3,8 @@ it, and on made-up entries where a rule needs an exact case.
 
 One row per submission (its current configuration, the rest on its page), tie groups that cannot contradict the Δ
 column, hyperparameter values that do not round 0.9999 to 1, a stated noise floor, time-to-target at the
-resolution of its evaluations, and a Chromium check that the main table fits a 1400 px window.
+resolution of its evaluations, plots whose legends stay off their axes and that draw without warnings, and a
+Chromium check that the main table fits a 1400 px window.
 """
 
 from __future__ import annotations
@@ -15,15 +16,21 @@ import math
 import re
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
+import matplotlib
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.transforms import Bbox
 from scipy import stats
 
 from bench.board.build import build_leaderboard
 from bench.board.columns import board_of, delta_verdict, headline_columns
 from bench.board.delta import crossing, time_to_target_range
 from bench.board.html import run_files
+from bench.board.plots import STYLE, compute_figure, section_plots, time_figure
 from bench.board.rank import Entry, Section, build_sections, rank_entries, tie_groups
 from bench.board.stats import welch
 from bench.results.schema import EvalPoint, RunResult
@@ -218,6 +225,62 @@ def test_the_index_links_findings_and_the_studies(board):
         for name in studies:
             assert f"studies/{name}/report.md" in text
     assert (board.html.parent / "studies" / studies[0] / "report.md").is_file()
+
+
+# --- plots --------------------------------------------------------------------------------------------------------
+
+
+def _boxes(fig: Figure) -> tuple[list[Bbox], list[Bbox], Bbox]:
+    """The figure's axes and legends (by their gids) and the figure itself, in display units, as saved."""
+    FigureCanvasAgg(fig)
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    axes = [ax.get_window_extent(renderer) for ax in fig.axes if ax.get_visible() and ax.get_gid() == "axes"]
+    legends = [lg.get_window_extent(renderer) for lg in fig.legends + [ax.get_legend() for ax in fig.axes]
+               if lg is not None and lg.get_gid() == "legend"]
+    return axes, legends, fig.bbox
+
+
+def _area(box: Bbox) -> float:
+    return box.width * box.height
+
+
+@pytest.mark.parametrize("draw", [time_figure, compute_figure], ids=["time", "compute"])
+def test_plot_legends_stay_off_the_axes_which_fill_most_of_the_figure(tiny, draw):
+    with matplotlib.rc_context(STYLE):
+        axes, legends, figure = _boxes(draw(tiny))
+    assert axes and legends
+    for legend, ax in itertools.product(legends, axes):
+        assert not legend.overlaps(ax), "a legend covers an axes"
+    if len(axes) == 1:  # one plot: its axes take most of the figure, the legend beside it stays narrow
+        assert _area(axes[0]) > 0.55 * _area(figure)
+    else:  # small multiples: the panels span most of the figure
+        assert _area(Bbox.union(axes)) > 0.75 * _area(figure)
+    # one panel or one point per row of the table, labelled by submission name only
+    assert len(axes) in (1, len(tiny.groups[0].compared))
+
+
+def test_colours_are_distinct_and_plots_draw_without_warnings(tiny, tmp_path, found):
+    """No layout warning on the published board, nor on a crowded one (18 submissions with long names)."""
+    crowded_runs = [r.model_copy(update={"submission": f"{r.submission}-with-a-rather-long-name-{i}",
+                                         "run_id": f"{r.run_id}-{i}"})
+                    for i in range(2) for _, r in found if r.tuning is not None and "trial" not in r.tuning]
+    (crowded,) = build_sections(crowded_runs, ROOT)
+    for section in (tiny, crowded):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            plots = section_plots(section, tmp_path / section.workload)
+        svg = (tmp_path / section.workload / plots[0].file).read_text()
+        assert 'id="legend' in svg and 'id="axes' in svg  # the boxes the test above measures are named in the SVG
+    compared = crowded.groups[0].compared
+    assert len(compared) == 18
+    with matplotlib.rc_context(STYLE):
+        fig = compute_figure(crowded)
+    (legend,) = fig.legends
+    names = {e.submission for e in compared}
+    colours = {tuple(handle.get_color()[0]) for handle, text in zip(legend.legend_handles, legend.get_texts())
+               if text.get_text() in names}
+    assert len(colours) == 18
 
 
 # --- a real browser at 1400 px ------------------------------------------------------------------------------------
