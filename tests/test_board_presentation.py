@@ -3,8 +3,8 @@ it, and on made-up entries where a rule needs an exact case.
 
 One row per submission (its current configuration, the rest on its page), tie groups that cannot contradict the Δ
 column, hyperparameter values that do not round 0.9999 to 1, a stated noise floor, time-to-target at the
-resolution of its evaluations, plots whose legends stay off their axes and that draw without warnings, and a
-Chromium check that the main table fits a 1400 px window.
+resolution of its evaluations, the results count, plots whose legends stay off their axes and that draw without
+warnings, and a Chromium check that the main table fits a 1400 px window.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.transforms import Bbox
 from scipy import stats
+from typer.testing import CliRunner
 
 from bench.board.build import build_leaderboard
 from bench.board.columns import board_of, delta_verdict, headline_columns
@@ -33,12 +34,14 @@ from bench.board.html import run_files
 from bench.board.plots import STYLE, compute_figure, section_plots, time_figure
 from bench.board.rank import Entry, Section, build_sections, rank_entries, tie_groups
 from bench.board.stats import welch
+from bench.cli import app
 from bench.results.schema import EvalPoint, RunResult
 from bench.results.store import load_result_files
 
 from conftest import ROOT
 
 PUBLISHED = ROOT / "leaderboard" / "results"
+TWO_SEEDS = ROOT / "tests" / "fixtures" / "published-two-seeds"
 
 
 @pytest.fixture(scope="module")
@@ -225,6 +228,23 @@ def test_the_index_links_findings_and_the_studies(board):
         for name in studies:
             assert f"studies/{name}/report.md" in text
     assert (board.html.parent / "studies" / studies[0] / "report.md").is_file()
+
+
+def test_the_results_count_counts_each_run_once(tmp_path, monkeypatch):
+    """``bench leaderboard --include leaderboard/results`` printed 298 results for a board of 149: the published
+    folder was read twice (once as the board's own, once included), and every copy was counted."""
+    root = tmp_path / "root"
+    (root / "workloads").mkdir(parents=True)
+    shutil.copy(ROOT / "workloads" / "tiny.yaml", root / "workloads" / "tiny.yaml")
+    (root / "submissions").symlink_to(ROOT / "submissions")
+    shutil.copytree(TWO_SEEDS, root / "leaderboard" / "results")
+    monkeypatch.setenv("BENCH_ROOT", str(root))
+    out = tmp_path / "board"
+    included = str(root / "leaderboard" / "results")  # the board's own folder once more, as the README's --include
+    result = CliRunner().invoke(app, ["leaderboard", "--out", str(out), "--include", included])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("16 results (16 more file(s) were copies of them, counted once) -> ")
+    assert "Built from 16 result files" in (out / "README.md").read_text()
 
 
 # --- plots --------------------------------------------------------------------------------------------------------
