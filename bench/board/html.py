@@ -178,6 +178,7 @@ def _seed_rows(entry: Entry, files: dict[RunKey, Path], page_dir: Path, board: B
         result = files.get(run_key(run))
         log = result.with_name(f"{run.run_id}.log") if result else None
         kwh = run_kwh(run)
+        energy = fmt.MISSING if kwh is None else f"{fmt.energy(kwh)} ({'m' if energy_measured(run) else 'e'})"
         wall = run.timing.train_wall_s
         rows.append(
             {
@@ -192,8 +193,7 @@ def _seed_rows(entry: Entry, files: dict[RunKey, Path], page_dir: Path, board: B
                 "tokens_per_s": fmt.si(run.tokens_per_s),
                 "memory": fmt.size(run_peak_memory(run)),
                 "wall": fmt.MISSING if wall is None else f"{wall:.0f} s",
-                "energy": (fmt.MISSING if kwh is None else f"{fmt.energy(kwh)} ({'m' if energy_measured(run) else 'e'})")
-                if board.energy else None,
+                "energy": energy if board.energy else None,  # an estimate is never shown (ENERGY_NOT_SHOWN)
                 "downstream": fmt.signed(normalised_downstream(run)),
                 "result": _relative(result, page_dir) if result else None,
                 "log": _relative(log, page_dir) if log is not None and log.exists() else None,

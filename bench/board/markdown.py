@@ -125,7 +125,8 @@ def render_markdown(sections: Sequence[Section], plots: dict[str, list[Plot]], a
     """The whole ``README.md``; each entry's name links to its HTML page under ``entries/``, and ``reading``
     (title, relative link, what it answers) to the written analyses drawn from these runs."""
     lines = ["# pretrain-bench leaderboard", "", INTRO, ""]
-    lines += [f"- [{escape(title)}]({href})" + (f": {escape(about)}" if about else "") for title, href, about in reading]
+    lines += [f"- [{escape(title)}]({href})" + (f": {escape(about)}" if about else "")
+              for title, href, about in reading]
     lines += [""] if reading else []
     if not sections:
         lines += ["No results yet.", ""]
