@@ -1,6 +1,6 @@
 """The one object the harness puts around a trial to measure energy, GPU telemetry, memory and hardware.
 
-    meter = Meter(device=torch.device("cuda:0"), hardware_class="1xH100")
+    meter = Meter(device=torch.device("cuda:0"), hardware_class="1xH100-SXM")
     meter.start()
     with meter.phase("train"):          # entered as often as needed; time and energy add up per phase
         ...
