@@ -58,7 +58,7 @@ from bench.harness.context import HarnessContext, TrainingDiverged, evaluate_now
 from bench.train.evaluate import evaluate, evaluate_sharded, evaluation_windows
 from bench.train.loader import load_recipe_class
 from bench.train.resume import DamagedCheckpoint, Stopwatch, load_state
-from bench.train.runtime import seed_everything, warm_lazy_imports
+from bench.train.runtime import seed_everything, synchronizer, warm_lazy_imports
 
 
 @dataclass
@@ -129,7 +129,7 @@ def context(plan: PlannedTrial, loaded: Loaded, meter: Meter, device: torch.devi
     name, source = clock_for(spec.budget.cpus if spec.budget.gpus == 0 and device.type == "cpu" else None)
     return HarnessContext(
         workload=spec, device=device, seed=plan.request.seed, hparams=plan.hyperparameters,
-        clock=TrainingClock(source, name),
+        clock=TrainingClock(source, name, synchronizer(device)),
         vocab_size=data.vocab_size, eos_id=data.eos_id,
         stream=data.stream(seed=plan.request.seed, rank=rank, world_size=world_size),
         evaluator=evaluator, on_event=on_event, tracker=tracker, run_id=plan.run_id, rank=rank, world_size=world_size,

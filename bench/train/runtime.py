@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -56,6 +58,21 @@ def trial_device(requested: str | None, budget: BudgetSpec) -> torch.device:
             + "; a trial's worker sees only the GPU Ray gave it, as cuda:0"
         )
     return torch.device("cuda", index)
+
+
+def _nothing_queued() -> None:
+    """CPU work is done when the call that did it returns: nothing to wait for."""
+
+
+def synchronizer(device: torch.device) -> Callable[[], None]:
+    """What waits for the work queued on ``device``: ``torch.cuda.synchronize(device)`` on CUDA, nothing on the CPU.
+
+    CUDA kernels run asynchronously: a reading taken while the last steps' kernels are still queued charges them
+    to whatever is timed next (an evaluation, off the clock) instead of to training. The training clock and the
+    meter call this before every reading that starts, stops or pauses what they measure."""
+    if device.type == "cuda":
+        return functools.partial(torch.cuda.synchronize, device)
+    return _nothing_queued
 
 
 def seed_everything(seed: int) -> None:
