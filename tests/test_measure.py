@@ -42,7 +42,7 @@ from bench.measure.meter import Meter
 from bench.measure.peak import mfu, peak_dtype, peak_flops, table_lookup
 from bench.measure.polling import Poller
 from bench.measure.telemetry import GpuSampler
-from bench.results.schema import PeakFlops
+from bench.results.schema import MemoryReport, PeakFlops
 from bench.spec.hardware_classes import sku_of_device
 
 CPU = torch.device("cpu")
@@ -415,6 +415,57 @@ def test_host_peak_is_per_trial() -> None:
     second.start()
     small = second.stop().peak_host_rss_bytes
     assert big - small > 150 * MB  # the second trial does not inherit the first one's peak
+
+
+def test_the_train_phase_peak_leaves_out_the_harness_evaluations() -> None:
+    """The overall peak includes what the harness does inside and after training (evaluations, the causality probe,
+    the snapshot of the model); the train phase's own peak does not."""
+    meter = Meter(device=CPU, hardware_class="cpu-2")
+    meter.start()
+    with meter.phase("train"):
+        kept = np.ones(50 * MB // 8)  # the recipe's own memory: counted in the train phase
+        with meter.phase("eval"):  # an evaluation from inside training
+            block = np.ones(300 * MB // 8)
+            del block
+        del kept
+    after = np.ones(300 * MB // 8)  # the snapshot, the causality probe: after the train phase
+    del after
+    memory = meter.stop(tokens=0, train_seconds=0.0, flops_per_token=None, precision="fp32").memory
+    assert memory.train_peak_device_bytes is None and memory.peak_device_bytes is None  # the CPU
+    assert memory.peak_host_rss_bytes - memory.train_peak_host_rss_bytes > 200 * MB
+    assert memory.train_peak_host_rss_bytes > 40 * MB
+
+
+def test_device_peaks_are_split_by_phase(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA (faked: the allocator's peak counter) the same bookkeeping splits the device peak."""
+    allocated = {"now": 1000, "peak": 1000}
+
+    def reset(device: torch.device) -> None:
+        allocated["peak"] = allocated["now"]
+
+    def use(nbytes: int) -> None:
+        allocated["peak"] = max(allocated["peak"], allocated["now"] + nbytes)
+
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", reset)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: allocated["peak"])
+    memory = PeakMemory(torch.device("cuda", 0))
+    memory.start()
+    use(5000)
+    memory.mark(None)  # set-up, the first evaluation: before training
+    use(3000)
+    memory.mark("train")
+    use(8000)
+    memory.mark("eval")
+    use(2000)
+    memory.mark("train")
+    report = memory.stop()
+    assert report.train_peak_device_bytes == 4000 and report.peak_device_bytes == 9000
+
+
+def test_results_without_train_peaks_keep_loading_and_their_shape() -> None:
+    old = MemoryReport.model_validate({"peak_device_bytes": None, "peak_host_rss_bytes": 123})
+    assert old.train_peak_host_rss_bytes is None and old.train_peak_device_bytes is None
+    assert old.model_dump(mode="json") == {"peak_device_bytes": None, "peak_host_rss_bytes": 123}
 
 
 def test_rss_sampler_fallback() -> None:

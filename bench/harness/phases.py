@@ -305,12 +305,14 @@ def measure(meter: Meter, ctx: HarnessContext) -> MeterReport:
     mine = json.dumps({"energy": report.energy.model_dump(mode="json"), "memory": report.memory.model_dump(mode="json")})
     ranks = [json.loads(text) for text in _gather_text(mine, ctx.world_size, ctx.device)]
     energy = combine_ranks([EnergyReport.model_validate(r["energy"]) for r in ranks], ctx.tokens, meter.country)
-    device_bytes = [r["memory"]["peak_device_bytes"] for r in ranks]
-    memory = MemoryReport(
-        peak_device_bytes=sum(device_bytes) if all(b is not None for b in device_bytes) else None,
-        peak_host_rss_bytes=sum(r["memory"]["peak_host_rss_bytes"] for r in ranks),
-    )
+    memory = MemoryReport(**{field: _sum_or_none([r["memory"].get(field) for r in ranks])
+                             for field in MemoryReport.model_fields})
     return dataclasses.replace(report, energy=energy, memory=memory)
+
+
+def _sum_or_none(values: list[int | None]) -> int | None:
+    """The ranks' sum of a memory figure, or None when a rank does not have it."""
+    return None if any(value is None for value in values) else sum(values)
 
 
 def _gather_text(text: str, world_size: int, device: torch.device) -> list[str]:

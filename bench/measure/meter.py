@@ -151,6 +151,7 @@ class Meter:
                 for i, (after, before) in enumerate(zip(energy, self._mark_energy)):
                     total[i] += after - before
         self._mark_time, self._mark_energy = now, energy
+        self._memory.mark(self._open[-1] if self._open else None)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
