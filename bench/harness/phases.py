@@ -220,7 +220,8 @@ def train(recipe: Recipe, ctx: HarnessContext, model: nn.Module, meter: Meter, l
     wrapped = model if ctx.world_size == 1 else DistributedDataParallel(
         model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
     )
-    probe = ContentionProbe(ctx.workload.budget.cpus or torch.get_num_threads())
+    probe = ContentionProbe(ctx.workload.budget.cpus or torch.get_num_threads(),
+                            [ctx.device] if ctx.device.type == "cuda" else [])
     clock = training_clock(ctx)
     began, paused = time.perf_counter(), clock.paused_seconds
     probe.start()
