@@ -289,6 +289,12 @@ def _names_as(value: object, key: str) -> object:
 
 class EvalSpec(StrictModel):
     every: Duration = Field(description="Evaluate after every this much training time.")
+    early: int = Field(
+        2, ge=0, le=10,
+        description="Evaluations before the first regular one, at every/2^k for k = early..1 (with every: 5m and "
+                    "early: 2, at 75 s and 150 s), so that time-to-target sees inside the first interval "
+                    "(bench.harness.eval_schedule).",
+    )
     seq_len: int = Field(gt=0, description="Context length used to score the validation set.")
     tokens: Count = Field(description="Validation tokens scored at each evaluation (the whole set when larger).")
     downstream: list[DownstreamTask] = Field(default_factory=list)
