@@ -22,12 +22,6 @@ from bench.train.optim import optimizer_step
 from bench.train.precision import Precision, autocast, resolve_precision
 
 
-def _forward(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-             precision_ctx: contextlib.AbstractContextManager) -> torch.Tensor:
-    with precision_ctx:
-        return forward(x)
-
-
 def train_lm(
     ctx: TrialContext,
     model: nn.Module,
@@ -83,6 +77,14 @@ def train_lm(
 
     # Under DDP, gradients are all-reduced only on the last micro-batch of each accumulation.
     skip_sync = model.no_sync if isinstance(model, DistributedDataParallel) else contextlib.nullcontext
+    # Sophia's extra forward for its Hessian estimate runs on the bare module under DDP, outside DDP's reducer: its
+    # gradients are taken with autograd.grad, which the reducer never sees, and the optimizer's step averages the
+    # estimates over the ranks itself (bench.train.optim.sophia_step).
+    bare_forward = forward if core is model else core
+
+    def hessian_forward(x: torch.Tensor) -> torch.Tensor:
+        with skip_sync(), precision_ctx:
+            return bare_forward(x)
 
     step = micro = 0
     loss_sum = torch.zeros((), device=ctx.device)
@@ -106,7 +108,7 @@ def train_lm(
             group["lr"] = group["initial_lr"] * multiplier
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer_step(optimizer, lambda: _forward(forward, x, precision_ctx))
+        optimizer_step(optimizer, lambda: hessian_forward(x))
         optimizer.zero_grad(set_to_none=True)
         step += 1
 
