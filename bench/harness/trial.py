@@ -18,6 +18,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.harness import phases
+from bench.harness.compile_cache import compiles, fresh_compile_caches, prepare_compile
 from bench.harness.plan import PlannedTrial
 from bench.harness.supervisor import Supervisor
 from bench.harness.verdict import Verdict, failure, supervised_seconds
@@ -65,10 +66,11 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
     """Run ``plan`` in this process and return its result (never raises for recipe problems).
 
     A supervisor process (:mod:`bench.harness.supervisor`) is started before the recipe is imported, to measure
-    the training clock's intervals from outside this process."""
+    the training clock's intervals from outside this process. The trial compiles (if it does) into fresh caches."""
     supervisor = Supervisor()
     try:
-        return _run_trial(plan, on_event, recipe_dir, supervisor)
+        with fresh_compile_caches():  # every seed compiles from cold (bench.harness.compile_cache)
+            return _run_trial(plan, on_event, recipe_dir, supervisor)
     finally:
         supervisor.close()
 
@@ -81,6 +83,8 @@ def _run_trial(plan: PlannedTrial, on_event: EventSink | None, recipe_dir: Path 
     device = plan.request.device or ("cuda" if spec.budget.gpus else "cpu")  # what the result names if it fails here
     try:
         device = trial_device(plan.request.device, spec.budget)  # before data: a wrong device fails in seconds
+        if compiles(plan.hyperparameters):
+            prepare_compile(device)  # its toolchain checked and Inductor imported, off the clock
         with trial.phase("data", "data_s"):
             loaded = phases.load(plan, recipe_dir)
         meter = Meter(device=device, hardware_class=spec.budget.hardware, world_size=world_size)
