@@ -77,12 +77,12 @@ def train_lm(
 
     # Under DDP, gradients are all-reduced only on the last micro-batch of each accumulation.
     skip_sync = model.no_sync if isinstance(model, DistributedDataParallel) else contextlib.nullcontext
-    # Sophia's extra forward for its Hessian estimate runs on the bare module under DDP, outside DDP's reducer: its
-    # gradients are taken with autograd.grad, which the reducer never sees, and the optimizer's step averages the
-    # estimates over the ranks itself (bench.train.optim.sophia_step).
+    # The forward an optimizer that needs more than gradients re-runs (Sophia, for its Hessian estimate) runs on the
+    # bare module under DDP, outside DDP's reducer: its gradients are taken with autograd.grad, which the reducer
+    # never sees, and the optimizer's step averages what it estimates over the ranks (bench.train.optim.sophia_step).
     bare_forward = forward if core is model else core
 
-    def hessian_forward(x: torch.Tensor) -> torch.Tensor:
+    def rerun_forward(x: torch.Tensor) -> torch.Tensor:
         with skip_sync(), precision_ctx:
             return bare_forward(x)
 
@@ -108,7 +108,7 @@ def train_lm(
             group["lr"] = group["initial_lr"] * multiplier
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer_step(optimizer, lambda: hessian_forward(x))
+        optimizer_step(optimizer, lambda: rerun_forward(x))
         optimizer.zero_grad(set_to_none=True)
         step += 1
 
