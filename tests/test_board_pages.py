@@ -44,7 +44,7 @@ description: 40M-parameter model, 10 GB of FineWeb-Edu, 45 minutes on one H100.
 data: {source: {kind: hub, path: HuggingFaceFW/fineweb-edu, name: sample-10BT}, train_bytes: 10GB, val_bytes: 20MB}
 tokenizer: {kind: bpe, vocab_size: 32768}
 model: {max_params: 40M}
-budget: {wall_clock: 45m, hardware: 1xH100}
+budget: {wall_clock: 45m, hardware: 1xH100-SXM}
 target: {metric: val_loss, value: 3.9}
 eval: {every: 5m, seq_len: 1024, tokens: 4M}
 seeds: 3

@@ -247,7 +247,7 @@ def test_a_sweep_resumes_reruns_its_best_on_fresh_seeds_records_it_and_the_board
 @pytest.mark.slow
 def test_multi_gpu_path_runs_ddp_on_cpu_with_gloo(ray_local, workload, tmp_path):
     data = workload.model_dump(mode="json")
-    data["budget"]["hardware"] = "2xH100"
+    data["budget"]["hardware"] = "2xH100-SXM"
     ddp_workload = WorkloadSpec.model_validate(data)
     request = _request(ddp_workload, RECIPES / "good-bigram", device="cpu")
     plans = plan_trials([request], tmp_path, allowance_s=60)

@@ -25,6 +25,7 @@ from bench.spec.workload import WorkloadSpec
 from bench.track import Tracker
 from bench.train.api import BudgetExhausted, TrialContext
 from bench.harness.clock import ClockView, TrainingClock
+from bench.harness.eval_schedule import next_evaluation
 from bench.train.evaluate import EvalScore
 from bench.train.events import TrialEvent
 from bench.train.resume import Stopwatch, rng_state, save_state, set_rng_state
@@ -94,7 +95,7 @@ class HarnessContext(TrialContext):
         self._tracker = tracker or Tracker()
         self._run_id = run_id
         self._budget = workload.budget
-        self._next_eval = workload.eval.every
+        self._next_eval = next_evaluation(0.0, workload.eval.every, workload.eval.early)
         self._log_every = 1
         self._last_event = 0.0
         self._last_loss: float | None = None
@@ -322,9 +323,7 @@ class HarnessContext(TrialContext):
         elapsed = self._clock.elapsed()
         if not self._agree_now_and_then("eval", elapsed >= self._next_eval):
             return None
-        every = self.workload.eval.every
-        while self._next_eval <= elapsed:
-            self._next_eval += every
+        self._next_eval = next_evaluation(elapsed, self.workload.eval.every, self.workload.eval.early)
         return self._evaluate_now(model).loss
 
     def log(self, **metrics: float) -> None:

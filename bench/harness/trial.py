@@ -18,6 +18,7 @@ from typing import Any
 
 from bench.errors import BenchError
 from bench.harness import phases
+from bench.harness.compile_cache import compiles, fresh_compile_caches, prepare_compile
 from bench.harness.plan import PlannedTrial
 from bench.harness.supervisor import Supervisor
 from bench.harness.verdict import Verdict, failure, supervised_seconds
@@ -26,7 +27,7 @@ from bench.results.schema import Resumption, RunResult, Timing
 from bench.track import Tracker, identity, tracker_from_env
 from bench.harness.context import training_clock
 from bench.train.events import TrialEvent
-from bench.train.runtime import distributed_rank, pick_device
+from bench.train.runtime import distributed_rank, trial_device
 from bench.train.targets import time_to_target
 
 EventSink = Callable[[TrialEvent], None]
@@ -65,26 +66,31 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
     """Run ``plan`` in this process and return its result (never raises for recipe problems).
 
     A supervisor process (:mod:`bench.harness.supervisor`) is started before the recipe is imported, to measure
-    the training clock's intervals from outside this process."""
+    the training clock's intervals from outside this process. The trial compiles (if it does) into fresh caches."""
     supervisor = Supervisor()
     try:
-        return _run_trial(plan, on_event, recipe_dir, supervisor)
+        with fresh_compile_caches():  # every seed compiles from cold (bench.harness.compile_cache)
+            return _run_trial(plan, on_event, recipe_dir, supervisor)
     finally:
         supervisor.close()
 
 
 def _run_trial(plan: PlannedTrial, on_event: EventSink | None, recipe_dir: Path | None,
                supervisor: Supervisor) -> RunResult:
-    device, (rank, world_size) = pick_device(plan.request.device), distributed_rank()
+    rank, world_size = distributed_rank()
     tracker = tracker_from_env(plan.run_id, identity(plan.base)) if rank == 0 else Tracker()
     trial, spec = TrialRecorder(plan, on_event, tracker), plan.workload
+    device = plan.request.device or ("cuda" if spec.budget.gpus else "cpu")  # what the result names if it fails here
     try:
+        device = trial_device(plan.request.device, spec.budget)  # before data: a wrong device fails in seconds
+        if compiles(plan.hyperparameters):
+            prepare_compile(device)  # its toolchain checked and Inductor imported, off the clock
         with trial.phase("data", "data_s"):
             loaded = phases.load(plan, recipe_dir)
         meter = Meter(device=device, hardware_class=spec.budget.hardware, world_size=world_size)
         ctx = phases.context(plan, loaded, meter, device, rank, world_size, on_event, tracker)
         training_clock(ctx).observer = supervisor.mark
-    except Exception as exc:  # data (a damaged cache too) or submission broken: nothing trained, nothing measured
+    except Exception as exc:  # device, data (a damaged cache too) or submission broken: nothing trained or measured
         verdict = failure(exc)
         if isinstance(exc, BenchError):
             verdict = Verdict(verdict.status, str(exc), verdict.traceback_tail)
