@@ -271,9 +271,10 @@ def leaderboard(
     if not results:
         raise BenchError(f"no result files under {root / 'leaderboard' / 'results'} or {include or []}")
     files = build_leaderboard(results, out, root, run_files(found))
+    copies = len(results) - files.runs  # the same run in two listed folders (--include leaderboard/results)
     console.print(
-        f"{len(results)} results -> {files.markdown}, {files.html}, {len(files.entries)} entry pages and "
-        f"{len(files.plots)} plots",
+        f"{files.runs} results" + (f" ({copies} more file(s) were copies of them, counted once)" if copies else "")
+        + f" -> {files.markdown}, {files.html}, {len(files.entries)} entry pages and {len(files.plots)} plots",
         highlight=False, markup=False, soft_wrap=True,
     )
 

@@ -14,6 +14,7 @@ import math
 import re
 import shutil
 import subprocess
+from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -57,6 +58,7 @@ def extras(published, tmp_path_factory) -> dict[str, RunResult]:
     spec = load_workload(ROOT / "workloads" / "tiny.yaml")
     short = spec.model_copy(update={"budget": spec.budget.model_copy(update={"wall_clock": 15.0})})
     rotary, adamw, lion = (_published(name, 0, published) for name in ("rotary", "adamw-baseline", "lion"))
+    later = max(r.finished_at for _, r in published) + timedelta(days=1)
     adamw_lr = {**adamw.hyperparameters, "lr": 0.001}
     runs = {
         # a 15 s smoke run scores far worse: pooled, it would wreck rotary's mean and interval (issue 16)
@@ -70,7 +72,8 @@ def extras(published, tmp_path_factory) -> dict[str, RunResult]:
             hyperparameters={**lion.hyperparameters, "lr": 0.0005},
             tuning={"sweep_id": "sweep-20261201T100000Z-s0-cccccc", "method": "sobol", "trial": 3, "trials": 8},
         ),
-        "edited": _scored(rotary, "20261201T100000Z-s2-dddddd", 1.9, seed=2, submission_hash="e" * 64),
+        "edited": _scored(rotary, "20261201T100000Z-s2-dddddd", 1.9, seed=2, submission_hash="e" * 64,
+                          started_at=later, finished_at=later),  # ran after the published seeds: the current source
     }
     folder = tmp_path_factory.mktemp("extra-results")
     for run in runs.values():
@@ -91,13 +94,14 @@ def boards(published, extras, tmp_path_factory):
 
 
 def _numbers(section: Section) -> dict[str, dict[str, str]]:
-    """Every headline cell of every compared entry, by submission (published entries: one per submission)."""
+    """Every headline cell of every published entry, by submission, whether current or superseded by the edited
+    recipe's run (its numbers stay the same in the submission's history)."""
     board = board_of(section)
     columns = [c for c in headline_columns(board, ranked=False) if c[0] != "submission"]
     return {
         e.submission: {name: cell(e) for name, _, cell in columns}
         for g in section.groups
-        for e in g.compared
+        for e in g.compared + g.superseded
         if e.excluded is None and not e.variant.startswith("source e")
     }
 
@@ -107,7 +111,7 @@ def test_the_published_entries_keep_their_numbers(boards):
     assert _numbers(after) == _numbers(before)
     assert len(_numbers(before)) == 8
     rotary = _numbers(after)["rotary"]
-    assert rotary["val bpb"] == "2.124 ± 0.043" and rotary["runs"] == "2 ok"  # as published (issue 16: 3.578 ± 6.254)
+    assert rotary["val bpb"] == "2.124 ± 0.043" and rotary["seeds"] == "2"  # as published (issue 16: 3.578 ± 6.254)
     # the Δ column compares with adamw-baseline's two published seeds, not with the --set run
     assert rotary["Δ vs adamw-baseline"].startswith("-1.016 [")
 
@@ -131,16 +135,22 @@ def test_each_extra_run_is_shown_apart_with_its_reason(boards, extras):
     apart = _shown_apart(section)
     wall = next(reason for label, reason in apart.items() if label.startswith("rotary · "))
     assert wall.startswith("other workload settings (e.g. --wall-clock")
-    assert apart["adamw-baseline · lr=0.001"].startswith("hyperparameters differ from submissions/adamw-baseline")
-    assert "lr=0.001 instead of lr=0.003" in apart["adamw-baseline · lr=0.001"]
+    changed = apart["adamw-baseline · changed hyperparameters"]
+    assert changed.startswith("hyperparameters differ from submissions/adamw-baseline")
+    assert "lr=0.001 instead of lr=0.003" in changed
     (sweep,) = [reason for label, reason in apart.items() if label.startswith("lion · sweep ")]
     assert "sweep trials are never ranked" in sweep
-    # an edited recipe is its own configuration: one seed, provisional, labelled with its source hash
+    # an edited recipe is its own configuration, labelled with its source hash; run later, it is rotary's current
+    # one (one seed: provisional), and the published source becomes rotary's history, one row per submission
     (group,) = section.groups
     (edited,) = [e for e in group.provisional if e.variant == "source eeeeeeee"]
     assert edited.submission == "rotary" and edited.score.n == 1 and edited.rank is None
-    (original,) = [e for e in group.provisional if e.variant == "source 5c8029ca"]
-    assert original.score.n == 2
+    assert [e.submission for e in group.provisional].count("rotary") == 1
+    (original,) = [e for e in group.superseded if e.variant == "source 5c8029ca"]
+    assert original.score.n == 2 and original.superseded_by == edited.slug and original.rank is None
+    history = group.history(edited)  # its page lists the published source and the --wall-clock run
+    (wall_clock,) = [e for e in history if e is not original]
+    assert original in history and wall_clock.excluded.startswith("other workload settings")
 
 
 def test_the_pages_say_why(boards):
@@ -281,7 +291,7 @@ def test_the_reference_is_an_optional_workload_field_outside_its_hash(published,
     (group,) = section.groups
     assert [e.submission for e in group.provisional if e.is_reference] == ["rotary"]
     assert all(e.reference.submission == "rotary" for e in group.provisional if not e.is_reference)
-    assert headline_columns(board_of(section), ranked=False)[3][0] == "Δ vs rotary"
+    assert "Δ vs rotary" in [name for name, _, _ in headline_columns(board_of(section), ranked=False)]
 
 
 def test_downstream_is_one_score_normalised_against_chance(published, boards):
@@ -324,7 +334,7 @@ def test_a_sweeps_declared_best_rerun_is_an_entry_with_its_tuning_budget_and_log
     files = build_leaderboard([r for _, r in found], tmp_path / "board", ROOT, run_files(found))
     (section,) = build_sections([r for _, r in found], ROOT)
     (tuned,) = [e for e in section.groups[0].ranked if e.submission == "lion"]  # three seeds: ranked
-    assert tuned.label == "lion · tuned: lr=0.0007"
+    assert tuned.label == "lion · tuned" and tuned.changes == (("lr", "0.0007"),)
     assert tuned.excluded is None and tuned.rank == 1 and tuned.reference.submission == "adamw-baseline"
     page = next(p for p in files.entries if p.name == f"{tuned.slug}.html").read_text()
     assert "sweep sweep-20261201T100000Z-s0-cccccc, 8 trials, 8.0 min in total" in page
@@ -354,9 +364,12 @@ def test_reruns_of_a_declared_best_pool_as_one_entry_apart_from_set_runs_and_are
     group = section.groups[0]
     (tuned,) = [e for e in group.ranked if e.submission == "lion" and e.variant.startswith("tuned")]
     assert {r.run_id for r in tuned.runs} == {r.run_id for r in reruns} and tuned.rank is not None
-    assert tuned.label == "lion · tuned: lr=0.0007, optimizer_options.betas.1=0.98"
-    apart = {e.label: e.excluded for e in group.entries if e.submission == "lion" and e.excluded}
-    assert "Only a submission's declared configuration is ranked" in apart["lion · lr=0.0007, optimizer_options.betas.1=0.98"]
-    reasons = [why for label, why in apart.items() if label.startswith("lion · tuned (unchecked)")]
+    assert tuned.label == "lion · tuned"
+    assert tuned.changes == (("lr", "0.0007"), ("optimizer_options.betas.1", "0.98"))
+    apart = [(e.label, e.excluded) for e in group.entries if e.submission == "lion" and e.excluded]
+    (by_hand_reason,) = [why for label, why in apart if label == "lion · changed hyperparameters"]
+    assert "lr=0.0007, optimizer_options.betas.1=0.98 instead of" in by_hand_reason
+    assert "Only a submission's declared configuration is ranked" in by_hand_reason
+    reasons = [why for label, why in apart if label == "lion · tuned (unchecked)"]
     assert any("not the declared best" in why for why in reasons)
     assert any("seed 0 is one the sweep tuned on" in why for why in reasons)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bench.board.stats import mean_ci, ratio_ci, welch
+from bench.board.stats import mean_ci, minimum_detectable_difference, ratio_ci, welch
 
 
 def test_mean_ci_matches_the_student_t_interval():
@@ -92,3 +92,16 @@ def test_ratio_ci_needs_positive_values_and_two_seeds_for_an_interval():
     assert ratio_ci([10.0], [5.0, 5.5]).low is None
     with pytest.raises(ValueError, match="positive"):
         ratio_ci([0.0, 1.0], [1.0, 1.0])
+
+
+def test_minimum_detectable_difference_matches_a_noncentral_t_power_calculation():
+    # sd 1, 5 seeds a side: (t(0.975, 8) + t(0.8, 8)) * sqrt(2/5) = (2.306004 + 0.888890) * 0.632456 = 2.020628
+    assert minimum_detectable_difference(1.0, 5) == pytest.approx(2.020628, abs=1e-5)
+    # the approximation's power at that difference, by the noncentral t, is close to the 80% asked for
+    for n in (3, 5, 10):
+        df, delta = 2 * n - 2, minimum_detectable_difference(1.0, n) / math.sqrt(2 / n)
+        critical = stats.t.ppf(0.975, df)
+        power = stats.nct.sf(critical, df, delta) + stats.nct.cdf(-critical, df, delta)
+        assert 0.75 < power < 0.82
+    with pytest.raises(ValueError):
+        minimum_detectable_difference(1.0, 1)

@@ -46,7 +46,7 @@ def _bench(
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["list"], ["show", "tiny"], ["show-submission", "rotary"], ["validate", "workloads/tiny.yaml"],
+    [["--help"], ["list"], ["show", "tiny"], ["validate", "workloads/tiny.yaml"],
      ["results", "--json"]],
 )
 def test_quick_commands_import_no_torch_ray_or_lm_eval(args):

@@ -178,7 +178,7 @@ def test_a_two_worker_gloo_trial_runs_across_both_nodes(two_nodes, tmp_path):
     address, node2_id, caches = two_nodes
     workload = _workload_file(tmp_path / "workloads")
     data = yaml.safe_load(workload.read_text())
-    data["budget"]["hardware"] = "2xH100"
+    data["budget"]["hardware"] = "2xH100-SXM"
     workload.write_text(yaml.safe_dump(data, sort_keys=False))
     results_dir = tmp_path / "results"
     small = ["--set", "n_layer=1", "--set", "n_head=2", "--set", "n_embd=32", "--set", "batch_size=8",

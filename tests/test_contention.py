@@ -6,10 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from bench.board.rank import build_sections
+from bench.measure import contention, hardware
 from bench.measure.contention import OTHERS_THRESHOLD, ContentionProbe
 from bench.results.store import load_result_files
 from bench.results.schema import Contention, TrialStatus
@@ -77,3 +80,83 @@ def test_the_board_ranks_a_contended_run_apart_with_the_reason(tmp_path):
     other_ids = {run.run_id for entry in other.entries for run in entry.runs}
     assert {r.run_id for r in contended} == other_ids and not official_ids & other_ids
     assert other.contended == [flagged.reason]
+
+
+class FakeNvml:
+    """The part of pynvml the GPU-neighbour count uses: one GPU, whose compute processes the test sets."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, processes: list[list[int]]) -> None:
+        self.processes = processes  # the pids NVML lists at each successive look
+        self.initialised = 0
+
+    def nvmlInit(self) -> None:
+        self.initialised += 1
+
+    def nvmlShutdown(self) -> None:
+        self.initialised -= 1
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> str:
+        assert uuid == "GPU-fake-uuid"
+        return "gpu0"
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: str) -> list[SimpleNamespace]:
+        return [SimpleNamespace(pid=pid, usedGpuMemory=1 << 30) for pid in self.processes.pop(0)]
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """A CUDA device as NVML and torch describe it, with a fake pynvml that lists the processes the test sets."""
+    def install(processes: list[list[int]]) -> FakeNvml:
+        nvml = FakeNvml(processes)
+        monkeypatch.setattr(hardware, "pynvml", nvml)
+        monkeypatch.setattr(contention, "pynvml", nvml)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(uuid="fake-uuid"))
+        return nvml
+    return install
+
+
+@pytest.fixture
+def child_process():
+    """A process of this trial's own tree (a supervisor or compile worker) that NVML may list on the GPU."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield child.pid
+    child.kill()
+    child.wait()
+
+
+def test_other_processes_on_the_trials_gpu_are_counted_and_flag_the_result(fake_gpu, child_process):
+    me = os.getpid()
+    nvml = fake_gpu([[me, 4242], [me, child_process, 4242, 4343]])  # at the start, at the end of training
+    probe = ContentionProbe(cores=4, gpus=[torch.device("cuda", 0)])
+    probe.start()
+    found = probe.stop()
+    assert found.gpu_neighbours == 2 and found.flagged  # 4242 and 4343; not this process nor its child
+    assert "2 other process(es) ran on the trial's GPU(s)" in found.reason
+    assert nvml.initialised == 0  # NVML shut down again
+
+
+def test_a_gpu_to_itself_has_no_neighbours(fake_gpu, child_process):
+    me = os.getpid()
+    fake_gpu([[me], [me, child_process]])
+    probe = ContentionProbe(cores=4, gpus=[torch.device("cuda", 0)])
+    probe.start()
+    found = probe.stop()
+    assert found.gpu_neighbours == 0 and (found.reason is None or "GPU" not in found.reason)
+
+
+def test_nvml_ids_from_another_pid_namespace_leave_the_count_unknown(fake_gpu):
+    """In a container with its own PID namespace NVML lists host pids: this trial is not among them, so which of
+    them are others cannot be told."""
+    fake_gpu([[91234, 4242], [91234, 4242]])
+    probe = ContentionProbe(cores=4, gpus=[torch.device("cuda", 0)])
+    probe.start()
+    assert probe.stop().gpu_neighbours is None
+
+
+def test_a_cpu_trial_has_no_gpu_count():
+    probe = ContentionProbe(cores=2)
+    probe.start()
+    assert probe.stop().gpu_neighbours is None

@@ -81,7 +81,7 @@ def _segfault_submission(folder: Path) -> Path:
     folder.mkdir()
     (folder / "recipe.py").write_text(SEGFAULT_RECIPE)
     (folder / "submission.yaml").write_text(
-        f"name: {folder.name}\nauthors: [tests]\ndescription: Dies in native code.\nentry_point: recipe.py:Segfault\n"
+        f"name: {folder.name}\nauthors: [tests]\ndescription: Dies in native code.\nentry_point: recipe.py:Segfault\nworkloads: [tiny]\n"
     )
     return folder
 
@@ -140,7 +140,7 @@ def test_sweep_records_its_budget_and_best_trial(ray_local, workload, tmp_path):
     shutil.copy(RECIPES / "_common.py", tmp_path / "_common.py")
     (folder / "submission.yaml").write_text(
         "name: tunable-bigram\nauthors: [tests]\ndescription: good-bigram with a search space.\n"
-        "entry_point: recipe.py:GoodBigram\nhyperparameters: {batch_size: 8}\n"
+        "entry_point: recipe.py:GoodBigram\nhyperparameters: {batch_size: 8}\nworkloads: [tiny]\n"
         "search_space: {batch_size: {distribution: int_uniform, low: 2, high: 16}}\n"
     )
     report = tune(
@@ -178,7 +178,7 @@ def test_a_sweep_resumes_reruns_its_best_on_fresh_seeds_records_it_and_the_board
     shutil.copy(RECIPES / "_common.py", folder.parent / "_common.py")
     (folder / "submission.yaml").write_text(
         "name: tunable-bigram\nauthors: [tests]\ndescription: good-bigram with a search space.\n"
-        "entry_point: recipe.py:GoodBigram\nhyperparameters: {batch_size: 8, opts: {betas: [0.9, 0.95]}}\n"
+        "entry_point: recipe.py:GoodBigram\nhyperparameters: {batch_size: 8, opts: {betas: [0.9, 0.95]}}\nworkloads: [tiny]\n"
         "search_space:\n  batch_size: {distribution: int_uniform, low: 2, high: 16}\n"
         "  opts.betas.1: {distribution: uniform, low: 0.9, high: 0.99}\n"
     )
@@ -247,7 +247,7 @@ def test_a_sweep_resumes_reruns_its_best_on_fresh_seeds_records_it_and_the_board
 @pytest.mark.slow
 def test_multi_gpu_path_runs_ddp_on_cpu_with_gloo(ray_local, workload, tmp_path):
     data = workload.model_dump(mode="json")
-    data["budget"]["hardware"] = "2xH100"
+    data["budget"]["hardware"] = "2xH100-SXM"
     ddp_workload = WorkloadSpec.model_validate(data)
     request = _request(ddp_workload, RECIPES / "good-bigram", device="cpu")
     plans = plan_trials([request], tmp_path, allowance_s=60)

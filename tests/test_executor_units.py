@@ -47,21 +47,21 @@ def test_cpu_class_gets_exactly_its_cores():
 
 
 def test_gpu_class_gets_one_gpu_per_worker_and_a_share_of_cores():
-    assert trial_resources(_request(_workload(hardware="1xH100")), ONE_H100_BOX) == TrialResources(1, 4, 1)
+    assert trial_resources(_request(_workload(hardware="1xH100-SXM")), ONE_H100_BOX) == TrialResources(1, 4, 1)
     # eight trials of one GPU each must fit at once: 16 cores / 8 GPUs = 2 each
-    assert trial_resources(_request(_workload(hardware="1xH100")), EIGHT_GPU_BOX) == TrialResources(1, 2, 1)
-    assert trial_resources(_request(_workload(hardware="8xH100")), EIGHT_GPU_BOX) == TrialResources(8, 2, 1)
+    assert trial_resources(_request(_workload(hardware="1xH100-SXM")), EIGHT_GPU_BOX) == TrialResources(1, 2, 1)
+    assert trial_resources(_request(_workload(hardware="8xH100-SXM")), EIGHT_GPU_BOX) == TrialResources(8, 2, 1)
 
 
 def test_gpu_class_on_cpu_device_keeps_workers_without_gpus():
-    resources = trial_resources(_request(_workload(hardware="2xH100"), device="cpu"), LAPTOP)
+    resources = trial_resources(_request(_workload(hardware="2xH100-SXM"), device="cpu"), LAPTOP)
     assert resources == TrialResources(workers=2, cpus=1, gpus=0)
-    check_fits(_request(_workload(hardware="2xH100"), device="cpu"), resources, LAPTOP)
+    check_fits(_request(_workload(hardware="2xH100-SXM"), device="cpu"), resources, LAPTOP)
 
 
 def test_hardware_the_cluster_lacks_is_an_error_before_anything_runs():
-    request = _request(_workload(hardware="1xH100"))
-    with pytest.raises(BenchError, match=r"'1xH100' needs 2 CPUs \+ 1 GPU, but the Ray cluster has 2 CPUs \+ 0 GPUs"):
+    request = _request(_workload(hardware="1xH100-SXM"))
+    with pytest.raises(BenchError, match=r"'1xH100-SXM' needs 2 CPUs \+ 1 GPU, but the Ray cluster has 2 CPUs \+ 0 GPUs"):
         check_fits(request, trial_resources(request, LAPTOP), LAPTOP)
     request = _request(_workload(hardware="cpu-4"))
     with pytest.raises(BenchError, match="'cpu-4' needs 4 CPUs"):
@@ -70,14 +70,14 @@ def test_hardware_the_cluster_lacks_is_an_error_before_anything_runs():
 
 def test_multi_gpu_trial_may_span_nodes():
     two_nodes = [{"CPU": 8.0, "GPU": 4.0}, {"CPU": 8.0, "GPU": 4.0}]
-    request = _request(_workload(hardware="8xH100"))
+    request = _request(_workload(hardware="8xH100-SXM"))
     check_fits(request, trial_resources(request, two_nodes), two_nodes)
 
 
 def test_hard_limits_are_budget_plus_grace_on_the_clock_and_in_wall_time_plus_allowance():
     # tiny is cpu-2: its CPU-time clock allows 2 cores x 3 of wall time for a single-threaded or squeezed trial
     assert TrialLimits.of(_workload(wall_clock="60s", overrun_grace="15s"), allowance_s=100) == TrialLimits(75, 550, 450)
-    gpu = _workload(wall_clock="60s", overrun_grace="15s", hardware="1xH100")
+    gpu = _workload(wall_clock="60s", overrun_grace="15s", hardware="1xH100-SXM")
     assert TrialLimits.of(gpu, allowance_s=100) == TrialLimits(75, 175, 75)
 
 
@@ -87,7 +87,7 @@ def test_a_budget_without_time_still_has_a_hard_limit():
     # 100M tokens at the floor: 250,000 s; a FLOP budget spent sooner ends training sooner, so it sets the limit
     assert TrialLimits.of(_workload(wall_clock=None, tokens="100M"), 0).train_s == 250_015
     assert TrialLimits.of(_workload(wall_clock=None, tokens="100M", flops="2e14"), 0).train_s == 50_015
-    gpu = _workload(wall_clock=None, tokens="100M", hardware="1xH100")
+    gpu = _workload(wall_clock=None, tokens="100M", hardware="1xH100-SXM")
     assert TrialLimits.of(gpu, 0) == TrialLimits(50_015, 50_015, 50_015)
     # a workload's own hard limit replaces the derived one (the wall limit follows it as from a time budget)
     assert TrialLimits.of(_workload(wall_clock=None, tokens="1M", hard_limit="2m"), 0) == TrialLimits(120, 720, 720)

@@ -30,7 +30,6 @@ from bench.measure.energy import (
 )
 from bench.measure.hardware import (
     NvmlUnavailable,
-    accelerator_matches,
     gpu_driver,
     hardware_info,
     matches_class,
@@ -43,7 +42,8 @@ from bench.measure.meter import Meter
 from bench.measure.peak import mfu, peak_dtype, peak_flops, table_lookup
 from bench.measure.polling import Poller
 from bench.measure.telemetry import GpuSampler
-from bench.results.schema import PeakFlops
+from bench.results.schema import MemoryReport, PeakFlops
+from bench.spec.hardware_classes import sku_of_device
 
 CPU = torch.device("cpu")
 MB = 1 << 20
@@ -417,6 +417,57 @@ def test_host_peak_is_per_trial() -> None:
     assert big - small > 150 * MB  # the second trial does not inherit the first one's peak
 
 
+def test_the_train_phase_peak_leaves_out_the_harness_evaluations() -> None:
+    """The overall peak includes what the harness does inside and after training (evaluations, the causality probe,
+    the snapshot of the model); the train phase's own peak does not."""
+    meter = Meter(device=CPU, hardware_class="cpu-2")
+    meter.start()
+    with meter.phase("train"):
+        kept = np.ones(50 * MB // 8)  # the recipe's own memory: counted in the train phase
+        with meter.phase("eval"):  # an evaluation from inside training
+            block = np.ones(300 * MB // 8)
+            del block
+        del kept
+    after = np.ones(300 * MB // 8)  # the snapshot, the causality probe: after the train phase
+    del after
+    memory = meter.stop(tokens=0, train_seconds=0.0, flops_per_token=None, precision="fp32").memory
+    assert memory.train_peak_device_bytes is None and memory.peak_device_bytes is None  # the CPU
+    assert memory.peak_host_rss_bytes - memory.train_peak_host_rss_bytes > 200 * MB
+    assert memory.train_peak_host_rss_bytes > 40 * MB
+
+
+def test_device_peaks_are_split_by_phase(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA (faked: the allocator's peak counter) the same bookkeeping splits the device peak."""
+    allocated = {"now": 1000, "peak": 1000}
+
+    def reset(device: torch.device) -> None:
+        allocated["peak"] = allocated["now"]
+
+    def use(nbytes: int) -> None:
+        allocated["peak"] = max(allocated["peak"], allocated["now"] + nbytes)
+
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", reset)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: allocated["peak"])
+    memory = PeakMemory(torch.device("cuda", 0))
+    memory.start()
+    use(5000)
+    memory.mark(None)  # set-up, the first evaluation: before training
+    use(3000)
+    memory.mark("train")
+    use(8000)
+    memory.mark("eval")
+    use(2000)
+    memory.mark("train")
+    report = memory.stop()
+    assert report.train_peak_device_bytes == 4000 and report.peak_device_bytes == 9000
+
+
+def test_results_without_train_peaks_keep_loading_and_their_shape() -> None:
+    old = MemoryReport.model_validate({"peak_device_bytes": None, "peak_host_rss_bytes": 123})
+    assert old.train_peak_host_rss_bytes is None and old.train_peak_device_bytes is None
+    assert old.model_dump(mode="json") == {"peak_device_bytes": None, "peak_host_rss_bytes": 123}
+
+
 def test_rss_sampler_fallback() -> None:
     sampler = RssSampler(interval_s=0.02)
     baseline = sampler.peak
@@ -448,37 +499,48 @@ def test_poller_samples_until_stopped_or_until_a_sample_says_false() -> None:
 
 
 @pytest.mark.parametrize(
-    ("accelerator", "device_name", "expected"),
+    ("device_name", "sku"),
     [
-        ("H100", "NVIDIA H100 80GB HBM3", True),
-        ("h100", "NVIDIA H100 PCIe", True),
-        ("A100", "NVIDIA A100-SXM4-80GB", True),
-        ("RTX4090", "NVIDIA GeForce RTX 4090", True),
-        ("RTX-4090", "NVIDIA GeForce RTX 4090", True),
-        ("L4", "NVIDIA L40S", False),
-        ("A10", "NVIDIA A100-SXM4-80GB", False),
-        ("A10", "NVIDIA A10G", False),
-        ("H100", "NVIDIA H200", False),
+        ("NVIDIA H100 80GB HBM3", "H100-SXM"),
+        ("NVIDIA H100 PCIe", "H100-PCIe"),
+        ("NVIDIA H100 NVL", "H100-NVL"),
+        ("NVIDIA H200", "H200"),
+        ("NVIDIA H200 NVL", "H200-NVL"),
+        ("NVIDIA GH200 480GB", "GH200"),
+        ("NVIDIA A100-SXM4-80GB", "A100"),
+        ("NVIDIA GeForce RTX 4090", "RTX4090"),
+        ("NVIDIA L40S", "L40S"),
+        ("NVIDIA A10G", None),  # no datasheet
+        ("NVIDIA H100", None),  # not a name any H100 part reports: no SKU is guessed
+        ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", None),  # a slice, not the whole GPU
     ],
 )
-def test_accelerator_names(accelerator: str, device_name: str, expected: bool) -> None:
-    assert accelerator_matches(accelerator, device_name) is expected
+def test_a_device_name_is_one_sku(device_name: str, sku: str | None) -> None:
+    found = sku_of_device(device_name)
+    assert (found.name if found is not None else None) == sku
 
 
 def test_hardware_class_rules() -> None:
-    h100 = "NVIDIA H100 80GB HBM3"
+    sxm, pcie, h200 = "NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe", "NVIDIA H200"
     assert matches_class("cpu-2", [], cpu_threads=2, cores=2)
     assert matches_class("cpu-2", [], cpu_threads=2, cores=64)  # a big machine with torch held to 2 threads
     assert not matches_class("cpu-2", [], cpu_threads=8, cores=64)
     assert not matches_class("cpu-4", [], cpu_threads=4, cores=2)  # more threads than cores
-    assert not matches_class("cpu-2", [h100], cpu_threads=2, cores=2)
-    assert matches_class("1xH100", [h100], cpu_threads=16, cores=16)
-    assert matches_class("8xH100", [h100] * 8, cpu_threads=1, cores=1)
-    assert not matches_class("8xH100", [h100] * 4, cpu_threads=1, cores=1)
-    assert not matches_class("1xH100", [], cpu_threads=2, cores=2)
-    assert not matches_class("1xA100", [h100], cpu_threads=2, cores=2)
+    assert not matches_class("cpu-2", [sxm], cpu_threads=2, cores=2)
+    assert matches_class("1xH100-SXM", [sxm], cpu_threads=16, cores=16)
+    assert not matches_class("1xH100-SXM", [pcie], cpu_threads=16, cores=16)  # the slower part is another class
+    assert matches_class("1xH100-PCIe", [pcie], cpu_threads=16, cores=16)
+    assert matches_class("1xH200", [h200], cpu_threads=16, cores=16)
+    assert not matches_class("1xH200", [sxm], cpu_threads=16, cores=16)
+    assert matches_class("8xH100-SXM", [sxm] * 8, cpu_threads=1, cores=1)
+    assert not matches_class("8xH100-SXM", [sxm] * 4, cpu_threads=1, cores=1)
+    assert not matches_class("8xH100-SXM", [sxm] * 7 + [pcie], cpu_threads=1, cores=1)
+    assert not matches_class("1xH100-SXM", [], cpu_threads=2, cores=2)
+    assert not matches_class("1xA100", [sxm], cpu_threads=2, cores=2)
     with pytest.raises(BenchError, match="budget.hardware"):
-        matches_class("H100", [h100], cpu_threads=1, cores=1)
+        matches_class("H100", [sxm], cpu_threads=1, cores=1)
+    with pytest.raises(BenchError, match="did you mean '1xH100-SXM'"):
+        matches_class("1xH100", [sxm], cpu_threads=1, cores=1)  # a result's class from before SKUs
 
 
 def test_hardware_info_and_versions() -> None:
@@ -487,7 +549,7 @@ def test_hardware_info_and_versions() -> None:
     assert info.cpu_model and info.cpu_cores == usable_cores() and info.memory_bytes > 0
     assert info.gpus == [] and info.torch == torch.__version__ and len(info.hostname_hash) == 16
     assert info.matches_class == (usable_cores() >= threads)
-    assert not hardware_info(CPU, "1xH100").matches_class
+    assert not hardware_info(CPU, "1xH100-SXM").matches_class
     versions = package_versions()
     assert {"python", "torch", "pretrain-bench", "numpy", "pydantic", "codecarbon"} <= set(versions)
     assert versions["torch"] == torch.__version__.split("+")[0] or versions["torch"] == torch.__version__

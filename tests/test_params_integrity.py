@@ -10,6 +10,8 @@ from torch import nn
 from bench.spec.loading import load_submission, submission_dirs
 from bench.train.model import GPT, GPTConfig
 from bench.train.recipes import build_gpt
+from bench.train.configure import configure
+from bench.train.loader import load_recipe_class
 from bench.train.params import count_parameters
 
 from conftest import ROOT
@@ -95,7 +97,8 @@ def test_causal_masks_are_exempt_unless_they_hold_anything_else():
 @pytest.mark.parametrize("folder", submission_dirs(ROOT), ids=lambda f: f.name)
 def test_the_baselines_count_exactly_their_parameters(folder):
     """The new rules change no baseline's count: its GPT holds nothing but parameters and exempt rotary tables."""
-    model = build_gpt(load_submission(folder).manifest.hyperparameters, 257, 64)
+    submission = load_submission(folder)
+    model = build_gpt(configure(load_recipe_class(submission), submission, {}, "tiny"), 257, 64)
     counts = count_parameters(model)
     assert counts.total == sum(p.numel() for p in model.parameters()) and counts.buffers == 0
 

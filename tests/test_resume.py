@@ -189,7 +189,7 @@ def test_a_ddp_trial_that_loses_a_rank_resumes_every_rank_from_the_checkpoint(tm
     """Two gloo ranks through Ray Train; rank 1's process is killed after the first checkpoint. The worker group
     fails, rank 0 (which saw its peer go) leaves the checkpoint, and the retry resumes both ranks from it."""
     data = _workload(120_000).model_dump(mode="json")
-    data["budget"]["hardware"] = "2xH100"
+    data["budget"]["hardware"] = "2xH100-SXM"
     workload = WorkloadSpec.model_validate(data)
     requests = [_request(workload, "killed", checkpoint_every=0.5, retries=1, device="cpu"),
                 _request(workload, "whole", checkpoint_every=0.5, retries=1, device="cpu")]

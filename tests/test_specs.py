@@ -35,7 +35,7 @@ def test_gpu_workloads_name_real_data_and_hardware():
     spec = load_workload(workload_path("40m-10gb", ROOT))
     assert spec.data.source.path == "HuggingFaceFW/fineweb-edu"
     assert spec.data.train_bytes == 10 * 10**9
-    assert spec.budget.gpus == 1 and spec.budget.accelerator == "H100"
+    assert spec.budget.gpus == 1 and spec.budget.accelerator == "H100-SXM"
     assert spec.notes and "tokens/s" in spec.notes
     assert load_workload(workload_path("160m-100gb", ROOT)).budget.gpus == 8
 
@@ -108,7 +108,30 @@ def test_every_problem_is_reported_not_just_the_first(tmp_path):
 
 def test_bad_hardware_class(tmp_path):
     [problem] = _problems(_broken(tmp_path, lambda d: d["budget"].update(hardware="H100")))
-    assert problem.startswith("budget.hardware:") and "1xH100" in problem
+    assert problem.startswith("budget.hardware:") and "1xH100-SXM" in problem
+
+
+@pytest.mark.parametrize(
+    ("hardware", "suggested"),
+    [
+        ("1xH1000", "'1xH100-SXM'"),  # a typo
+        ("1xh100-sxm", "'1xH100-SXM'?"),  # one spelling per class: results group by it
+        ("1xH100", "'1xH100-SXM' or '1xH100-NVL' or '1xH100-PCIe'?"),  # a family, not a SKU: which part?
+        ("8xh200", "'8xH200'"),
+        ("2xGPU", None),
+    ],
+)
+def test_a_hardware_class_names_a_known_sku(tmp_path, hardware, suggested):
+    [problem] = _problems(_broken(tmp_path, lambda d: d["budget"].update(hardware=hardware)))
+    assert problem.startswith(f"budget.hardware: unknown hardware class '{hardware}'")
+    assert f"did you mean {suggested}" in problem if suggested else "did you mean" not in problem
+    assert "H100-SXM, H100-PCIe, H100-NVL, H200" in problem  # the known SKUs are listed
+
+
+@pytest.mark.parametrize("hardware", ["cpu-2", "1xH100-SXM", "1xH100-PCIe", "1xH100-NVL", "1xH200", "8xH100-SXM"])
+def test_sku_classes_validate(tmp_path, hardware):
+    spec = load_workload(_broken(tmp_path, lambda d: d["budget"].update(hardware=hardware)))
+    assert spec.budget.hardware == hardware
 
 
 def test_name_must_match_file(tmp_path):

@@ -215,7 +215,7 @@ def test_derived_workloads_drop_downstream_tasks_unless_the_study_runs_them():
 
 def test_expand_rejects_a_size_with_an_unknown_hyperparameter(project: Path):
     study = load_study(_study(project, sizes={"odd": {"n_layers": 3}}))
-    with pytest.raises(BenchError, match=r"sizes\.odd with submission 'learned'.*unknown hyperparameter 'n_layers'"):
+    with pytest.raises(BenchError, match=r"sizes\.odd with submission 'learned'.*n_layers: unknown hyperparameter"):
         expand(study, project)
 
 

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from bench.cli import app
 from bench.errors import SpecError
+from bench.spec.submission import WorkloadEntry
 from bench.spec.loading import find_submission, load_submission
 from bench.train.loader import load_recipe_class
 from bench.train.recipes import GPTRecipe
@@ -50,7 +51,7 @@ def test_a_child_lists_only_what_differs_and_inherits_the_rest(tmp_path):
     assert manifest.name == "child" and manifest.extends == "base" and manifest.authors == ["tests"]
     assert manifest.hyperparameters == {"lr": 0.02, "warmup": 0.1, "optimizer_options": {"betas": [0.9, 0.99]}}
     assert set(manifest.search_space) == {"lr"}  # null removed the parent's warmup dimension
-    assert manifest.entry_point == "bench.train.recipes:GPTRecipe" and manifest.workloads == {"tiny": {}}
+    assert manifest.entry_point == "bench.train.recipes:GPTRecipe" and manifest.workloads == {"tiny": WorkloadEntry()}
     assert submission.lineage == (child, tmp_path / "base")
     assert load_recipe_class(submission) is GPTRecipe
 

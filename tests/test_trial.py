@@ -135,7 +135,7 @@ def test_mfu_is_measured_against_the_peak_of_the_precision_the_loop_trained_in(t
         f"name: gpt-{precision}\nauthors: [tests]\ndescription: A small GPT in {precision}.\n"
         "entry_point: bench.train.recipes:GPTRecipe\n"
         "hyperparameters: {n_layer: 1, n_head: 2, n_embd: 32, lr: 0.003, batch_size: 4, seq_len: 64, "
-        f"precision: {precision}}}\n"
+        f"precision: {precision}}}\nworkloads: [tiny]\n"
     )
     result = trial(str(folder), small_tiny(wall_clock=None, tokens=2_048, every=1e9), results_dir=tmp_path)
     assert result.status is TrialStatus.ok, result.reason
@@ -178,7 +178,7 @@ def test_a_model_that_fails_its_first_evaluation_is_a_failed_trial(tmp_path):
     folder = tmp_path / "broken-forward"
     folder.mkdir()
     (folder / "submission.yaml").write_text(
-        "name: broken-forward\nauthors: [tests]\ndescription: d\nentry_point: recipe.py:Broken\n")
+        "name: broken-forward\nauthors: [tests]\ndescription: d\nentry_point: recipe.py:Broken\nworkloads: [tiny]\n")
     (folder / "recipe.py").write_text(
         "from torch import nn\nfrom bench.train.api import Recipe\n\n"
         "class Broken(Recipe):\n    def build_model(self, ctx):\n        return nn.Linear(1, 1)  # no token ids in\n\n"

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.board.describe import submission_link
+from bench.board.describe import reading, submission_link
 from bench.board.html import RunKey, entry_page, render_entry, render_html, run_key
 from bench.board.markdown import render_markdown
 from bench.board.plots import entry_curve, section_plots
@@ -25,6 +24,7 @@ class LeaderboardFiles:
     html: Path
     plots: list[Path]  # the section plots (entry pages' curves are in ``entries``' folder tree's plots)
     entries: list[Path]  # one static page per entry
+    runs: int  # distinct runs on the board: a run found in two overlapping result folders counts once
 
 
 def build_leaderboard(
@@ -68,9 +68,9 @@ def build_leaderboard(
     as_of_text = as_of.date().isoformat() if as_of else ""
     markdown = out_dir / "README.md"
     html = out_dir / "index.html"
-    findings = root / "FINDINGS.md"
-    link_to_findings = os.path.relpath(findings, out_dir) if findings.is_file() else None
-    write_atomic(markdown, render_markdown(sections, plots, as_of_text, link_to_findings), overwrite=True)
-    write_atomic(html, render_html(sections, plots, as_of_text), overwrite=True)
+    links = reading(out_dir, root)
+    write_atomic(markdown, render_markdown(sections, plots, as_of_text, links), overwrite=True)
+    write_atomic(html, render_html(sections, plots, as_of_text, links), overwrite=True)
     section_files = [plots_dir / p.file for ps in plots.values() for p in ps if p.file is not None]
-    return LeaderboardFiles(markdown, html, section_files, pages)
+    runs = sum(len(e.runs) for s in sections for e in s.entries)
+    return LeaderboardFiles(markdown, html, section_files, pages, runs)

@@ -1,9 +1,11 @@
 """The leaderboard's columns: one definition of what each shows, rendered by the Markdown and HTML pages.
 
 Cells are plain text; the renderers add what their format needs (a link on the submission, emphasis on the
-ranking metric). Every aggregate is over an entry's scored runs only. The main table is kept narrow: a column whose
-cell is the same for every row moves to the table's caption (:func:`split_constant`), and what describes an entry
-rather than compares it (authors, versions, date, hardware, tuning budget) lives on the entry's own page.
+ranking metric). Every aggregate is over an entry's scored runs only. The main table holds what a researcher scans
+(rank, metric, Δ and speedup against the reference, time to target, throughput, memory, seeds, date) and fits a
+1400 px window; a column whose cell is the same for every row moves to the table's caption
+(:func:`split_constant`), further measures are one click away (:func:`more_columns`), and what describes an entry
+rather than compares it (authors, versions, hyperparameters, hardware, tuning budget) lives on the entry's own page.
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ from dataclasses import dataclass
 from statistics import fmean
 
 from bench.board import format as fmt
-from bench.board.rank import Entry, Section
-from bench.board.stats import ALPHA, mean_ci
-from bench.board.delta import difference_text, speedup_text, time_to_target, versus
+from bench.board.delta import difference_text, speedup_text, time_to_target_text, versus
+from bench.board.rank import Entry, Section, delta_sign
+from bench.board.stats import mean_ci
 from bench.results.schema import RunResult
 
 METRIC_COLUMNS = {"val_loss": "val loss", "val_bpb": "val bpb"}
 MEASURED_ENERGY = {"nvml-counter", "rapl"}  # read from hardware counters; codecarbon and TDP figures are modelled
-TEXT_COLUMNS = {"rank", "submission", "authors", "runs", "why not ranked", "date", "versions"}  # others: numbers
+TEXT_COLUMNS = {"rank", "submission", "authors", "why not ranked", "date", "versions"}  # others: numbers
 WRAPPED_COLUMNS = {"authors", "versions", "why not ranked"}  # long text that may break lines in the HTML table
-KEPT_COLUMNS = {"rank", "submission", "runs"}  # never moved to the caption: a reader needs n beside each CI
+KEPT_COLUMNS = {"rank", "submission", "seeds"}  # never moved to the caption: a reader needs n beside each CI
 
 
 def _mean(entry: Entry, value: Callable[[RunResult], float | None]) -> float | None:
@@ -84,23 +86,26 @@ def _metric(entry: Entry, name: str) -> str:
     return fmt.estimate(mean_ci(entry.values(name))) if entry.scored else fmt.MISSING
 
 
-def _p_next(entry: Entry) -> str:
-    if not entry.has_next:
-        return ""
-    if entry.p_next is None:
-        return "untested (n=1)"
-    if entry.p_next < ALPHA:
-        return fmt.p_value(entry.p_next)
-    return f"{fmt.p_value(entry.p_next)} (tie)"
+def _seeds(entry: Entry) -> str:
+    """Scored seeds, then the runs that were not scored by status: ``'3'``, ``'3 (+1 failed)'``."""
+    unscored = Entry(entry.submission, (), entry.metric, tuple(r for r in entry.runs if not r.scored))
+    return f"{len(entry.scored)}" + (f" (+{unscored.status_counts})" if unscored.runs else "")
 
 
-def _time_to_target(entry: Entry) -> str:
-    reached = time_to_target(entry)
-    total = len(entry.scored)
-    if not reached:
-        return f"not reached (0/{total})" if total else fmt.MISSING
-    shown = fmt.duration_estimate(mean_ci(reached))
-    return shown if len(reached) == total else f"{shown} ({len(reached)}/{total})"
+def run_peak_memory(run: RunResult) -> float | None:
+    """Peak memory of one run: device memory where it was recorded (GPU), else the trial process's host RSS."""
+    if run.memory is None:
+        return None
+    return run.memory.peak_device_bytes or run.memory.peak_host_rss_bytes
+
+
+def _peak_memory(entry: Entry) -> str:
+    return fmt.size(_mean(entry, run_peak_memory))
+
+
+def _wall_time(entry: Entry) -> str:
+    wall = _mean(entry, lambda r: r.timing.train_wall_s)
+    return fmt.MISSING if wall is None else f"{wall:.0f} s"
 
 
 def _params(entry: Entry) -> str:
@@ -189,14 +194,12 @@ def _vs_reference(entry: Entry) -> str:
 
 
 def delta_verdict(entry: Entry) -> str:
-    """``"better"`` or ``"worse"`` when the 95% interval of the change vs the reference excludes zero, else ``""``."""
-    if entry.reference is None or not entry.scored:
+    """``"better"`` or ``"worse"`` when the 95% interval of the change vs the reference excludes zero, else ``""``
+    (the same verdict the tie groups keep apart, :func:`bench.board.rank.tie_groups`)."""
+    sign = delta_sign(entry, entry.reference)
+    if sign == 0:
         return ""
-    d = versus(entry.reference, entry, entry.metric).difference
-    if d.low is None or d.high is None or d.low <= 0 <= d.high:
-        return ""
-    lower = d.high < 0
-    return "better" if lower == (entry.direction == "minimize") else "worse"
+    return "better" if (sign < 0) == (entry.direction == "minimize") else "worse"
 
 
 def _speedup(entry: Entry) -> str:
@@ -217,11 +220,13 @@ Column = tuple[str, str, Callable[[Entry], str]]
 
 RANK: Column = (
     "rank",
-    "Position; '=' marks a tie: not significantly different from its neighbour.",
+    (
+        "Position; '=' marks a tie group: no two members differ significantly (Welch, p ≥ 0.05), and all have the "
+        "same Δ verdict against the reference."
+    ),
     lambda e: e.rank_label,
 )
 SUBMISSION: Column = ("submission", "Folder under submissions/; links to the entry's page.", lambda e: e.label)
-RUNS: Column = ("runs", "Runs by status; only ok runs with a final evaluation are scored.", lambda e: e.status_counts)
 
 CELLS: dict[str, Callable[[Entry], str]] = {
     "params": _params,
@@ -229,8 +234,10 @@ CELLS: dict[str, Callable[[Entry], str]] = {
     "val loss": lambda e: _metric(e, "val_loss"),
     "val bpb": lambda e: _metric(e, "val_bpb"),
     "gap to floor": _gap,
-    "p vs next": _p_next,
-    "time to target": _time_to_target,
+    "seeds": _seeds,
+    "time to target": time_to_target_text,
+    "peak memory": _peak_memory,
+    "wall time": _wall_time,
     "tokens/s": _tokens_per_s,
     "MFU": _mfu,
     "energy": _energy,
@@ -248,8 +255,13 @@ TIPS = {
     "val loss": "Final validation loss (nats/token), mean ± 95% CI.",
     "val bpb": "Final validation bits per byte, mean ± 95% CI.",
     "gap to floor": "val bpb above the corpus's entropy floor, where the source knows it.",
-    "p vs next": "Welch's t-test on the ranking metric against the next ranked row.",
-    "time to target": "Training time to reach the target, mean ± 95% CI over runs that reached it.",
+    "seeds": "Scored seeds (ok runs with a final evaluation); runs that were not scored, by status, in brackets.",
+    "time to target": "Training time to reach the target, known only between evaluations: the range of the mean over "
+    "the runs that reached it (the wider of its 95% interval and the range the evaluation spacing leaves open).",
+    "peak memory": "Peak memory, mean over scored runs: device memory allocated by torch on GPUs, else the trial "
+    "process's peak resident memory (RSS) on the host.",
+    "wall time": "Wall-clock seconds of the training phase (evaluations excluded), mean over scored runs. On a CPU "
+    "class the budget is CPU time, so wall time is longer where the machine was shared.",
     "tokens/s": "Training throughput, mean over scored runs.",
     "MFU": "Model FLOPs utilisation, mean over scored runs.",
     "energy": "Training energy, mean over scored runs; (m) measured by hardware counters, (e) estimated.",
@@ -279,6 +291,7 @@ class Board:
     floor: bool  # whether any run knows the corpus's entropy floor
     generation: bool = False  # whether any run has generation metrics
     grammar: bool = False  # whether any run's generations were judged by a true grammar
+    eval_every: float | None = None  # training seconds between evaluations: the resolution of time-to-target
 
 
 def board_of(section: Section) -> Board:
@@ -291,51 +304,89 @@ def board_of(section: Section) -> Board:
     runs = [r for e in section.entries for r in e.scored]
     generation = any(_first_decoding(r) is not None for r in runs)
     grammar = any(_first_decoding(r, True) is not None for r in runs)
-    return Board(section.metric, reference, section_energy_measured(section), floor, generation, grammar)
+    every = section.spec.eval.every if section.spec else None
+    return Board(section.metric, reference, section_energy_measured(section), floor, generation, grammar, every)
+
+
+def resolution_note(every: float | None) -> str:
+    """What limits time-to-target's precision, said beside it: ``'evaluations every 15 s'``."""
+    if every is None:
+        return "evaluation spacing unknown (workload file not found)"
+    return f"evaluations every {every:g} s" if every < 120 else f"evaluations every {every / 60:g} min"
+
+
+def _delta(board: Board) -> Column:
+    metric = METRIC_COLUMNS[board.metric]
+    return (
+        f"Δ vs {board.reference}",
+        f"Change in {metric} against {board.reference}, the workload's reference baseline: difference of means "
+        "with its 95% CI (Welch). Negative is better for a loss; coloured where the interval excludes zero.",
+        _vs_reference,
+    )
+
+
+def _time_to_target_column(board: Board) -> Column:
+    name, tip, cell = _column("time to target")
+    return name, f"{tip} Here: {resolution_note(board.eval_every)}.", cell
 
 
 def headline_columns(board: Board, ranked: bool) -> tuple[Column, ...]:
     """The main table: who wins and by how much (Δ and speedup against the reference), then the costs."""
-    metric = METRIC_COLUMNS[board.metric]
-    delta: Column = (
-        f"Δ vs {board.reference}",
-        f"Change in {metric} against {board.reference}, the workload's reference baseline: difference of means "
-        "with its 95% CI (Welch). Negative is better for a loss.",
-        _vs_reference,
-    )
     speedup: Column = (
         "speedup",
-        f"Time-to-target of {board.reference} divided by this entry's (above 1: faster), with a 95% CI from the "
-        "delta method on the log ratio; over runs that reached the target.",
+        f"Mean time-to-target of {board.reference} divided by this entry's (above 1: faster), as a range: the "
+        f"wider of the 95% interval (delta method on the log ratio) and what the evaluation spacing leaves open "
+        f"({resolution_note(board.eval_every)}); over runs that reached the target.",
         _speedup,
     )
     columns: list[Column] = [RANK] if ranked else []
-    columns += [SUBMISSION, RUNS, _column(metric), delta]
-    columns += [_column("p vs next")] if ranked else []
-    columns += [_column("time to target"), speedup]
+    columns += [SUBMISSION, _column(METRIC_COLUMNS[board.metric]), _delta(board)]
+    columns += [_time_to_target_column(board), speedup, _column("tokens/s"), _column("peak memory")]
+    columns += [_column("seeds"), _column("date")]
+    return tuple(columns)
+
+
+def more_columns(board: Board) -> tuple[Column, ...]:
+    """Further measures of the compared entries, one click away from the main table: size, quality beyond the
+    ranking metric, cost."""
+    columns: list[Column] = [SUBMISSION, _column("params")]
     columns += [_column("gap to floor")] if board.floor else []
-    columns += [_column("params"), _column("tokens/s")]
-    columns += [_column("energy")] if board.energy else []
     columns += [_column("downstream")]
     columns += [_column("chrF")] if board.generation else []
     columns += [_column("grammar ok")] if board.grammar else []
+    columns += [_column("MFU"), _column("wall time")]
+    columns += [_column("energy")] if board.energy else []
     return tuple(columns)
+
+
+def superseded_columns(board: Board) -> tuple[Column, ...]:
+    """Earlier configurations: what they scored, for the history of each submission."""
+    return (
+        SUBMISSION,
+        _column(METRIC_COLUMNS[board.metric]),
+        _delta(board),
+        _time_to_target_column(board),
+        _column("seeds"),
+        _column("date"),
+    )
 
 
 def unranked_columns(board: Board) -> tuple[Column, ...]:
     metric = METRIC_COLUMNS[board.metric]
     return (
         SUBMISSION,
-        RUNS,
+        _column("seeds"),
         _column(metric),
         ("why not ranked", "Why the entry is shown apart, and the status and reason of every run not scored.", _why),
     )
 
 
-DETAIL_COLUMNS: tuple[Column, ...] = tuple(
-    _column(name)
-    for name in ("authors", "val loss", "val bpb", "tokens", "tokens/s", "MFU", "energy", "params", "date", "versions")
-)
+def detail_columns(board: Board) -> tuple[Column, ...]:
+    """What an entry's page lists about it (energy only where some run of the section measured it)."""
+    names = ["authors", "val loss", "val bpb", "time to target", "tokens", "tokens/s", "MFU"]
+    names += ["energy"] if board.energy else []
+    names += ["params", "peak memory", "wall time", "seeds", "date", "versions"]
+    return tuple(_time_to_target_column(board) if n == "time to target" else _column(n) for n in names)
 
 
 def split_constant(

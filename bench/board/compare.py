@@ -25,8 +25,11 @@ from bench.results.schema import RunResult
 
 METHOD = (
     "Differences are B - A: Welch's t-test (two-sided, scipy) with the 95% CI of the difference of means. "
-    "Speedup = mean time-to-target of A / of B (above 1: B is faster), over the runs that reached the target, "
-    "with a 95% CI from the delta method on the log ratio (Student t, Welch-Satterthwaite degrees of freedom)."
+    "Time to target is known only between evaluations: shown is the range of its mean over the runs that reached "
+    "the target, the wider of its 95% interval and the range the evaluation spacing leaves open. Speedup = mean "
+    "time-to-target of A / of B (above 1: B is faster), as a range the same way: the wider of its 95% interval "
+    "(delta method on the log ratio, Welch-Satterthwaite degrees of freedom) and A's earliest possible mean over "
+    "B's latest, to A's latest over B's earliest."
 )
 
 

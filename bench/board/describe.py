@@ -7,49 +7,77 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from statistics import stdev
 
 from bench.board import format as fmt
-from bench.board.columns import METRIC_COLUMNS
+from bench.board.columns import METRIC_COLUMNS, resolution_note
 from bench.board.rank import MIN_SEEDS, Section
-from bench.board.stats import Estimate
+from bench.board.stats import Estimate, minimum_detectable_difference
 
 INTRO = (
-    "Each section is one workload on one hardware class. An entry is one configuration: a submission's source, "
-    "its declared hyperparameters and the workload's settings. Entries are ranked by the workload's target metric "
-    "(final validation loss or bits per byte of the returned model) at the end of the fixed training budget, and "
-    "each is stated against the workload's reference baseline: the change in that metric and the speedup in "
-    "time-to-target, with 95% confidence intervals."
+    "Each section is one workload on one hardware class, and each submission is one row: its current declared "
+    "configuration (the re-runs of its tuned configuration, else its manifest's values), with earlier sources and "
+    "configurations on its page. Rows are ranked by the workload's target metric (final validation loss or bits "
+    "per byte of the returned model) at the end of the fixed training budget, and each is stated against the "
+    "workload's reference baseline: the change in that metric and the speedup in time-to-target, with 95% "
+    "confidence intervals. Each section's noise floor says how large a difference its seeds can resolve."
 )
 
 METHODS = (
     "Seeds are aggregated as mean ± 95% confidence interval (Student t, n-1 degrees of freedom).",
     (
-        "Each row is compared with the next by Welch's unequal-variance t-test (two-sided, scipy); when p ≥ 0.05, "
-        "or the means are equal, the rows share a rank, shown as '=2'. A chain of such neighbours is one tie group. "
-        "Entries with a single seed cannot be tested and keep the order of their means."
+        "One row per submission: its current configuration is the checked re-runs of its latest bench tune sweep "
+        "(the sweep's declared best, re-run on fresh seeds), else the latest of its manifest's configurations. "
+        "Earlier sources and configurations are superseded: listed under 'Earlier configurations' and on the "
+        "entry's page, with their own numbers, never ranked."
     ),
     (
-        f"An entry needs {MIN_SEEDS} scored seeds to be ranked; entries with fewer are listed as provisional, "
-        "ordered by their mean, with their interval (which with two seeds is wide: Student t with 1 degree of "
-        "freedom is 12.7)."
+        "Ties: going down the rows by mean, a row joins the tie group above it only when Welch's unequal-variance "
+        "t-test (two-sided, scipy) finds no significant difference (p ≥ 0.05) between it and every member of the "
+        "group, and its Δ against the reference has the same verdict as theirs (better, worse, or not significant); "
+        "otherwise it opens a new group. A group shares the rank of its first row, shown as '=2'. Unlike chaining "
+        "adjacent pairs, this cannot tie two rows that differ significantly, and since Δ is the same Welch test, no "
+        "row is tied with the reference while its Δ interval excludes zero. Adjacent rows in different groups may "
+        "still be indistinguishable from each other: a distinct rank is an order of means, not a significant "
+        "difference (the Δ interval and the noise floor say how far apart rows are). Entries with a single seed "
+        "cannot be tested and keep the order of their means."
+    ),
+    (
+        "Noise floor: the minimum detectable difference of a two-sided two-sample t-test at α = 0.05 with 80% power, "
+        "MDD = (t(0.975, 2n-2) + t(0.80, 2n-2)) · s · √(2/n), where s is the standard deviation of the reference "
+        "entry's seeds on the ranking metric and n its number of seeds (and, for comparison, the ranking's minimum "
+        f"of {MIN_SEEDS} seeds). Differences smaller than it are mostly missed at that seed count: a tie means "
+        "'closer than about this', not 'equal'."
+    ),
+    (
+        f"An entry needs {MIN_SEEDS} scored seeds to be ranked; entries with fewer are listed as provisional, ordered "
+        "by their mean, with their interval (which with two seeds is wide: Student t with 1 degree of freedom is 12.7)."
     ),
     (
         "Runs are pooled only when they share submission, submission source hash, resolved hyperparameters and "
         "workload hash. Runs under other workload settings (e.g. --wall-clock), with hyperparameters that differ "
         "from the manifest (--set), and the trials of a hyperparameter sweep are shown under 'Not ranked' with the "
-        "reason; the declared best configuration of a sweep, re-run on fresh seeds, is ranked with its tuning budget "
-        "on its page. Two source versions of one submission are two entries."
+        "reason. Hyperparameters are listed on each entry's page (floats to three significant digits, more where "
+        "fewer would change the value: 0.9999 is not 1); the result files have every digit."
     ),
     (
-        "Tuning protocol: a tuned entry ('tuned: ...') is the declared best of a bench tune sweep (scrambled Sobol "
-        "points over the manifest's search_space, every trial on the workload's full budget, as in AlgoPerf's "
-        "external tuning), re-run on seeds the sweep did not train with. Its runs are ranked only when their "
-        "hyperparameters equal the sweep's recorded choice; the sweep's budget (trials x per-trial budget) is "
-        "charged to it and shown on its page, and baselines compared at equal tuning have the same number of trials."
+        "Tuning protocol: a tuned entry is the declared best of a bench tune sweep (scrambled Sobol points over the "
+        "manifest's search_space, every trial on the workload's full budget, as in AlgoPerf's external tuning), "
+        "re-run on seeds the sweep did not train with. Its runs are ranked only when their hyperparameters equal the "
+        "sweep's recorded choice; the sweep's budget (trials x per-trial budget) is charged to it and shown on its "
+        "page, and baselines compared at equal tuning have the same number of trials."
     ),
     (
-        "Δ vs the reference: difference of means with Welch's 95% interval; speedup: mean time-to-target of the "
-        "reference over the entry's, with a 95% interval from the delta method on the log ratio (as bench compare)."
+        "Δ vs the reference: difference of means with Welch's 95% interval, coloured where it excludes zero."
+    ),
+    (
+        "Time to target is measured only at evaluations (the section header gives their spacing), so it is shown "
+        "as a range: the wider of the 95% interval of the mean of the harness's interpolated crossings and the "
+        "range from the mean of each run's last evaluation before the target to the mean of its first evaluation "
+        "at it. Speedup (the reference's mean time-to-target over the entry's) is a range the same way: the wider "
+        "of its 95% interval (delta method on the log ratio) and the reference's earliest possible mean over the "
+        "entry's latest, to its latest over the entry's earliest ('≥' where the entry reached the target before its "
+        "first evaluation). Each run's interpolated value is in its result file."
     ),
     (
         "Downstream: each task's score normalised against chance, (acc - chance) / (1 - chance), averaged over "
@@ -57,15 +85,40 @@ METHODS = (
     ),
     (
         "Only runs with status ok and a final evaluation are scored. Failed, invalid, overrun and interrupted runs "
-        "are counted in the runs column; an entry without a scored run is listed under 'Not ranked' with its "
+        "are counted in the seeds column; an entry without a scored run is listed under 'Not ranked' with its "
         "reasons."
     ),
     (
         "Runs on machines that do not match the workload's hardware class, and runs flagged as contended (other "
         "processes used more than 15% of the class's cores while they trained), are ranked separately."
     ),
+    (
+        "Peak memory: device memory allocated by torch on GPU classes, else the trial process's peak resident "
+        "memory on the host. Wall time: wall-clock seconds of the training phase."
+    ),
     "Energy: (m) read from hardware counters (NVML, RAPL), (e) estimated (codecarbon or TDP model).",
 )
+
+
+def noise_floor(section: Section) -> str:
+    """The section's noise floor in one sentence, from its (first) reference entry's seed spread."""
+    metric = METRIC_COLUMNS[section.metric]
+    reference = next((g.reference for g in section.groups if g.reference is not None), None)
+    if reference is None:
+        return "Noise floor unknown: the section has no entry of its reference baseline to measure seed spread on."
+    values = reference.values()
+    if len(values) < 2:
+        return f"Noise floor unknown: {reference.submission} has a single seed, so no seed spread to measure."
+    sd, n = stdev(values), len(values)
+    floor = minimum_detectable_difference(sd, n)
+    at_min = "" if n == MIN_SEEDS else (
+        f"; with {MIN_SEEDS} seeds each it is {minimum_detectable_difference(sd, MIN_SEEDS):.3f}"
+    )
+    return (
+        f"Noise floor: {floor:.3f} {metric}. Two entries of {n} seeds each with {reference.submission}'s seed spread "
+        f"(s = {sd:.3f}) must differ by this much to be told apart (two-sided t-test, α = 0.05, 80% power){at_min}. "
+        "Closer entries are likely tied."
+    )
 
 
 def provisional_line() -> str:
@@ -93,8 +146,24 @@ def budget_line(section: Section) -> str:
     target = f"{METRIC_COLUMNS[spec.target.metric]} {relation} {spec.target.value:g}"
     return (
         f"{' or '.join(limits)} on {spec.budget.hardware}; at most {fmt.si(spec.model.max_params)} parameters; "
-        f"target {target}; ranked by {metric}."
+        f"target {target}; ranked by {metric}; {resolution_note(spec.eval.every)} (the resolution of time to "
+        "target)."
     )
+
+
+def reading(out_dir: Path, root: Path) -> list[tuple[str, str, str]]:
+    """``(title, relative link, what it answers)`` of the written analyses drawn from the board's runs: the
+    project's FINDINGS.md and each published study's report (``out_dir/studies/*/report.md``)."""
+    links = []
+    findings = root / "FINDINGS.md"
+    if findings.is_file():
+        links.append(("FINDINGS.md", Path(os.path.relpath(findings, out_dir)).as_posix(),
+                      "what these results answer: effect sizes, intervals, tests, comparison with published work"))
+    for report in sorted((out_dir / "studies").glob("*/report.md")):
+        question = next((line.removeprefix("**Question.**").strip() for line in report.read_text().splitlines()
+                         if line.startswith("**Question.**")), "")
+        links.append((f"study {report.parent.name}", report.relative_to(out_dir).as_posix(), question))
+    return links
 
 
 def submission_link(name: str, out_dir: Path, root: Path) -> str:

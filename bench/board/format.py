@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from bench.board.stats import Estimate
 
 MISSING = "–"
@@ -31,6 +33,31 @@ def duration_estimate(value: Estimate) -> str:
     scale, unit = (1.0, "s") if value.mean < 120 else (60.0, "min")
     shown = Estimate(value.mean / scale, None if value.half_width is None else value.half_width / scale, value.n)
     return f"{estimate(shown, 1)} {unit}"
+
+
+def duration_range(low: float, high: float) -> str:
+    """Seconds as ``'15–30 s'`` below two minutes and ``'40.0–45.0 min'`` above: a range, for a time known only
+    between two evaluations (whole seconds are already finer than the evaluations that measure them)."""
+    if high < 120:
+        return f"{low:.0f}–{high:.0f} s"
+    return f"{low / 60:.1f}–{high / 60:.1f} min"
+
+
+def ratio_range(low: float, high: float) -> str:
+    """``'1.2–3.3x'``, two significant digits each; ``'≥2.3x'`` when there is no upper bound."""
+    if math.isinf(high):
+        return f"≥{low:.2g}x"
+    return f"{low:.2g}–{high:.2g}x"
+
+
+def size(n_bytes: float | None) -> str:
+    """``1_099_436_032 -> '1.1 GB'``: memory in decimal units, three significant digits."""
+    if n_bytes is None:
+        return MISSING
+    for scale, suffix in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.3g} {suffix}"
+    return f"{n_bytes:.0f} B"
 
 
 def energy(kwh: float) -> str:

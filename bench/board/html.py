@@ -6,7 +6,6 @@ escaped by Jinja's autoescaping, since a failure reason may contain anything a t
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ import jinja2
 
 from bench.board import format as fmt
 from bench.board.columns import (
-    DETAIL_COLUMNS,
     ENERGY_NOT_SHOWN,
     METRIC_COLUMNS,
     TEXT_COLUMNS,
@@ -26,21 +24,27 @@ from bench.board.columns import (
     Column,
     board_of,
     delta_verdict,
+    detail_columns,
     downstream_caption,
     downstream_columns,
     energy_measured,
     headline_columns,
+    more_columns,
     normalised_downstream,
+    resolution_note,
     run_kwh,
+    run_peak_memory,
     split_constant,
+    superseded_columns,
     unranked_columns,
 )
-from bench.board.describe import INTRO, METHODS, budget_line, provisional_line
+from bench.board.delta import crossing, difference_text, speedup_text, time_to_target_text, versus
+from bench.board.describe import INTRO, METHODS, budget_line, noise_floor, provisional_line
 from bench.board.plots import Plot
 from bench.board.rank import MIN_SEEDS, Entry, Group, Section, sweep_trial
 from bench.board.stats import Estimate
-from bench.board.delta import difference_text, speedup_text, versus
 from bench.results.schema import RunResult
+from bench.spec.hparams import flatten, format_value
 
 
 def _template(name: str) -> str:
@@ -114,14 +118,19 @@ def _group_view(section: Section, group: Group, board: Board) -> dict:
         "contended": "; ".join(group.contended),
         "ranked": _table(section, group.ranked, headline_columns(board, ranked=True), key),
         "provisional": _table(section, group.provisional, headline_columns(board, ranked=False), key),
+        "more": _table(section, compared, more_columns(board), key),
         "downstream": _table(section, compared, downstream_columns(compared), key),
         "downstream_caption": downstream_caption(compared),
+        "superseded": _table(section, group.superseded, superseded_columns(board), key),
         "unranked": _table(section, group.unranked, unranked_columns(board), key),
     }
 
 
-def render_html(sections: Sequence[Section], plots: dict[str, list[Plot]], as_of: str) -> str:
-    """The whole ``index.html``: each section's tables and plots; every entry links to its own page."""
+def render_html(
+    sections: Sequence[Section], plots: dict[str, list[Plot]], as_of: str, reading: Sequence[tuple[str, str, str]] = ()
+) -> str:
+    """The whole ``index.html``: each section's tables and plots; every entry links to its own page, and the header
+    to the written analyses (``reading``: title, relative link, what it answers)."""
     views = []
     for s in sections:
         board = board_of(s)
@@ -132,6 +141,7 @@ def render_html(sections: Sequence[Section], plots: dict[str, list[Plot]], as_of
                 "hardware_class": s.hardware_class,
                 "description": s.spec.description.strip() if s.spec else "",
                 "budget": budget_line(s),
+                "noise_floor": noise_floor(s),
                 "reference": board.reference,
                 "provisional_line": provisional_line(),
                 "energy_note": "" if board.energy else ENERGY_NOT_SHOWN,
@@ -147,6 +157,7 @@ def render_html(sections: Sequence[Section], plots: dict[str, list[Plot]], as_of
         sections=views,
         runs=sum(len(e.runs) for s in sections for e in s.entries),
         as_of=as_of,
+        reading=reading,
     )
 
 
@@ -155,17 +166,20 @@ def _relative(target: Path, page_dir: Path) -> str:
 
 
 def _ttt(run: RunResult) -> str:
-    return f"{run.time_to_target_s:.1f} s" if run.target_reached and run.time_to_target_s else "not reached"
+    """Between which evaluations a run reached the target (its interpolated value is in its result file)."""
+    between = crossing(run)
+    return fmt.duration_range(*between) if between else "not reached"
 
 
-def _seed_rows(entry: Entry, files: dict[RunKey, Path], page_dir: Path) -> list[dict]:
+def _seed_rows(entry: Entry, files: dict[RunKey, Path], page_dir: Path, board: Board) -> list[dict]:
     """One row per run of the entry: its numbers and links to its result file and log, where they exist."""
     rows = []
     for run in sorted(entry.runs, key=lambda r: (r.seed, r.started_at)):
         result = files.get(run_key(run))
         log = result.with_name(f"{run.run_id}.log") if result else None
         kwh = run_kwh(run)
-        downstream = normalised_downstream(run)
+        energy = fmt.MISSING if kwh is None else f"{fmt.energy(kwh)} ({'m' if energy_measured(run) else 'e'})"
+        wall = run.timing.train_wall_s
         rows.append(
             {
                 "seed": run.seed,
@@ -177,8 +191,10 @@ def _seed_rows(entry: Entry, files: dict[RunKey, Path], page_dir: Path) -> list[
                 "steps": str(run.steps),
                 "tokens": fmt.si(run.tokens),
                 "tokens_per_s": fmt.si(run.tokens_per_s),
-                "energy": fmt.MISSING if kwh is None else f"{fmt.energy(kwh)} ({'m' if energy_measured(run) else 'e'})",
-                "downstream": fmt.signed(downstream),
+                "memory": fmt.size(run_peak_memory(run)),
+                "wall": fmt.MISSING if wall is None else f"{wall:.0f} s",
+                "energy": energy if board.energy else None,  # an estimate is never shown (ENERGY_NOT_SHOWN)
+                "downstream": fmt.signed(normalised_downstream(run)),
                 "result": _relative(result, page_dir) if result else None,
                 "log": _relative(log, page_dir) if log is not None and log.exists() else None,
             }
@@ -203,10 +219,18 @@ def _hardware(entry: Entry) -> list[str]:
     return seen or ["not recorded (no run reached the hardware fingerprint)"]
 
 
-def _hyperparameters(entry: Entry) -> str:
+def _hyperparameters(entry: Entry) -> list[tuple[str, str, bool]]:
+    """``(dotted name, value, changed from the manifest)`` of every resolved hyperparameter, values printed with
+    :func:`bench.spec.hparams.format_value` (0.9999 stays 0.9999); empty for sweep trials (one set per trial)."""
     if any(sweep_trial(r) for r in entry.runs):
-        return "one set per sweep trial (see each result file)"
-    return json.dumps(entry.runs[0].hyperparameters, sort_keys=True)
+        return []
+    changed = {name for name, _ in entry.changes}
+    named: dict[str, object] = {}
+    for name, value in flatten(entry.runs[0].hyperparameters).items():  # a list's items by index, as --set names
+        items = enumerate(value) if isinstance(value, list) else [(None, value)]
+        named |= {name if i is None else f"{name}.{i}": item for i, item in items}
+    return [(name, format_value(value), name in changed or name.rsplit(".", 1)[0] in changed)
+            for name, value in sorted(named.items())]
 
 
 def _tuning(entry: Entry) -> str:
@@ -231,6 +255,34 @@ def _tuning(entry: Entry) -> str:
     return ", ".join(parts)
 
 
+def _state(entry: Entry) -> str:
+    """Where an entry stands on the board, in a few words."""
+    if entry.rank is not None:
+        return f"ranked {entry.rank_label}"
+    if entry.provisional:
+        return f"provisional: {len(entry.scored)} scored seed(s), ranking needs {MIN_SEEDS}"
+    if entry.superseded_by is not None:
+        return "superseded by the submission's current configuration"
+    return "not ranked"
+
+
+def _history(section: Section, entry: Entry, page_dir: Path, out_dir: Path) -> list[dict]:
+    """The other configurations of the entry's submission in its group: its history, linked."""
+    group = next(g for g in section.groups if any(e.slug == entry.slug for e in g.entries))
+    return [
+        {
+            "label": other.label,
+            "href": _relative(out_dir / entry_page(section, other), page_dir),
+            "state": "current" if other.current and other.scored else _state(other),
+            "metric": fmt.estimate(other.score) if other.scored else fmt.MISSING,
+            "seeds": len(other.scored),
+            "date": max(r.finished_at for r in other.runs).date().isoformat(),
+            "why": other.excluded or "",
+        }
+        for other in sorted(group.history(entry), key=lambda e: max(r.finished_at for r in e.runs), reverse=True)
+    ]
+
+
 def render_entry(
     section: Section,
     entry: Entry,
@@ -239,7 +291,8 @@ def render_entry(
     out_dir: Path,
     submission_link: str | None,
 ) -> str:
-    """The page of one entry: what it is, its headline numbers, its curves and every seed with its files."""
+    """The page of one entry: what it is, its headline numbers, its hyperparameters, its curves, every seed with
+    its files, and the submission's other configurations."""
     page_dir = out_dir / Path(entry_page(section, entry)).parent
     board = board_of(section)
     metric = METRIC_COLUMNS[section.metric]
@@ -252,40 +305,41 @@ def render_entry(
         headline.append((f"speedup vs {board.reference}", speedup_text(vs.speedup)))
     elif entry.is_reference:
         headline.append(("reference", f"this is {board.reference}, which the board compares every entry with"))
+    if entry.scored:
+        headline.append(("time to target", f"{time_to_target_text(entry)} ({resolution_note(board.eval_every)})"))
     details = [
         (name, cell(entry))
-        for name, _, cell in DETAIL_COLUMNS
-        if (entry.scored or name == "authors") and name != metric  # the ranking metric is in the headline
-    ]
-    first = entry.runs[0]
-    configuration = [
-        ("submission hash", first.submission_hash),
-        ("workload hash", first.workload_hash),
-        ("hyperparameters", _hyperparameters(entry)),
+        for name, _, cell in detail_columns(board)
+        if (entry.scored or name == "authors") and name not in (metric, "time to target")  # both in the headline
     ]
     details.append(("tuning budget", _tuning(entry)))
+    first = entry.runs[0]
+    current = next((e for g in section.groups for e in g.entries if e.slug == entry.superseded_by), None)
     downstream = downstream_columns([entry])
     per_task = [(name, cell(entry)) for name, _, cell in downstream[1:]]
     return _ENV.get_template("entry.html.j2").render(
         title=entry.label,
+        metric=metric,
         section_title=f"{section.workload} · {section.hardware_class}",
         back=_relative(out_dir / "index.html", page_dir) + f"#{section.slug}",
         submission_link=_relative(out_dir / submission_link, page_dir) if submission_link else None,
         submission=entry.submission,
-        status="ranked " + entry.rank_label if entry.rank is not None else (
-            f"provisional: {len(entry.scored)} scored seed(s), ranking needs {MIN_SEEDS}" if entry.provisional
-            else "not ranked"
-        ),
+        status=_state(entry),
+        superseded_by=(current.label, _relative(out_dir / entry_page(section, current), page_dir)) if current else None,
         excluded=entry.excluded or "",
         failures=entry.failure_reasons,
         headline=headline,
         details=details,
-        configuration=configuration,
+        hashes=[("submission hash", first.submission_hash), ("workload hash", first.workload_hash)],
+        hyperparameters=_hyperparameters(entry),
+        changes=", ".join(f"{name}={value}" for name, value in entry.changes),
         hardware=_hardware(entry),
         runs=entry.status_counts,
         curve=curve,
         curve_src=_relative(out_dir / "plots" / curve.file, page_dir) if curve and curve.file else None,
-        seeds=_seed_rows(entry, files, page_dir),
+        seeds=_seed_rows(entry, files, page_dir, board),
+        energy=board.energy,
+        history=_history(section, entry, page_dir, out_dir),
         per_task=per_task,
         per_task_caption=downstream_caption([entry]) if per_task else "",
         energy_note="" if board.energy else ENERGY_NOT_SHOWN,

@@ -21,10 +21,12 @@ from bench.board.columns import (
     downstream_caption,
     downstream_columns,
     headline_columns,
+    more_columns,
     split_constant,
+    superseded_columns,
     unranked_columns,
 )
-from bench.board.describe import INTRO, METHODS, budget_line, provisional_line
+from bench.board.describe import INTRO, METHODS, budget_line, noise_floor, provisional_line
 from bench.board.html import entry_page
 from bench.board.plots import Plot
 from bench.board.rank import MIN_SEEDS, Entry, Group, Section
@@ -57,7 +59,7 @@ def _table(section: Section, entries: Sequence[Entry], columns: Sequence[Column]
         for name, _, cell in kept:
             if name == "submission":
                 text = f"[{escape(entry.submission)}]({entry_page(section, entry)})"
-                row.append(text + (f" ({escape(entry.variant)})" if entry.variant else ""))
+                row.append(text + (f" ({escape(entry.variant)})" if entry.variant else ""))  # a short tag
             else:
                 row.append(escape(cell(entry)) if name in USER_TEXT_COLUMNS else _cell(cell(entry)))
         rows.append(row)
@@ -97,11 +99,21 @@ def _group(section: Section, group: Group) -> list[str]:
         table, shared = _table(section, group.provisional, headline_columns(board, ranked=False), key)
         lines += [f"#### Provisional (not ranked: fewer than {MIN_SEEDS} seeds)", "", table, ""]
         lines += _caption(provisional_line(), shared, energy)
+    if group.compared:
+        table, shared = _table(section, group.compared, more_columns(board), key)
+        lines += ["<details><summary>More measures: parameters, downstream and generation scores, MFU, wall time"
+                  "</summary>", "", table, ""] + _caption(shared) + ["</details>", ""]
     downstream = downstream_columns(group.compared)
     if downstream:
         table, shared = _table(section, group.compared, downstream, key)
         lines += ["<details><summary>Downstream per task</summary>", "", table, ""]
         lines += _caption(_cell(downstream_caption(group.compared)), shared) + ["</details>", ""]
+    if group.superseded:
+        table, shared = _table(section, group.superseded, superseded_columns(board), key)
+        lines += [f"<details><summary>Earlier configurations ({len(group.superseded)}): superseded sources and "
+                  "hand-set values of the submissions above</summary>", "", table, ""]
+        lines += _caption("Not ranked: each submission is ranked by its current configuration; these are its "
+                          "history, also listed on its page.", shared) + ["</details>", ""]
     if group.unranked:
         table, shared = _table(section, group.unranked, unranked_columns(board), key)
         lines += ["#### Not ranked", "", table, ""] + _caption(shared)
@@ -109,13 +121,13 @@ def _group(section: Section, group: Group) -> list[str]:
 
 
 def render_markdown(sections: Sequence[Section], plots: dict[str, list[Plot]], as_of: str,
-                    findings: str | None = None) -> str:
-    """The whole ``README.md``; each entry's name links to its HTML page under ``entries/``, and ``findings`` (a
-    relative link to the project's FINDINGS.md, when it has one) to the written answers drawn from these runs."""
+                    reading: Sequence[tuple[str, str, str]] = ()) -> str:
+    """The whole ``README.md``; each entry's name links to its HTML page under ``entries/``, and ``reading``
+    (title, relative link, what it answers) to the written analyses drawn from these runs."""
     lines = ["# pretrain-bench leaderboard", "", INTRO, ""]
-    if findings is not None:
-        lines += [f"What these results answer (effect sizes, intervals, tests, comparison with published work): "
-                  f"[FINDINGS.md]({findings}).", ""]
+    lines += [f"- [{escape(title)}]({href})" + (f": {escape(about)}" if about else "")
+              for title, href, about in reading]
+    lines += [""] if reading else []
     if not sections:
         lines += ["No results yet.", ""]
     else:
@@ -130,6 +142,7 @@ def render_markdown(sections: Sequence[Section], plots: dict[str, list[Plot]], a
         if section.spec is not None:
             lines += [escape(section.spec.description.strip()), ""]
         lines += [_cell(budget_line(section)) + f" Reference baseline: {escape(board_of(section).reference)}.", ""]
+        lines += [f"**{_cell(noise_floor(section))}**", ""]
         for group in section.groups:
             lines += _group(section, group)
         lines += [f"> **Note:** {escape(note)}" for note in section.notes] + ([""] if section.notes else [])

@@ -6,22 +6,26 @@ An entry is one *configuration* in one such group: the runs that share submissio
 resolved hyperparameters and workload hash. Pooling anything else would mix a 15 s smoke run or a hand-set learning
 rate into a submission's seeds. Some configurations are shown but never compared (``Entry.excluded`` says why): runs
 under other workload settings than the workload file's, sweep trials, and hyperparameters that differ from the
-submission's manifest. The seeds of an entry are summarised by mean and Student-t interval; entries with at least
-``MIN_SEEDS`` scored seeds are ordered by the workload's target metric and each is tested against the next with
-Welch's t-test (a non-significant difference, or equal means, shares a rank: "=2"); entries with fewer are listed
-as provisional, by their mean. Only runs with status ``ok`` and a final evaluation are scored; all others are
-counted and explained.
+submission's manifest.
+
+A submission is ranked once, by its *current* configuration (:func:`current_configurations`): the checked re-runs
+of its latest tuning sweep, else the latest of its manifest's configurations. Its earlier sources and
+configurations are kept as history (``Entry.superseded_by``), reachable from its page. The seeds of an entry are
+summarised by mean and Student-t interval; entries with at least ``MIN_SEEDS`` scored seeds are ordered by the
+workload's target metric and share a rank only where the statistics say so (:func:`tie_groups`); entries with
+fewer are listed as provisional, by their mean. Only runs with status ``ok`` and a final evaluation are scored;
+all others are counted and explained.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +131,12 @@ class Configuration:
 class Entry:
     """One configuration's runs in one group, with its place once ranked (``rank`` is None for unranked entries).
 
-    ``variant`` tells apart entries of one submission (``"lr=0.001"``, ``"source 1a2b3c4d"``); ``excluded`` is why
-    the entry is shown but never compared; ``reference`` is the entry of the workload's reference submission that
-    the headline columns compare this one with (None for the reference itself or where there is none).
+    ``variant`` is a short tag that tells apart entries of one submission (``"tuned"``, ``"source 1a2b3c4d"``,
+    ``"changed hyperparameters"``); ``changes`` lists the hyperparameters the configuration changed from the
+    manifest, for its page (names stay out of table cells and plot legends); ``excluded`` is why the entry is
+    shown but never compared; ``superseded_by`` is the slug of its submission's current entry when this one is an
+    earlier configuration; ``reference`` is the entry of the workload's reference submission that the headline
+    columns compare this one with (None for the reference itself or where there is none).
     """
 
     submission: str
@@ -138,10 +145,10 @@ class Entry:
     runs: tuple[RunResult, ...]
     rank: int | None = None
     tied: bool = False
-    p_next: float | None = None  # Welch's p-value against the next ranked entry
-    has_next: bool = False
     variant: str = ""
+    changes: tuple[tuple[str, str], ...] = ()  # (dotted name, value as format_value prints it)
     excluded: str | None = None
+    superseded_by: str | None = None
     reference: Entry | None = None
     is_reference: bool = False
     slug: str = ""
@@ -152,9 +159,20 @@ class Entry:
         return f"{self.submission} · {self.variant}" if self.variant else self.submission
 
     @property
+    def current(self) -> bool:
+        """Comparable and its submission's current configuration: what the board ranks."""
+        return self.excluded is None and self.superseded_by is None
+
+    @property
     def provisional(self) -> bool:
-        """Scored and comparable, but with too few seeds to be ranked."""
-        return self.excluded is None and 0 < len(self.scored) < MIN_SEEDS
+        """Scored and current, but with too few seeds to be ranked."""
+        return self.current and 0 < len(self.scored) < MIN_SEEDS
+
+    @property
+    def tuned(self) -> str | None:
+        """The sweep whose declared best this entry re-runs (None for a manifest's configuration)."""
+        tuning = self.runs[0].tuning
+        return None if tuning is None or sweep_trial(self.runs[0]) else str(tuning.get("sweep_id", "unnamed sweep"))
 
     @property
     def scored(self) -> list[RunResult]:
@@ -216,9 +234,23 @@ class Group:
         return self.ranked + self.provisional
 
     @property
+    def superseded(self) -> list[Entry]:
+        """Earlier configurations of the ranked and provisional submissions (their history), best mean first."""
+        return [e for e in self.entries if e.superseded_by is not None]
+
+    @property
     def unranked(self) -> list[Entry]:
         """Entries without a scored run, and entries shown apart (``excluded``)."""
-        return [e for e in self.entries if e.rank is None and not e.provisional]
+        return [e for e in self.entries if e.rank is None and not e.provisional and e.superseded_by is None]
+
+    @property
+    def reference(self) -> Entry | None:
+        """The entry every other one is stated against, where the group has one."""
+        return next((e for e in self.entries if e.is_reference), None)
+
+    def history(self, entry: Entry) -> list[Entry]:
+        """The other entries of ``entry``'s submission in this group: earlier configurations, sweeps, other runs."""
+        return [e for e in self.entries if e.submission == entry.submission and e.slug != entry.slug]
 
     @property
     def machines(self) -> list[str]:
@@ -309,13 +341,56 @@ class SpecLookup:
         return self._submissions[name]
 
 
-def rank_entries(entries: Iterable[Entry], direction: str = "minimize", min_seeds: int = MIN_SEEDS) -> list[Entry]:
-    """Order entries best first and assign ranks to those with ``min_seeds`` scored seeds or more.
+def delta_sign(entry: Entry, reference: Entry | None) -> int:
+    """-1 or +1 when the 95% interval of ``entry``'s change against ``reference`` excludes zero (the sign of the
+    change), else 0: what the Δ column's colour says. The reference itself, and an entry without one, are 0."""
+    if reference is None or entry.slug == reference.slug or not entry.scored or not reference.scored:
+        return 0
+    d = welch(reference.values(), entry.values())
+    if d.low is None or d.high is None or d.low <= 0 <= d.high:
+        return 0
+    return 1 if d.value > 0 else -1
 
-    Each ranked entry is compared with the next by Welch's t-test on the ranking metric. A chain of non-significant
-    neighbours is one tie group sharing the rank of its first member. Where either side has a single seed (only
-    with ``min_seeds=1``) the test is impossible and the order of the means stands. Provisional entries (fewer
-    seeds) follow unranked, by mean; then entries without a scored run or shown apart, by name.
+
+def _indistinguishable(a: Entry, b: Entry) -> bool:
+    """Equal means, or Welch's test finds no significant difference (with a single seed it cannot test)."""
+    test = welch(a.values(), b.values())
+    return test.value == 0 or test.significant is False
+
+
+def tie_groups(ordered: list[Entry], reference: Entry | None = None) -> list[int]:
+    """For each entry of ``ordered`` (best first), the index of the first entry of its tie group.
+
+    Going down the order, an entry joins the group above it only when it is indistinguishable from *every* member
+    (Welch, p >= 0.05, or equal means) and its change against ``reference`` has the same verdict (better, worse, or
+    not significant) as theirs; otherwise it opens a new group. Chaining adjacent pairs instead would tie a and c
+    through b although a and c differ significantly. Since Δ is the same Welch test against the reference, a tie
+    group can never contain the reference and an entry whose Δ excludes zero, nor entries of different Δ colours.
+    """
+    starts: list[int] = []
+    group: list[int] = []
+    for i, entry in enumerate(ordered):
+        if group and delta_sign(entry, reference) == delta_sign(ordered[group[0]], reference) and all(
+            _indistinguishable(ordered[j], entry) for j in group
+        ):
+            group.append(i)
+        else:
+            group = [i]
+        starts.append(group[0])
+    return starts
+
+
+def rank_entries(
+    entries: Iterable[Entry],
+    direction: str = "minimize",
+    min_seeds: int = MIN_SEEDS,
+    reference: Entry | None = None,
+) -> list[Entry]:
+    """Order entries best first and assign ranks to current ones with ``min_seeds`` scored seeds or more.
+
+    Tie groups (:func:`tie_groups`) share the rank of their first member. Provisional entries (fewer seeds) follow
+    unranked, by mean; then superseded configurations, by mean; then entries without a scored run or shown apart,
+    by name.
     """
     entries = list(entries)
     sign = 1.0 if direction == "minimize" else -1.0
@@ -323,31 +398,30 @@ def rank_entries(entries: Iterable[Entry], direction: str = "minimize", min_seed
     def by_mean(e: Entry) -> tuple[float, str, str]:
         return (sign * e.score.mean, e.submission, e.variant)
 
-    comparable = [e for e in entries if e.excluded is None and e.scored]
+    comparable = [e for e in entries if e.current and e.scored]
     scored = sorted((e for e in comparable if len(e.scored) >= min_seeds), key=by_mean)
     provisional = sorted((e for e in comparable if len(e.scored) < min_seeds), key=by_mean)
-    rest = sorted((e for e in entries if e not in comparable), key=lambda e: (e.submission, e.variant))
-    tests = [welch(a.values(), b.values()) for a, b in itertools.pairwise(scored)]
-    same = [t.value == 0 or t.significant is False for t in tests]  # same[i]: entry i ties entry i + 1
-    ranked: list[Entry] = []
-    for i, entry in enumerate(scored):
-        start = i
-        while start > 0 and same[start - 1]:
-            start -= 1
-        tied = (i > 0 and same[i - 1]) or (i < len(same) and same[i])
-        p_next = tests[i].p if i < len(tests) else None
-        ranked.append(dataclasses.replace(entry, rank=start + 1, tied=tied, p_next=p_next, has_next=i < len(tests)))
-    return ranked + provisional + rest
+    superseded = sorted((e for e in entries if e.superseded_by is not None), key=by_mean)
+    rest = sorted((e for e in entries if e not in comparable and e.superseded_by is None),
+                  key=lambda e: (e.submission, e.variant))
+    starts = tie_groups(scored, reference)
+    ranked = [
+        dataclasses.replace(entry, rank=starts[i] + 1, tied=starts.count(starts[i]) > 1)
+        for i, entry in enumerate(scored)
+    ]
+    return ranked + provisional + superseded + rest
+
+
+_MISSING: Any = object()  # a name one side of a comparison of hyperparameters does not have
 
 
 def hyperparameter_changes(declared: dict[str, Any], resolved: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """``(name, declared value, value used)`` for every hyperparameter a run changed, dotted names, sorted."""
     before, after = flatten(declared), flatten(resolved)
-    missing = object()
     return [
-        (name, before.get(name, missing), after.get(name, missing))
+        (name, before.get(name, _MISSING), after.get(name, _MISSING))
         for name in sorted(set(before) | set(after))
-        if before.get(name, missing) != after.get(name, missing)
+        if before.get(name, _MISSING) != after.get(name, _MISSING)
     ]
 
 
@@ -363,11 +437,7 @@ def _changes(declared: dict[str, Any], run: RunResult) -> list[tuple[str, Any, A
 
 def _shown(value: Any) -> str:
     """A hyperparameter value as a person would type it after ``--set``; "(unset)" where one side lacks it."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float, bool, list, dict, type(None))):
-        return _canonical(value)
-    return "(unset)"
+    return "(unset)" if value is _MISSING else format_value(value)
 
 
 def compared_hash(spec: WorkloadSpec | None, runs: list[RunResult]) -> tuple[str | None, str | None]:
@@ -390,51 +460,55 @@ def compared_hash(spec: WorkloadSpec | None, runs: list[RunResult]) -> tuple[str
     )
 
 
+Changes = tuple[tuple[str, str], ...]
+
+
 def _exclusion(
     config: Configuration,
     runs: list[RunResult],
     spec: WorkloadSpec | None,
     manifest: SubmissionManifest | None,
     workload_hash: str | None,
-) -> tuple[str, str | None]:
-    """``(variant label, why the configuration is shown apart)``; the reason is None for a comparable one."""
+) -> tuple[str, Changes, str | None]:
+    """``(variant tag, hyperparameters changed from the manifest, why the configuration is shown apart)``; the
+    reason is None for a comparable one."""
     if config.sweep is not None:
         trials = len(runs)
         return (
             "sweep trials",
+            (),
             f"{trials} trial(s) of the hyperparameter sweep {config.sweep} (bench tune): sweep trials are never "
             "ranked; the declared best configuration, re-run on fresh seeds, is.",
         )
     if runs[0].not_ranked:
-        return "not entered", f"{runs[0].not_ranked}."
+        return "not entered", (), f"{runs[0].not_ranked}."
     if spec is not None and workload_hash is not None and config.workload_hash != workload_hash:
         return (
             f"workload {config.workload_hash[:8]}",
+            (),
             f"other workload settings (e.g. --wall-clock or --tokens): workload hash {config.workload_hash[:8]}, "
             f"the entries compared here have {workload_hash[:8]} (workloads/{spec.name}.yaml).",
         )
-    tuned = config.tuned is not None  # the re-runs of a sweep's declared best
-    problems = sorted({p for p in map(rerun_problem, runs) if p}) if tuned else []
     if manifest is not None:
-        changes = _changes(manifest.declared(runs[0].workload), runs[0])
-        used = ", ".join(f"{name}={_shown(new)}" for name, _, new in changes)
-        if tuned:  # Sobol values have 17 digits; three tell them apart (every digit is on the entry page)
-            used = ", ".join(f"{name}={format_value(new)}" for name, _, new in changes)
-        if tuned and problems:
-            label = f"tuned (unchecked): {used}" if used else "tuned (unchecked)"
-            return label, f"re-run of sweep {config.tuned} not ranked: {'; '.join(problems)}."
-        if tuned:
-            return (f"tuned: {used}" if used else "tuned"), None
-        if changes:
-            declared = ", ".join(f"{name}={_shown(old)}" for name, old, _ in changes)
-            return (
-                used,
-                f"hyperparameters differ from submissions/{config.submission}/submission.yaml (e.g. --set): "
-                f"{used} instead of {declared}. Only a submission's declared configuration is ranked.",
-            )
-    if problems:
-        return "tuned (unchecked)", f"re-run of sweep {config.tuned} not ranked: {'; '.join(problems)}."
-    return "", None
+        changed = _changes(manifest.declared(runs[0].workload), runs[0])
+    else:  # the submission folder is gone: what the run says it overrode
+        changed = [(name, _MISSING, value) for name, value in sorted((runs[0].overrides or {}).items())]
+    changes = tuple((name, _shown(new)) for name, _, new in changed)
+    used = ", ".join(f"{name}={value}" for name, value in changes)
+    if config.tuned is not None:  # the re-runs of a sweep's declared best
+        problems = sorted({p for p in map(rerun_problem, runs) if p})
+        if problems:
+            return "tuned (unchecked)", changes, f"re-run of sweep {config.tuned} not ranked: {'; '.join(problems)}."
+        return "tuned", changes, None
+    if changed and manifest is not None:
+        declared = ", ".join(f"{name}={_shown(old)}" for name, old, _ in changed)
+        return (
+            "changed hyperparameters",
+            changes,
+            f"hyperparameters differ from submissions/{config.submission}/submission.yaml (e.g. --set): "
+            f"{used} instead of {declared}. Only a submission's declared configuration is ranked.",
+        )
+    return "", changes, None
 
 
 def _entries(
@@ -455,34 +529,59 @@ def _entries(
     entries = []
     for config, config_runs in by_config.items():
         manifest = lookup.submission(config.submission)
-        variant, excluded = _exclusion(config, config_runs, spec, manifest, workload_hash)
+        variant, changes, excluded = _exclusion(config, config_runs, spec, manifest, workload_hash)
         if len(sources[config.submission]) > 1:
             source = f"source {config.submission_hash[:8]}"
             variant = f"{source}, {variant}" if variant else source
         slug = f"{config.submission}-{config.digest}" + ("" if official else "-unofficial")
         authors = tuple(manifest.authors) if manifest else ()
         metric = spec.target.metric if spec else DEFAULT_METRIC
-        entry = Entry(config.submission, authors, metric, tuple(config_runs), variant=variant, excluded=excluded)
+        entry = Entry(config.submission, authors, metric, tuple(config_runs), variant=variant, changes=changes,
+                      excluded=excluded)
         entries.append(dataclasses.replace(entry, slug=slug, direction=direction))
     return entries
 
 
-def _with_reference(entries: list[Entry], reference: str) -> list[Entry]:
-    """Point every comparable entry at the group's entry of the ``reference`` submission (most seeds, then latest)."""
-    candidates = [e for e in entries if e.submission == reference and e.excluded is None and e.scored]
-    if not candidates:
+def _recency(entry: Entry) -> tuple[bool, str, datetime, str]:
+    """What makes an entry its submission's current configuration: tuned re-runs before the manifest's values,
+    then the latest sweep (sweep ids start with their UTC start time, as ``bench tune`` picks its tuned
+    configuration), then the latest run (then the slug, so that equal times still pick one)."""
+    sweep = entry.tuned
+    return (sweep is not None, sweep or "", max(r.finished_at for r in entry.runs), entry.slug)
+
+
+def current_configurations(entries: list[Entry]) -> list[Entry]:
+    """Mark every comparable, scored entry as superseded by its submission's current configuration, except that one.
+
+    A submission is one row on the board: its declared configuration as it stands (the checked re-runs of its
+    latest tuning sweep, else the latest of its manifest's configurations). A first source with hand-set values and
+    its tuned re-runs are one submission's history, not two competitors; entries shown apart (sweep trials, --set
+    runs) and entries without a scored run are left as they are.
+    """
+    candidates: dict[str, list[Entry]] = defaultdict(list)
+    for entry in entries:
+        if entry.excluded is None and entry.scored:
+            candidates[entry.submission].append(entry)
+    current = {name: max(group, key=_recency).slug for name, group in candidates.items()}
+    return [
+        dataclasses.replace(e, superseded_by=current[e.submission])
+        if e.excluded is None and e.scored and e.slug != current[e.submission]
+        else e
+        for e in entries
+    ]
+
+
+def _with_reference(entries: list[Entry], reference: Entry | None) -> list[Entry]:
+    """Mark ``reference`` (by slug: the entries are ranked copies) and point every other comparable entry at it."""
+    if reference is None:
         return entries
-    best = max(candidates, key=lambda e: (len(e.scored), max(r.finished_at for r in e.runs)))
-    chosen = dataclasses.replace(best, is_reference=True)
-    out = []
-    for e in entries:
-        if e is best:
-            out.append(chosen)
-        elif e.excluded is None and e.scored:
-            out.append(dataclasses.replace(e, reference=chosen))
-        else:
-            out.append(e)
-    return out
+    chosen = next(dataclasses.replace(e, is_reference=True) for e in entries if e.slug == reference.slug)
+    return [
+        chosen if e.slug == chosen.slug
+        else dataclasses.replace(e, reference=chosen) if e.excluded is None and e.scored
+        else e
+        for e in entries
+    ]
 
 
 def _notes(spec: WorkloadSpec | None, name: str, metric: str, runs: list[RunResult]) -> list[str]:
@@ -523,8 +622,10 @@ def build_sections(results: Iterable[RunResult], root: Path) -> list[Section]:
             group_runs = [run for run in runs if is_official(run) == official]
             if not group_runs:
                 continue
-            entries = _entries(group_runs, spec, lookup, workload_hash, direction, official)
-            groups.append(Group(official, tuple(_with_reference(rank_entries(entries, direction), reference))))
+            entries = current_configurations(_entries(group_runs, spec, lookup, workload_hash, direction, official))
+            chosen = next((e for e in entries if e.submission == reference and e.current and e.scored), None)
+            ranked = rank_entries(entries, direction, reference=chosen)
+            groups.append(Group(official, tuple(_with_reference(ranked, chosen))))
         sections.append(
             Section(
                 name,

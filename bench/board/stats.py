@@ -113,3 +113,21 @@ def ratio_ci(a: Sequence[float], b: Sequence[float], confidence: float = CONFIDE
     df = (va + vb) ** 2 / (va**2 / (xa.size - 1) + vb**2 / (xb.size - 1))
     spread = float(stats.t.ppf((1 + confidence) / 2, df)) * math.sqrt(va + vb)
     return Ratio(ratio, ratio * math.exp(-spread), ratio * math.exp(spread))
+
+
+POWER = 0.80  # the chance of detecting a difference of the minimum detectable size (the noise floor)
+
+
+def minimum_detectable_difference(sd: float, n: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest difference of means a two-sided two-sample t-test at ``alpha`` detects with ``power``, for two
+    groups of ``n`` seeds each with standard deviation ``sd``: ``(t_{1-alpha/2, 2n-2} + t_{power, 2n-2}) * sd *
+    sqrt(2/n)`` (the usual approximation with t quantiles in place of the noncentral t).
+
+    This is the board's noise floor: two entries closer than it are more likely tied than told apart, so a reader
+    knows what a tie means before reading one.
+    """
+    if n < 2:
+        raise ValueError("a spread needs at least two seeds")
+    df = 2 * n - 2
+    quantiles = float(stats.t.ppf(1 - alpha / 2, df)) + float(stats.t.ppf(power, df))
+    return quantiles * sd * math.sqrt(2 / n)

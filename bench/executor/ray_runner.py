@@ -41,7 +41,7 @@ from bench.results.store import ResultNotWritten, write_result
 from bench.executor.cluster import ray_session
 from bench.executor.events import EventBox
 from bench.executor.progress import ProgressBoard
-from bench.executor.resources import TrialResources, check_fits, trial_resources
+from bench.executor.resources import NO_GPU_ENV, TrialResources, check_fits, trains_on_cpu, trial_resources
 from bench.executor.progress import PROGRESS_ENV
 from bench.executor.worker import Shipped, execute, receive, ship, staged
 from bench.results.schema import CheckpointRecord, RunResult, Timing, TrialStatus
@@ -204,6 +204,8 @@ def trial_env(plan: PlannedTrial) -> dict[str, str]:
     env = dict(TRIAL_ENV)
     if plan.workload.budget.gpus == 0:  # the CPU-time clock charges spinning OpenMP threads: let them sleep
         env.update(CPU_TRIAL_ENV)
+    if trains_on_cpu(plan.request):
+        env.update(NO_GPU_ENV)
     if plan.request.offline:  # `--offline` reaches the Hub libraries on every node, not only the driver's
         env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     if every := os.environ.get(PROGRESS_ENV):

@@ -16,6 +16,11 @@ from bench.harness.plan import TrialRequest
 CPUS_PER_GPU = 4
 """Cores per GPU worker (the training process plus data loading), fewer when the cluster has less to share."""
 
+NO_GPU_ENV = {"CUDA_VISIBLE_DEVICES": ""}
+"""Environment of a trial that trains on the CPU: no GPU is visible to it. Ray 2.60 no longer hides GPUs from tasks
+that ask for none (ray-project/ray#54868), and a recipe of a CPU class that reached one would get compute its
+CPU-time clock does not count."""
+
 
 @dataclass(frozen=True)
 class TrialResources:
@@ -36,7 +41,7 @@ def trial_resources(request: TrialRequest, nodes: list[dict[str, Any]]) -> Trial
     budget = request.workload.budget
     if budget.gpus == 0:
         return TrialResources(cpus=budget.cpus)
-    use_gpu = not (request.device or "").startswith("cpu")
+    use_gpu = not trains_on_cpu(request)
     total_cpus = sum(int(node.get("CPU", 0)) for node in nodes)
     total_gpus = sum(int(node.get("GPU", 0)) for node in nodes)
     largest = max((int(node.get("CPU", 0)) for node in nodes), default=1)
@@ -45,8 +50,32 @@ def trial_resources(request: TrialRequest, nodes: list[dict[str, Any]]) -> Trial
     return TrialResources(workers=budget.gpus, cpus=max(1, min(CPUS_PER_GPU, share, largest)), gpus=int(use_gpu))
 
 
+def trains_on_cpu(request: TrialRequest) -> bool:
+    """Whether the trial trains on the CPU: a CPU class, or a GPU class run with ``device='cpu'`` (debugging)."""
+    return request.workload.budget.gpus == 0 or (request.device or "").startswith("cpu")
+
+
+def check_device(request: TrialRequest) -> None:
+    """Raise a :class:`BenchError` for a requested device the trial's worker can never have, before any trial
+    starts: a GPU for a CPU class, or a GPU other than the worker's own (Ray gives each worker its GPU, which the
+    worker sees as ``cuda:0``; Ray Train's ranks get theirs)."""
+    requested, budget = request.device, request.workload.budget
+    if requested is None or requested.startswith("cpu"):
+        return
+    where = f"--device {requested}: workload {request.workload.name!r} has hardware class {budget.hardware!r}"
+    if budget.gpus == 0:
+        raise BenchError(f"{where}, which trains on the CPU (its clock counts CPU time); leave --device out")
+    if requested not in ("cuda", "cuda:0"):
+        raise BenchError(
+            f"{where}; each trial's worker sees only the GPU Ray gives it, as cuda:0, so only --device cuda (the "
+            f"default) or cpu can be run. To choose a machine's GPUs, start Ray with CUDA_VISIBLE_DEVICES set"
+        )
+
+
 def check_fits(request: TrialRequest, resources: TrialResources, nodes: list[dict[str, Any]]) -> None:
-    """Raise a :class:`BenchError` when no placement exists, instead of letting Ray queue the trial forever."""
+    """Raise a :class:`BenchError` when no placement exists, instead of letting Ray queue the trial forever, or
+    when the requested device cannot be given (:func:`check_device`)."""
+    check_device(request)
     slots = 0
     custom = dict(request.resources) if resources.workers == 1 else {}
     for node in nodes:

@@ -39,6 +39,8 @@ from bench.box import sandbox
 from bench.box.channel import BatchBuffer, Channel, ChannelClosed, ChannelError, pair, read_fd
 from bench.box.main import BOOTSTRAP
 from bench.harness import keeper
+from bench.harness.clock import CPU_TRIAL_ENV
+from bench.harness.compile_cache import compiles
 from bench.harness.context import HarnessContext, TrainingDiverged, eval_due
 from bench.harness.plan import PlannedTrial
 from bench.measure.cputime import ProcessTree
@@ -94,6 +96,8 @@ class RecipeBox:
         env = {name: os.environ[name] for name in ENVIRONMENT_KEPT if name in os.environ}
         env.update(HOME=str(scratch), TMPDIR=str(scratch), TORCHINDUCTOR_CACHE_DIR=str(scratch / "inductor"),
                    TRITON_CACHE_DIR=str(scratch / "triton"), PYTHONDONTWRITEBYTECODE="1")
+        if not gpu:  # the CPU-time clock charges spinning OpenMP threads: let them sleep
+            env.update(CPU_TRIAL_ENV)
         command = [sys.executable, "-I", "-c", BOOTSTRAP, str(theirs.fileno()), str(Path(bench.__file__).parent)]
         process = subprocess.Popen(
             [sys.executable, "-I", "-S", keeper.__file__, str(theirs.fileno()), *command],
@@ -103,7 +107,7 @@ class RecipeBox:
         box = cls(process, channel, ProcessTree(process.pid), scratch)
         channel.send({"kind": "setup", "read": [str(p) for p in readable], "write": [str(scratch)],
                       "devices": [str(p) for p in sandbox.gpu_devices()] if gpu else [], "scratch": str(scratch),
-                      "threads": threads})
+                      "threads": threads, "compile": compiles(plan.hyperparameters)})
         if not channel.ready(READY_TIMEOUT_S):
             box.end()
             raise BoxBroken(f"the recipe's process did not start within {READY_TIMEOUT_S:.0f}s")

@@ -68,11 +68,15 @@ class TrainingClock:
     """Accumulates running time across pause/resume; reads are cheap (one clock read, about a microsecond).
 
     ``source`` is what it counts (see the module docstring); pauses are tallied in wall seconds, since they are
-    the harness's own time (evaluation), reported separately."""
+    the harness's own time (evaluation), reported separately. ``synchronize`` waits for the device's queued work
+    (:func:`bench.train.runtime.synchronizer`) and is called before every reading that starts or stops the clock
+    (pauses too), so queued GPU work is charged to the interval that queued it; :meth:`elapsed` does not wait."""
 
-    def __init__(self, source: Callable[[], float] = time.perf_counter, name: str = WALL) -> None:
+    def __init__(self, source: Callable[[], float] = time.perf_counter, name: str = WALL,
+                 synchronize: Callable[[], None] | None = None) -> None:
         self.name = name
         self._source = source
+        self._synchronize = synchronize or (lambda: None)
         self._accumulated = 0.0
         self._started_at: float | None = None
         self.paused_seconds = 0.0
@@ -84,12 +88,14 @@ class TrainingClock:
 
     def start(self) -> None:
         if self._started_at is None:
+            self._synchronize()  # work queued before the start (an evaluation's) is not training's
             if self.observer is not None:
                 self.observer("start")
             self._started_at = self._source()
 
     def stop(self) -> None:
         if self._started_at is not None:
+            self._synchronize()  # training's queued work is training's
             self._accumulated += self._source() - self._started_at
             self._started_at = None
             if self.observer is not None:

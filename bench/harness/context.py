@@ -26,6 +26,7 @@ from bench.spec.workload import WorkloadSpec
 from bench.track import Tracker
 from bench.train.api import BudgetExhausted, TrialContext
 from bench.harness.clock import ClockView, TrainingClock
+from bench.harness.eval_schedule import next_evaluation
 from bench.train.evaluate import EvalScore
 from bench.train.events import TrialEvent
 from bench.train.resume import Stopwatch, rng_state, save_state, set_rng_state
@@ -96,7 +97,7 @@ class HarnessContext(TrialContext):
         self._tracker = tracker or Tracker()
         self._run_id = run_id
         self._budget = workload.budget
-        self._next_eval = workload.eval.every
+        self._next_eval = next_evaluation(0.0, workload.eval.every, workload.eval.early)
         self._log_every = 1
         self._last_event = 0.0
         self._last_loss: float | None = None
@@ -338,9 +339,7 @@ class HarnessContext(TrialContext):
 
     def _evaluate_scheduled(self, model: nn.Module) -> EvalScore:
         """The evaluation the cadence asked for: the next one is scheduled, then ``model`` is evaluated."""
-        elapsed, every = self._clock.elapsed(), self.workload.eval.every
-        while self._next_eval <= elapsed:
-            self._next_eval += every
+        self._next_eval = next_evaluation(self._clock.elapsed(), self.workload.eval.every, self.workload.eval.early)
         return self._evaluate_now(model)
 
     def log(self, **metrics: float) -> None:

@@ -59,7 +59,7 @@ from bench.train.evaluate import evaluate, evaluate_sharded, evaluation_windows
 from bench.train.configure import config_from
 from bench.train.loader import load_recipe_class
 from bench.train.resume import DamagedCheckpoint, Stopwatch, load_state, save_state
-from bench.train.runtime import seed_everything, warm_lazy_imports
+from bench.train.runtime import seed_everything, synchronizer, warm_lazy_imports
 
 
 @dataclass
@@ -148,7 +148,7 @@ def in_process_clock(plan: PlannedTrial, device: torch.device) -> TrainingClock:
     CPU class, else the wall clock."""
     spec = plan.workload
     name, source = clock_for(spec.budget.cpus if spec.budget.gpus == 0 and device.type == "cpu" else None)
-    return TrainingClock(source, name)
+    return TrainingClock(source, name, synchronizer(device))
 
 
 def resume(
@@ -239,7 +239,8 @@ def train(recipe: Recipe, ctx: HarnessContext, model: nn.Module, meter: Meter, l
     wrapped = model if ctx.world_size == 1 else DistributedDataParallel(
         model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None
     )
-    probe = ContentionProbe(ctx.workload.budget.cpus or torch.get_num_threads())
+    probe = ContentionProbe(ctx.workload.budget.cpus or torch.get_num_threads(),
+                            [ctx.device] if ctx.device.type == "cuda" else [])
     clock = training_clock(ctx)
     began, paused = time.perf_counter(), clock.paused_seconds
     probe.start()
@@ -326,12 +327,14 @@ def measure(meter: Meter, ctx: HarnessContext) -> MeterReport:
     mine = json.dumps({"energy": report.energy.model_dump(mode="json"), "memory": report.memory.model_dump(mode="json")})
     ranks = [json.loads(text) for text in _gather_text(mine, ctx.world_size, ctx.device)]
     energy = combine_ranks([EnergyReport.model_validate(r["energy"]) for r in ranks], ctx.tokens, meter.country)
-    device_bytes = [r["memory"]["peak_device_bytes"] for r in ranks]
-    memory = MemoryReport(
-        peak_device_bytes=sum(device_bytes) if all(b is not None for b in device_bytes) else None,
-        peak_host_rss_bytes=sum(r["memory"]["peak_host_rss_bytes"] for r in ranks),
-    )
+    memory = MemoryReport(**{field: _sum_or_none([r["memory"].get(field) for r in ranks])
+                             for field in MemoryReport.model_fields})
     return dataclasses.replace(report, energy=energy, memory=memory)
+
+
+def _sum_or_none(values: list[int | None]) -> int | None:
+    """The ranks' sum of a memory figure, or None when a rank does not have it."""
+    return None if any(value is None for value in values) else sum(values)
 
 
 def _gather_text(text: str, world_size: int, device: torch.device) -> list[str]:

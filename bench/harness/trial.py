@@ -26,6 +26,7 @@ from bench.errors import BenchError
 from bench.harness import boxed, phases
 from bench.harness.box_host import BoxBroken, RecipeBox, box_clock
 from bench.harness.clock import TrainingClock
+from bench.harness.compile_cache import compiles, fresh_compile_caches, prepare_compile
 from bench.harness.context import HarnessContext, training_clock
 from bench.harness.plan import PlannedTrial
 from bench.harness.supervisor import Supervisor
@@ -34,7 +35,7 @@ from bench.measure.meter import Meter
 from bench.results.schema import Isolation, Resumption, RunResult, Timing
 from bench.track import Tracker, identity, tracker_from_env
 from bench.train.events import TrialEvent
-from bench.train.runtime import distributed_rank, pick_device
+from bench.train.runtime import distributed_rank, trial_device
 from bench.train.configure import config_from
 from bench.train.targets import time_to_target
 
@@ -78,15 +79,23 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
     One rank on Linux with Landlock: the recipe runs in its own box (:mod:`bench.harness.boxed`), timed from here.
     Otherwise (several ranks, or a machine without Landlock) it runs in this process, with a supervisor process
     (:mod:`bench.harness.supervisor`) measuring the training clock's intervals from outside, and the result says
-    which protections were off."""
-    device, (rank, world_size) = pick_device(plan.request.device), distributed_rank()
+    which protections were off. Either way the trial compiles (if it does) into fresh caches."""
+    rank, world_size = distributed_rank()
     tracker = tracker_from_env(plan.run_id, identity(plan.base)) if rank == 0 else Tracker()
-    trial = TrialRecorder(plan, on_event, tracker)
+    trial, spec = TrialRecorder(plan, on_event, tracker), plan.workload
+    device = plan.request.device or ("cuda" if spec.budget.gpus else "cpu")  # what the result names if it fails here
+    try:
+        device = trial_device(plan.request.device, spec.budget)  # before data: a wrong device fails in seconds
+        if compiles(plan.hyperparameters):
+            prepare_compile(device)  # its toolchain checked (and, in this process, Inductor imported) first
+    except Exception as exc:  # noqa: BLE001
+        return _setup_failed(trial, plan, exc, torch.device(device), world_size)
     if world_size == 1 and boxes_work():
-        return _boxed(plan, trial, device, on_event, tracker, recipe_dir)
+        return _boxed(plan, trial, device, on_event, tracker, recipe_dir)  # it compiles into its own scratch folder
     supervisor = Supervisor()
     try:
-        return _in_process(plan, trial, device, rank, world_size, on_event, tracker, recipe_dir, supervisor)
+        with fresh_compile_caches():  # every seed compiles from cold (bench.harness.compile_cache)
+            return _in_process(plan, trial, device, rank, world_size, on_event, tracker, recipe_dir, supervisor)
     finally:
         supervisor.close()
 
@@ -154,6 +163,9 @@ def _in_process(plan: PlannedTrial, trial: TrialRecorder, device: torch.device, 
                                   "harness's process")
     isolation = Isolation(boxed=False, landlock_abi=landlock_abi(), off=[why])
     try:
+        device = trial_device(plan.request.device, spec.budget)  # before data: a wrong device fails in seconds
+        if compiles(plan.hyperparameters):
+            prepare_compile(device)  # its toolchain checked and Inductor imported, off the clock
         with trial.phase("data", "data_s"):
             loaded = phases.load(plan, recipe_dir)
         meter = Meter(device=device, hardware_class=spec.budget.hardware, world_size=world_size)

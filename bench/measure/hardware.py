@@ -6,10 +6,10 @@ machine has:
 - ``cpu-N`` matches a trial that trained on the CPU with torch running exactly N intra-op threads, on a process
   allowed to run on at least N cores (its CPU affinity). A 64-core machine with torch limited to 2 threads runs a
   ``cpu-2`` trial; a 2-core machine with torch at 8 threads does not.
-- ``KxNAME`` matches a trial that trained on exactly K GPUs (``world_size`` ranks, one GPU each) whose device
-  name contains NAME as a whole: case and punctuation are ignored, and NAME must equal one or more consecutive
-  words of the name. ``1xH100`` matches "NVIDIA H100 80GB HBM3", ``1xRTX4090`` matches "NVIDIA GeForce RTX 4090",
-  but ``1xL4`` does not match "NVIDIA L40S" and ``1xA10`` does not match "NVIDIA A100-SXM4-80GB".
+- ``KxSKU`` matches a trial that trained on exactly K GPUs (``world_size`` ranks, one GPU each) each of which is
+  that SKU by the name it reports (:func:`bench.spec.hardware_classes.sku_of_device`): ``1xH100-SXM`` matches
+  "NVIDIA H100 80GB HBM3" but not "NVIDIA H100 PCIe" (``1xH100-PCIe``) or "NVIDIA H100 NVL" (``1xH100-NVL``);
+  ``1xH200`` matches "NVIDIA H200". A MIG slice matches no class.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 
 from bench.errors import BenchError
 from bench.results.schema import HardwareInfo
-from bench.spec.workload import HARDWARE_CLASS
+from bench.spec.hardware_classes import HARDWARE_CLASS, check_hardware_class, gpu_sku, sku_of_device
 
 # Distribution names whose versions every result records (the import name differs for some, e.g. lm_eval).
 RECORDED_PACKAGES = (
@@ -97,25 +97,20 @@ def gpu_driver() -> str | None:
         pynvml.nvmlShutdown()
 
 
-def accelerator_matches(accelerator: str, device_name: str) -> bool:
-    """Whether a hardware class's GPU name (``H100``) names this device ("NVIDIA H100 80GB HBM3"); see above."""
-    target = re.sub(r"[^a-z0-9]", "", accelerator.lower())
-    words = re.findall(r"[a-z0-9]+", device_name.lower())
-    return any("".join(words[i:j]) == target for i in range(len(words)) for j in range(i + 1, len(words) + 1))
-
-
 def matches_class(hardware_class: str, gpu_names: Sequence[str], cpu_threads: int, cores: int) -> bool:
     """Whether a trial that used ``gpu_names`` (one per GPU, empty on CPU), ``cpu_threads`` torch threads and
     ``cores`` usable cores matches ``hardware_class``; the rule is in the module docstring."""
+    try:
+        check_hardware_class(hardware_class)
+    except ValueError as error:
+        raise BenchError(f"budget.hardware: {error}") from None
     match = HARDWARE_CLASS.match(hardware_class)
-    if match is None:
-        raise BenchError(
-            f"budget.hardware: expected a hardware class like 'cpu-2', '1xH100' or '8xH100', got {hardware_class!r}"
-        )
+    assert match is not None
     if match["cores"]:
         wanted = int(match["cores"])
         return not gpu_names and cpu_threads == wanted and cores >= wanted
-    return len(gpu_names) == int(match["gpus"]) and all(accelerator_matches(match["gpu"], n) for n in gpu_names)
+    sku = gpu_sku(match["gpu"])
+    return len(gpu_names) == int(match["gpus"]) and all(sku_of_device(name) == sku for name in gpu_names)
 
 
 def hostname_hash() -> str:

@@ -1,6 +1,6 @@
 """The one object the harness puts around a trial to measure energy, GPU telemetry, memory and hardware.
 
-    meter = Meter(device=torch.device("cuda:0"), hardware_class="1xH100")
+    meter = Meter(device=torch.device("cuda:0"), hardware_class="1xH100-SXM")
     meter.start()
     with meter.phase("train"):          # entered as often as needed; time and energy add up per phase
         ...
@@ -20,7 +20,7 @@ GPU of the same model: the hardware class and MFU account for all of them, energ
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +49,7 @@ from bench.results.schema import (
     MemoryReport,
     PeakFlops,
 )
+from bench.train.runtime import synchronizer
 
 PHASES = ("train", "eval")
 FLOPS_FORMULA = "6N + 12 * n_layer * n_embd * seq_len"  # bench.measure.flops's convention
@@ -87,9 +88,11 @@ class Meter:
         country: str = DEFAULT_COUNTRY,
         world_size: int = 1,
         telemetry_interval_s: float = DEFAULT_INTERVAL_S,
+        synchronize: Callable[[], None] | None = None,
     ) -> None:
         carbon_intensity(country)  # an unknown country is the user's error: report it before anything runs
         self.device = device
+        self._synchronize = synchronize or synchronizer(device)  # before every phase mark: see _mark
         self.hardware_class = hardware_class
         self.country = country
         self.world_size = world_size
@@ -135,7 +138,9 @@ class Meter:
         self._mark()
 
     def _mark(self) -> None:
-        """Give the time and energy since the last mark to the innermost open phase, and set a new mark."""
+        """Give the time and energy since the last mark to the innermost open phase, and set a new mark. Waits for
+        the device's queued work first, so a phase is charged the GPU work it queued, not the next phase."""
+        self._synchronize()
         now = time.perf_counter()
         energy = self._counter.read() if self._counter is not None else None
         if self._open:
@@ -146,6 +151,7 @@ class Meter:
                 for i, (after, before) in enumerate(zip(energy, self._mark_energy)):
                     total[i] += after - before
         self._mark_time, self._mark_energy = now, energy
+        self._memory.mark(self._open[-1] if self._open else None)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:

@@ -1,9 +1,8 @@
 """Peak FLOP/s of the device a trial trained on, and model FLOPs utilisation (MFU).
 
-Known NVIDIA GPUs come from a table of datasheet figures: dense tensor-core rates, no 2:4 sparsity. NVIDIA's
-datasheets print the sparse rate with an asterisk; the dense rate is half of it, and that half is what the table
-holds (the comment on each row gives the datasheet's numbers). Anything else (CPUs, unlisted GPUs, MIG slices)
-gets a short measured matmul calibration, recorded as ``source="calibration"``: an achievable rather than a
+Known NVIDIA GPUs come from the table of GPU SKUs (:data:`bench.spec.hardware_classes.GPU_SKUS`, the table the
+hardware classes name): datasheet figures, dense tensor-core rates, no 2:4 sparsity. Anything else (CPUs, unlisted
+GPUs, MIG slices) gets a short measured matmul calibration, recorded as ``source="calibration"``: an achievable rather than a
 theoretical peak, so such MFU figures run higher and only compare within the same hardware.
 
 The dtype of the peak follows the training precision: ``bf16``/``fp16`` are the tensor-core rates autocast
@@ -17,7 +16,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import re
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -31,6 +29,7 @@ from bench.data.shards import cache_root
 from bench.measure.contention import OTHERS_THRESHOLD, ContentionProbe
 from bench.measure.hardware import cpu_model
 from bench.spec.base import StrictModel
+from bench.spec.hardware_classes import sku_of_device
 from bench.results.schema import PeakFlops
 
 Precision = Literal["fp32", "bf16", "fp16"]
@@ -38,55 +37,14 @@ Precision = Literal["fp32", "bf16", "fp16"]
 _TFLOPS = 1e12
 _DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-# (pattern searched in torch.cuda.get_device_name, case-insensitive; dense TFLOPS by dtype). First match wins, so
-# the specific variants come before the generic name. A dtype a GPU lacks (bf16 before Ampere) is left out.
-_TABLE: tuple[tuple[str, dict[str, float]], ...] = (
-    # H100 datasheet, NVL column: FP32 60, TF32 835*, BF16/FP16 1671*
-    (r"\bH100 NVL\b", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5}),
-    # H100 datasheet, PCIe column: FP32 51, TF32 756*, BF16/FP16 1513*
-    (r"\bH100\b.*\bPCIe\b", {"fp32": 51.0, "tf32": 378.0, "bf16": 756.5, "fp16": 756.5}),
-    # H100 datasheet, SXM column ("NVIDIA H100 80GB HBM3"): FP32 67, TF32 989*, BF16/FP16 1979*
-    (r"\bH100\b", {"fp32": 67.0, "tf32": 494.5, "bf16": 989.5, "fp16": 989.5}),
-    # GH200 datasheet (the Hopper GPU of Grace Hopper): FP32 67, TF32 989*, BF16/FP16 1979*
-    (r"\bGH200\b", {"fp32": 67.0, "tf32": 494.5, "bf16": 989.5, "fp16": 989.5}),
-    # H200 datasheet, NVL column: FP32 60, TF32 835*, BF16/FP16 1671*
-    (r"\bH200 NVL\b", {"fp32": 60.0, "tf32": 417.5, "bf16": 835.5, "fp16": 835.5}),
-    # H200 datasheet, SXM column: FP32 67, TF32 989*, BF16/FP16 1979*
-    (r"\bH200\b", {"fp32": 67.0, "tf32": 494.5, "bf16": 989.5, "fp16": 989.5}),
-    # A100 datasheet (40GB and 80GB, SXM and PCIe alike): FP32 19.5, TF32 156 | 312*, BF16/FP16 312 | 624*
-    (r"\bA100\b", {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0}),
-    # A10 datasheet: FP32 31.2, TF32 62.5 | 125*, BF16/FP16 125 | 250*. The AWS-only A10G has no NVIDIA
-    # datasheet and different clocks; the pattern does not match it and it is calibrated.
-    (r"\bA10\b", {"fp32": 31.2, "tf32": 62.5, "bf16": 125.0, "fp16": 125.0}),
-    # L40S datasheet: FP32 91.6, TF32 183 | 366*, BF16/FP16 362.05 | 733*
-    (r"\bL40S\b", {"fp32": 91.6, "tf32": 183.0, "bf16": 362.05, "fp16": 362.05}),
-    # L40 datasheet: FP32 90.5, TF32 90.5 | 181*, BF16/FP16 181.05 | 362.1*
-    (r"\bL40\b", {"fp32": 90.5, "tf32": 90.5, "bf16": 181.05, "fp16": 181.05}),
-    # L4 datasheet: FP32 30.3, TF32 120*, BF16/FP16 242*
-    (r"\bL4\b", {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0, "fp16": 121.0}),
-    # Ada Lovelace whitepaper, GeForce RTX 4090: FP32 82.6; TF32 82.6 | 165.2*; BF16 and FP16 with FP32
-    # accumulate (what autocast uses) 165.2 | 330.4*. Anchored at the end: the 4090 D and laptop parts differ.
-    (r"\bRTX 4090$", {"fp32": 82.6, "tf32": 82.6, "bf16": 165.2, "fp16": 165.2}),
-    # V100 datasheet: PCIe FP32 14, tensor (FP16) 112; SXM2 FP32 15.7, tensor 125. No bf16 or TF32 hardware.
-    (r"\bV100-PCIE\b", {"fp32": 14.0, "fp16": 112.0}),
-    (r"\bV100-SXM2\b", {"fp32": 15.7, "fp16": 125.0}),
-    # T4 datasheet: FP32 8.1, mixed-precision (FP16/FP32) tensor 65. No bf16 or TF32 hardware.
-    (r"\bT4\b", {"fp32": 8.1, "fp16": 65.0}),
-)
-
 
 def table_lookup(device_name: str, dtype: str) -> float | None:
-    """Datasheet peak FLOP/s of a GPU by its torch device name, or None when the table does not know it.
-
-    A MIG slice reports its parent's name but has only part of its compute, so it is never looked up.
-    """
-    if "MIG" in device_name:
-        return None
-    for pattern, rates in _TABLE:
-        if re.search(pattern, device_name, re.IGNORECASE):
-            rate = rates.get(dtype)
-            return rate * _TFLOPS if rate is not None else None
-    return None
+    """Datasheet peak FLOP/s of a GPU by its torch device name, from the SKU table
+    (:data:`bench.spec.hardware_classes.GPU_SKUS`), or None when the table does not know the part or its dtype (a
+    MIG slice is never looked up: it has only part of its parent's compute)."""
+    sku = sku_of_device(device_name)
+    rate = sku.tflops.get(dtype) if sku is not None else None
+    return rate * _TFLOPS if rate is not None else None
 
 
 def peak_dtype(device: torch.device, precision: Precision) -> str:

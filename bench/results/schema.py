@@ -168,6 +168,15 @@ class ComputeReport(StrictModel):
 class MemoryReport(StrictModel):
     peak_device_bytes: int | None = Field(None, description="torch.cuda.max_memory_allocated, summed over devices.")
     peak_host_rss_bytes: int
+    train_peak_device_bytes: int | None = Field(
+        None, description="The device peak of the training phase alone (the recipe's own, without the harness's "
+                          "evaluations, causality probe and snapshot), summed over devices.",
+        exclude_if=lambda value: value is None,  # results from before the field keep their shape
+    )
+    train_peak_host_rss_bytes: int | None = Field(
+        None, description="The host RSS peak of the training phase alone, summed over ranks.",
+        exclude_if=lambda value: value is None,  # results from before the field keep their shape
+    )
 
 
 class HardwareInfo(StrictModel):

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Annotated, Literal, Union
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from bench.spec.base import StrictModel
+from bench.spec.hardware_classes import HARDWARE_CLASS, check_hardware_class
 from bench.spec.units import ByteSize, Count, Duration
 
 DEFAULT_REFERENCE = "adamw-baseline"  # the baseline every other shipped submission changes one thing of
@@ -141,16 +141,16 @@ class ModelLimit(StrictModel):
         return value
 
 
-HARDWARE_CLASS = re.compile(r"^(?:cpu-(?P<cores>[1-9][0-9]*)|(?P<gpus>[1-9][0-9]*)x(?P<gpu>[A-Za-z][A-Za-z0-9-]*))$")
-
-
 class BudgetSpec(StrictModel):
     """The fixed budget. Training stops at whichever limit comes first; at least one must be given."""
 
     wall_clock: Duration | None = Field(None, description="Training time (evaluation excluded), e.g. '45m'.")
     tokens: Count | None = Field(None, description="Training tokens served to the recipe.")
     flops: Count | None = Field(None, description="Training FLOPs (model FLOPs per token x tokens).")
-    hardware: str = Field(description="Hardware class the budget is calibrated for: 'cpu-2', '1xH100', '8xH100' ...")
+    hardware: str = Field(
+        description="Hardware class the budget is calibrated for: 'cpu-2', '1xH100-SXM', '8xH100-SXM', '1xH200' ... "
+                    "(bench.spec.hardware_classes)."
+    )
     overrun_grace: Duration = Field(
         "30s", description="How long past the budget a recipe may take to return before it is stopped as overrun."
     )
@@ -168,9 +168,7 @@ class BudgetSpec(StrictModel):
     @field_validator("hardware")
     @classmethod
     def _hardware_class(cls, value: str) -> str:
-        if not HARDWARE_CLASS.match(value):
-            raise ValueError(f"expected a hardware class like 'cpu-2', '1xH100' or '8xH100', got {value!r}")
-        return value
+        return check_hardware_class(value)
 
     @field_validator("wall_clock", "tokens", "flops", "hard_limit")
     @classmethod
@@ -201,7 +199,7 @@ class BudgetSpec(StrictModel):
 
     @property
     def accelerator(self) -> str | None:
-        """The GPU model named by the class ('H100'), or None for CPU classes."""
+        """The GPU SKU named by the class ('H100-SXM'), or None for CPU classes."""
         match = HARDWARE_CLASS.match(self.hardware)
         assert match is not None
         return match["gpu"]
@@ -291,6 +289,12 @@ def _names_as(value: object, key: str) -> object:
 
 class EvalSpec(StrictModel):
     every: Duration = Field(description="Evaluate after every this much training time.")
+    early: int = Field(
+        2, ge=0, le=10,
+        description="Evaluations before the first regular one, at every/2^k for k = early..1 (with every: 5m and "
+                    "early: 2, at 75 s and 150 s), so that time-to-target sees inside the first interval "
+                    "(bench.harness.eval_schedule).",
+    )
     seq_len: int = Field(gt=0, description="Context length used to score the validation set.")
     tokens: Count = Field(description="Validation tokens scored at each evaluation (the whole set when larger).")
     downstream: list[DownstreamTask] = Field(default_factory=list)

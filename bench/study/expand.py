@@ -238,7 +238,7 @@ def plan_study(study: StudySpec, root: Path | None = None) -> Plan:
         for size in study.sizes:
             try:
                 config = configure(recipe_class, submission, overrides[(name, size)], base.name,
-                                   f"{where}: sizes.{size}")
+                                   "its hyperparameters there")
                 hparams = submission.hyperparameters(overrides[(name, size)], base.name)
                 shapes[(name, size)] = hparams, gpt_params(config, base, vocab)
             except BenchError as exc:

@@ -8,6 +8,7 @@ host-device sync) only every ``log_every`` steps; the learning rate is a Python 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -19,12 +20,6 @@ from bench.errors import BenchError
 from bench.train.api import TrialContext
 from bench.train.optim import optimizer_step
 from bench.train.precision import Precision, autocast, resolve_precision
-
-
-def _forward(forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-             precision_ctx: contextlib.AbstractContextManager) -> torch.Tensor:
-    with precision_ctx:
-        return forward(x)
 
 
 def train_lm(
@@ -51,7 +46,10 @@ def train_lm(
     that needs more than gradients (Sophia's Hessian estimate) gets it from its own registry entry. The precision
     trained in is declared to ``ctx`` (for the meter's MFU).
     ``ctx.log(loss=..., lr=...)`` every ``log_every`` steps records the mean training loss since the last log and
-    the first group's learning rate. With ``compile`` the forward runs through ``torch.compile``; the uncompiled
+    the first group's learning rate. A model whose ``forward`` takes ``targets`` (nanoGPT's convention; the shared
+    :class:`~bench.train.model.GPT`) returns its mean loss, computed without the full logits
+    (:mod:`bench.train.lm_loss`); other models return logits, and the loop takes the cross-entropy in fp32.
+    With ``compile`` the forward (with the loss, for such a model) runs through ``torch.compile``; the uncompiled
     module (same parameters) is what gets evaluated and returned. When the harness hands over a DDP-wrapped model
     (several workers), the micro-batches before the last of each accumulation skip DDP's gradient all-reduce.
     When the harness asks for checkpoints (``ctx.checkpoint_due()``, polled after each optimizer step), the model's
@@ -72,12 +70,21 @@ def train_lm(
         group.setdefault("initial_lr", group["lr"])
     params = [p for group in optimizer.param_groups for p in group["params"]]
     forward = torch.compile(model) if compile else model
+    takes_targets = "targets" in inspect.signature(core.forward).parameters
     precision_ctx = autocast(ctx.device, precision)
     ctx.set_precision(resolve_precision(ctx.device, precision))
     model.train()
 
     # Under DDP, gradients are all-reduced only on the last micro-batch of each accumulation.
     skip_sync = model.no_sync if isinstance(model, DistributedDataParallel) else contextlib.nullcontext
+    # The forward an optimizer that needs more than gradients re-runs (Sophia, for its Hessian estimate) runs on the
+    # bare module under DDP, outside DDP's reducer: its gradients are taken with autograd.grad, which the reducer
+    # never sees, and the optimizer's step averages what it estimates over the ranks (bench.train.optim.sophia_step).
+    bare_forward = forward if core is model else core
+
+    def rerun_forward(x: torch.Tensor) -> torch.Tensor:
+        with skip_sync(), precision_ctx:
+            return bare_forward(x)
 
     step = micro = 0
     loss_sum = torch.zeros((), device=ctx.device)
@@ -89,8 +96,8 @@ def train_lm(
         micro += 1
         with contextlib.nullcontext() if micro % grad_accum == 0 else skip_sync():
             with precision_ctx:
-                logits = forward(x)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+                outputs = forward(x, y) if takes_targets else forward(x)
+            loss = outputs if takes_targets else F.cross_entropy(outputs.flatten(0, 1).float(), y.flatten())
             (loss / grad_accum).backward()
         loss_sum += loss.detach()
         if micro % grad_accum:
@@ -101,7 +108,7 @@ def train_lm(
             group["lr"] = group["initial_lr"] * multiplier
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer_step(optimizer, lambda: _forward(forward, x, precision_ctx))
+        optimizer_step(optimizer, lambda: rerun_forward(x))
         optimizer.zero_grad(set_to_none=True)
         step += 1
 

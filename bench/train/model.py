@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from bench.errors import BenchError
+from bench.train.lm_loss import linear_cross_entropy
 
 KVCache = tuple[torch.Tensor, torch.Tensor]
 """One attention layer's keys and values, each (B, n_head, T, head_dim), for incremental decoding."""
@@ -228,7 +229,9 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab_size); given ``targets`` (B, T), the mean cross-entropy loss instead, computed
+        without the full logits (:func:`bench.train.lm_loss.linear_cross_entropy`)."""
         T = idx.size(1)
         if T > self.config.seq_len:
             raise BenchError(f"input of {T} tokens is longer than the model's seq_len={self.config.seq_len}")
@@ -241,6 +244,8 @@ class GPT(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
+        if targets is not None:
+            return linear_cross_entropy(self.ln_f(x), self.lm_head.weight, targets)
         return self.lm_head(self.ln_f(x))
 
     def forward_cached(

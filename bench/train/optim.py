@@ -35,6 +35,7 @@ from typing import Any
 
 import pytorch_optimizer
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -42,7 +43,7 @@ from bench.errors import BenchError
 
 Closure = Callable[[], torch.Tensor]
 """Re-runs the step's last forward pass and returns its logits (with their graph), for optimizers that need more
-than the gradients; the loop builds it, with the loop's precision."""
+than the gradients; the loop builds it, with the loop's precision, on the bare module when training under DDP."""
 
 
 def split_parameters(model: nn.Module) -> dict[str, list[nn.Parameter]]:
@@ -98,11 +99,24 @@ def hessian_due(optimizer: torch.optim.Optimizer) -> bool:
 
 
 def sophia_step(optimizer: torch.optim.Optimizer, closure: Closure) -> None:
-    """Sophia-G: the Gauss-Newton-Bartlett estimate from one extra forward, on the steps that refresh it."""
+    """Sophia-G: the Gauss-Newton-Bartlett estimate from one extra forward, on the steps that refresh it, averaged
+    over the ranks of a multi-GPU trial (each rank estimates on its own batch; DDP averages the gradients, and the
+    estimate must be averaged alike, or the ranks' optimizer states and then their weights drift apart)."""
     if hessian_due(optimizer):
-        optimizer.step(hessian=gauss_newton_bartlett(optimizer, closure()))
+        optimizer.step(hessian=average_over_ranks(gauss_newton_bartlett(optimizer, closure())))
     else:
         optimizer.step()
+
+
+def average_over_ranks(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor's mean over the ranks of ``torch.distributed`` (the tensors themselves with one rank), in one
+    all-reduce of the tensors laid end to end."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensors
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
 def keep_options(options: dict[str, Any], groups: list[dict[str, Any]]) -> dict[str, Any]:
