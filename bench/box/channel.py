@@ -140,32 +140,36 @@ def read_fd(fd: int, limit: int) -> bytes:
     return os.pread(fd, size, 0)
 
 
-class BatchBuffer:
-    """A shared memory file the harness writes each batch's tokens into and the box reads them from: int32 rows of
-    ``seq_len + 1`` tokens. It grows (a new file, passed again) when a batch does not fit."""
+class SharedBuffer:
+    """A shared memory file one side writes arrays into and the other reads them from: batches of token ids (int32
+    rows) from the harness to a box, logits (float32) from a scoring box to the harness. It is replaced by a larger
+    one (a new file, passed again) when an array does not fit."""
 
-    DTYPE = np.int32
+    TOKENS = np.int32
 
     def __init__(self, fd: int, size: int) -> None:
         self.fd, self.size = fd, size
         self._map = mmap.mmap(fd, size)
 
     @classmethod
-    def create(cls, size: int) -> BatchBuffer:
-        fd = os.memfd_create("bench-batches", os.MFD_CLOEXEC)
+    def create(cls, size: int) -> SharedBuffer:
+        fd = os.memfd_create("bench-shared", os.MFD_CLOEXEC)
         os.ftruncate(fd, size)
         return cls(fd, size)
 
-    def fits(self, rows: int, width: int) -> bool:
-        return rows * width * np.dtype(self.DTYPE).itemsize <= self.size
+    def fits(self, array: np.ndarray) -> bool:
+        return array.nbytes <= self.size
 
-    def write(self, tokens: np.ndarray) -> None:
-        view = np.frombuffer(self._map, dtype=self.DTYPE, count=tokens.size).reshape(tokens.shape)
-        view[...] = tokens
+    def write(self, array: np.ndarray) -> None:
+        view = np.frombuffer(self._map, dtype=array.dtype, count=array.size).reshape(array.shape)
+        view[...] = array
 
-    def read(self, rows: int, width: int) -> np.ndarray:
-        """A copy of the batch (the buffer is overwritten by the next one)."""
-        return np.frombuffer(self._map, dtype=self.DTYPE, count=rows * width).reshape(rows, width).copy()
+    def read(self, shape: tuple[int, ...], dtype: type | np.dtype = TOKENS) -> np.ndarray:
+        """A copy of the array (the buffer is overwritten by the next one)."""
+        count = int(np.prod(shape))
+        if count * np.dtype(dtype).itemsize > self.size:
+            raise ChannelError(f"an array of shape {shape} does not fit the shared buffer of {self.size:,} bytes")
+        return np.frombuffer(self._map, dtype=dtype, count=count).reshape(shape).copy()
 
     def close(self) -> None:
         self._map.close()

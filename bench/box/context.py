@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.box.channel import BatchBuffer, Channel
+from bench.box.channel import SharedBuffer, Channel
 from bench.box.handoff import pack_model
 from bench.spec.workload import WorkloadSpec
 from bench.train.api import BudgetExhausted, TrialContext
@@ -43,7 +43,7 @@ class BoxContext(TrialContext):
         self.rank, self.world_size = 0, 1
         self._channel, self._scratch = channel, scratch
         self._clock: dict[str, Any] = dict(facts["clock"])
-        self._buffer: BatchBuffer | None = None
+        self._buffer: SharedBuffer | None = None
         self._flops_declared = False
         self._model: nn.Module | None = None  # the model built, for the harness's default FLOP estimate
         self._restored: dict[str, Any] | None = None  # the recipe's state at its last checkpoint, once resumed
@@ -62,7 +62,7 @@ class BoxContext(TrialContext):
         if len(received) == 1 and reply.get("buffer_size"):  # a (larger) batch buffer comes with this answer
             if self._buffer is not None:
                 self._buffer.close()
-            self._buffer = BatchBuffer(received[0], int(reply["buffer_size"]))
+            self._buffer = SharedBuffer(received[0], int(reply["buffer_size"]))
         else:
             for fd in received:
                 os.close(fd)
@@ -103,7 +103,9 @@ class BoxContext(TrialContext):
             if not self._flops_declared and self._model is not None:
                 from bench.measure.flops import estimate_flops_per_token
 
-                request["flops_per_token"] = estimate_flops_per_token(self._model, seq_len)
+                estimate = estimate_flops_per_token(self._model, seq_len)
+                if estimate > 0:  # a model without matrix multiplications (a lookup table) has no estimate
+                    request["flops_per_token"] = estimate
                 self._flops_declared = True
             reply = self.ask(request)
             request = {"kind": "batch", "batch_size": batch_size, "seq_len": seq_len}
@@ -111,7 +113,7 @@ class BoxContext(TrialContext):
                 self._exhausted = True
                 return
             assert self._buffer is not None
-            tokens = torch.from_numpy(self._buffer.read(batch_size, seq_len + 1).astype(np.int64))
+            tokens = torch.from_numpy(self._buffer.read((batch_size, seq_len + 1)).astype(np.int64))
             inputs, targets = tokens[:, :-1], tokens[:, 1:]
             if self.device.type == "cuda":
                 yield (inputs.pin_memory().to(self.device, non_blocking=True),

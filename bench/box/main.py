@@ -30,15 +30,15 @@ from bench.box import sandbox
 from bench.box.channel import Channel
 
 BOOTSTRAP = (
-    "import importlib.util, sys\n"
+    "import importlib, importlib.util, sys\n"
     "spec = importlib.util.spec_from_file_location('bench', sys.argv[2] + '/__init__.py', "
     "submodule_search_locations=[sys.argv[2]])\n"
     "module = importlib.util.module_from_spec(spec); sys.modules['bench'] = module; spec.loader.exec_module(module)\n"
-    "from bench.box.main import main\n"
-    "sys.exit(main(int(sys.argv[1])))\n"
+    "sys.exit(importlib.import_module('bench.box.' + sys.argv[3]).main(int(sys.argv[1])))\n"
 )
-"""What ``python -I -c`` runs: ``bench`` imported from the folder the harness names, so the box never needs the
-project checkout (which holds results, caches and other submissions) on its path."""
+"""What ``python -I -c`` runs, as ``BOOTSTRAP CHANNEL_FD BENCH_DIR ENTRY``: ``bench`` imported from the folder the
+harness names, so a box never needs the project checkout (which holds results, caches and other submissions) on its
+path, then ``bench.box.ENTRY.main`` (``main``: the recipe's box; ``scoring``: the scoring box)."""
 
 TRACEBACK_LINES = 25
 

@@ -32,11 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 
 import bench
 from bench.box import sandbox
-from bench.box.channel import BatchBuffer, Channel, ChannelClosed, ChannelError, pair, read_fd
+from bench.box.channel import SharedBuffer, Channel, ChannelClosed, ChannelError, pair, read_fd
 from bench.box.main import BOOTSTRAP
 from bench.harness import keeper
 from bench.harness.clock import CPU_TRIAL_ENV
@@ -82,7 +81,7 @@ class RecipeBox:
     tree: ProcessTree
     scratch: Path
     walls: dict[str, Any] = field(default_factory=dict)
-    buffer: BatchBuffer | None = None
+    buffer: SharedBuffer | None = None
 
     @classmethod
     def start(cls, plan: PlannedTrial, threads: int, gpu: bool) -> RecipeBox:
@@ -98,7 +97,7 @@ class RecipeBox:
                    TRITON_CACHE_DIR=str(scratch / "triton"), PYTHONDONTWRITEBYTECODE="1")
         if not gpu:  # the CPU-time clock charges spinning OpenMP threads: let them sleep
             env.update(CPU_TRIAL_ENV)
-        command = [sys.executable, "-I", "-c", BOOTSTRAP, str(theirs.fileno()), str(Path(bench.__file__).parent)]
+        command = [sys.executable, "-I", "-c", BOOTSTRAP, str(theirs.fileno()), str(Path(bench.__file__).parent), "main"]
         process = subprocess.Popen(
             [sys.executable, "-I", "-S", keeper.__file__, str(theirs.fileno()), *command],
             pass_fds=(theirs.fileno(),), env=env, cwd=scratch, start_new_session=True,
@@ -184,7 +183,10 @@ def serve(box: RecipeBox, ctx: HarnessContext, serving: Serving, train_limit_s: 
                 continue
             message, fds = box.channel.receive()
             try:
-                outcome = _answer(box, ctx, serving, message, fds)
+                with clock.held():  # one reading of the box's CPU time answers the whole request
+                    outcome = _answer(box, ctx, serving, message, fds)
+            except (ValueError, TypeError, KeyError) as exc:  # a request the harness's context refuses
+                raise ChannelError(f"{message.get('kind')}: {exc}") from None
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -260,11 +262,12 @@ def _serve_batch(box: RecipeBox, ctx: HarnessContext, message: dict[str, Any]) -
         return
     reply: dict[str, Any] = {"kind": "batch", "clock": _snapshot(ctx)}
     fds: tuple[int, ...] = ()
-    if box.buffer is None or not box.buffer.fits(*tokens.shape):
+    tokens = tokens.astype(SharedBuffer.TOKENS)
+    if box.buffer is None or not box.buffer.fits(tokens):
         if box.buffer is not None:
             box.buffer.close()
-        size = max(BUFFER_BYTES, 2 * tokens.size * np.dtype(BatchBuffer.DTYPE).itemsize)
-        box.buffer = BatchBuffer.create(size)
+        size = max(BUFFER_BYTES, 2 * tokens.nbytes)
+        box.buffer = SharedBuffer.create(size)
         reply["buffer_size"], fds = size, (box.buffer.fd,)
     box.buffer.write(tokens)
     box.channel.send(reply, fds)

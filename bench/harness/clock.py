@@ -70,7 +70,12 @@ class TrainingClock:
     ``source`` is what it counts (see the module docstring); pauses are tallied in wall seconds, since they are
     the harness's own time (evaluation), reported separately. ``synchronize`` waits for the device's queued work
     (:func:`bench.train.runtime.synchronizer`) and is called before every reading that starts or stops the clock
-    (pauses too), so queued GPU work is charged to the interval that queued it; :meth:`elapsed` does not wait."""
+    (pauses too), so queued GPU work is charged to the interval that queued it; :meth:`elapsed` does not wait.
+
+    ``rate`` turns the source's seconds into the budget's: the hardware class's reference seconds per second of
+    this host (:mod:`bench.harness.calibration`; 1.0 uncalibrated). It changes only while the clock is stopped (the
+    harness measures the host during a pause), so each running interval is counted at one rate.
+    """
 
     def __init__(self, source: Callable[[], float] = time.perf_counter, name: str = WALL,
                  synchronize: Callable[[], None] | None = None) -> None:
@@ -79,6 +84,8 @@ class TrainingClock:
         self._synchronize = synchronize or (lambda: None)
         self._accumulated = 0.0
         self._started_at: float | None = None
+        self._held: float | None = None
+        self.rate = 1.0
         self.paused_seconds = 0.0
         self.observer: Callable[[str], None] | None = None  # told 'start' and 'stop' (the harness's supervisor)
 
@@ -96,10 +103,18 @@ class TrainingClock:
     def stop(self) -> None:
         if self._started_at is not None:
             self._synchronize()  # training's queued work is training's
-            self._accumulated += self._source() - self._started_at
+            self._accumulated += (self._source() - self._started_at) * self.rate
             self._started_at = None
             if self.observer is not None:
                 self.observer("stop")
+
+    def set_rate(self, rate: float) -> None:
+        """Count the next running intervals at ``rate`` (the clock must be stopped)."""
+        if self._started_at is not None:
+            raise RuntimeError("the clock's rate changes only while it is stopped")
+        if not rate > 0:
+            raise ValueError(f"a clock rate must be positive, got {rate}")
+        self.rate = float(rate)
 
     def resume_from(self, seconds: float) -> None:
         """Continue a resumed trial's clock from the reading its checkpoint saved (the clock must be stopped)."""
@@ -108,10 +123,23 @@ class TrainingClock:
         self._accumulated = float(seconds)
 
     def elapsed(self) -> float:
-        """Seconds the clock has run."""
+        """Seconds the clock has run (the budget's seconds)."""
+        if self._held is not None:
+            return self._held
         if self._started_at is None:
             return self._accumulated
-        return self._accumulated + self._source() - self._started_at
+        return self._accumulated + (self._source() - self._started_at) * self.rate
+
+    @contextmanager
+    def held(self) -> Iterator[float]:
+        """One reading for the whole block: every :meth:`elapsed` inside returns it (the harness answers a request
+        from one reading instead of reading a process tree from ``/proc`` once per question)."""
+        self._held = None
+        self._held = self.elapsed()
+        try:
+            yield self._held
+        finally:
+            self._held = None
 
     @contextmanager
     def paused(self) -> Iterator[None]:

@@ -29,6 +29,7 @@ from bench.downstream.generation import run_generation
 from bench.downstream.runner import run_workload_downstream
 from bench.harness.leftovers import Running, left_running
 from bench.harness.plan import PlannedTrial, TrialLimits
+from bench.harness.scoring import RemoteModel, census_counts
 from bench.harness.verdict import (
     OK, Verdict, causality_rule, clock_rule, drawn_rule, failure, floor_rule, judge, leftover_rule, param_counts,
     return_rule, size_rule,
@@ -56,7 +57,6 @@ from bench.train import saved_model
 from bench.harness.clock import TrainingClock, clock_for
 from bench.harness.context import HarnessContext, TrainingDiverged, evaluate_now, tokens_drawn, training_clock
 from bench.train.evaluate import evaluate, evaluate_sharded, evaluation_windows
-from bench.train.configure import config_from
 from bench.train.loader import load_recipe_class
 from bench.train.resume import DamagedCheckpoint, Stopwatch, load_state, save_state
 from bench.train.runtime import seed_everything, synchronizer, warm_lazy_imports
@@ -81,6 +81,7 @@ class Trained:
     contention: Contention | None = None
     wall_s: float | None = None
     left_running: list[str] = field(default_factory=list)  # threads and processes still running when train() returned
+    noncausal: str | None = None  # a remote model's causality check (bench.harness.scoring.causality), if it failed
 
 
 @dataclass
@@ -293,9 +294,15 @@ def judge_trained(
                           stream_ended_at=ctx.stream_ended_at)
     if trained.model is None or verdict.status not in (TrialStatus.ok, TrialStatus.overrun):
         return Judged(verdict)
-    counts = param_counts(trained.model, plan.workload)
-    verdict = size_rule(verdict, counts, plan.workload)
-    verdict = causality_rule(verdict, trained.model, ctx.vocab_size, plan.workload.eval.seq_len, ctx.device)
+    if isinstance(trained.model, RemoteModel):  # counted from its archive; its causality checked in two children
+        counts = census_counts(trained.model.census, plan.workload)
+        verdict = size_rule(verdict, counts, plan.workload)
+        if verdict.ok and trained.noncausal:
+            verdict = Verdict(TrialStatus.invalid, trained.noncausal)
+    else:
+        counts = param_counts(trained.model, plan.workload)
+        verdict = size_rule(verdict, counts, plan.workload)
+        verdict = causality_rule(verdict, trained.model, ctx.vocab_size, plan.workload.eval.seq_len, ctx.device)
     verdict = leftover_rule(verdict, trained.left_running)
     verdict = drawn_rule(verdict, tokens_drawn(ctx), ctx.tokens)
     verdict = clock_rule(verdict, ctx.clock.elapsed(), supervised_s, supervisor_lost)

@@ -29,6 +29,9 @@ from bench.harness.clock import TrainingClock
 from bench.harness.compile_cache import compiles, fresh_compile_caches, prepare_compile
 from bench.harness.context import HarnessContext, training_clock
 from bench.harness.plan import PlannedTrial
+from bench.harness.scoring import RemoteModel
+from bench.data.shards import read_validation
+from bench.train.evaluate import evaluation_windows
 from bench.harness.supervisor import Supervisor
 from bench.harness.verdict import Verdict, failure, supervised_seconds
 from bench.measure.meter import Meter
@@ -131,26 +134,34 @@ def _boxed(plan: PlannedTrial, trial: TrialRecorder, device: torch.device, on_ev
                           network=bool(box.walls.get("network")), signals=bool(box.walls.get("signals")),
                           sockets=bool(box.walls.get("sockets")), off=list(box.walls.get("off", [])))
     work = Path(tempfile.mkdtemp(prefix=f"bench-harness-{plan.run_id}-"))
+    handover = boxed.Handover(plan, device, threads, recipe_dir, work)
     restarted: list[str] = []
+    trained: phases.Trained | None = None
     try:
-        cores = spec.budget.cpus if spec.budget.gpus == 0 and device.type == "cpu" else None
-        name, source = box_clock(box, cores)
-        ctx = phases.context(plan, data, plan.hyperparameters, TrainingClock(source, name), meter, device, 0, 1,
-                             on_event, tracker)
-        with trial.phase("resume"):
-            resumed = phases.resume(plan, ctx, box.scratch / RESTORED)
-        if isinstance(resumed, str):
-            restarted.append(resumed)
-        meter.start()
-        with trial.phase("train"):
-            trained = boxed.train(plan, ctx, box, meter, device, recipe_dir,
-                                  box.scratch / RESTORED if isinstance(resumed, Resumption) else None, work)
-    finally:
-        box.end()
-    try:
+        try:
+            cores = spec.budget.cpus if spec.budget.gpus == 0 and device.type == "cpu" else None
+            name, source = box_clock(box, cores)
+            ctx = phases.context(plan, data, plan.hyperparameters, TrainingClock(source, name), meter, device, 0, 1,
+                                 on_event, tracker)
+            with trial.phase("resume"):
+                resumed = phases.resume(plan, ctx, box.scratch / RESTORED)
+            if isinstance(resumed, str):
+                restarted.append(resumed)
+            meter.start()
+            windows = evaluation_windows(read_validation(data.cache_path, data.meta), spec.eval.seq_len,
+                                         spec.eval.tokens)
+            with trial.phase("train"):
+                trained = boxed.train(plan, ctx, box, meter, handover, recipe_dir,
+                                      box.scratch / RESTORED if isinstance(resumed, Resumption) else None, work,
+                                      windows)
+        finally:
+            box.end()
         judged = phases.judge_trained(plan, ctx, trained)
         return _finish(plan, trial, ctx, trained, judged, meter, data, device, 0, 1, restarted, isolation=isolation)
     finally:
+        if trained is not None and isinstance(trained.model, RemoteModel):
+            trained.model.close()
+        handover.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

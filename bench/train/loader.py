@@ -19,14 +19,17 @@ from bench.spec.loading import Submission, recipe_path
 from bench.train.api import Recipe
 
 
-def _import_file(path: Path, file_name: str, where: str) -> ModuleType:
+def _import_file(path: Path, file_name: str, where: str, beside: tuple[Path, ...] = ()) -> ModuleType:
+    """Import ``path`` under a private name; while it imports, its folder and the folders of ``beside`` (the
+    submissions it extends) are on ``sys.path``, so it may import helper modules of its own lineage."""
     if not path.is_file():
         raise BenchError(f"{where}: {file_name} does not exist in {path.parent}")
     module_name = f"bench_submission_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(path.parent))  # lets a recipe import helper modules next to it
+    folders = [str(folder) for folder in dict.fromkeys([path.parent, *beside])]
+    sys.path[:0] = folders
     try:
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
@@ -35,7 +38,8 @@ def _import_file(path: Path, file_name: str, where: str) -> ModuleType:
         tail = "".join(traceback.format_exception(exc)[-3:]).strip()
         raise BenchError(f"{where}: importing {file_name} failed: {tail}") from None
     finally:
-        sys.path.remove(str(path.parent))
+        for folder in folders:
+            sys.path.remove(folder)
     return module
 
 
@@ -50,7 +54,7 @@ def load_recipe_class(submission: Submission, recipe_dir: Path | None = None) ->
     if manifest.recipe_file is not None:
         folder = recipe_dir or submission.recipe_dir
         assert folder is not None, "a file entry point always has the folder of the manifest that named it"
-        module = _import_file(recipe_path(folder, manifest), manifest.recipe_file, where)
+        module = _import_file(recipe_path(folder, manifest), manifest.recipe_file, where, submission.lineage)
     else:
         try:
             module = importlib.import_module(module_name)

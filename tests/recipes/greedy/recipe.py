@@ -1,8 +1,3 @@
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/recipes/_common.py
-
 from _common import Bigram, sgd_steps
 
 from bench.train.api import Recipe
