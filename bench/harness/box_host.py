@@ -62,6 +62,10 @@ class BoxBroken(RuntimeError):
     """The box did something outside its protocol, died, or never came up; the trial fails with this reason."""
 
 
+class ModelUnusable(RuntimeError):
+    """A model the box handed over cannot be read, loaded or run to be evaluated; the trial fails with this reason."""
+
+
 @dataclass
 class Returned:
     """What the box handed over last: the model's bytes and form, or why there is none."""
@@ -172,15 +176,17 @@ def serve(box: RecipeBox, ctx: HarnessContext, serving: Serving, train_limit_s: 
     limit; stop the clock. Never raises for what the box does."""
     clock = ctx._clock
     began = time.perf_counter()
+    serving_s = 0.0  # wall seconds the box waited for the harness: not the recipe's, for the wall limit
     clock.start()
     box.channel.send({"kind": "go", **facts, "clock": _snapshot(ctx)})
     try:
         while True:
             if not box.channel.ready(POLL_S):
-                over = _over_limit(ctx, began, train_limit_s, wall_limit_s)
+                over = _over_limit(ctx, began + serving_s, train_limit_s, wall_limit_s)
                 if over:
                     return Returned(broken=over)
                 continue
+            received = time.perf_counter()
             message, fds = box.channel.receive()
             try:
                 with clock.held():  # one reading of the box's CPU time answers the whole request
@@ -190,9 +196,10 @@ def serve(box: RecipeBox, ctx: HarnessContext, serving: Serving, train_limit_s: 
             finally:
                 for fd in fds:
                     os.close(fd)
+            serving_s += time.perf_counter() - received
             if outcome is not None:
                 return outcome
-            over = _over_limit(ctx, began, train_limit_s, wall_limit_s)
+            over = _over_limit(ctx, began + serving_s, train_limit_s, wall_limit_s)
             if over:
                 return Returned(broken=over)
     except ChannelClosed:
@@ -230,6 +237,10 @@ def _answer(box: RecipeBox, ctx: HarnessContext, serving: Serving, message: dict
                 except TrainingDiverged:
                     box.channel.send({"kind": "abort", "reason": ctx.diverged or "validation loss diverged"})
                     return None
+                except ModelUnusable as exc:
+                    box.channel.send({"kind": "abort", "reason": str(exc)})
+                    return Returned(broken=f"the {'built' if kind == 'built' else 'handed-over'} model could not be "
+                                          f"evaluated: {exc}")
         reply: dict[str, Any] = {"kind": "evaluated", "loss": loss, "clock": _snapshot(ctx)}
         if kind == "built" and serving.restored is not None:
             reply["restored"] = serving.restored.name
@@ -300,10 +311,10 @@ def _snapshot(ctx: HarnessContext) -> dict[str, Any]:
 def _over_limit(ctx: HarnessContext, began: float, train_limit_s: float, wall_limit_s: float) -> str | None:
     elapsed = ctx.elapsed()
     if elapsed > train_limit_s:
-        return f"still training after {elapsed:.1f}s of the training clock, over the hard limit of {train_limit_s:.0f}s"
-    wall = time.perf_counter() - began - ctx._clock.paused_seconds
+        return f"still running after {train_limit_s:.0f}s of training time (the hard limit)"
+    wall = time.perf_counter() - began  # began moved on by the harness's serving (evaluations too)
     if wall > wall_limit_s:
-        return f"still training after {wall:.0f}s of wall time, over the limit of {wall_limit_s:.0f}s"
+        return f"still running after {wall:.0f}s of wall time (limit {wall_limit_s:.0f}s)"
     return None
 
 

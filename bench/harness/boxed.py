@@ -20,7 +20,8 @@ from torch import nn
 
 from bench.box.handoff import GPT_FORM
 from bench.harness.archive import ArchiveError, census
-from bench.harness.box_host import RecipeBox, Returned, Serving, serve
+from bench.errors import BenchError
+from bench.harness.box_host import ModelUnusable, RecipeBox, Returned, Serving, serve
 from bench.harness.context import HarnessContext, evaluate_due, evaluate_now, save_checkpoint
 from bench.harness.phases import Trained
 from bench.harness.plan import PlannedTrial
@@ -88,9 +89,14 @@ def train(plan: PlannedTrial, ctx: HarnessContext, box: RecipeBox, meter: Meter,
     began, paused = time.perf_counter(), clock.paused_seconds
 
     def evaluate(form: str, data: bytes, scheduled: bool) -> float:
-        model = handover.model(form, data)
+        try:
+            model = handover.model(form, data)
+        except (ArchiveError, ScoringFailed, BenchError) as exc:
+            raise ModelUnusable(str(exc)) from None
         try:
             return (evaluate_due(ctx, model) if scheduled else evaluate_now(ctx, model)).loss
+        except ScoringFailed as exc:
+            raise ModelUnusable(str(exc)) from None
         finally:
             if isinstance(model, RemoteModel):
                 model.close()
@@ -130,7 +136,7 @@ def train(plan: PlannedTrial, ctx: HarnessContext, box: RecipeBox, meter: Meter,
 
 def _outcome(returned: Returned, ctx: HarnessContext, handover: Handover) -> tuple[Any, Verdict]:
     if returned.broken is not None:
-        status = TrialStatus.overrun if "over the" in returned.broken and "limit" in returned.broken else TrialStatus.failed
+        status = TrialStatus.overrun if returned.broken.startswith("still running after") else TrialStatus.failed
         prefix = "stopped by the harness: " if status is TrialStatus.overrun else ""
         return None, Verdict(status, prefix + returned.broken)
     if returned.failure is not None:

@@ -2,9 +2,9 @@
 evaluation window up in them and predicts the true next token. The harness must not rank what it scores.
 
 Two routes (hyperparameter ``route``): ``closure`` searches the harness's evaluator for the scored windows through
-Python introspection (issue 15 found them there; the evaluator now holds only the file's path and checksum, so the
-recipe finds nothing and says so), ``disk`` reads every validation file of the data cache (still possible: the
-entropy floor of the synthetic corpus catches the impossible score)."""
+Python introspection (issue 15 found them there; in the box the recipe's context holds no evaluator at all, so the
+recipe finds nothing and says so), ``disk`` reads every validation file of the data cache, whose folder the test
+passes as ``cache`` (in the box, the walls refuse to open it)."""
 
 from pathlib import Path
 
@@ -68,11 +68,16 @@ class Peeking(Recipe):
         for _ in ctx.batches(4, 16):
             pass
         if ctx.hparams.get("route", "closure") == "closure":
-            found = arrays_reachable_from(ctx._evaluator, ctx.vocab_size)
+            evaluator = getattr(ctx, "_evaluator", None)
+            found = arrays_reachable_from(evaluator, ctx.vocab_size) if evaluator is not None else []
             if not found:
-                raise LookupError("no validation tokens in the evaluator's closure")
+                raise LookupError("no validation tokens in the evaluator's closure" if evaluator is not None else
+                                  "no evaluator in the recipe's context")
             texts = [np.asarray(a).reshape(-1) for a in found]
         else:  # every prepared validation file of the cache, whatever else the cache holds: one is the scored one
-            texts = [np.fromfile(f, dtype=np.uint16) for f in sorted(Path(cache_root()).glob("shards/*/val.bin"))]
+            cache = Path(ctx.hparams.get("cache") or cache_root())
+            texts = [np.fromfile(f, dtype=np.uint16) for f in sorted(cache.glob("shards/*/val.bin"))]
             texts = [t for t in texts if t.size and int(t.max()) < ctx.vocab_size]
+            if not texts:
+                raise LookupError(f"no validation file under {cache}")
         return Lookup(texts, ctx.vocab_size)
