@@ -87,11 +87,29 @@ def test_a_recipe_returning_a_model_that_reads_the_next_token_is_invalid():
     assert result.reason.startswith("non-causal: ")
 
 
-def test_a_thread_left_changing_the_weights_makes_the_trial_invalid_and_the_snapshot_is_scored():
+@pytest.fixture
+def in_process(monkeypatch):
+    """Run trials the way a multi-GPU trial (or a machine without Landlock) runs them: the recipe in the harness's
+    own process, guarded by the in-process rules (leftovers, the supervisor, the stream's count)."""
+    from bench.harness import trial as trial_module
+
+    monkeypatch.setattr(trial_module, "boxes_work", lambda: False)
+
+
+def test_a_thread_left_changing_the_weights_cannot_reach_the_model_a_boxed_trial_hands_over():
+    # The thread writes once the harness puts the model in eval mode to judge it: in the box nobody ever does, the
+    # harness judges its own copy, rebuilt from what the box handed over, and the box is ended once it has it.
+    result = trial("lingering", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
+    assert result.status is TrialStatus.ok, result.reason
+    assert result.final.val_loss == pytest.approx(math.log(VOCAB), abs=1e-5)  # the all-zero model as returned
+
+
+def test_in_process_a_thread_left_changing_the_weights_makes_the_trial_invalid_and_the_snapshot_is_scored(in_process):
     result = trial("lingering", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
     assert result.status is TrialStatus.invalid, result.reason
     assert result.reason.startswith("left 1 thread running after train() returned") and "'writer'" in result.reason
     assert result.final.val_loss == pytest.approx(math.log(VOCAB), abs=1e-5)  # the all-zero model as returned
+    assert not result.isolation.boxed and result.isolation.off
 
 
 def test_a_process_running_before_train_is_not_new_when_the_boot_time_moves(monkeypatch):
@@ -170,29 +188,54 @@ def test_a_recipe_cannot_pause_or_stop_the_clock_through_the_context():
             assert not isinstance(value, TrainingClock) and not hasattr(value, "paused"), name
 
 
-def test_a_recipe_that_slows_the_clock_by_monkeypatching_time_is_invalid(monkeypatch):
+@pytest.fixture
+def real_time(monkeypatch):
+    """Put back whatever time functions a recipe in this process leaves patched."""
     import time
 
-    for name in ("process_time", "perf_counter", "monotonic"):  # put back whatever the recipe leaves patched
+    for name in ("process_time", "perf_counter", "monotonic"):
         monkeypatch.setattr(time, name, getattr(time, name))
+
+
+def test_a_recipe_that_slows_its_own_clock_gains_nothing_in_the_box(real_time):
+    # Its patch slows its own process's time functions; the box's clock is its CPU time read from /proc by the
+    # harness, so the 3 CPU seconds it works after its budget are counted, and returning that late is an overrun.
+    result = trial("slow-clock", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
+    assert result.status is TrialStatus.overrun, result.reason
+    assert result.reason.startswith("returned ") and "after its budget was spent" in result.reason
+    assert result.timing.train_s >= 1.0  # 3 CPU seconds over cpu-2's 2 cores, counted in full
+
+
+def test_in_process_a_recipe_that_slows_the_clock_by_monkeypatching_time_is_invalid(real_time, in_process):
     result = trial("slow-clock", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
     assert result.status is TrialStatus.invalid, result.reason
     assert result.reason.startswith("clock: the training clock read ") and "the supervisor measured" in result.reason
     assert result.timing.supervised_train_s > result.timing.train_s
 
 
-def test_a_recipe_that_draws_batches_behind_the_budget_is_invalid():
-    """The issue's repro: batches taken from ctx._stream directly trained 5x the budget, status ok. The stream counts
-    what it serves at the source, and more than the budget admitted is a flag."""
+def test_a_boxed_recipe_has_no_stream_to_draw_from_behind_the_budget():
+    """The issue's repro: batches taken from ctx._stream directly trained 5x the budget, status ok. In the box the
+    context holds no stream: batches come only by asking the harness."""
+    result = trial("overdraw", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
+    assert result.status is TrialStatus.failed, result.reason
+    assert result.reason == "AttributeError: 'BoxContext' object has no attribute '_stream'"
+
+
+def test_in_process_a_recipe_that_draws_batches_behind_the_budget_is_invalid(in_process):
     result = trial("overdraw", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
     assert result.status is TrialStatus.invalid, result.reason
     assert result.reason.startswith("budget: the batch stream served 10,304 tokens, but the budget counted 2,048")
-    # (4 budgets' worth drawn around it, plus the one batch its loop drew before breaking)
-    honest = trial("good-bigram", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
-    assert honest.status is TrialStatus.ok and 0 < honest.tokens <= 2_048, honest.reason
 
 
-def test_an_honest_trial_is_supervised_and_not_flagged():
+def test_an_honest_boxed_trial_is_walled_in_and_timed_from_outside():
+    result = trial("good-bigram", small_tiny(wall_clock=None, tokens=8_192, every=1e9))
+    assert result.status is TrialStatus.ok, result.reason
+    isolation = result.isolation
+    assert isolation.boxed and isolation.files and isolation.network and isolation.signals and isolation.sockets
+    assert isolation.off == [] and result.timing.supervised_train_s is None  # no witness needed: the clock is outside
+
+
+def test_an_honest_in_process_trial_is_supervised_and_not_flagged(in_process):
     result = trial("good-bigram", small_tiny(wall_clock=None, tokens=8_192, every=1e9))
     assert result.status is TrialStatus.ok, result.reason
     assert result.timing.supervised_train_s is not None and result.timing.supervisor is None
