@@ -100,13 +100,65 @@ def format_validation_error(error: ValidationError, model: type[BaseModel]) -> l
     return problems
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that rejects a key given twice in one mapping.
+MAX_YAML_NODES = 100_000
+"""Most values a spec file may hold once its aliases are expanded. The largest file of the project holds about 100;
+an alias names a value without copying it, so a few lines of aliases of aliases ("billion laughs") stand for 10^9
+strings, which validate but then exhaust memory wherever the data is walked (a dump, a hash, a copy)."""
 
-    Plain PyYAML keeps the last value, so ``wall_clock: 60s`` followed later by ``wall_clock: 10h`` would silently
-    run a benchmark with a budget nobody reading the top of the file expects. Keys brought in by a ``<<`` merge may
-    still be overridden: that is what merges are for.
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of lists and mappings a spec file may have (the project's deepest: 6). PyYAML composes nested
+values recursively, so 20,000 ``[`` end in a RecursionError instead of a message."""
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses what no spec needs and a hostile file could use:
+
+    * a key given twice in one mapping. Plain PyYAML keeps the last value, so ``wall_clock: 60s`` followed later by
+      ``wall_clock: 10h`` would silently run a benchmark with a budget nobody reading the top of the file expects.
+      Keys brought in by a ``<<`` merge may still be overridden: that is what merges are for.
+    * more than :data:`MAX_YAML_NODES` values counting each alias as the values it stands for, nesting deeper than
+      :data:`MAX_YAML_DEPTH`, and an alias inside the value it names (a recursive structure). Each is counted as
+      the file is composed, before anything is built, and reported at the alias or value that crossed the bound.
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> values it stands for, for the nodes composed so far
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            node = self.anchors.get(event.anchor)
+            if node is not None:  # (an undefined alias: the base class reports it)
+                size = self._sizes.get(id(node))
+                if size is None:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"alias *{event.anchor} refers to a value that contains it", event.start_mark
+                    )
+                self._count(size, event)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_YAML_DEPTH} levels; a spec needs a few", event.start_mark
+            )
+        before = self._nodes
+        self._count(1, event)
+        node = super().compose_node(parent, index)
+        self._sizes[id(node)] = self._nodes - before
+        self._depth -= 1
+        return node
+
+    def _count(self, values: int, event: yaml.Event) -> None:
+        self._nodes += values
+        if self._nodes > MAX_YAML_NODES:
+            what = "aliases expand" if isinstance(event, yaml.AliasEvent) else "the file holds"
+            raise yaml.composer.ComposerError(
+                None, None, f"{what} to more than {MAX_YAML_NODES:,} values; a spec holds a few hundred",
+                event.start_mark,
+            )
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first_line: dict[Any, int] = {}
@@ -130,8 +182,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def read_yaml(path: Path) -> Any:
-    """Read a YAML file, turning syntax errors and duplicate keys into a :class:`SpecError` with the line and
-    column."""
+    """Read a YAML file, turning syntax errors, duplicate keys and oversized or over-deep content (see
+    :class:`_SpecLoader`) into a :class:`SpecError` with the line and column. Every YAML file the tool reads from a
+    user (workloads, manifests, studies) comes through here."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -139,7 +192,7 @@ def read_yaml(path: Path) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise BenchError(f"{path}: cannot read: {exc}") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
