@@ -26,6 +26,7 @@ from bench.spec.loading import (
     Submission,
     find_submission,
     load_workload,
+    parse_yaml,
     project_root,
     submission_dirs,
     workload_files,
@@ -321,8 +322,8 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         except ValueError:
             pass
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
+        value = parse_yaml(raw, f"--set {key.strip()}")
+    except SpecError:
         value = raw
     return key.strip(), value if value is not None else raw
 

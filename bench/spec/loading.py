@@ -182,22 +182,27 @@ class _SpecLoader(yaml.SafeLoader):
 
 
 def read_yaml(path: Path) -> Any:
-    """Read a YAML file, turning syntax errors, duplicate keys and oversized or over-deep content (see
-    :class:`_SpecLoader`) into a :class:`SpecError` with the line and column. Every YAML file the tool reads from a
-    user (workloads, manifests, studies) comes through here."""
+    """Read a YAML file with :func:`parse_yaml`; an unreadable file is a :class:`BenchError` naming it."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BenchError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BenchError(f"{path}: cannot read: {exc}") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML, turning syntax errors, duplicate keys and oversized or over-deep content (see
+    :class:`_SpecLoader`) into a :class:`SpecError` naming ``source`` with the line and column. All YAML the tool
+    reads from a user comes through here: workloads, manifests and studies (:func:`read_yaml`), ``--set`` values."""
     try:
         return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(str(path), [f"{where}invalid YAML: {problem}"]) from None
+        raise SpecError(source, [f"{where}invalid YAML: {problem}"]) from None
 
 
 def load_model(path: Path, model: type[M]) -> M:
