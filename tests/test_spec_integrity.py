@@ -77,6 +77,56 @@ def test_entry_point_inside_the_folder_loads_also_through_a_symlinked_folder(tmp
     assert load_submission(link / "demo").manifest.entry_point == "lib/recipe.py:Demo"
 
 
+def _with_helpers(root: Path, name: str = "demo", **manifest) -> Path:
+    """A submission whose recipe imports ``helpers``, a package beside it."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "submission.yaml").write_text(yaml.safe_dump({**MANIFEST, "name": name, **manifest}))
+    (folder / "recipe.py").write_text("from helpers import Demo\n")
+    return folder
+
+
+def test_a_link_leading_out_of_the_submission_folder_is_refused_naming_the_link(tmp_path):
+    outside = tmp_path / "elsewhere" / "helpers"
+    outside.mkdir(parents=True)
+    (outside / "__init__.py").write_text("class Demo: ...\n")
+    folder = _with_helpers(tmp_path / "subs")
+    os.symlink(outside, folder / "helpers")
+    with pytest.raises(SpecError) as info:
+        load_submission(folder)
+    [problem] = info.value.problems
+    assert str(folder / "submission.yaml") in str(info.value)
+    assert problem.startswith(f"helpers: a link to {outside.resolve()}, outside the submission folder")
+
+
+def test_a_link_out_of_a_folder_the_submission_extends_is_refused_naming_that_folder(tmp_path):
+    (tmp_path / "elsewhere.py").write_text("class Demo: ...\n")
+    parent = _with_helpers(tmp_path, "parent")
+    (parent / "lib").mkdir()
+    os.symlink(tmp_path / "elsewhere.py", parent / "lib" / "util.py")
+    child = tmp_path / "child"
+    child.mkdir()
+    (child / "submission.yaml").write_text(yaml.safe_dump({"name": "child", "extends": "parent"}))
+    with pytest.raises(SpecError) as info:
+        load_submission(child)
+    assert str(parent / "submission.yaml") in str(info.value) and "lib/util.py: a link to" in str(info.value)
+
+
+def test_links_inside_the_folder_stay_and_the_hash_follows_what_they_reach(tmp_path):
+    folder = _with_helpers(tmp_path)
+    for lib in ("lib", "lib2"):
+        (folder / lib).mkdir()
+        (folder / lib / "__init__.py").write_text(f"class Demo: ...  # {lib}\n")
+    os.symlink("lib", folder / "helpers")
+    os.symlink("recipe.py", folder / "alias.py")
+    first = load_submission(folder).source_hash()
+    (folder / "helpers").unlink()
+    os.symlink("lib2", folder / "helpers")  # the same files, but the recipe now imports other code
+    second = load_submission(folder).source_hash()
+    (folder / "recipe.py").write_text("from helpers import Demo  # changed\n")  # reached through alias.py too
+    assert len({first, second, load_submission(folder).source_hash()}) == 3
+
+
 def test_eval_tokens_shorter_than_one_window_is_rejected_naming_the_field(tmp_path):
     data = yaml.safe_load((ROOT / "workloads" / "tiny.yaml").read_text())
     data["eval"]["tokens"] = data["eval"]["seq_len"] - 1

@@ -270,17 +270,23 @@ class Submission:
 
     def source_hash(self) -> str:
         """SHA-256 over the complete manifest, the files of every folder in the lineage (relative paths and
-        contents) and the harness's training code (:func:`trainer_hash`), so a result names the exact code and
-        choices that produced it, inherited ones and the shared loop included: a changed loop makes new entries,
-        as a changed submission does."""
+        contents; a link's target and the content it reaches: :func:`load_submission` refused links leading out)
+        and the harness's training code (:func:`trainer_hash`), so a result names the exact code and choices that
+        produced it, inherited ones and the shared loop included: a changed loop makes new entries, as a changed
+        submission does."""
         digest = hashlib.sha256(self.manifest.model_dump_json().encode() + b"\0")
         for folder in self.lineage:
-            files = (p for p in sorted(folder.rglob("*")) if p.is_file() and not _IGNORED_PARTS & set(p.parts))
-            for path in files:
-                if path.suffix == ".pyc":
+            root = folder.resolve()
+            for path in sorted(folder.rglob("*")):
+                if _IGNORED_PARTS & set(path.parts) or path.suffix == ".pyc":
                     continue
-                digest.update(f"{folder.name}/{path.relative_to(folder)}".encode() + b"\0")
-                digest.update(path.read_bytes() + b"\0")
+                name = f"{folder.name}/{path.relative_to(folder)}"
+                if path.is_symlink():  # where it points: retargeting a link inside the folder changes the code
+                    target = path.resolve()
+                    where = target.relative_to(root) if target.is_relative_to(root) else target
+                    digest.update(f"{name} -> {where}".encode() + b"\0")
+                if path.is_file():
+                    digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
         digest.update(trainer_hash().encode())
         return digest.hexdigest()
 
@@ -379,7 +385,8 @@ def _raw_manifest(folder: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any],
 def load_submission(folder: Path) -> Submission:
     """Read ``folder/submission.yaml``, applying ``extends`` (recursively), and validate the complete manifest.
 
-    Problems name this manifest's file; a broken parent is reported with its own file.
+    Problems name this manifest's file; a broken parent is reported with its own file, and so is a folder of the
+    lineage holding a link that leads out of it (:func:`links_out_of`).
     """
     folder = folder.resolve()
     path = folder / MANIFEST
@@ -390,9 +397,33 @@ def load_submission(folder: Path) -> Submission:
         raise SpecError(str(path), format_validation_error(exc, SubmissionManifest)) from None
     if manifest.name != folder.name:
         raise SpecError(str(path), [f"name: must equal the folder name {folder.name!r}, got {manifest.name!r}"])
+    for member in lineage:
+        if problems := links_out_of(member):
+            raise SpecError(str(member / MANIFEST), problems)
     if recipe_dir is not None:
         recipe_path(recipe_dir, manifest)
     return Submission(folder=folder, manifest=manifest, lineage=lineage, recipe_dir=recipe_dir)
+
+
+def links_out_of(folder: Path) -> list[str]:
+    """One problem per symbolic link under ``folder`` that resolves outside it (followed to its end; a broken link
+    counts by where it points).
+
+    The source hash covers the lineage's folders only: code reached through a link to another folder would run
+    without the result identifying it, and could change after the result was made. Links that stay inside the
+    folder are fine; the hash covers where each points and the content it reaches.
+    """
+    root = folder.resolve()
+    problems = []
+    for parent, dirs, files in os.walk(folder):  # never follows a link to a folder, so a link loop ends too
+        for name in sorted([*dirs, *files]):
+            path = Path(parent) / name
+            if path.is_symlink() and not (target := path.resolve()).is_relative_to(root):
+                problems.append(
+                    f"{path.relative_to(folder)}: a link to {target}, outside the submission folder {root}; copy "
+                    "what it links to into the folder (the source hash covers only the folder's own files)"
+                )
+    return problems
 
 
 def find_submission(name_or_path: str, root: Path | None = None) -> Submission:
