@@ -73,13 +73,17 @@ class _Ledger:
     done: dict[str, RunResult] = field(default_factory=dict)
     unsaved: list[ResultNotWritten] = field(default_factory=list)
 
-    def record(self, trial: _Trial, result: RunResult) -> None:
-        """Write ``result``; a write that fails loses nothing (the fallback holds it) and the run goes on."""
+    def record(self, trial: _Trial, outcome: RunResult | Shipped) -> None:
+        """Write the result, then any files shipped with it (log, model): a write that fails loses nothing (the
+        fallback holds the result), a file that cannot be written only costs that file, and the run goes on."""
+        result = outcome.result if isinstance(outcome, Shipped) else outcome
         try:
             write_result(result, self.results_dir)
         except ResultNotWritten as problem:
             self.unsaved.append(problem)
             self.console.print(f"[bold red]not saved:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
+        for problem in receive(outcome, trial.plan) if isinstance(outcome, Shipped) else []:
+            self.console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         self.done[trial.plan.run_id] = result
         self.board.finish(result)
         if trial.plan.files.resume is not None and not trial.plan.stage:  # never resumed from now
@@ -292,13 +296,12 @@ def _interrupt(trials: list[_Trial], ledger: _Ledger) -> None:
             ledger.record(trial, _driver_result(trial, TrialStatus.interrupted, reason))
 
 
-def _collect(trial: _Trial) -> RunResult | _Retry:
-    """The trial's own result, a retry (its worker died and it has retries left), or the driver's account of why
-    there is no result."""
+def _collect(trial: _Trial) -> RunResult | Shipped | _Retry:
+    """The trial's own result (with its files, from a node of a cluster), a retry (its worker died and it has
+    retries left), or the driver's account of why there is no result."""
     can_retry = trial.attempt < trial.plan.request.retries
     try:
-        value = ray.get(trial.ref)
-        return receive(value, trial.plan) if isinstance(value, Shipped) else value
+        return ray.get(trial.ref)
     except ray.exceptions.NodeDiedError as exc:
         reason = f"the machine running the trial left the Ray cluster: {_first_line(exc)}"
         if can_retry:
