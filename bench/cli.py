@@ -21,6 +21,9 @@ from rich.text import Text
 
 from bench import __version__
 from bench.errors import BenchError, SpecError
+from bench.interrupt import describe as describe_interrupt
+from bench.interrupt import exit_status as interrupt_status
+from bench.interrupt import terminate_as_interrupt
 from bench.spec.loading import (
     DEFAULT_WORKLOAD,
     Submission,
@@ -52,16 +55,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(func: F) -> F:
-    """Print :class:`BenchError` as a message (one line per problem) instead of a traceback, and exit 1."""
+    """Print :class:`BenchError` as a message (one line per problem) instead of a traceback, and exit 1; say that
+    Ctrl-C or SIGTERM (handled alike, :mod:`bench.interrupt`) stopped the command, and exit 130 or 143."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with terminate_as_interrupt():
+                return func(*args, **kwargs)
         except BenchError as exc:
             for line in str(exc).splitlines():
                 errors.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt as interrupt:
+            errors.print(f"[bold red]stopped[/] by {describe_interrupt(interrupt)}", highlight=False)
+            raise typer.Exit(interrupt_status(interrupt)) from None
 
     return wrapper  # type: ignore[return-value]
 

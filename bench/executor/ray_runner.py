@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +33,7 @@ from rich.markup import escape
 
 import bench
 from bench.harness.plan import PlannedTrial
+from bench.interrupt import terminate_as_interrupt
 from bench.executor.outcome import ResultsNotSaved, RunInterrupted
 from bench.results.store import ResultNotWritten, write_result
 from bench.executor.cluster import ray_session
@@ -162,7 +160,7 @@ def run_trials(
         events = EventBox.remote()
         board_rows = [(t.plan.run_id, t.plan.submission.name, t.plan.request.seed) for t in trials]
         with ProgressBoard(board_rows, console, live=progress and console.is_terminal) as board, \
-                _terminate_as_interrupt():
+                terminate_as_interrupt():
             ledger = _Ledger(results_dir, board, console)
             try:
                 for trial in trials:
@@ -181,24 +179,6 @@ def run_trials(
     if ledger.unsaved:
         raise ResultsNotSaved(results, ledger.unsaved)
     return results
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a job scheduler's cancel, ``kill``) stops the run the way Ctrl-C does: running trials are recorded
-    as interrupted instead of the driver dying with nothing recorded."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def trial_env(plan: PlannedTrial) -> dict[str, str]:
