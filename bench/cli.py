@@ -60,16 +60,17 @@ def user_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            with terminate_as_interrupt():
+        with terminate_as_interrupt() as received:
+            try:
                 return func(*args, **kwargs)
-        except BenchError as exc:
-            for line in str(exc).splitlines():
-                errors.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-        except KeyboardInterrupt as interrupt:
-            errors.print(f"[bold red]stopped[/] by {describe_interrupt(interrupt)}", highlight=False)
-            raise typer.Exit(interrupt_status(interrupt)) from None
+            except BenchError as exc:
+                for line in str(exc).splitlines():
+                    errors.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
+            except KeyboardInterrupt as caught:
+                interrupt = received.interrupt(caught)
+                errors.print(f"[bold red]stopped[/] by {describe_interrupt(interrupt)}", highlight=False)
+                raise typer.Exit(interrupt_status(interrupt)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -493,7 +494,7 @@ def run(
         print_table(out, results_table(interrupted.results, f"{spec.name}: interrupted"))
         if json_:
             typer.echo(results_json(interrupted.results))
-        raise typer.Exit(130) from None
+        raise interrupted.by from None  # user_errors says by what, and exits 130 (Ctrl-C) or 143 (SIGTERM)
     except ResultsNotSaved as not_saved:
         results, unsaved = not_saved.results, not_saved
     print_table(out, results_table(results, f"{spec.name} ({spec.budget.hardware}): results in {results_dir}/"))

@@ -30,19 +30,33 @@ def describe(interrupt: KeyboardInterrupt) -> str:
     return "SIGTERM" if isinstance(interrupt, Terminated) else "Ctrl-C"
 
 
+class Received:
+    """What :func:`terminate_as_interrupt` saw: Ray turns any exception a signal handler raises inside its calls
+    into a plain ``KeyboardInterrupt``, so the type alone cannot tell SIGTERM from Ctrl-C."""
+
+    def __init__(self) -> None:
+        self.terminated = False
+
+    def interrupt(self, caught: KeyboardInterrupt) -> KeyboardInterrupt:
+        """The interrupt ``caught`` stands for: :class:`Terminated` if SIGTERM arrived in the block."""
+        return Terminated() if self.terminated and not isinstance(caught, Terminated) else caught
+
+
 @contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
+def terminate_as_interrupt() -> Iterator[Received]:
     """Within the block, SIGTERM raises :class:`Terminated` in the main thread; the previous handler is restored
     after it. Elsewhere than in the main thread (where Python delivers signals) it changes nothing."""
+    received = Received()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
 
     def terminated(signum: int, frame: object) -> None:
+        received.terminated = True
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -204,7 +204,8 @@ def test_a_log_that_cannot_be_written_or_closed_never_fails_a_finished_trial(tmp
         return finished
 
     monkeypatch.setattr(worker, "run_trial", run_trial)
-    monkeypatch.setattr(worker, "open", lambda *args, **kwargs: _FullDiskLog(open(*args, **kwargs)), raising=False)
+    monkeypatch.setattr(worker, "open", lambda *args, **kwargs: _FullDiskLog(open(*args, **kwargs)),  # noqa: SIM115
+                        raising=False)
     assert worker.execute(plan, None, 1) is finished
 
 

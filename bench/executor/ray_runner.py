@@ -160,16 +160,16 @@ def run_trials(
         events = EventBox.remote()
         board_rows = [(t.plan.run_id, t.plan.submission.name, t.plan.request.seed) for t in trials]
         with ProgressBoard(board_rows, console, live=progress and console.is_terminal) as board, \
-                terminate_as_interrupt():
+                terminate_as_interrupt() as received:
             ledger = _Ledger(results_dir, board, console)
             try:
                 for trial in trials:
                     trial.ref = _submit(trial, events)
                 _drive(trials, events, ledger)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as interrupt:
                 _interrupt(trials, ledger)
-                raise RunInterrupted([ledger.done[t.plan.run_id] for t in trials if t.plan.run_id in ledger.done]) \
-                    from None
+                done = [ledger.done[t.plan.run_id] for t in trials if t.plan.run_id in ledger.done]
+                raise RunInterrupted(done, received.interrupt(interrupt)) from None
             finally:
                 for trial in trials:
                     if trial.ref is not None and trial.plan.run_id not in ledger.done:
