@@ -21,11 +21,15 @@ from rich.text import Text
 
 from bench import __version__
 from bench.errors import BenchError, SpecError
+from bench.interrupt import describe as describe_interrupt
+from bench.interrupt import exit_status as interrupt_status
+from bench.interrupt import terminate_as_interrupt
 from bench.spec.loading import (
     DEFAULT_WORKLOAD,
     Submission,
     find_submission,
     load_workload,
+    parse_yaml,
     project_root,
     submission_dirs,
     workload_files,
@@ -51,16 +55,22 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(func: F) -> F:
-    """Print :class:`BenchError` as a message (one line per problem) instead of a traceback, and exit 1."""
+    """Print :class:`BenchError` as a message (one line per problem) instead of a traceback, and exit 1; say that
+    Ctrl-C or SIGTERM (handled alike, :mod:`bench.interrupt`) stopped the command, and exit 130 or 143."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except BenchError as exc:
-            for line in str(exc).splitlines():
-                errors.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+        with terminate_as_interrupt() as received:
+            try:
+                return func(*args, **kwargs)
+            except BenchError as exc:
+                for line in str(exc).splitlines():
+                    errors.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
+            except KeyboardInterrupt as caught:
+                interrupt = received.interrupt(caught)
+                errors.print(f"[bold red]stopped[/] by {describe_interrupt(interrupt)}", highlight=False)
+                raise typer.Exit(interrupt_status(interrupt)) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -322,8 +332,8 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         except ValueError:
             pass
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
+        value = parse_yaml(raw, f"--set {key.strip()}")
+    except SpecError:
         value = raw
     return key.strip(), value if value is not None else raw
 
@@ -485,7 +495,7 @@ def run(
         print_table(out, results_table(interrupted.results, f"{spec.name}: interrupted"))
         if json_:
             typer.echo(results_json(interrupted.results))
-        raise typer.Exit(130) from None
+        raise interrupted.by from None  # user_errors says by what, and exits 130 (Ctrl-C) or 143 (SIGTERM)
     except ResultsNotSaved as not_saved:
         results, unsaved = not_saved.results, not_saved
     print_table(out, results_table(results, f"{spec.name} ({spec.budget.hardware}): results in {results_dir}/"))

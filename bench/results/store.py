@@ -144,7 +144,9 @@ def read_result(path: Path) -> RunResult:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise BenchError(f"{path}: not a valid result file: {field}: {first['msg']}") from None
+        raise BenchError(
+            f"{path}: not a valid result file: {field}: {first['msg'].removeprefix('Value error, ')}"
+        ) from None
     except UnicodeDecodeError as exc:
         raise BenchError(
             f"{path}: not a valid result file: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
