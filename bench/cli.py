@@ -81,7 +81,9 @@ class BenchTyper(typer.Typer):
 
 app = BenchTyper(
     name="bench",
-    help="pretrain-bench: fixed-budget benchmarks for small-scale language-model pretraining.",
+    help="pretrain-bench: fixed-budget benchmarks for small-scale language-model pretraining.\n\nCommands work on "
+         "the project you stand in: the nearest folder upward with workloads/ and submissions/, else the git root "
+         "($BENCH_ROOT names another).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
