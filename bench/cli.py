@@ -46,10 +46,11 @@ ON_TERMINAL = sys.stdout.isatty()
 PIPED_HELP_WIDTH = 10_000
 """Off a terminal (a pipe, a file, ``less``), help is plain text whose lines are never wrapped or cut, so that
 ``bench run --help | grep seed`` finds whole lines; on a terminal it is Typer's boxed help at the terminal's width."""
-HELP_SETTINGS: dict[str, Any] = dict(
-    rich_markup_mode="rich" if ON_TERMINAL else None,
-    context_settings={} if ON_TERMINAL else {"max_content_width": PIPED_HELP_WIDTH, "terminal_width": PIPED_HELP_WIDTH},
-)
+HELP_SETTINGS: dict[str, Any] = {
+    "rich_markup_mode": "rich" if ON_TERMINAL else None,
+    "context_settings": {} if ON_TERMINAL else {"max_content_width": PIPED_HELP_WIDTH,
+                                                "terminal_width": PIPED_HELP_WIDTH},
+}
 
 
 class BenchCommand(typer.core.TyperCommand):
@@ -123,8 +124,8 @@ def write_dir(given: Path | None) -> Path:
     return given if given is not None else project_root() / DEFAULT_RESULTS_DIR
 
 
-READ_DIRS_HELP = ("Result folders to read, repeatable (default: results/ and leaderboard/results/ in the project; a run "
-                  "in both counts once).")
+READ_DIRS_HELP = ("Result folders to read, repeatable (default: results/ and leaderboard/results/ in the project; "
+                  "a run in both counts once).")
 WRITE_DIR_HELP = "Where result files are written (default: results/ in the project)."
 
 
@@ -298,7 +299,8 @@ def validate_path(path: Path) -> list[str]:
 def validate(
     paths: Annotated[
         list[Path] | None,
-        typer.Argument(metavar="PATH", help="Workload YAML files or submission folders; all of the project's by default."),
+        typer.Argument(metavar="PATH",
+                       help="Workload YAML files or submission folders; all of the project's by default."),
     ] = None,
 ) -> None:
     """Validate workload and submission specs (submissions: manifest, entry point import, recipe API)."""

@@ -28,9 +28,9 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from urllib.parse import urlparse
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from bench.errors import BenchError
 from bench.results.schema import EvalPoint, RunResult, TrainLogPoint

@@ -36,7 +36,7 @@ def _bench(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
     for name in ("COLUMNS", "BENCH_ROOT"):
         environ.pop(name, None)
     return subprocess.run([sys.executable, "-m", "bench.cli", *args], cwd=cwd, env={**environ, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 # --- the project is the folder you stand in -------------------------------------------------------------------------
