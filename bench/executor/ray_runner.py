@@ -45,6 +45,7 @@ from bench.executor.worker import Shipped, execute, receive, ship, staged
 from bench.results.schema import CheckpointRecord, RunResult, Timing, TrialStatus
 from bench.harness.clock import CPU_TRIAL_ENV
 from bench.train.events import TrialEvent
+from bench.track import FORWARDED_ENV as TRACK_ENV
 
 START_PHASE = "start"
 """Phase of the event each trial task sends first: the worker is running (``started_at`` of a driver-built result)."""
@@ -194,6 +195,7 @@ def trial_env(plan: PlannedTrial) -> dict[str, str]:
         env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     if every := os.environ.get(PROGRESS_ENV):
         env[PROGRESS_ENV] = every
+    env.update({name: value for name in TRACK_ENV if (value := os.environ.get(name))})  # `--track`, on every node
     return env
 
 

@@ -23,6 +23,10 @@ from bench.errors import BenchError
 from bench.results.schema import RunResult
 
 DEFAULT_RESULTS_DIR = Path("results")
+"""Where commands write results, relative to the project: every run, sweep and study lands here first."""
+PUBLISHED_RESULTS_DIR = Path("leaderboard") / "results"
+"""Where published results live, relative to the project: the board ranks these, and reading commands read them
+beside :data:`DEFAULT_RESULTS_DIR`."""
 
 
 def new_run_id(seed: int) -> str:

@@ -7,7 +7,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 import yaml
@@ -23,14 +23,26 @@ M = TypeVar("M", bound=BaseModel)
 DEFAULT_WORKLOAD = "tiny"
 
 
-def project_root() -> Path:
-    """The folder holding ``workloads/`` and ``submissions/``: ``$BENCH_ROOT``, else the checkout, else the cwd."""
-    if env := os.environ.get("BENCH_ROOT"):
-        return Path(env).resolve()
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "workloads").is_dir():
-        return checkout
-    return Path.cwd()
+ROOT_ENV = "BENCH_ROOT"
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The project a command works on: ``$BENCH_ROOT`` when set, else the nearest folder from ``start`` (default:
+    the current folder) upward that holds both ``workloads/`` and ``submissions/``, else the git root above it,
+    else ``start`` itself.
+
+    It follows where the user stands, never where the package is installed: a second clone, or a project of one's
+    own beside an installed pretrain-bench, reads and writes its own workloads, submissions and results."""
+    if env := os.environ.get(ROOT_ENV):
+        return Path(env).expanduser().resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "workloads").is_dir() and (folder / "submissions").is_dir():
+            return folder
+    for folder in (here, *here.parents):
+        if (folder / ".git").exists():  # a folder, or a file in a worktree or submodule
+            return folder
+    return here
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -454,10 +466,10 @@ def workload_path(name_or_path: str, root: Path | None = None) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml"):
         return candidate
-    path = (root or project_root()) / "workloads" / f"{name_or_path}.yaml"
+    root = root or project_root()
+    path = root / "workloads" / f"{name_or_path}.yaml"
     if not path.exists():
-        known = ", ".join(p.stem for p in workload_files(root)) or "none"
-        raise BenchError(f"unknown workload {name_or_path!r} (known: {known})")
+        raise BenchError(unknown_name("workload", name_or_path, [p.stem for p in workload_files(root)], root))
     return path
 
 
@@ -466,11 +478,21 @@ def submission_dir(name_or_path: str, root: Path | None = None) -> Path:
     candidate = Path(name_or_path)
     if (candidate / "submission.yaml").exists():
         return candidate
-    folder = (root or project_root()) / "submissions" / name_or_path
+    root = root or project_root()
+    folder = root / "submissions" / name_or_path
     if not (folder / "submission.yaml").exists():
-        known = ", ".join(p.name for p in submission_dirs(root)) or "none"
-        raise BenchError(f"unknown submission {name_or_path!r} (known: {known})")
+        raise BenchError(unknown_name("submission", name_or_path, [p.name for p in submission_dirs(root)], root))
     return folder
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str], root: Path) -> str:
+    """The message for a workload or submission name the project does not have: the known names, and where the
+    project is (and how to pick another) when it has none."""
+    names = sorted(set(known))
+    if names:
+        return f"unknown {kind} {name!r} (known: {', '.join(names)})"
+    return (f"unknown {kind} {name!r}: the project at {root} has no {kind}s (it is the folder you stand in, or the "
+            f"nearest one above it with workloads/ and submissions/; ${ROOT_ENV} picks another)")
 
 
 def workload_files(root: Path | None = None) -> list[Path]:
