@@ -7,12 +7,13 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import typer.core
 import yaml
 from rich.console import Console
 from rich.markup import escape
@@ -21,48 +22,179 @@ from rich.text import Text
 
 from bench import __version__
 from bench.errors import BenchError, SpecError
+from bench.interrupt import describe as describe_interrupt
+from bench.interrupt import exit_status as interrupt_status
+from bench.interrupt import terminate_as_interrupt
 from bench.spec.loading import (
     DEFAULT_WORKLOAD,
     Submission,
     find_submission,
     load_workload,
+    parse_yaml,
     project_root,
     submission_dirs,
+    unknown_name,
     workload_files,
     workload_path,
 )
-from bench.results.store import DEFAULT_RESULTS_DIR, new_run_id
+from bench.results.store import DEFAULT_RESULTS_DIR, PUBLISHED_RESULTS_DIR, new_run_id
 from bench.results.schema import RunResult, TrialStatus
+from bench.spec.seeds import SYNTAX as SEEDS_SYNTAX, parse_seeds
 from bench.spec.units import format_bytes, format_count, format_duration, parse_duration
 from bench.spec.workload import WorkloadSpec
-from bench.summary import print_table, results_table
+from bench.summary import PROSE_WIDTH, print_table, results_table
 
-app = typer.Typer(
+F = TypeVar("F", bound=Callable[..., Any])
+
+ON_TERMINAL = sys.stdout.isatty()
+PIPED_HELP_WIDTH = 10_000
+"""Off a terminal (a pipe, a file, ``less``), help is plain text whose lines are never wrapped or cut, so that
+``bench run --help | grep seed`` finds whole lines; on a terminal it is Typer's boxed help at the terminal's width."""
+HELP_SETTINGS: dict[str, Any] = {
+    "rich_markup_mode": "rich" if ON_TERMINAL else None,
+    "context_settings": {} if ON_TERMINAL else {"max_content_width": PIPED_HELP_WIDTH,
+                                                "terminal_width": PIPED_HELP_WIDTH},
+}
+
+
+class BenchCommand(typer.core.TyperCommand):
+    """A command whose help names each value by its metavar (``--seeds SEEDS``, ``WORKLOAD``, ``--out PATH``) and
+    flags by nothing, never by Typer's type placeholders (``<str>``, ``<bool>``, ``<list[Path]>``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.metavar is not None or getattr(param, "is_flag", False):
+                shown_as = None if getattr(param, "is_flag", False) or param.param_type_name == "argument" \
+                    else param.metavar  # an argument's name is its metavar already
+                param.display_type_rich = lambda ctx, shown_as=shown_as: shown_as  # type: ignore[method-assign]
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.display_type_rich = lambda ctx: None  # type: ignore[attr-defined]
+        return option
+
+
+class BenchTyper(typer.Typer):
+    """Typer whose commands are :class:`BenchCommand` s."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[F], F]:
+        kwargs.setdefault("cls", BenchCommand)
+        return super().command(*args, **kwargs)
+
+
+app = BenchTyper(
     name="bench",
-    help="pretrain-bench: fixed-budget benchmarks for small-scale language-model pretraining.",
+    help="pretrain-bench: fixed-budget benchmarks for small-scale language-model pretraining.\n\nCommands work on "
+         "the project you stand in: the nearest folder upward with workloads/ and submissions/, else the git root "
+         "($BENCH_ROOT names another).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    **HELP_SETTINGS,
 )
 console = Console()
 errors = Console(stderr=True)
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 def user_errors(func: F) -> F:
-    """Print :class:`BenchError` as a message (one line per problem) instead of a traceback, and exit 1."""
+    """Print :class:`BenchError` as a message (one line per problem) instead of a traceback, and exit 1; say that
+    Ctrl-C or SIGTERM (handled alike, :mod:`bench.interrupt`) stopped the command, and exit 130 or 143."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except BenchError as exc:
-            for line in str(exc).splitlines():
-                errors.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+        with terminate_as_interrupt() as received:
+            try:
+                return func(*args, **kwargs)
+            except BenchError as exc:
+                for line in str(exc).splitlines():
+                    errors.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+                raise typer.Exit(1) from None
+            except KeyboardInterrupt as caught:
+                interrupt = received.interrupt(caught)
+                errors.print(f"[bold red]stopped[/] by {describe_interrupt(interrupt)}", highlight=False)
+                raise typer.Exit(interrupt_status(interrupt)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def shown(path: Path) -> str:
+    """A folder as messages show it: relative to the current folder when inside it (``results/``), else absolute."""
+    path = path.resolve()
+    try:
+        relative = path.relative_to(Path.cwd().resolve())
+    except ValueError:
+        relative = path
+    return f"{relative}/" if str(relative) != "." else "./"
+
+
+def write_dir(given: Path | None) -> Path:
+    """Where a command writes results: ``--results-dir``, else ``results/`` in the project."""
+    return given if given is not None else project_root() / DEFAULT_RESULTS_DIR
+
+
+READ_DIRS_HELP = ("Result folders to read, repeatable (default: results/ and leaderboard/results/ in the project; "
+                  "a run in both counts once).")
+WRITE_DIR_HELP = "Where result files are written (default: results/ in the project)."
+
+
+def read_dirs(given: list[Path] | None) -> list[Path]:
+    """Where a command reads results: the ``--results-dir`` folders, else the project's ``results/`` (what was run
+    here) and ``leaderboard/results/`` (what is published); a run found in both counts once."""
+    if given:
+        return list(given)
+    root = project_root()
+    return [root / DEFAULT_RESULTS_DIR, root / PUBLISHED_RESULTS_DIR]
+
+
+def read_results(dirs: list[Path]) -> list[RunResult]:
+    """The results under ``dirs``, each run once, after saying on stderr which folders were read and what each held
+    (so an empty answer says where it looked)."""
+    from bench.board.rank import unique_runs
+    from bench.results.store import load_result_files
+
+    found = load_result_files(dirs)
+    counts = []
+    for folder in dirs:
+        inside = sum(1 for path, _ in found if path.resolve().is_relative_to(folder.resolve()))
+        counts.append(f"{shown(folder)} ({inside if folder.exists() else 'missing'})")
+    errors.print(f"read {', '.join(counts)}", highlight=False, markup=False, soft_wrap=True)
+    return unique_runs(result for _, result in found)
+
+
+def known_name(kind: str, name: str, known: Iterable[str]) -> str:
+    """``name`` if it is among ``known`` (a workload or submission name); else an error listing the known ones."""
+    known = set(known)
+    if name not in known:
+        raise BenchError(unknown_name(kind, name, known, project_root()))
+    return name
+
+
+def workload_name(workload: str) -> str:
+    """A workload option as a name: ``workloads/tiny.yaml`` -> ``tiny``."""
+    return Path(workload).stem if workload.endswith((".yaml", ".yml")) else workload
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML for people: multi-line text (a workload's notes, a description) as a literal block, never a quoted
+    string with escaped line breaks."""
+    return yaml.dump(data, Dumper=_ReadableDumper, sort_keys=False, width=10_000, allow_unicode=True).rstrip()
+
+
+class _ReadableDumper(yaml.SafeDumper):
+    pass
+
+
+def _text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    if "\n" not in value.strip():
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+    # A literal block holds no space at a line's end (PyYAML would fall back to a quoted string): shown without it.
+    text = "\n".join(line.rstrip() for line in value.splitlines()) + ("\n" if value.endswith("\n") else "")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style="|")
+
+
+_ReadableDumper.add_representer(str, _text)
 
 
 def _version(value: bool) -> None:
@@ -129,8 +261,9 @@ def list_command() -> None:
 
     submissions = Table(title="Submissions", title_justify="left")
     submissions.add_column("name", no_wrap=True)
-    for column in ("authors", "entry point", "workloads", "description"):
+    for column in ("authors", "entry point", "workloads"):
         submissions.add_column(column)
+    submissions.add_column("description", max_width=PROSE_WIDTH)
     for folder in submission_dirs():
         try:
             manifest = find_submission(str(folder)).manifest
@@ -176,7 +309,8 @@ def validate_path(path: Path) -> list[str]:
 def validate(
     paths: Annotated[
         list[Path] | None,
-        typer.Argument(help="Workload YAML files or submission folders; all of the project's by default."),
+        typer.Argument(metavar="PATH",
+                       help="Workload YAML files or submission folders; all of the project's by default."),
     ] = None,
 ) -> None:
     """Validate workload and submission specs (submissions: manifest, entry point import, recipe API)."""
@@ -198,31 +332,31 @@ def validate(
 
 @app.command()
 @user_errors
-def show(workload: Annotated[str, typer.Argument(help="Workload name or YAML path.")]) -> None:
+def show(workload: Annotated[str, typer.Argument(metavar="WORKLOAD", help="Workload name or YAML path.")]) -> None:
     """Print the resolved workload spec (defaults filled in, units converted) and its hash."""
     spec = load_workload(workload_path(workload))
     typer.echo(f"# {spec.name}  (hash {spec.content_hash()[:16]})")
-    typer.echo(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, width=10_000).rstrip())
+    typer.echo(dump_yaml(spec.model_dump(mode="json")))
 
 
 @app.command("show-submission")
 @user_errors
 def show_submission(
-    submission: Annotated[str, typer.Argument(help="Submission name or folder.")],
-    workload: Annotated[
-        str | None, typer.Option("--workload", "-w", help="Also print the configuration it runs with there.")
-    ] = None,
+    submission: Annotated[str, typer.Argument(metavar="SUBMISSION", help="Submission name or folder.")],
+    workload: Annotated[str | None, typer.Option(
+        "--workload", "-w", metavar="WORKLOAD", help="Also print the configuration it runs with there.")] = None,
 ) -> None:
-    """Print the complete manifest of a submission (``extends`` applied), its source hash, and the resolved, typed
+    """Print the complete manifest of a submission (`extends` applied), its source hash, and the resolved, typed
     configuration its recipe runs with (every field, defaults filled in), on each workload it enters."""
     from bench.train.configure import configure
     from bench.train.loader import load_recipe_class
 
     found = find_submission(submission)
+    if workload is not None:
+        workload = load_workload(workload_path(workload)).name  # an unknown workload is an error, not a guess
     lineage = " <- ".join(folder.name for folder in found.lineage)
     typer.echo(f"# {found.name}  (source hash {found.source_hash()[:16]}; {lineage})")
-    typer.echo(yaml.safe_dump(found.manifest.model_dump(mode="json", exclude_none=True), sort_keys=False,
-                              width=10_000).rstrip())
+    typer.echo(dump_yaml(found.manifest.model_dump(mode="json", exclude_none=True)))
     recipe_class = load_recipe_class(found)
     names = [workload] if workload else list(found.manifest.workloads) or [None]
     for name in names:
@@ -230,14 +364,16 @@ def show_submission(
         values = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
         kind = type(config).__name__ if hasattr(config, "model_dump") else "untyped: the recipe declares no Config"
         typer.echo(f"\n# resolved configuration on {name or 'any workload'} ({kind})")
-        typer.echo(yaml.safe_dump(values, sort_keys=False, width=10_000).rstrip())
+        typer.echo(dump_yaml(values))
 
 
 @app.command()
 @user_errors
 def prepare(
-    workload: Annotated[str, typer.Option("--workload", "-w", help="Workload name or YAML path.")] = DEFAULT_WORKLOAD,
-    cache_dir: Annotated[Path | None, typer.Option(help="Data cache ($BENCH_CACHE or the user cache dir).")] = None,
+    workload: Annotated[str, typer.Option(
+        "--workload", "-w", metavar="WORKLOAD", help="Workload name or YAML path.")] = DEFAULT_WORKLOAD,
+    cache_dir: Annotated[Path | None, typer.Option(
+        metavar="PATH", help="Data cache ($BENCH_CACHE or the user cache dir).")] = None,
 ) -> None:
     """Prepare a workload's data (split, tokenizer, token shards; a second run is a cache hit) and download the
     datasets of its downstream tasks, so that later runs work offline."""
@@ -255,21 +391,25 @@ def prepare(
 @app.command()
 @user_errors
 def leaderboard(
-    out: Annotated[Path, typer.Option(help="Folder for README.md, index.html and plots/.")] = Path("leaderboard"),
-    include: Annotated[
-        list[Path] | None, typer.Option(help="More result folders to include, e.g. results/ (repeatable).")
+    out: Annotated[Path | None, typer.Option(
+        metavar="PATH", help="Folder for README.md, index.html and plots/ (default: leaderboard/ in the project).")
     ] = None,
+    include: Annotated[list[Path] | None, typer.Option(
+        metavar="PATH", help="More result folders to include, e.g. results/ (repeatable).")] = None,
 ) -> None:
-    """Build the leaderboard pages from leaderboard/results/ (and --include folders)."""
+    """Build the leaderboard pages from the published results, leaderboard/results/ (and --include folders)."""
     from bench.board.build import build_leaderboard
     from bench.board.html import run_files
     from bench.results.store import load_result_files
 
     root = project_root()
-    found = load_result_files([root / "leaderboard" / "results", *(include or [])])
+    dirs = [root / PUBLISHED_RESULTS_DIR, *(include or [])]
+    found = load_result_files(dirs)
     results = [result for _, result in found]
     if not results:
-        raise BenchError(f"no result files under {root / 'leaderboard' / 'results'} or {include or []}")
+        raise BenchError(f"no result files under {', '.join(map(shown, dirs))}; publish results by copying them into "
+                         f"{shown(root / PUBLISHED_RESULTS_DIR)}, or add a folder with --include results")
+    out = out if out is not None else root / "leaderboard"
     files = build_leaderboard(results, out, root, run_files(found))
     copies = len(results) - files.runs  # the same run in two listed folders (--include leaderboard/results)
     console.print(
@@ -282,27 +422,36 @@ def leaderboard(
 @app.command()
 @user_errors
 def compare(
-    a: Annotated[str, typer.Argument(help="Reference submission.")],
-    b: Annotated[str, typer.Argument(help="Submission compared with it.")],
-    workload: Annotated[str, typer.Option("--workload", "-w", help="Workload name.")] = DEFAULT_WORKLOAD,
-    results_dir: Annotated[list[Path] | None, typer.Option(help="Result folders (default: results/).")] = None,
+    a: Annotated[str, typer.Argument(metavar="A", help="Reference submission.")],
+    b: Annotated[str, typer.Argument(metavar="B", help="Submission compared with it.")],
+    workload: Annotated[str, typer.Option(
+        "--workload", "-w", metavar="WORKLOAD", help="Workload name.")] = DEFAULT_WORKLOAD,
+    results_dir: Annotated[list[Path] | None, typer.Option(metavar="PATH", help=READ_DIRS_HELP)] = None,
 ) -> None:
     """Side-by-side table of two submissions with the loss difference and time-to-target speedup, with CIs."""
     from bench.board.compare import compare as compare_runs
-    from bench.results.store import load_results
 
-    name = Path(workload).stem if workload.endswith((".yaml", ".yml")) else workload
-    table = compare_runs(load_results(results_dir or [DEFAULT_RESULTS_DIR]), a, b, name)
+    dirs = read_dirs(results_dir)
+    results = read_results(dirs)
+    name = known_name("workload", workload_name(workload), [p.stem for p in workload_files()] +
+                      [r.workload for r in results])
+    for submission in (a, b):
+        known_name("submission", submission, [p.name for p in submission_dirs()] + [r.submission for r in results])
+    try:
+        table = compare_runs(results, a, b, name)
+    except BenchError as exc:
+        raise BenchError(f"{exc}\nread {', '.join(map(shown, dirs))}; name other folders with --results-dir "
+                         "(repeatable)") from None
     print_table(console, table.to_rich())
 
 
 @app.command()
 @user_errors
 def new(
-    name: Annotated[str, typer.Argument(help="Name of the new submission, e.g. my-recipe.")],
-    author: Annotated[str, typer.Option(help="Author to put in the manifest.")] = "Your Name",
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Name of the new submission, e.g. my-recipe.")],
+    author: Annotated[str, typer.Option(metavar="TEXT", help="Author to put in the manifest.")] = "Your Name",
 ) -> None:
-    """Scaffold submissions/NAME/ (manifest, working recipe, README) from a minimal example."""
+    """Scaffold submissions/NAME/ in the project (manifest, working recipe, README) from a minimal example."""
     from bench.scaffold import scaffold_submission
 
     folder = scaffold_submission(name, project_root() / "submissions", author)
@@ -322,8 +471,8 @@ def parse_assignment(text: str) -> tuple[str, Any]:
         except ValueError:
             pass
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
+        value = parse_yaml(raw, f"--set {key.strip()}")
+    except SpecError:
         value = raw
     return key.strip(), value if value is not None else raw
 
@@ -345,17 +494,19 @@ def results_json(results: Sequence[RunResult]) -> str:
 
 
 @contextmanager
-def _environment(name: str, value: str) -> Iterator[None]:
-    """``$name`` set to ``value`` for the duration, then as it was (in-process callers, tests, keep theirs)."""
-    previous = os.environ.get(name)
-    os.environ[name] = value
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """The environment variables ``values`` set for the duration, then as they were (in-process callers, tests,
+    keep theirs)."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _parse_resources(text: str) -> dict[str, float]:
@@ -388,62 +539,95 @@ def _resolved_workload(workload: str, wall_clock: str | None) -> tuple[Path, Wor
 
 
 
+def tracking(track: str | None) -> AbstractContextManager[None]:
+    """``--track`` for the duration of a command: ``$BENCH_TRACK`` set to it (the trial workers build their trackers
+    from it, :func:`bench.track.tracker_from_env`), and ``$BENCH_TRACK_DIR`` made absolute (default: ``runs/`` in
+    the project), since a worker does not stand where the command does. Bad names fail before anything runs; W&B
+    online without a login is a warning here rather than a silent miss in every trial's log."""
+    from bench.track import DEFAULT_DIR, DIR_ENV, ENV, parse_backends, wandb_login_problem
+
+    text = track if track is not None else os.environ.get(ENV)
+    backends = parse_backends(text, "--track" if track is not None else f"${ENV}")
+    if not backends:
+        return _environment({})
+    if problem := wandb_login_problem(backends):
+        errors.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    folder = Path(os.environ.get(DIR_ENV) or project_root() / DEFAULT_DIR).resolve()
+    errors.print(f"tracking to {', '.join(backends)} under {shown(folder)}", highlight=False, markup=False,
+                 soft_wrap=True)
+    return _environment({ENV: ",".join(backends), DIR_ENV: str(folder)})
+
+
+TRACK_HELP = ("Track each trial live: tensorboard, wandb (online; WANDB_MODE=offline also keeps it offline) or "
+              "wandb-offline, comma-separated (default: $BENCH_TRACK, else off); files under $BENCH_TRACK_DIR, else "
+              "runs/ in the project. Needs the track extra.")
+
+
+def run_seeds(seeds: str | None, seed: int | None, spec: WorkloadSpec) -> list[int]:
+    """The seeds ``--seeds`` / ``--seed`` name, else the workload's count of them."""
+    if seeds is not None and seed is not None:
+        raise BenchError("--seeds and --seed: give one of them (--seed 3 is --seeds 3..3)")
+    if seed is not None:
+        return [seed]
+    return parse_seeds(seeds) if seeds is not None else list(range(spec.seeds))
+
+
+def project_line(out: Console, results_dir: Path) -> None:
+    """The header line of a command that trains: which project it runs, where its results go."""
+    out.print(f"project {project_root()}, results {shown(results_dir)}", highlight=False, markup=False,
+              soft_wrap=True)
+
+
 @app.command()
 @user_errors
 def run(
-    workload: Annotated[str, typer.Option("--workload", "-w", help="Workload name or YAML path.")] = DEFAULT_WORKLOAD,
-    submission: Annotated[
-        list[str] | None, typer.Option("--submission", "-s", help="Submission name(s), repeatable, or 'all' "
-                                                                  "(default: the workload's reference baseline).")
-    ] = None,
-    seeds: Annotated[int | None, typer.Option(min=1, help="Seeds per submission (default: the workload's).")] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a hyperparameter: --set lr=3e-3 (repeatable).")
-    ] = None,
-    results_dir: Annotated[Path, typer.Option(help="Where result files are written.")] = DEFAULT_RESULTS_DIR,
-    address: Annotated[
-        str | None, typer.Option(help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance).")
-    ] = None,
-    wall_clock: Annotated[
-        str | None, typer.Option(help="Replace the workload's time budget (e.g. 20s for a smoke run); the result's "
-                                      "workload hash then differs from the leaderboard's.")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="torch device (default: cuda:0 if available, else cpu).")] = None,
+    workload: Annotated[str, typer.Option(
+        "--workload", "-w", metavar="WORKLOAD", help="Workload name or YAML path.")] = DEFAULT_WORKLOAD,
+    submission: Annotated[list[str] | None, typer.Option(
+        "--submission", "-s", metavar="SUBMISSION", help="Submission name(s), repeatable, or 'all' (default: the "
+                                                         "workload's reference baseline).")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        metavar="SEEDS", help=f"Seeds per submission: {SEEDS_SYNTAX} (default: the workload's count).")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, metavar="SEED", help="One seed, e.g. --seed 3.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="NAME=VALUE", help="Override a hyperparameter: --set lr=3e-3 (repeatable).")] = None,
+    results_dir: Annotated[Path | None, typer.Option(metavar="PATH", help=WRITE_DIR_HELP)] = None,
+    address: Annotated[str | None, typer.Option(
+        metavar="ADDRESS", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance).")] = None,
+    wall_clock: Annotated[str | None, typer.Option(
+        metavar="DURATION", help="Replace the workload's time budget (e.g. 20s for a smoke run); the result's "
+                                 "workload hash then differs from the leaderboard's.")] = None,
+    device: Annotated[str | None, typer.Option(
+        metavar="DEVICE", help="torch device (default: cuda:0 if available, else cpu).")] = None,
     downstream: Annotated[bool, typer.Option(help="Run the workload's downstream tasks after training.")] = True,
-    offline: Annotated[bool, typer.Option(help="Never contact the Hugging Face Hub (use what `bench prepare` cached).")] = False,
+    offline: Annotated[bool, typer.Option(
+        help="Never contact the Hugging Face Hub (use what `bench prepare` cached).")] = False,
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
-    progress_every: Annotated[
-        str | None, typer.Option(help="Off a terminal, and in each trial's log: a progress line this often (e.g. 30s; "
-                                      "0: none; default $BENCH_PROGRESS_EVERY, else 10s).")
-    ] = None,
+    progress_every: Annotated[str | None, typer.Option(
+        metavar="DURATION", help="Off a terminal, and in each trial's log: a progress line this often (e.g. 30s; 0: "
+                                 "none; default $BENCH_PROGRESS_EVERY, else 10s).")] = None,
+    track: Annotated[str | None, typer.Option(metavar="TRACKERS", help=TRACK_HELP)] = None,
     strict: Annotated[bool, typer.Option(help="Exit with status 2 when any trial is not ok (for CI).")] = False,
-    save_model: Annotated[
-        bool, typer.Option(help="Save each trained model beside its result, for `bench eval` later.")
-    ] = False,
-    json_: Annotated[
-        bool, typer.Option("--json", help="Print the results as a JSON array on stdout (human output goes to stderr).")
-    ] = False,
-    checkpoint_every: Annotated[
-        str | None, typer.Option(help="Checkpoint each trial every this much training clock (e.g. 5m; 0: never; "
-                                      "default: 10m for workloads of 1h or more, else never), so that a trial whose "
-                                      "worker dies resumes where it was.")
-    ] = None,
-    retries: Annotated[
-        int | None, typer.Option(min=0, help="Run a trial again this many times when its worker process or node "
-                                             "dies, from its last checkpoint (default: 1 when checkpointing, else 0).")
-    ] = None,
-    resources: Annotated[
-        str | None, typer.Option(help="Custom Ray resources each trial needs, as JSON: '{\"node2\": 1}' places "
-                                      "trials on nodes started with `ray start --resources '{\"node2\": 1}'`.")
-    ] = None,
-    data_timeout: Annotated[
-        str | None, typer.Option(help="Stop a trial as failed when it has not started training this long after its "
-                                      "worker started (e.g. 30m): preparing data on a node without it can be slow.")
-    ] = None,
-    any_workload: Annotated[
-        bool, typer.Option(help="Run a submission on a workload its manifest does not enter (with its common "
-                                "hyperparameters); the result says so and is never ranked.")
-    ] = False,
+    save_model: Annotated[bool, typer.Option(
+        help="Save each trained model beside its result, for `bench eval` later.")] = False,
+    json_: Annotated[bool, typer.Option(
+        "--json", help="Print the results as a JSON array on stdout (human output goes to stderr).")] = False,
+    checkpoint_every: Annotated[str | None, typer.Option(
+        metavar="DURATION", help="Checkpoint each trial every this much training clock (e.g. 5m; 0: never; default: "
+                                 "10m for workloads of 1h or more, else never), so that a trial whose worker dies "
+                                 "resumes where it was.")] = None,
+    retries: Annotated[int | None, typer.Option(
+        min=0, metavar="INTEGER", help="Run a trial again this many times when its worker process or node dies, from "
+                                       "its last checkpoint (default: 1 when checkpointing, else 0).")] = None,
+    resources: Annotated[str | None, typer.Option(
+        metavar="JSON", help="Custom Ray resources each trial needs, as JSON: '{\"node2\": 1}' places trials on nodes "
+                             "started with `ray start --resources '{\"node2\": 1}'`.")] = None,
+    data_timeout: Annotated[str | None, typer.Option(
+        metavar="DURATION", help="Stop a trial as failed when it has not started training this long after its worker "
+                                 "started (e.g. 30m): preparing data on a node without it can be slow.")] = None,
+    any_workload: Annotated[bool, typer.Option(
+        help="Run a submission on a workload its manifest does not enter (with its common hyperparameters); the "
+             "result says so and is never ranked.")] = False,
 ) -> None:
     """Train submissions on a workload under the harness (through Ray) and write one result file per trial."""
     from bench import driver
@@ -454,7 +638,9 @@ def run(
     every = parse_interval(progress_every, "--progress-every") if progress_every is not None else progress_interval()
     path, spec = _resolved_workload(workload, wall_clock)
     submissions = _submissions(submission or [spec.reference], spec.name)
+    chosen_seeds = run_seeds(seeds, seed, spec)
     overrides = dict(parse_assignment(item) for item in set_ or [])
+    results_dir = write_dir(results_dir)
     checkpoint_s = None
     if checkpoint_every is not None:
         try:
@@ -468,27 +654,28 @@ def run(
         raise BenchError(f"--data-timeout: {exc}") from None
     requests = [
         TrialRequest(
-            workload=spec, workload_dir=str(path.parent), submission_dir=str(each.folder), seed=seed,
-            overrides=overrides, overrides_from="--set", run_id=new_run_id(seed), device=device,
+            workload=spec, workload_dir=str(path.parent), submission_dir=str(each.folder), seed=trial_seed,
+            overrides=overrides, overrides_from="--set", run_id=new_run_id(trial_seed), device=device,
             downstream=downstream, offline=offline, save_model=save_model, checkpoint_every=checkpoint_s,
             retries=retries, resources=extra, data_timeout=data_limit, any_workload=any_workload,
         )
-        for each, seed in seed_major(submissions, range(seeds or spec.seeds))
+        for each, trial_seed in seed_major(submissions, chosen_seeds)
     ]
     unsaved = None
     out = errors if json_ else console
+    project_line(out, results_dir)
     execution = driver.Execution(results_dir, address, progress)
     try:  # the board reads the interval from the environment, and so do the workers of a local Ray
-        with _environment(PROGRESS_ENV, str(every)):
+        with _environment({PROGRESS_ENV: str(every)}), tracking(track):
             results = driver.run(requests, execution, submissions)
     except RunInterrupted as interrupted:
         print_table(out, results_table(interrupted.results, f"{spec.name}: interrupted"))
         if json_:
             typer.echo(results_json(interrupted.results))
-        raise typer.Exit(130) from None
+        raise interrupted.by from None  # user_errors says by what, and exits 130 (Ctrl-C) or 143 (SIGTERM)
     except ResultsNotSaved as not_saved:
         results, unsaved = not_saved.results, not_saved
-    print_table(out, results_table(results, f"{spec.name} ({spec.budget.hardware}): results in {results_dir}/"))
+    print_table(out, results_table(results, f"{spec.name} ({spec.budget.hardware}): results in {shown(results_dir)}"))
     if json_:
         typer.echo(results_json(results))
     if unsaved is not None:
@@ -502,30 +689,40 @@ def run(
 @app.command("eval")
 @user_errors
 def eval_command(
-    result: Annotated[Path, typer.Option("--result", "-r", help="Result file of a run made with --save-model.")],
-    task: Annotated[
-        list[str] | None, typer.Option("--task", "-t", help="lm-eval task, repeatable (default: the workload's).")
+    result: Annotated[Path | None, typer.Argument(
+        metavar="RESULT", help="Result file of a run made with --save-model.", show_default=False)] = None,
+    task: Annotated[list[str] | None, typer.Option(
+        "--task", "-t", metavar="TASK", help="lm-eval task, repeatable (default: the workload's).")] = None,
+    limit: Annotated[int | None, typer.Option(
+        min=1, metavar="INTEGER", help="Evaluate at most this many examples per task.")] = None,
+    num_fewshot: Annotated[int | None, typer.Option(
+        min=0, metavar="INTEGER", help="Few-shot examples (default: the workload's, else 0).")] = None,
+    workload: Annotated[str | None, typer.Option(
+        "--workload", "-w", metavar="WORKLOAD", help="Workload for tokenizer and tasks (default: the run's own).")
     ] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate at most this many examples per task.")] = None,
-    num_fewshot: Annotated[int | None, typer.Option(min=0, help="Few-shot examples (default: the workload's, else 0).")] = None,
-    workload: Annotated[
-        str | None, typer.Option("--workload", "-w", help="Workload for tokenizer and tasks (default: the run's own).")
-    ] = None,
-    device: Annotated[str | None, typer.Option(help="torch device (default: cuda:0 if available, else cpu).")] = None,
+    device: Annotated[str | None, typer.Option(
+        metavar="DEVICE", help="torch device (default: cuda:0 if available, else cpu).")] = None,
     offline: Annotated[bool, typer.Option(help="Never contact the Hugging Face Hub.")] = False,
-    include_path: Annotated[
-        list[Path] | None, typer.Option("--include-path", help="Folder of custom lm-eval task YAMLs (repeatable).")
-    ] = None,
+    include_path: Annotated[list[Path] | None, typer.Option(
+        "--include-path", metavar="PATH", help="Folder of custom lm-eval task YAMLs (repeatable).")] = None,
     log_samples: Annotated[
-        bool, typer.Option(help="Also write lm-eval's per-sample records (<record>.samples.jsonl).")
+        bool, typer.Option(help="Also write lm-eval's per-sample records (RECORD.samples.jsonl beside the scores).")
     ] = False,
+    result_option: Annotated[Path | None, typer.Option(
+        "--result", "-r", metavar="RESULT", hidden=True, help="Deprecated: pass the result file as an argument.")
+    ] = None,
 ) -> None:
     """Re-run downstream evaluation on a saved model; the scores go to a new file beside the result."""
     from bench.downstream.saved import evaluate_saved, saved_run, workload_for, write_evaluation, write_samples
     from bench.spec.workload import DownstreamTask
     from bench.train.runtime import pick_device
 
-    run = saved_run(result)
+    if result_option is not None:
+        errors.print("[yellow]warning:[/] --result is deprecated: pass the result file as an argument, as `bench "
+                     "export` takes it: bench eval RESULT", highlight=False, soft_wrap=True)
+    if (result is None) == (result_option is None):
+        raise BenchError("bench eval: name one result file: bench eval results/WORKLOAD/SUBMISSION/RUN_ID.json")
+    run = saved_run(result or result_option)
     path, spec, warning = workload_for(run, workload)
     if warning:
         errors.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
@@ -557,19 +754,25 @@ def eval_command(
 @app.command()
 @user_errors
 def tune(
-    workload: Annotated[str, typer.Option("--workload", "-w", help="Workload name or YAML path.")] = DEFAULT_WORKLOAD,
-    submission: Annotated[str, typer.Option("--submission", "-s", help="Submission whose search_space to sweep.")] = "adamw-baseline",
-    trials: Annotated[int, typer.Option(min=1, help="Configurations to try (Sobol points).")] = 8,
-    seed: Annotated[int, typer.Option(min=0, help="Sampler seed and training seed of every trial.")] = 0,
-    results_dir: Annotated[Path, typer.Option(help="Where result files and tuning.md go.")] = DEFAULT_RESULTS_DIR,
-    address: Annotated[str | None, typer.Option(help="Ray cluster to join.")] = None,
+    workload: Annotated[str, typer.Option(
+        "--workload", "-w", metavar="WORKLOAD", help="Workload name or YAML path.")] = DEFAULT_WORKLOAD,
+    submission: Annotated[str, typer.Option(
+        "--submission", "-s", metavar="SUBMISSION", help="Submission whose search_space to sweep.")] = "adamw-baseline",
+    trials: Annotated[int, typer.Option(min=1, metavar="INTEGER", help="Configurations to try (Sobol points).")] = 8,
+    seed: Annotated[int, typer.Option(
+        min=0, metavar="SEED", help="Sampler seed and training seed of every trial.")] = 0,
+    results_dir: Annotated[Path | None, typer.Option(
+        metavar="PATH", help="Where result files go (default: results/ in the project).")] = None,
+    address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Ray cluster to join.")] = None,
     downstream: Annotated[bool, typer.Option(help="Run downstream tasks after each trial.")] = False,
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
+    track: Annotated[str | None, typer.Option(metavar="TRACKERS", help=TRACK_HELP)] = None,
     resume: Annotated[str | None, typer.Option(
-        help="Continue sweep SWEEP_ID: its trials with results are not run again (same Sobol points; --trials and "
-             "--seed come from its record).")] = None,
+        metavar="SWEEP_ID", help="Continue sweep SWEEP_ID: its trials with results are not run again (same Sobol "
+                                 "points; --trials and --seed come from its record).")] = None,
     rerun_seeds: Annotated[int, typer.Option(
-        min=0, help="Re-run the sweep's best configuration on N fresh seeds (ranked, with the sweep's budget).")] = 0,
+        min=0, metavar="COUNT", help="Re-run the sweep's best configuration on this many fresh seeds, the lowest "
+                                     "seeds the sweep did not train with (ranked, with the sweep's budget).")] = 0,
     record: Annotated[bool, typer.Option(
         help="Write the sweep (budget, search space, trials, chosen configuration) to submissions/NAME/tuning.md.")] = False,
 ) -> None:
@@ -578,8 +781,11 @@ def tune(
 
     path, spec = _resolved_workload(workload, None)
     chosen = find_submission(submission)
-    report = run_sweep(spec, path.parent.resolve(), chosen, trials, seed, results_dir, address, progress,
-                       downstream=downstream, resume=resume, rerun_seeds=rerun_seeds, record=record)
+    results_dir = write_dir(results_dir)
+    project_line(console, results_dir)
+    with tracking(track):
+        report = run_sweep(spec, path.parent.resolve(), chosen, trials, seed, results_dir, address, progress,
+                           downstream=downstream, resume=resume, rerun_seeds=rerun_seeds, record=record)
     if resume is not None:
         console.print(f"resumed {report.sweep_id}: ran {len(report.ran)} of {len(report.results)} trial(s)",
                       highlight=False, markup=False, soft_wrap=True)
@@ -598,9 +804,10 @@ def tune(
 @app.command()
 @user_errors
 def calibrate(
-    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (default: torch's, all cores).")] = None,
-    dtype: Annotated[str, typer.Option(help="fp32 or bf16.")] = "fp32",
-    device: Annotated[str, typer.Option(help="torch device.")] = "cpu",
+    threads: Annotated[int | None, typer.Option(
+        min=1, metavar="INTEGER", help="torch threads (default: torch's, all cores).")] = None,
+    dtype: Annotated[str, typer.Option(metavar="DTYPE", help="fp32 or bf16.")] = "fp32",
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="torch device.")] = "cpu",
 ) -> None:
     """Re-measure this machine's peak FLOP/s (CPUs and GPUs without a datasheet entry), which MFU is measured
     against; trials reuse the measurement. Run it on an idle machine."""
@@ -623,15 +830,16 @@ def calibrate(
 @user_errors
 def check(
     update: Annotated[bool, typer.Option(help="Re-measure and rewrite the reference results (deliberately).")] = False,
-    submission: Annotated[
-        list[str] | None, typer.Option("--submission", "-s", help="Baselines to check (default: all in the reference).")
+    submission: Annotated[list[str] | None, typer.Option(
+        "--submission", "-s", metavar="SUBMISSION", help="Baselines to check (default: all in the reference).")
     ] = None,
-    reference: Annotated[Path | None, typer.Option(help="Reference file.")] = None,
-    address: Annotated[str | None, typer.Option(help="Ray cluster to join.")] = None,
+    reference: Annotated[Path | None, typer.Option(
+        metavar="PATH", help="Reference file (default: leaderboard/reference/tiny.json in the project).")] = None,
+    address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Ray cluster to join.")] = None,
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
     tuned_from: Annotated[Path | None, typer.Option(
-        help="With --update: results folder whose re-run sweeps give each baseline's tuned configuration "
-             "(default: leaderboard/results, what the board ranks).")] = None,
+        metavar="PATH", help="With --update: results folder whose re-run sweeps give each baseline's tuned "
+                             "configuration (default: leaderboard/results, what the board ranks).")] = None,
 ) -> None:
     """Regression check: baselines on tiny (fixed token budget and seeds, each with its tuned configuration) against
     leaderboard/reference/."""
@@ -653,7 +861,7 @@ def check(
     else:
         chosen = _submissions(["all"], "tiny")
     findings = run_check(chosen, reference_path, update=update, address=address, progress=progress,
-                         tuned_from=tuned_from or project_root() / "leaderboard" / "results")
+                         tuned_from=tuned_from or project_root() / PUBLISHED_RESULTS_DIR)
     table = Table(title=Text(f"bench check against {reference_path}"), title_justify="left")
     for column in ("check", "reference", "measured", "", "detail"):
         table.add_column(column)
@@ -670,24 +878,31 @@ def check(
         raise typer.Exit(1)
 
 
-study_app = typer.Typer(help="Studies: grids of trials that answer a research question, with scaling-law fits.",
-                        no_args_is_help=True)
+study_app = BenchTyper(help="Studies: grids of trials that answer a research question, with scaling-law fits.",
+                        no_args_is_help=True, **HELP_SETTINGS)
 app.add_typer(study_app, name="study")
 
 
 @study_app.command("run")
 @user_errors
 def study_run(
-    file: Annotated[Path, typer.Argument(help="Study YAML, e.g. studies/tiny-scaling.yaml.")],
-    results_dir: Annotated[Path, typer.Option(help="Base results folder; the study writes to studies/<name>/.")] = DEFAULT_RESULTS_DIR,
-    address: Annotated[str | None, typer.Option(help="Ray cluster to join.")] = None,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Study YAML, e.g. studies/tiny-scaling.yaml.")],
+    results_dir: Annotated[Path | None, typer.Option(
+        metavar="PATH", help="Base results folder, the study writing to studies/NAME/ in it (default: results/ "
+                             "in the project).")] = None,
+    address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Ray cluster to join.")] = None,
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
+    track: Annotated[str | None, typer.Option(metavar="TRACKERS", help=TRACK_HELP)] = None,
 ) -> None:
-    """Run a study's grid of trials (trials with an ok result are not re-run), then write its report."""
+    """Run a study's grid of trials (trials with an ok result are not re-run), then write its report. Its seeds are
+    the study file's count: a study pairs its cells by seed."""
     from bench.study.run import run_study
     from bench.study.report import report_study
 
-    results = run_study(file, results_dir, address, progress=progress)
+    results_dir = write_dir(results_dir)
+    project_line(console, results_dir)
+    with tracking(track):
+        results = run_study(file, results_dir, address, progress=progress)
     print_table(console, results_table(results, f"study {file.stem}"))
     console.print(f"report: {report_study(file, results_dir)}", highlight=False, markup=False, soft_wrap=True)
 
@@ -695,58 +910,61 @@ def study_run(
 @study_app.command("report")
 @user_errors
 def study_report(
-    file: Annotated[Path, typer.Argument(help="Study YAML.")],
-    results_dir: Annotated[Path, typer.Option(help="Base results folder.")] = DEFAULT_RESULTS_DIR,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Study YAML.")],
+    results_dir: Annotated[Path | None, typer.Option(
+        metavar="PATH", help="Base results folder (default: results/ in the project).")] = None,
 ) -> None:
     """Write the study's Markdown report (tables, scaling fit with CIs, comparisons, plots) from its results."""
     from bench.study.report import report_study
 
+    results_dir = write_dir(results_dir)
     console.print(f"report: {report_study(file, results_dir)}", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command("results")
 @user_errors
 def results_command(
-    workload: Annotated[str | None, typer.Option("--workload", "-w", help="Only this workload's results.")] = None,
-    submission: Annotated[
-        list[str] | None, typer.Option("--submission", "-s", help="Only these submissions' results (repeatable).")
-    ] = None,
-    results_dir: Annotated[
-        list[Path] | None, typer.Option(help="Result folders, repeatable (default: results/).")
-    ] = None,
+    workload: Annotated[str | None, typer.Option(
+        "--workload", "-w", metavar="WORKLOAD", help="Only this workload's results.")] = None,
+    submission: Annotated[list[str] | None, typer.Option(
+        "--submission", "-s", metavar="SUBMISSION", help="Only these submissions' results (repeatable).")] = None,
+    results_dir: Annotated[list[Path] | None, typer.Option(metavar="PATH", help=READ_DIRS_HELP)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON array of the result files instead.")] = False,
 ) -> None:
     """List stored results, oldest first: one table per workload, or JSON for scripts."""
-    from bench.results.store import load_results
-
-    folders = results_dir or [DEFAULT_RESULTS_DIR]
-    name = Path(workload).stem if workload and workload.endswith((".yaml", ".yml")) else workload
+    dirs = read_dirs(results_dir)
+    stored = read_results(dirs)
+    name = workload_name(workload) if workload else None
+    if name is not None:
+        known_name("workload", name, [p.stem for p in workload_files()] + [r.workload for r in stored])
+    for each in submission or []:
+        known_name("submission", each, [p.name for p in submission_dirs()] + [r.submission for r in stored])
     results = [
-        r for r in load_results(folders)
-        if (name is None or r.workload == name) and (not submission or r.submission in submission)
+        r for r in stored if (name is None or r.workload == name) and (not submission or r.submission in submission)
     ]  # fmt: skip
     if json_:
         typer.echo(results_json(results))
         return
     if not results:
         wanted = " ".join([*(["--workload", name] if name else []), *(f"--submission {s}" for s in submission or [])])
-        errors.print(f"no results{' for ' + wanted if wanted else ''} under {', '.join(map(str, folders))}",
-                     highlight=False, markup=False, soft_wrap=True)
+        errors.print(f"no results{' for ' + wanted if wanted else ''} under {', '.join(map(shown, dirs))}; name "
+                     "other folders with --results-dir (repeatable)", highlight=False, markup=False, soft_wrap=True)
         return
-    for workload_name in dict.fromkeys(r.workload for r in results):
-        rows = [r for r in results if r.workload == workload_name]
-        print_table(console, results_table(rows, f"{workload_name}: {len(rows)} results", run_ids=True))
+    for listed in dict.fromkeys(r.workload for r in results):
+        rows = [r for r in results if r.workload == listed]
+        print_table(console, results_table(rows, f"{listed}: {len(rows)} results", run_ids=True))
 
 
 @app.command("export")
 @user_errors
 def export_command(
-    result: Annotated[Path, typer.Argument(help="Result file of a run made with --save-model.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create (must be new or empty).")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="Output format: hf (Hugging Face transformers).")] = "hf",
-    workload: Annotated[
-        str | None, typer.Option("--workload", "-w", help="Workload for the tokenizer (default: the run's own).")
-    ] = None,
+    result: Annotated[Path, typer.Argument(metavar="RESULT", help="Result file of a run made with --save-model.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", metavar="PATH", help="Folder to create (must be new or empty).")],
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", metavar="FORMAT", help="Output format: hf (Hugging Face transformers).")] = "hf",
+    workload: Annotated[str | None, typer.Option(
+        "--workload", "-w", metavar="WORKLOAD", help="Workload for the tokenizer (default: the run's own).")] = None,
 ) -> None:
     """Export a saved model with its tokenizer (hf: loadable with AutoModelForCausalLM and `lm_eval --model hf`)."""
     from bench.export import export_result
@@ -759,4 +977,4 @@ def export_command(
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    sys.exit(app(prog_name="bench"))

@@ -81,9 +81,15 @@ def prepare_once(plans: Sequence[PlannedTrial], console: Console) -> dict[tuple[
 def prepare_with_progress(
     spec: WorkloadSpec, workload_dir: Path, cache_dir: Path | None, console: Console
 ) -> PreparedData:
-    """Prepare a workload's data with a progress bar and a summary line (``bench prepare`` and :func:`run`)."""
-    with RichPrepareProgress(console) as progress:
-        data = prepare(spec, workload_dir, cache_dir, progress)
+    """Prepare a workload's data with a progress bar and a summary line (``bench prepare`` and :func:`run`); when
+    Ctrl-C or SIGTERM stops it, say what is kept before the interrupt goes on (the build stopped its processes)."""
+    try:
+        with RichPrepareProgress(console) as progress:
+            data = prepare(spec, workload_dir, cache_dir, progress)
+    except KeyboardInterrupt:
+        console.print(f"[bold]{escape(spec.name)}[/]: stopped while preparing its data; the parts encoded so far are "
+                      "kept, and the next prepare continues from them", highlight=False, soft_wrap=True)
+        raise
     console.print(f"[bold]{escape(spec.name)}[/]: {escape(format_summary(data))}", highlight=False, soft_wrap=True)
     return data
 

@@ -17,6 +17,9 @@ from bench.spec.units import format_count, format_duration
 _MEASURED = {"nvml-counter": "(m)", "rapl": "(m)"}  # everything else is an estimate
 _STATUS_STYLE = {TrialStatus.ok: "green", TrialStatus.invalid: "yellow", TrialStatus.overrun: "yellow"}
 _UNBOUNDED = 100_000  # columns offered to a table measuring its natural width
+PROSE_WIDTH = 60
+"""Columns of prose (a description, a failure's reason) wrap at this many characters, so that a table's full width
+is its numbers' and names' width, not its longest sentence's (``bench list | cat`` was 413 columns wide)."""
 
 
 def _number(value: float | None, digits: int = 4) -> str:
@@ -39,7 +42,10 @@ def results_table(results: Sequence[RunResult], title: str = "Results", *, run_i
     if run_ids:
         table.add_column("run", no_wrap=True)
     for column in ("seed", "status", "loss", "bpb", "gap", "to target", "tokens", "tok/s", "MFU", "machine", "energy"):
-        table.add_column(column, justify="left" if column == "status" else "right", no_wrap=True)
+        if column == "status":  # the status, then the reason (prose)
+            table.add_column(column, justify="left", max_width=PROSE_WIDTH)
+        else:
+            table.add_column(column, justify="right", no_wrap=True)
     for result in results:
         final = result.final
         floor = result.validation.entropy_floor_bpb if result.validation else None
@@ -79,7 +85,8 @@ def _machine(result: RunResult) -> Text:
 
 class FullWidth:
     """A renderable drawn at its natural width whatever the console's width: for output that is not a terminal,
-    where a table cut to the 80 columns Rich assumes would lose its numbers ("2.…") while nothing wraps a log."""
+    where a table cut to the 80 columns Rich assumes would lose its numbers ("2.…") while nothing wraps a log.
+    Columns of prose keep that width sane by wrapping at :data:`PROSE_WIDTH`."""
 
     def __init__(self, renderable: RenderableType) -> None:
         self.renderable = renderable
@@ -90,8 +97,12 @@ class FullWidth:
 
 
 def print_table(console: Console, renderable: RenderableType) -> None:
-    """Print a table to fit a terminal, and at its full width anywhere else (a pipe, a file, a CI log)."""
+    """Print a table to fit a terminal; anywhere else (a pipe, a file, a CI log) at its full width, with no padding
+    at the ends of lines (a title is otherwise padded to the table's width)."""
     if console.is_terminal:
         console.print(renderable)
-    else:
+        return
+    with console.capture() as captured:
         console.print(FullWidth(renderable), crop=False)
+    console.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+    console.file.flush()

@@ -1,28 +1,36 @@
 """Experiment tracking of trials in TensorBoard and Weights & Biases (optional; off unless asked for).
 
-One tracker per trial, named by its run id, with the result's identity (workload, submission, their hashes, seed,
-hyperparameters, device) as its config. It receives the training log, the evaluation curve and, at the end, the
-result (final metrics, throughput, MFU, time to target, downstream scores).
+One tracker per trial, named by its run id, grouped by workload and submission (``tiny/rotary``: the seeds of one
+submission side by side), with the result's identity (workload, submission, their hashes, seed, hyperparameters,
+device) as its config. It receives the training log, the evaluation curve and, at the end, the result (final
+metrics, throughput, MFU, time to target, downstream scores).
 
-Nothing here runs on the training clock's hot path: :meth:`Tracker.on_train_log` only appends to a list; points are
-written when an evaluation point arrives (the harness calls :meth:`Tracker.on_eval` while the clock is paused for
-evaluation) and when the trial has ended (:meth:`Tracker.on_result`). A backend that fails never fails the trial:
-it is logged and dropped.
+Nothing here runs on the training thread but an append: :meth:`Tracker.on_train_log` queues the point, and a writer
+thread writes the queued training loss and throughput every :data:`WRITE_EVERY_S` seconds, so a run's curves are
+live. Evaluation points are written as they come (the harness calls :meth:`Tracker.on_eval` while the clock is
+paused for evaluation), the rest when the trial has ended (:meth:`Tracker.on_result`). A backend that fails never
+fails the trial: it is logged and dropped.
 
-Enabled with the environment variable ``BENCH_TRACK`` (``tensorboard``, ``wandb`` or both, comma-separated); files go
-under ``BENCH_TRACK_DIR`` (default ``./runs``): TensorBoard event files in ``<dir>/<run_id>/``, W&B runs in
-``<dir>/wandb/``. W&B runs offline unless ``WANDB_MODE`` says otherwise (``wandb sync`` uploads them later), so it
-needs no network and no account. Backends are the optional extra ``track`` (``tensorboard``, ``wandb``).
+Enabled with ``bench run --track`` or the environment variable ``BENCH_TRACK`` (``tensorboard``, ``wandb`` or
+``wandb-offline``, comma-separated), which is how the trial workers learn it; files go under ``BENCH_TRACK_DIR``
+(``bench`` sets it to ``runs/`` in the project): TensorBoard event files in ``<dir>/<run_id>/``, W&B runs in
+``<dir>/wandb/``. ``wandb`` logs online (it needs ``wandb login`` or ``WANDB_API_KEY``) unless ``WANDB_MODE`` says
+otherwise; ``wandb-offline`` keeps the run on disk for ``wandb sync`` later, with no network and no account.
+Backends are the optional extra ``track`` (``tensorboard``, ``wandb``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import netrc
 import os
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from bench.errors import BenchError
 from bench.results.schema import EvalPoint, RunResult, TrainLogPoint
@@ -34,6 +42,10 @@ ENV = "BENCH_TRACK"
 DIR_ENV = "BENCH_TRACK_DIR"
 DEFAULT_DIR = "runs"
 PROJECT = "pretrain-bench"
+WRITE_EVERY_S = 15.0
+"""How often the writer thread writes the training log: live enough to watch, rare enough to cost the trial nothing."""
+FORWARDED_ENV = (ENV, DIR_ENV, "WANDB_MODE", "WANDB_PROJECT", "WANDB_ENTITY", "WANDB_BASE_URL")
+"""The variables a trial worker on another node needs to track as the driver asked (credentials stay each node's)."""
 IDENTITY_FIELDS = ("run_id", "workload", "workload_hash", "submission", "submission_hash", "seed", "hyperparameters",
                    "device", "world_size")
 
@@ -42,10 +54,10 @@ class Tracker:
     """What the harness tells a tracker; this base class tracks nothing (tracking off)."""
 
     def on_train_log(self, point: TrainLogPoint) -> None:
-        """A point of the training log (loss, learning rate ...); buffered, never written here."""
+        """A point of the training log (loss, learning rate ...); queued, never written on the caller's thread."""
 
     def on_eval(self, point: EvalPoint) -> None:
-        """An evaluation point; writes it and the training log buffered so far."""
+        """An evaluation point; writes it and the training log queued so far."""
 
     def on_result(self, result: RunResult) -> None:
         """The trial's result: writes what is left, the final metrics, and closes the run."""
@@ -90,13 +102,13 @@ class _TensorBoard(_Backend):
 
 
 class _Wandb(_Backend):
-    def __init__(self, directory: Path, run_id: str, config: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, run_id: str, config: dict[str, Any], offline: bool = False) -> None:
         import wandb
 
         directory.mkdir(parents=True, exist_ok=True)
         self.run = wandb.init(
-            project=os.environ.get("WANDB_PROJECT", PROJECT), name=run_id, id=run_id, config=config,
-            dir=str(directory), mode=os.environ.get("WANDB_MODE", "offline"), reinit="create_new",
+            project=os.environ.get("WANDB_PROJECT", PROJECT), name=run_id, id=run_id, group=group(config),
+            config=config, dir=str(directory), mode="offline" if offline else wandb_mode(), reinit="create_new",
         )
 
     def scalars(self, values: dict[str, float], step: int) -> None:
@@ -109,21 +121,63 @@ class _Wandb(_Backend):
         self.run.finish()
 
 
-BACKENDS: dict[str, Callable[[Path, str, dict[str, Any]], _Backend]] = {"tensorboard": _TensorBoard, "wandb": _Wandb}
+BACKENDS: dict[str, Callable[[Path, str, dict[str, Any]], _Backend]] = {
+    "tensorboard": _TensorBoard,
+    "wandb": _Wandb,
+    "wandb-offline": lambda directory, run_id, config: _Wandb(directory, run_id, config, offline=True),
+}
 
 
-class BufferedTracker(Tracker):
-    """Tracks to ``backends``, writing only at evaluation points and at the end (see the module docstring)."""
+def group(config: dict[str, Any]) -> str | None:
+    """The group a trial's run belongs to: ``workload/submission``, so a submission's seeds sit together."""
+    if "workload" in config and "submission" in config:
+        return f"{config['workload']}/{config['submission']}"
+    return None
 
-    def __init__(self, backends: list[_Backend], config: dict[str, Any]) -> None:
+
+def wandb_mode() -> str:
+    """W&B's mode for ``wandb``: online, unless ``$WANDB_MODE`` (W&B's own variable) says otherwise."""
+    return os.environ.get("WANDB_MODE") or "online"
+
+
+def wandb_login_problem(backends: Iterable[str]) -> str | None:
+    """Why ``wandb`` online would not start in the trials (no API key in ``$WANDB_API_KEY`` or the netrc file that
+    ``wandb login`` writes), or None. Checked once, up front: a trial only logs it, in its own log file."""
+    if "wandb" not in backends or wandb_mode() != "online" or os.environ.get("WANDB_API_KEY"):
+        return None
+    host = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    try:
+        if netrc.netrc(os.environ.get("NETRC")).authenticators(host):
+            return None
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return (f"W&B online needs an API key for {host} (`wandb login`, or $WANDB_API_KEY); without one the trials do "
+            "not track to W&B. --track wandb-offline logs without an account (`wandb sync` uploads later).")
+
+
+class LiveTracker(Tracker):
+    """Tracks to ``backends``: the training log from a writer thread every ``every_s`` seconds (0: at evaluations
+    only), evaluation points as they come, the result at the end (see the module docstring)."""
+
+    def __init__(self, backends: list[_Backend], config: dict[str, Any], every_s: float = WRITE_EVERY_S) -> None:
         self.backends = backends
         self.config = config
-        self.pending: list[tuple[int, dict[str, float]]] = []
+        self.pending: deque[tuple[int, dict[str, float]]] = deque()  # appended on the training thread, no lock
         self.last_step = -1
+        self._writing = threading.Lock()  # one writer at a time: the writer thread, an evaluation, the end
+        self._stop = threading.Event()
+        self._writer: threading.Thread | None = None
+        if every_s > 0:
+            self._writer = threading.Thread(target=self._write_every, args=(every_s,), name="bench-tracker",
+                                            daemon=True)
+            self._writer.start()
 
     def on_train_log(self, point: TrainLogPoint) -> None:
-        self.pending.append((point.step, {f"train/{k}": v for k, v in point.metrics.items()}
-                             | {"train/tokens": float(point.tokens), "train/seconds": point.train_seconds}))
+        values = {f"train/{k}": v for k, v in point.metrics.items()}
+        values |= {"train/tokens": float(point.tokens), "train/seconds": point.train_seconds}
+        if point.train_seconds > 0:
+            values["train/tokens_per_s"] = point.tokens / point.train_seconds
+        self.pending.append((point.step, values))
 
     def on_eval(self, point: EvalPoint) -> None:
         values = {"eval/val_loss": point.val_loss, "eval/val_bpb": point.val_bpb, "eval/tokens": float(point.tokens),
@@ -132,18 +186,27 @@ class BufferedTracker(Tracker):
         self._flush()
 
     def on_result(self, result: RunResult) -> None:
+        self._stop.set()
+        if self._writer is not None:
+            self._writer.join()
         self._flush()
         final = _final_metrics(result)
-        self._each(lambda backend: backend.scalars(final, max(self.last_step, result.steps or 0)))
-        self._each(lambda backend: backend.summary(final, self.config | {"status": result.status.value}))
-        self._each(lambda backend: backend.close())
-        self.backends = []
+        with self._writing:
+            self._each(lambda backend: backend.scalars(final, max(self.last_step, result.steps or 0)))
+            self._each(lambda backend: backend.summary(final, self.config | {"status": result.status.value}))
+            self._each(lambda backend: backend.close())
+            self.backends = []
+
+    def _write_every(self, every_s: float) -> None:
+        while not self._stop.wait(every_s):
+            self._flush()
 
     def _flush(self) -> None:
-        pending, self.pending = self.pending, []
-        for step, values in pending:
-            self._each(lambda backend: backend.scalars(values, step))  # noqa: B023 - called at once
-            self.last_step = max(self.last_step, step)
+        with self._writing:
+            while self.pending:
+                step, values = self.pending.popleft()
+                self._each(lambda backend: backend.scalars(values, step))  # noqa: B023 - called at once
+                self.last_step = max(self.last_step, step)
 
     def _each(self, call: Callable[[_Backend], None]) -> None:
         for backend in list(self.backends):
@@ -168,13 +231,16 @@ def _final_metrics(result: RunResult) -> dict[str, float]:
     return {key: float(value) for key, value in values.items() if isinstance(value, (int, float))}
 
 
-def parse_backends(text: str | None) -> list[str]:
-    """Backend names from ``BENCH_TRACK``-style text (``tensorboard,wandb``); unknown names are an error."""
-    names = [name.strip().lower() for name in (text or "").split(",") if name.strip()]
-    unknown = sorted(set(names) - set(BACKENDS))
+def parse_backends(text: str | None, where: str = ENV) -> list[str]:
+    """Backend names from ``--track`` / ``BENCH_TRACK`` text (``tensorboard,wandb``); unknown names, and W&B both
+    online and offline, are an error naming ``where`` the text came from."""
+    names = list(dict.fromkeys(name.strip().lower() for name in (text or "").split(",") if name.strip()))
+    unknown = [name for name in names if name not in BACKENDS]
     if unknown:
-        raise BenchError(f"{ENV}: unknown tracker {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
-    return list(dict.fromkeys(names))
+        raise BenchError(f"{where}: unknown tracker {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+    if {"wandb", "wandb-offline"} <= set(names):
+        raise BenchError(f"{where}: wandb and wandb-offline are one W&B run each; choose one")
+    return names
 
 
 def identity(fields: dict[str, Any]) -> dict[str, Any]:
@@ -193,7 +259,7 @@ def make_tracker(backends: Iterable[str], directory: Path, run_id: str, config: 
             log.warning("tracking to %s is off: %s (install pretrain-bench[track])", name, exc)
         except Exception:  # noqa: BLE001 - tracking must never fail a trial
             log.warning("tracking to %s could not start; it is off for this trial", name, exc_info=True)
-    return BufferedTracker(started, config) if started else Tracker()
+    return LiveTracker(started, config) if started else Tracker()
 
 
 def tracker_from_env(run_id: str, config: dict[str, Any]) -> Tracker:

@@ -75,13 +75,18 @@ def test_user_text_is_never_read_as_markup(tmp_path):
     assert "[a-z0-9]" in result.output, result.output  # the pattern the name must match, not eaten as a style
 
 
-def test_piped_list_is_not_cut_to_80_columns():
+def test_piped_list_is_not_cut_to_80_columns_nor_padded_to_its_longest_description():
+    """Issue 31: ``bench list | cat`` was 413 columns wide, one description's length of padding on every line."""
     result = runner.invoke(app, ["list"])  # CliRunner's stdout is no terminal and COLUMNS is unset
     assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
     assert "…" not in result.output
+    assert 80 < max(len(line) for line in lines) < 200  # the description column wraps
+    assert all(line == line.rstrip() for line in lines)
     manifest = yaml.safe_load((ROOT / "submissions" / "adamw-baseline" / "submission.yaml").read_text())
-    first_line = manifest["description"].strip().splitlines()[0]
-    assert any(first_line in line for line in result.output.splitlines())
+    described = re.sub(r"[│\s]+", " ", result.output)
+    assert all(word in described.split() for word in manifest["description"].split())
+    assert "bench.train.recipes:GPTRecipe" in result.output  # whole: only prose wraps
 
 
 def _fixture_results() -> list[RunResult]:
@@ -108,11 +113,12 @@ def test_results_command_lists_and_dumps_json():
     assert all(r.run_id in result.output for r in stored)
 
     result = runner.invoke(app, ["results", "--results-dir", str(FIXTURES), "--json", "-s", "lion-small"])
-    dumped = [RunResult.model_validate(item) for item in json.loads(result.output)]
+    dumped = [RunResult.model_validate(item) for item in json.loads(result.stdout)]  # which folders: on stderr
     assert dumped == [r for r in stored if r.submission == "lion-small"] and dumped
+    assert f"read tests/fixtures/results/ ({len(stored)})" in result.stderr  # relative to where we stand
 
-    result = runner.invoke(app, ["results", "--results-dir", str(FIXTURES), "--workload", "nope", "--json"])
-    assert result.exit_code == 0 and json.loads(result.output) == []
+    result = runner.invoke(app, ["results", "--results-dir", str(FIXTURES), "--workload", "tiny-int8", "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout) == []  # a workload of the project, with no results
 
 
 def _event(kind: str, step: int, **fields) -> TrialEvent:

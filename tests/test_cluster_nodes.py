@@ -165,7 +165,7 @@ def test_trials_on_a_second_node_send_results_logs_and_models_home(two_nodes, tm
     assert not (caches["driver"] / "staging").exists()
     assert sorted((caches["head"] / "shards").glob("*")) == head_shards  # nothing ran on the head
 
-    scored = _bench(["eval", "--result", str(folder / f"{result.run_id}.json"), "--task", "synthetic_cloze",
+    scored = _bench(["eval", str(folder / f"{result.run_id}.json"), "--task", "synthetic_cloze",
                      "--limit", "20", "--offline", "--workload", str(workload)], caches["driver"], timeout=180)
     assert scored.returncode == 0, scored.stderr
     assert list(folder.glob(f"{result.run_id}.downstream-*.json"))

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import array
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import termios
+import threading
 from io import StringIO
 
+import psutil
 import pytest
 from conftest import ROOT
 from rich.console import Console
@@ -13,6 +22,7 @@ from bench.errors import BenchError
 from bench.harness import phases
 from bench.harness.plan import TrialRequest, plan_trials
 from bench.executor.cluster import ray_session
+from bench.executor.reaper import reap
 from bench.executor.resources import check_fits, trial_resources
 from bench.executor.ray_runner import run_trials, trial_env
 from bench.executor.worker import Shipped, receive, ship, staged
@@ -156,3 +166,56 @@ def test_validation_sharded_over_ranks_scores_what_one_process_scores():
     for _, loss, bpb, tokens, n_bytes in scores:  # every rank has the whole score
         assert loss == pytest.approx(whole.loss, rel=1e-6) and bpb == pytest.approx(whole.bpb, rel=1e-6)
         assert (tokens, n_bytes) == (whole.tokens, whole.bytes)
+
+
+def _drained(fd: int) -> None:
+    """Wait until the reader of the pipe ``fd`` (a read end) has read everything written to it."""
+    pending = array.array("i", [1])
+    while pending[0]:
+        fcntl.ioctl(fd, termios.FIONREAD, pending)
+
+
+def test_the_reaper_kills_what_it_follows_orphans_included_once_its_pipe_ends():
+    parent = subprocess.Popen(["sh", "-c", "sleep 300 & sleep 300 & wait"])
+    while len(psutil.Process(parent.pid).children()) < 2:
+        pass
+    children = psutil.Process(parent.pid).children()
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    read, write = os.pipe()
+    reaper = threading.Thread(target=reap, args=([parent.pid], read))
+    reaper.start()
+    os.write(write, b"x")
+    _drained(read)  # it read the byte: it has looked for descendants at least once
+    parent.kill()  # the children are orphans now, as the agents are when the raylet dies
+    parent.wait()
+    os.write(write, b"x")
+    _drained(read)
+    assert all(child.is_running() for child in children)
+    os.close(write)  # what the kernel does when the driver dies
+    reaper.join()
+    os.close(read)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == [] and bystander.poll() is None
+    bystander.kill()
+
+
+def test_a_local_ray_instance_does_not_outlive_a_driver_killed_with_sigkill(tmp_path):
+    """Without the reaper, Ray's dashboard and runtime-env agents outlived a SIGKILLed driver by about a minute."""
+    driver = (
+        "import time, ray\n"
+        "from bench.executor.cluster import ray_session\n"
+        "with ray_session():\n"
+        "    ray.get(ray.remote(lambda: None).remote())  # a worker too\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    env = {**os.environ, "BENCH_CACHE": str(tmp_path / "cache")}
+    process = subprocess.Popen([sys.executable, "-c", driver], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "ready\n"
+    tree = psutil.Process(process.pid).children(recursive=True)
+    names = " ".join(" ".join(p.cmdline()) for p in tree)
+    assert "raylet" in names and "ray::DashboardAgent" in names and "reaper.py" in names
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    _, alive = psutil.wait_procs(tree, timeout=30)  # the agents alone took ~60 s to notice and give up
+    assert alive == [], [" ".join(p.cmdline()) for p in alive]

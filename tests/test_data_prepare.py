@@ -330,7 +330,7 @@ def test_tokenizer_file_needs_an_end_of_text_token(corpus, tmp_path):
     source = {"kind": "local", "paths": [str(folder / "c.jsonl")]}
     for name, message in [
         ("no-eos.json", "no-eos.json: the tokenizer has no end-of-text special token"),
-        ("missing.json", "tokenizer.path: cannot read .*missing.json"),
+        ("missing.json", "tokenizer.path: .*missing.json not found"),
         ("junk.json", "junk.json: not a valid tokenizer.json"),
     ]:
         with pytest.raises(BenchError, match=message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from itertools import islice
 
@@ -82,6 +83,39 @@ def test_folder_instead_of_files_says_to_use_a_glob(tmp_path):
     (tmp_path / "data").mkdir()
     with pytest.raises(BenchError, match="is a folder"):
         texts(local("data"), tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_or_a_device_is_not_a_regular_file_and_says_so(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jsonl")
+    write_jsonl(tmp_path / "a.jsonl", ["fine"])
+    for source in (local("pipe.jsonl"), local("*.jsonl")):  # named, or matched by a glob beside a good file
+        with pytest.raises(BenchError) as info:
+            texts(source, tmp_path)
+        assert str(info.value) == f"data.source.paths: {tmp_path / 'pipe.jsonl'} is not a regular file: a FIFO"
+    with pytest.raises(BenchError, match="^data.source.paths: /dev/null is not a regular file: a character device$"):
+        texts(local("/dev/null"), tmp_path)
+    (tmp_path / "link.jsonl").symlink_to(tmp_path / "pipe.jsonl")  # a link is judged by what it leads to
+    with pytest.raises(BenchError, match="link.jsonl is not a regular file: a FIFO"):
+        texts(local("link.jsonl"), tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_tokenizer_file_that_is_a_fifo_is_an_error_instead_of_a_hang(tmp_path):
+    from bench.data.prepare import cache_inputs
+    from bench.spec.workload import WorkloadSpec
+
+    os.mkfifo(tmp_path / "tokenizer.json")
+    write_jsonl(tmp_path / "a.jsonl", ["fine"])
+    spec = WorkloadSpec.model_validate({
+        "name": "t", "description": "d", "data": {"source": {"kind": "local", "paths": ["a.jsonl"]},
+                                                  "train_bytes": "1KB", "val_bytes": "1KB"},
+        "tokenizer": {"kind": "file", "path": "tokenizer.json"}, "model": {"max_params": "1M"},
+        "budget": {"wall_clock": "1m", "hardware": "cpu-2"}, "target": {"metric": "val_loss", "value": 1.0},
+        "eval": {"every": "10s", "seq_len": 64, "tokens": "10k"},
+    })
+    with pytest.raises(BenchError, match="^tokenizer.path: .*tokenizer.json is not a regular file: a FIFO$"):
+        cache_inputs(spec, tmp_path)
 
 
 # --- Hugging Face datasets (the same code path, offline, on a local dataset folder) -----------------------------

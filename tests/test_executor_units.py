@@ -1,5 +1,6 @@
 """Scheduler pieces that need no Ray: resources per hardware class, hard limits, Ray's temp dir, sweeps' samples."""
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -159,3 +160,79 @@ def test_best_result_uses_the_target_metric_and_direction_and_skips_failures():
     assert best_result(results, TargetSpec(metric="val_bpb", value=1.0)).run_id == "c"
     assert best_result(results, TargetSpec(metric="val_bpb", value=1.0, direction="maximize")).run_id == "a"
     assert best_result(results[3:], TargetSpec(metric="val_bpb", value=1.0)) is None
+
+
+class _FullDiskLog:
+    """A trial log on a disk that has just filled up: writing, flushing and closing it fail with ENOSPC."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def write(self, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    flush = write
+
+    def close(self):
+        self._real.close()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _finished(plan) -> RunResult:
+    from datetime import datetime, timezone
+
+    from bench.results.schema import Timing
+
+    return plan.result(TrialStatus.ok, None, started_at=datetime.now(timezone.utc), timing=Timing(), device="cpu",
+                       world_size=1, final=EvalPoint(step=1, tokens=1, train_seconds=1, val_loss=1, val_bpb=1))
+
+
+def test_a_log_that_cannot_be_written_or_closed_never_fails_a_finished_trial(tmp_path, monkeypatch):
+    from bench.executor import worker
+    from bench.harness.plan import plan_trials
+    from bench.train.events import TrialEvent
+
+    [plan] = plan_trials([_request(_workload())], tmp_path)
+    finished = _finished(plan)
+
+    def run_trial(plan, on_event, recipe_dir):  # training and evaluation went well; the disk filled meanwhile
+        on_event(TrialEvent(run_id=plan.run_id, kind="phase", phase="evaluate"))
+        print("the recipe's last words")
+        return finished
+
+    monkeypatch.setattr(worker, "run_trial", run_trial)
+    monkeypatch.setattr(worker, "open", lambda *args, **kwargs: _FullDiskLog(open(*args, **kwargs)),  # noqa: SIM115
+                        raising=False)
+    assert worker.execute(plan, None, 1) is finished
+
+
+def test_the_driver_writes_a_shipped_result_first_and_a_file_the_disk_refuses_costs_only_that_file(tmp_path,
+                                                                                                   monkeypatch):
+    from io import StringIO
+
+    from rich.console import Console
+
+    from bench.executor.ray_runner import _Ledger, _Trial
+    from bench.executor.worker import Shipped
+    from bench.harness.plan import plan_trials
+    from bench.results.store import read_result
+
+    [plan] = plan_trials([_request(_workload())], tmp_path / "results")
+    real_write_bytes = Path.write_bytes
+
+    def write_bytes(path, data):
+        if path.name.endswith(".log.partial"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write_bytes(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    out = StringIO()
+    board = type("Board", (), {"finish": lambda self, result: None})()
+    ledger = _Ledger(tmp_path / "results", board, Console(file=out, width=400))
+    ledger.record(_Trial(plan), Shipped(_finished(plan), {plan.files.log.name: b"the log"}))
+    assert read_result(plan.files.result) == ledger.done[plan.run_id] and not ledger.unsaved
+    assert f"{plan.files.log}: not written (No space left on device); the result stands without it" in out.getvalue()
+    assert sorted(p.name for p in plan.files.result.parent.iterdir()) == [plan.files.result.name]

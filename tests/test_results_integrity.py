@@ -4,6 +4,7 @@ conflicting run id named, and a result that cannot be written kept in a fallback
 from __future__ import annotations
 
 import errno
+import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,8 +12,16 @@ from pathlib import Path
 import pytest
 
 from bench.errors import BenchError
-from bench.results.store import ResultNotWritten, load_results, read_result, result_path, write_result
+from bench.results.store import (
+    ResultNotWritten,
+    load_result_files,
+    load_results,
+    read_result,
+    result_path,
+    write_result,
+)
 from bench.results.schema import RunResult, TrialStatus
+from conftest import ROOT
 
 WHEN = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 
@@ -85,3 +94,61 @@ def test_with_no_fallback_folder_writable_the_result_is_held_in_memory(tmp_path,
     assert info.value.kept is None and "held in memory only" in str(info.value)
     assert len(info.value.fallback_errors) == 3
     assert RunResult.model_validate_json(info.value.text) == result
+
+
+def _forged(folder: Path, **fields: str) -> Path:
+    """A result file, placed where results go, whose fields were edited to ``fields`` after it was written."""
+    data = json.loads(_result().model_dump_json())
+    data.update(fields)
+    path = folder / "tiny" / "adamw-baseline" / "20261130T120000Z-s0-abcdef.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("field, value", [
+    ("run_id", "../../../escaped"), ("run_id", "a.b"), ("run_id", "/abs"), ("run_id", ""),
+    ("workload", "../outside"), ("workload", ".."), ("workload", "a/b"),
+    ("submission", "../../x"), ("submission", ".hidden"), ("submission", "a\\b"),
+])
+def test_a_result_whose_names_are_not_plain_names_is_refused_at_load_naming_file_and_field(tmp_path, field, value):
+    path = _forged(tmp_path, **{field: value})
+    with pytest.raises(BenchError) as info:
+        load_results([tmp_path])
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a valid result file: {field}: must be")
+    assert repr(value) in message and "outside" in message
+
+
+def test_names_of_every_published_and_fixture_result_are_plain():
+    published = load_result_files([ROOT / "leaderboard" / "results", ROOT / "tests" / "fixtures"])
+    assert len(published) > 100
+    with pytest.raises(ValueError, match="run id"):
+        _result(run_id="x/../y")
+
+
+@pytest.mark.parametrize("command", [["eval", "--result"], ["export", "--out", "exported"]])
+def test_eval_and_export_refuse_a_forged_run_id_before_doing_any_work(tmp_path, monkeypatch, command):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    path = _forged(tmp_path / "results", run_id="../../escaped")
+    result = CliRunner().invoke(app, [*command, str(path)])
+    assert result.exit_code == 1, result.output
+    assert f"{path}: not a valid result file: run_id: must be" in " ".join(result.output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # nothing evaluated, exported or written
+
+
+def test_leaderboard_refuses_a_forged_result_that_would_write_outside_its_folder(tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    path = _forged(tmp_path / "forged", workload="../../../../outside", submission="../../escaped")
+    out = tmp_path / "board"
+    result = CliRunner().invoke(app, ["leaderboard", "--include", str(path.parents[2]), "--out", str(out)])
+    assert result.exit_code == 1
+    assert f"{path}: not a valid result file: workload: must be" in " ".join(result.output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forged"]  # no board, nothing outside it

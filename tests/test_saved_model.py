@@ -167,7 +167,7 @@ def test_the_payload_is_live_when_unpickled(tmp_path):
 def test_bench_eval_of_a_planted_payload_does_not_run_it(tmp_path, real_result, name):
     marker = tmp_path / "payload-ran"
     result_path = _plant(real_result, tmp_path, name, _torch_pickle(marker))
-    out = CliRunner().invoke(app, ["eval", "--result", str(result_path), "--offline"])
+    out = CliRunner().invoke(app, ["eval", str(result_path), "--offline"])
     assert not marker.exists()
     assert out.exit_code == 1
     expected = "old torch.export .pt2 format, which is not loaded for safety" if name.endswith(".pt2") else (
@@ -180,7 +180,7 @@ def test_a_checkpoint_path_outside_the_results_folder_is_refused(tmp_path, real_
     model = GPT(GPTConfig(vocab_size=VOCAB, seq_len=WINDOW, **{"n_layer": 1, "n_head": 2, "n_embd": 16}))
     save_model(model, WINDOW, VOCAB, tmp_path / "outside.model.safetensors")
     result_path = _plant(real_result, tmp_path, "unused.bin", b"", file_field=field)
-    out = CliRunner().invoke(app, ["eval", "--result", str(result_path), "--offline"])
+    out = CliRunner().invoke(app, ["eval", str(result_path), "--offline"])
     assert out.exit_code == 1
     assert "field 'checkpoint.file'" in out.output and "without folders, '..' or an absolute path" in " ".join(
         out.output.split())
@@ -190,7 +190,7 @@ def test_a_link_out_of_the_results_folder_is_refused(tmp_path, real_result):
     result_path = _plant(real_result, tmp_path, "unused.bin", b"", file_field="linked.model.safetensors")
     (result_path.parent / "linked.model.safetensors").symlink_to(tmp_path / "elsewhere.model.safetensors")
     (tmp_path / "elsewhere.model.safetensors").write_bytes(b"")
-    out = CliRunner().invoke(app, ["eval", "--result", str(result_path), "--offline"])
+    out = CliRunner().invoke(app, ["eval", str(result_path), "--offline"])
     assert out.exit_code == 1 and "outside the result's folder" in " ".join(out.output.split())
 
 
@@ -207,10 +207,10 @@ def test_bench_eval_reproduces_the_trials_downstream_scores_in_a_new_file(tmp_pa
     result_path = write_result(result, results_dir)
 
     cli = CliRunner()
-    refused = cli.invoke(app, ["eval", "--result", str(result_path)])
+    refused = cli.invoke(app, ["eval", str(result_path)])
     assert refused.exit_code == 1 and "--workload" in refused.output  # the run used a shrunken tiny
 
-    done = cli.invoke(app, ["eval", "--result", str(result_path), "--workload", "tiny", "--limit", "40"])
+    done = cli.invoke(app, ["eval", str(result_path), "--workload", "tiny", "--limit", "40"])
     assert done.exit_code == 0, done.output
     assert "not the workload run test trained on" in done.output
     [record_path] = result_path.parent.glob("test.downstream-*.json")
@@ -227,7 +227,7 @@ def test_bench_eval_reproduces_the_trials_downstream_scores_in_a_new_file(tmp_pa
 def test_bench_eval_of_a_run_without_a_saved_model_says_how_to_save_one(tmp_path):
     result = trial("good-bigram", spec=small_tiny(wall_clock=1.0))
     path = write_result(result, tmp_path)
-    refused = CliRunner().invoke(app, ["eval", "--result", str(path)])
+    refused = CliRunner().invoke(app, ["eval", str(path)])
     assert refused.exit_code == 1 and "bench run --save-model" in refused.output
 
 
@@ -253,7 +253,7 @@ def test_bench_eval_takes_custom_task_yamls_and_writes_per_sample_logs(tmp_path,
     config = {key: value for key, value in config.items() if key != "tag"} | {"task": "my_agreement"}
     (custom / "my_agreement.yaml").write_text(yaml.safe_dump(config))
 
-    done = CliRunner().invoke(app, ["eval", "--result", str(saved_gpt), "--workload", "tiny", "--task", "my_agreement",
+    done = CliRunner().invoke(app, ["eval", str(saved_gpt), "--workload", "tiny", "--task", "my_agreement",
                                     "--include-path", str(custom), "--limit", "12", "--log-samples", "--offline"])
     assert done.exit_code == 0, done.output
     [record_path] = saved_gpt.parent.glob("test.downstream-*[0-9]Z.json")
@@ -267,7 +267,7 @@ def test_bench_eval_takes_custom_task_yamls_and_writes_per_sample_logs(tmp_path,
 
 
 def test_bench_eval_names_a_missing_include_path(tmp_path, saved_gpt):
-    done = CliRunner().invoke(app, ["eval", "--result", str(saved_gpt), "--workload", "tiny", "--task", "x",
+    done = CliRunner().invoke(app, ["eval", str(saved_gpt), "--workload", "tiny", "--task", "x",
                                     "--include-path", str(tmp_path / "nowhere"), "--offline"])
     assert done.exit_code == 1 and "nowhere: not a folder of lm-eval task YAML files" in " ".join(done.output.split())
 

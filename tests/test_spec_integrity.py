@@ -77,6 +77,56 @@ def test_entry_point_inside_the_folder_loads_also_through_a_symlinked_folder(tmp
     assert load_submission(link / "demo").manifest.entry_point == "lib/recipe.py:Demo"
 
 
+def _with_helpers(root: Path, name: str = "demo", **manifest) -> Path:
+    """A submission whose recipe imports ``helpers``, a package beside it."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "submission.yaml").write_text(yaml.safe_dump({**MANIFEST, "name": name, **manifest}))
+    (folder / "recipe.py").write_text("from helpers import Demo\n")
+    return folder
+
+
+def test_a_link_leading_out_of_the_submission_folder_is_refused_naming_the_link(tmp_path):
+    outside = tmp_path / "elsewhere" / "helpers"
+    outside.mkdir(parents=True)
+    (outside / "__init__.py").write_text("class Demo: ...\n")
+    folder = _with_helpers(tmp_path / "subs")
+    os.symlink(outside, folder / "helpers")
+    with pytest.raises(SpecError) as info:
+        load_submission(folder)
+    [problem] = info.value.problems
+    assert str(folder / "submission.yaml") in str(info.value)
+    assert problem.startswith(f"helpers: a link to {outside.resolve()}, outside the submission folder")
+
+
+def test_a_link_out_of_a_folder_the_submission_extends_is_refused_naming_that_folder(tmp_path):
+    (tmp_path / "elsewhere.py").write_text("class Demo: ...\n")
+    parent = _with_helpers(tmp_path, "parent")
+    (parent / "lib").mkdir()
+    os.symlink(tmp_path / "elsewhere.py", parent / "lib" / "util.py")
+    child = tmp_path / "child"
+    child.mkdir()
+    (child / "submission.yaml").write_text(yaml.safe_dump({"name": "child", "extends": "parent"}))
+    with pytest.raises(SpecError) as info:
+        load_submission(child)
+    assert str(parent / "submission.yaml") in str(info.value) and "lib/util.py: a link to" in str(info.value)
+
+
+def test_links_inside_the_folder_stay_and_the_hash_follows_what_they_reach(tmp_path):
+    folder = _with_helpers(tmp_path)
+    for lib in ("lib", "lib2"):
+        (folder / lib).mkdir()
+        (folder / lib / "__init__.py").write_text(f"class Demo: ...  # {lib}\n")
+    os.symlink("lib", folder / "helpers")
+    os.symlink("recipe.py", folder / "alias.py")
+    first = load_submission(folder).source_hash()
+    (folder / "helpers").unlink()
+    os.symlink("lib2", folder / "helpers")  # the same files, but the recipe now imports other code
+    second = load_submission(folder).source_hash()
+    (folder / "recipe.py").write_text("from helpers import Demo  # changed\n")  # reached through alias.py too
+    assert len({first, second, load_submission(folder).source_hash()}) == 3
+
+
 def test_eval_tokens_shorter_than_one_window_is_rejected_naming_the_field(tmp_path):
     data = yaml.safe_load((ROOT / "workloads" / "tiny.yaml").read_text())
     data["eval"]["tokens"] = data["eval"]["seq_len"] - 1
@@ -138,3 +188,57 @@ def test_validate_refuses_an_unknown_optimizer_name(tmp_path):
     )
     [problem] = validate_path(folder)
     assert "optimizer: unknown optimizer 'adamw2'" in problem and "lion" in problem
+
+
+def _billion_laughs(top: str) -> str:
+    """``top`` followed by nine levels of ten aliases each: 10^9 strings once expanded, in ten lines."""
+    lines = [top, "l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 9)]
+    return "\n".join(lines) + "\n"
+
+
+def test_yaml_aliases_expanding_past_the_bound_are_an_error_naming_the_file_and_line(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(_billion_laughs((ROOT / "workloads" / "tiny.yaml").read_text()))
+    with pytest.raises(SpecError) as info:
+        load_workload(path)
+    [problem] = info.value.problems
+    assert str(path) in str(info.value) and "aliases expand to more than 100,000 values" in problem
+    crossing = next(n for n, line in enumerate(path.read_text().splitlines(), 1) if line.startswith("l4:"))
+    assert problem.startswith(f"line {crossing},")  # the alias that crossed the bound (l4 stands for 111,111)
+
+
+def test_a_manifest_full_of_aliases_fails_validate_instead_of_exhausting_memory_later(tmp_path):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    folder = tmp_path / "laughs"
+    folder.mkdir()
+    top = ("name: laughs\nauthors: [tests]\ndescription: d\nentry_point: bench.train.recipes:GPTRecipe\n"
+           "hyperparameters: {lr: 0.001, batch_size: 8}")
+    (folder / "submission.yaml").write_text(_billion_laughs(top))
+    for command in (["validate", str(folder)], ["show-submission", str(folder)]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 1, result.output
+        assert f"{folder / 'submission.yaml'}: line 10," in result.output and "aliases expand" in result.output
+
+
+def test_yaml_nested_past_the_depth_bound_is_an_error_not_a_recursion_error(tmp_path):
+    from bench.study.spec import load_study
+
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: deep\nbase: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    for load in (load_workload, load_study, read_yaml):
+        with pytest.raises(SpecError) as info:
+            load(path)
+        [problem] = info.value.problems
+        assert str(path) in str(info.value) and problem.startswith("line 2, column 70:")  # the 65th level
+        assert "nested deeper than 64 levels" in problem
+
+
+def test_an_alias_inside_the_value_it_names_is_an_error(tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text("a: &a [1, *a]\n")
+    with pytest.raises(SpecError, match="line 1, column 11: .*alias \\*a refers to a value that contains it"):
+        read_yaml(path)

@@ -9,7 +9,7 @@ whatever the number of workers (and to encoding everything in this process): par
 text, and every piece is encoded on its own as before.
 
 After each part is appended, ``progress.json`` records how many parts are in the files, the counts so far and the
-splitter's state after that part. A build stopped by an error, Ctrl-C or a kill keeps all of this; the next build
+splitter's state after that part. A build stopped by an error, Ctrl-C, SIGTERM or a kill keeps all of this; the next build
 of the same key truncates the files to the recorded lengths, reuses any part completed beyond them, and continues
 the split from the recorded state (for a streamed Hub dataset, its ``IterableDataset.state_dict``: no shard is
 read again). Only the contiguous split of a single text file is re-read from its start to find its place.
@@ -40,6 +40,7 @@ from bench.data.shards import TRAIN_FILE, VAL_FILE, SplitInfo, TokenFile
 from bench.data.sources import Piece, Splitter
 from bench.data.tokenizer import LoadedTokenizer, describe, token_dtype
 from bench.errors import BenchError
+from bench.interrupt import terminate_as_interrupt
 
 PART_BYTES = 8 * 2**20
 """Text per part: seconds of work for one worker (so progress and a resume lose little), large enough that the
@@ -409,13 +410,15 @@ def _encode_parts(
 @contextmanager
 def _pool(workers: int, tokenizer: LoadedTokenizer) -> Iterator[ProcessPoolExecutor]:
     """``workers`` spawned encoding processes (spawn, not fork: the parent may hold tokenizer threads, Ray, torch),
-    each loading the tokenizer once; stopped at once when the block ends, however it ends."""
+    each loading the tokenizer once; stopped at once when the block ends, however it ends: SIGTERM too, which
+    would otherwise end this process alone and leave the workers waiting for parts forever."""
     context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(workers, context, _init_worker, (tokenizer.tokenizer.to_str(),))
-    try:
-        yield pool
-    finally:
-        _stop(pool)
+    with terminate_as_interrupt():
+        pool = ProcessPoolExecutor(workers, context, _init_worker, (tokenizer.tokenizer.to_str(),))
+        try:
+            yield pool
+        finally:
+            _stop(pool)
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
@@ -428,6 +431,7 @@ def _stop(pool: ProcessPoolExecutor) -> None:
             process.terminate()
     for process in processes:
         process.join()
+    pool.shutdown(wait=True)  # the pool's manager thread ends too: left running, it raced Python's exit handler
 
 
 def finish(folder: Path) -> None:

@@ -49,7 +49,7 @@ from bench.data.shards import (
     verify_training,
     write_meta,
 )
-from bench.data.sources import Splitter, fingerprint, resolve_revision, split_documents
+from bench.data.sources import Splitter, fingerprint, require_regular_file, resolve_revision, split_documents
 from bench.data.stream import Order, TokenStream
 from bench.data.tokenizer import (
     BPE_VERSION,
@@ -223,6 +223,7 @@ def cache_inputs(spec: WorkloadSpec, workload_dir: Path, commit: str | None = No
         tokenizer["bpe_version"] = BPE_VERSION
     elif isinstance(spec.tokenizer, FileTokenizerSpec):
         path = _resolve(workload_dir, spec.tokenizer.path)
+        require_regular_file(path, "tokenizer.path")
         try:
             tokenizer = {"kind": "file", "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
         except OSError as exc:

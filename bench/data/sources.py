@@ -15,6 +15,7 @@ import inspect
 import json
 import os
 import re
+import stat
 from collections.abc import Iterator
 from itertools import islice
 from dataclasses import dataclass
@@ -68,22 +69,40 @@ def describe_source(source: Source) -> str:
 
 
 def resolve_files(source: LocalSource, workload_dir: Path) -> list[Path]:
-    """The files named by ``source.paths``, relative to the workload's folder, globs expanded and sorted."""
+    """The files named by ``source.paths``, relative to the workload's folder, globs expanded and sorted. Each
+    must be a regular file (links followed): a FIFO or a device would be read differently every time, or block."""
     files: list[Path] = []
     for pattern in source.paths:
         full = workload_dir / Path(pattern).expanduser()
         if any(char in pattern for char in "*?["):
-            matches = sorted(Path(p) for p in glob.glob(str(full), recursive=True) if Path(p).is_file())
+            matches = sorted(Path(p) for p in glob.glob(str(full), recursive=True) if not Path(p).is_dir())
             if not matches:
                 raise BenchError(f"data.source.paths: {pattern!r} matches no files (looked for {full})")
             files.extend(matches)
         elif full.is_dir():
             raise BenchError(f"data.source.paths: {full} is a folder; name files or a glob such as '{pattern}/*.jsonl'")
-        elif not full.is_file():
-            raise BenchError(f"data.source.paths: {full} not found")
         else:
             files.append(full)
+    for path in files:
+        require_regular_file(path, "data.source.paths")
     return list(dict.fromkeys(files))
+
+
+def require_regular_file(path: Path, field: str) -> None:
+    """Raise a :class:`BenchError` naming ``field`` and ``path`` unless it is a regular file (links followed).
+
+    Data and tokenizer files are read whole, hashed and read again: a FIFO would block or give other bytes each
+    time, a device would never end. A message says which it is instead of 'not found'."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        raise BenchError(f"{field}: {path} not found") from None
+    if stat.S_ISREG(mode):
+        return
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    kind = next((name for test, name in kinds if test(mode)), f"file type {stat.S_IFMT(mode):#o}")
+    raise BenchError(f"{field}: {path} is not a regular file: {kind}")
 
 
 def file_format(source: LocalSource, path: Path) -> str:

@@ -1,4 +1,4 @@
-"""Downstream evaluation of a finished run's saved model (``bench eval --result FILE``).
+"""Downstream evaluation of a finished run's saved model (``bench eval RESULT``).
 
 A run made with ``bench run --save-model`` leaves its model beside its result. Evaluating it again later, on other
 tasks, more examples or a newer lm-eval, needs the same tokenizer the model was trained with: it comes from the

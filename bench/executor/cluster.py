@@ -2,6 +2,7 @@
 
 A local instance is started quietly and offline: no dashboard unless asked, no usage statistics, worker output kept
 out of the terminal (each trial writes its own log file), and Ray's files under the bench cache instead of /tmp/ray.
+Its processes do not outlive the command, even one killed with SIGKILL (:mod:`bench.executor.reaper`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import ray
 
 from bench.data.shards import cache_root
 from bench.errors import BenchError
+from bench.executor.reaper import watch
 
 # Ray puts its sockets at <temp_dir>/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store, and AF_UNIX paths are
 # limited to 107 bytes on Linux (103 on macOS): a deep cache folder would make Ray fail at start-up.
@@ -50,10 +53,12 @@ def ray_session(address: str | None = None, dashboard: bool = False, ship: Seque
     address = address or os.environ.get("RAY_ADDRESS") or None
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     options = {"log_to_driver": False, "logging_level": logging.WARNING}
+    reaper = None
     try:
         if address is None:
             temp_dir = ray_temp_dir()
             temp_dir.mkdir(parents=True, exist_ok=True)
+            before = {child.pid for child in psutil.Process().children()}
             with _quiet(_AUTH_LOGGER):  # a private local instance is token-protected by default: nothing to warn about
                 context = ray.init(
                     include_dashboard=dashboard,
@@ -63,6 +68,8 @@ def ray_session(address: str | None = None, dashboard: bool = False, ship: Seque
                     _system_config={"worker_niceness": 0},
                     **options,
                 )
+            # Ray's processes: the children ray.init started. Killing the driver leaves some running for a minute.
+            reaper = watch(child.pid for child in psutil.Process().children() if child.pid not in before)
         else:
             runtime_env = {"py_modules": [str(folder) for folder in ship]} if ship else None
             context = ray.init(address=address, runtime_env=runtime_env, **options)
@@ -73,6 +80,9 @@ def ray_session(address: str | None = None, dashboard: bool = False, ship: Seque
         yield context.dashboard_url or None
     finally:
         ray.shutdown()
+        if reaper is not None:
+            reaper.stdin.close()  # Ray stopped: the reaper kills only what the shutdown left running, and ends
+            reaper.wait()
 
 
 @contextmanager

@@ -11,13 +11,15 @@ class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM) during :func:`run_trials`, raised after running trials were stopped and recorded as
     ``interrupted``.
 
-    ``results`` holds every result written, finished and interrupted; trials that never started are not recorded.
-    Being a ``KeyboardInterrupt``, it ends a program that does not catch it the way Ctrl-C does (exit status 130).
+    ``results`` holds every result written, finished and interrupted; trials that never started are not recorded;
+    ``by`` is the interrupt that stopped the run (a :class:`bench.interrupt.Terminated` for SIGTERM). Being a
+    ``KeyboardInterrupt``, it ends a program that does not catch it the way Ctrl-C does (exit status 130).
     """
 
-    def __init__(self, results: list[RunResult]) -> None:
+    def __init__(self, results: list[RunResult], by: KeyboardInterrupt | None = None) -> None:
         super().__init__(f"interrupted; {len(results)} results recorded")
         self.results = results
+        self.by = by or KeyboardInterrupt()
 
 
 class ResultsNotSaved(BenchError):

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +33,7 @@ from rich.markup import escape
 
 import bench
 from bench.harness.plan import PlannedTrial
+from bench.interrupt import terminate_as_interrupt
 from bench.executor.outcome import ResultsNotSaved, RunInterrupted
 from bench.results.store import ResultNotWritten, write_result
 from bench.executor.cluster import ray_session
@@ -47,6 +45,7 @@ from bench.executor.worker import Shipped, execute, receive, ship, staged
 from bench.results.schema import CheckpointRecord, RunResult, Timing, TrialStatus
 from bench.harness.clock import CPU_TRIAL_ENV
 from bench.train.events import TrialEvent
+from bench.track import FORWARDED_ENV as TRACK_ENV
 
 START_PHASE = "start"
 """Phase of the event each trial task sends first: the worker is running (``started_at`` of a driver-built result)."""
@@ -73,13 +72,17 @@ class _Ledger:
     done: dict[str, RunResult] = field(default_factory=dict)
     unsaved: list[ResultNotWritten] = field(default_factory=list)
 
-    def record(self, trial: _Trial, result: RunResult) -> None:
-        """Write ``result``; a write that fails loses nothing (the fallback holds it) and the run goes on."""
+    def record(self, trial: _Trial, outcome: RunResult | Shipped) -> None:
+        """Write the result, then any files shipped with it (log, model): a write that fails loses nothing (the
+        fallback holds the result), a file that cannot be written only costs that file, and the run goes on."""
+        result = outcome.result if isinstance(outcome, Shipped) else outcome
         try:
             write_result(result, self.results_dir)
         except ResultNotWritten as problem:
             self.unsaved.append(problem)
             self.console.print(f"[bold red]not saved:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
+        for problem in receive(outcome, trial.plan) if isinstance(outcome, Shipped) else []:
+            self.console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
         self.done[trial.plan.run_id] = result
         self.board.finish(result)
         if trial.plan.files.resume is not None and not trial.plan.stage:  # never resumed from now
@@ -158,16 +161,16 @@ def run_trials(
         events = EventBox.remote()
         board_rows = [(t.plan.run_id, t.plan.submission.name, t.plan.request.seed) for t in trials]
         with ProgressBoard(board_rows, console, live=progress and console.is_terminal) as board, \
-                _terminate_as_interrupt():
+                terminate_as_interrupt() as received:
             ledger = _Ledger(results_dir, board, console)
             try:
                 for trial in trials:
                     trial.ref = _submit(trial, events)
                 _drive(trials, events, ledger)
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as interrupt:
                 _interrupt(trials, ledger)
-                raise RunInterrupted([ledger.done[t.plan.run_id] for t in trials if t.plan.run_id in ledger.done]) \
-                    from None
+                done = [ledger.done[t.plan.run_id] for t in trials if t.plan.run_id in ledger.done]
+                raise RunInterrupted(done, received.interrupt(interrupt)) from None
             finally:
                 for trial in trials:
                     if trial.ref is not None and trial.plan.run_id not in ledger.done:
@@ -177,24 +180,6 @@ def run_trials(
     if ledger.unsaved:
         raise ResultsNotSaved(results, ledger.unsaved)
     return results
-
-
-@contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a job scheduler's cancel, ``kill``) stops the run the way Ctrl-C does: running trials are recorded
-    as interrupted instead of the driver dying with nothing recorded."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def trial_env(plan: PlannedTrial) -> dict[str, str]:
@@ -210,6 +195,7 @@ def trial_env(plan: PlannedTrial) -> dict[str, str]:
         env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     if every := os.environ.get(PROGRESS_ENV):
         env[PROGRESS_ENV] = every
+    env.update({name: value for name in TRACK_ENV if (value := os.environ.get(name))})  # `--track`, on every node
     return env
 
 
@@ -294,13 +280,12 @@ def _interrupt(trials: list[_Trial], ledger: _Ledger) -> None:
             ledger.record(trial, _driver_result(trial, TrialStatus.interrupted, reason))
 
 
-def _collect(trial: _Trial) -> RunResult | _Retry:
-    """The trial's own result, a retry (its worker died and it has retries left), or the driver's account of why
-    there is no result."""
+def _collect(trial: _Trial) -> RunResult | Shipped | _Retry:
+    """The trial's own result (with its files, from a node of a cluster), a retry (its worker died and it has
+    retries left), or the driver's account of why there is no result."""
     can_retry = trial.attempt < trial.plan.request.retries
     try:
-        value = ray.get(trial.ref)
-        return receive(value, trial.plan) if isinstance(value, Shipped) else value
+        return ray.get(trial.ref)
     except ray.exceptions.NodeDiedError as exc:
         reason = f"the machine running the trial left the Ray cluster: {_first_line(exc)}"
         if can_retry:

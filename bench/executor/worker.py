@@ -42,7 +42,8 @@ def output_to(path: Path, append: bool = False) -> Iterator[TextIO | None]:
     the log itself, for the harness's own lines (None when it could not be opened).
 
     A worker on another machine may not be able to create the driver's results folder; its output then stays in
-    Ray's own worker log on that machine.
+    Ray's own worker log on that machine. A log that cannot be flushed or closed (a full disk) is given up quietly:
+    by then the trial has its result, and a log is never worth more than the result.
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,13 +60,21 @@ def output_to(path: Path, append: bool = False) -> Iterator[TextIO | None]:
     try:
         yield log
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            _give_up_quietly(stream.flush)
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
         for fd in saved:
             os.close(fd)
-        log.close()
+        _give_up_quietly(log.close)
+
+
+def _give_up_quietly(action: Callable[[], None]) -> None:
+    """Flush or close a log; a full disk (or a log closed already) loses the log's tail, never the trial."""
+    try:
+        action()
+    except (OSError, ValueError):
+        pass
 
 
 STAGING = "staging"
@@ -105,17 +114,23 @@ def ship(local: PlannedTrial, result: RunResult) -> Shipped:
     return Shipped(result, files)
 
 
-def receive(shipped: Shipped, plan: PlannedTrial) -> RunResult:
-    """On the driver: write the shipped files into the results folder beside where the result goes."""
+def receive(shipped: Shipped, plan: PlannedTrial) -> list[str]:
+    """On the driver, once the result is written: write the shipped files into the results folder beside it.
+    Returns a problem per file that could not be written (a full disk): the result stands without it."""
     folder = plan.files.result.parent
-    folder.mkdir(parents=True, exist_ok=True)
+    problems = []
     for name, content in shipped.files.items():
         if Path(name).name != name:  # names come from the plan; a worker never picks where files go
             continue
         partial = folder / f".{name}.partial"
-        partial.write_bytes(content)
-        partial.replace(folder / name)
-    return shipped.result
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            partial.write_bytes(content)
+            partial.replace(folder / name)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            problems.append(f"{folder / name}: not written ({exc.strerror or exc}); the result stands without it")
+    return problems
 
 
 def locate(folder: Path) -> Path:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from pydantic import Field
 
 from bench.errors import BenchError
-from bench.results.schema import RunResult, Timing, TrialStatus
+from bench.results.schema import RunId, RunResult, Timing, TrialStatus
 from bench.results.store import run_file
 from bench.spec.base import StrictModel
 from bench.spec.loading import Submission, find_submission, trainer_hash
@@ -77,7 +77,7 @@ class TrialRequest(StrictModel):
     submission_dir: str
     seed: int = Field(ge=0)
     overrides: dict[str, Any] = Field(default_factory=dict, description="Hyperparameters replacing the manifest's.")
-    run_id: str
+    run_id: RunId = Field(description="Names the run's files under the results folder: no path, no dot.")
     device: str | None = Field(None, description="torch device; None picks cuda:0 when available, else cpu.")
     cache_dir: str | None = Field(None, description="Data cache; None uses $BENCH_CACHE or the user cache dir.")
     tuning: dict[str, Any] | None = Field(None, description="The sweep this trial belongs to, recorded in the result.")

@@ -9,14 +9,43 @@ and ``schema_version`` is bumped on every incompatible change.
 from __future__ import annotations
 
 import enum
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AfterValidator, AliasChoices, Field
 
 from bench.spec.base import StrictModel
 
 SCHEMA_VERSION = 1
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def _name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError(
+            f"must be a plain name (letters, digits, '.', '_', '-'; not starting with '.'), got {value!r}: it names a "
+            "folder under the results folder, so a path would put files outside it"
+        )
+    return value
+
+
+def _run_id(value: str) -> str:
+    if not _RUN_ID.fullmatch(value):
+        raise ValueError(
+            f"must be a run id (letters, digits, '_', '-'; no '.'), got {value!r}: it names the run's files under the "
+            "results folder, so a path would put files outside it"
+        )
+    return value
+
+
+Name = Annotated[str, AfterValidator(_name)]
+"""A workload's or submission's name as a result records it: one folder of ``<results>/<workload>/<submission>/``."""
+
+RunId = Annotated[str, AfterValidator(_run_id)]
+"""A run id: the stem of the run's files, which never holds a dot (see :mod:`bench.results.store`)."""
 
 
 class TrialStatus(str, enum.Enum):
@@ -342,14 +371,14 @@ class Isolation(StrictModel):
 
 class RunResult(StrictModel):
     schema_version: Literal[1] = SCHEMA_VERSION
-    run_id: str
+    run_id: RunId
     status: TrialStatus
     reason: str | None = Field(None, description="Why the status is not ok, in one line.")
     traceback_tail: str | None = None
 
-    workload: str
+    workload: Name
     workload_hash: str
-    submission: str
+    submission: Name
     submission_hash: str = Field(description="SHA-256 over the submission's manifest and files and the harness's "
                                              "training code they run (trainer_hash).")
     trainer_hash: str | None = Field(
@@ -432,10 +461,10 @@ class DownstreamEvaluation(StrictModel):
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    run_id: str
-    workload: str
+    run_id: RunId
+    workload: Name
     workload_hash: str = Field(description="Hash of the workload file the tokenizer and tasks were taken from.")
-    submission: str
+    submission: Name
     checkpoint_sha256: str
     device: str
     started_at: datetime

@@ -23,6 +23,10 @@ from bench.errors import BenchError
 from bench.results.schema import RunResult
 
 DEFAULT_RESULTS_DIR = Path("results")
+"""Where commands write results, relative to the project: every run, sweep and study lands here first."""
+PUBLISHED_RESULTS_DIR = Path("leaderboard") / "results"
+"""Where published results live, relative to the project: the board ranks these, and reading commands read them
+beside :data:`DEFAULT_RESULTS_DIR`."""
 
 
 def new_run_id(seed: int) -> str:
@@ -144,7 +148,9 @@ def read_result(path: Path) -> RunResult:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise BenchError(f"{path}: not a valid result file: {field}: {first['msg']}") from None
+        raise BenchError(
+            f"{path}: not a valid result file: {field}: {first['msg'].removeprefix('Value error, ')}"
+        ) from None
     except UnicodeDecodeError as exc:
         raise BenchError(
             f"{path}: not a valid result file: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "

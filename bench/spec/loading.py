@@ -7,7 +7,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
 import yaml
@@ -23,14 +23,26 @@ M = TypeVar("M", bound=BaseModel)
 DEFAULT_WORKLOAD = "tiny"
 
 
-def project_root() -> Path:
-    """The folder holding ``workloads/`` and ``submissions/``: ``$BENCH_ROOT``, else the checkout, else the cwd."""
-    if env := os.environ.get("BENCH_ROOT"):
-        return Path(env).resolve()
-    checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "workloads").is_dir():
-        return checkout
-    return Path.cwd()
+ROOT_ENV = "BENCH_ROOT"
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The project a command works on: ``$BENCH_ROOT`` when set, else the nearest folder from ``start`` (default:
+    the current folder) upward that holds both ``workloads/`` and ``submissions/``, else the git root above it,
+    else ``start`` itself.
+
+    It follows where the user stands, never where the package is installed: a second clone, or a project of one's
+    own beside an installed pretrain-bench, reads and writes its own workloads, submissions and results."""
+    if env := os.environ.get(ROOT_ENV):
+        return Path(env).expanduser().resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "workloads").is_dir() and (folder / "submissions").is_dir():
+            return folder
+    for folder in (here, *here.parents):
+        if (folder / ".git").exists():  # a folder, or a file in a worktree or submodule
+            return folder
+    return here
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:
@@ -100,13 +112,65 @@ def format_validation_error(error: ValidationError, model: type[BaseModel]) -> l
     return problems
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that rejects a key given twice in one mapping.
+MAX_YAML_NODES = 100_000
+"""Most values a spec file may hold once its aliases are expanded. The largest file of the project holds about 100;
+an alias names a value without copying it, so a few lines of aliases of aliases ("billion laughs") stand for 10^9
+strings, which validate but then exhaust memory wherever the data is walked (a dump, a hash, a copy)."""
 
-    Plain PyYAML keeps the last value, so ``wall_clock: 60s`` followed later by ``wall_clock: 10h`` would silently
-    run a benchmark with a budget nobody reading the top of the file expects. Keys brought in by a ``<<`` merge may
-    still be overridden: that is what merges are for.
+MAX_YAML_DEPTH = 64
+"""Deepest nesting of lists and mappings a spec file may have (the project's deepest: 6). PyYAML composes nested
+values recursively, so 20,000 ``[`` end in a RecursionError instead of a message."""
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses what no spec needs and a hostile file could use:
+
+    * a key given twice in one mapping. Plain PyYAML keeps the last value, so ``wall_clock: 60s`` followed later by
+      ``wall_clock: 10h`` would silently run a benchmark with a budget nobody reading the top of the file expects.
+      Keys brought in by a ``<<`` merge may still be overridden: that is what merges are for.
+    * more than :data:`MAX_YAML_NODES` values counting each alias as the values it stands for, nesting deeper than
+      :data:`MAX_YAML_DEPTH`, and an alias inside the value it names (a recursive structure). Each is counted as
+      the file is composed, before anything is built, and reported at the alias or value that crossed the bound.
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> values it stands for, for the nodes composed so far
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            node = self.anchors.get(event.anchor)
+            if node is not None:  # (an undefined alias: the base class reports it)
+                size = self._sizes.get(id(node))
+                if size is None:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"alias *{event.anchor} refers to a value that contains it", event.start_mark
+                    )
+                self._count(size, event)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_YAML_DEPTH:
+            raise yaml.composer.ComposerError(
+                None, None, f"nested deeper than {MAX_YAML_DEPTH} levels; a spec needs a few", event.start_mark
+            )
+        before = self._nodes
+        self._count(1, event)
+        node = super().compose_node(parent, index)
+        self._sizes[id(node)] = self._nodes - before
+        self._depth -= 1
+        return node
+
+    def _count(self, values: int, event: yaml.Event) -> None:
+        self._nodes += values
+        if self._nodes > MAX_YAML_NODES:
+            what = "aliases expand" if isinstance(event, yaml.AliasEvent) else "the file holds"
+            raise yaml.composer.ComposerError(
+                None, None, f"{what} to more than {MAX_YAML_NODES:,} values; a spec holds a few hundred",
+                event.start_mark,
+            )
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         first_line: dict[Any, int] = {}
@@ -130,21 +194,27 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def read_yaml(path: Path) -> Any:
-    """Read a YAML file, turning syntax errors and duplicate keys into a :class:`SpecError` with the line and
-    column."""
+    """Read a YAML file with :func:`parse_yaml`; an unreadable file is a :class:`BenchError` naming it."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise BenchError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BenchError(f"{path}: cannot read: {exc}") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML, turning syntax errors, duplicate keys and oversized or over-deep content (see
+    :class:`_SpecLoader`) into a :class:`SpecError` naming ``source`` with the line and column. All YAML the tool
+    reads from a user comes through here: workloads, manifests and studies (:func:`read_yaml`), ``--set`` values."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError(str(path), [f"{where}invalid YAML: {problem}"]) from None
+        raise SpecError(source, [f"{where}invalid YAML: {problem}"]) from None
 
 
 def load_model(path: Path, model: type[M]) -> M:
@@ -212,17 +282,23 @@ class Submission:
 
     def source_hash(self) -> str:
         """SHA-256 over the complete manifest, the files of every folder in the lineage (relative paths and
-        contents) and the harness's training code (:func:`trainer_hash`), so a result names the exact code and
-        choices that produced it, inherited ones and the shared loop included: a changed loop makes new entries,
-        as a changed submission does."""
+        contents; a link's target and the content it reaches: :func:`load_submission` refused links leading out)
+        and the harness's training code (:func:`trainer_hash`), so a result names the exact code and choices that
+        produced it, inherited ones and the shared loop included: a changed loop makes new entries, as a changed
+        submission does."""
         digest = hashlib.sha256(self.manifest.model_dump_json().encode() + b"\0")
         for folder in self.lineage:
-            files = (p for p in sorted(folder.rglob("*")) if p.is_file() and not _IGNORED_PARTS & set(p.parts))
-            for path in files:
-                if path.suffix == ".pyc":
+            root = folder.resolve()
+            for path in sorted(folder.rglob("*")):
+                if _IGNORED_PARTS & set(path.parts) or path.suffix == ".pyc":
                     continue
-                digest.update(f"{folder.name}/{path.relative_to(folder)}".encode() + b"\0")
-                digest.update(path.read_bytes() + b"\0")
+                name = f"{folder.name}/{path.relative_to(folder)}"
+                if path.is_symlink():  # where it points: retargeting a link inside the folder changes the code
+                    target = path.resolve()
+                    where = target.relative_to(root) if target.is_relative_to(root) else target
+                    digest.update(f"{name} -> {where}".encode() + b"\0")
+                if path.is_file():
+                    digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
         digest.update(trainer_hash().encode())
         return digest.hexdigest()
 
@@ -321,7 +397,8 @@ def _raw_manifest(folder: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any],
 def load_submission(folder: Path) -> Submission:
     """Read ``folder/submission.yaml``, applying ``extends`` (recursively), and validate the complete manifest.
 
-    Problems name this manifest's file; a broken parent is reported with its own file.
+    Problems name this manifest's file; a broken parent is reported with its own file, and so is a folder of the
+    lineage holding a link that leads out of it (:func:`links_out_of`).
     """
     folder = folder.resolve()
     path = folder / MANIFEST
@@ -332,9 +409,33 @@ def load_submission(folder: Path) -> Submission:
         raise SpecError(str(path), format_validation_error(exc, SubmissionManifest)) from None
     if manifest.name != folder.name:
         raise SpecError(str(path), [f"name: must equal the folder name {folder.name!r}, got {manifest.name!r}"])
+    for member in lineage:
+        if problems := links_out_of(member):
+            raise SpecError(str(member / MANIFEST), problems)
     if recipe_dir is not None:
         recipe_path(recipe_dir, manifest)
     return Submission(folder=folder, manifest=manifest, lineage=lineage, recipe_dir=recipe_dir)
+
+
+def links_out_of(folder: Path) -> list[str]:
+    """One problem per symbolic link under ``folder`` that resolves outside it (followed to its end; a broken link
+    counts by where it points).
+
+    The source hash covers the lineage's folders only: code reached through a link to another folder would run
+    without the result identifying it, and could change after the result was made. Links that stay inside the
+    folder are fine; the hash covers where each points and the content it reaches.
+    """
+    root = folder.resolve()
+    problems = []
+    for parent, dirs, files in os.walk(folder):  # never follows a link to a folder, so a link loop ends too
+        for name in sorted([*dirs, *files]):
+            path = Path(parent) / name
+            if path.is_symlink() and not (target := path.resolve()).is_relative_to(root):
+                problems.append(
+                    f"{path.relative_to(folder)}: a link to {target}, outside the submission folder {root}; copy "
+                    "what it links to into the folder (the source hash covers only the folder's own files)"
+                )
+    return problems
 
 
 def find_submission(name_or_path: str, root: Path | None = None) -> Submission:
@@ -365,10 +466,10 @@ def workload_path(name_or_path: str, root: Path | None = None) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml"):
         return candidate
-    path = (root or project_root()) / "workloads" / f"{name_or_path}.yaml"
+    root = root or project_root()
+    path = root / "workloads" / f"{name_or_path}.yaml"
     if not path.exists():
-        known = ", ".join(p.stem for p in workload_files(root)) or "none"
-        raise BenchError(f"unknown workload {name_or_path!r} (known: {known})")
+        raise BenchError(unknown_name("workload", name_or_path, [p.stem for p in workload_files(root)], root))
     return path
 
 
@@ -377,11 +478,21 @@ def submission_dir(name_or_path: str, root: Path | None = None) -> Path:
     candidate = Path(name_or_path)
     if (candidate / "submission.yaml").exists():
         return candidate
-    folder = (root or project_root()) / "submissions" / name_or_path
+    root = root or project_root()
+    folder = root / "submissions" / name_or_path
     if not (folder / "submission.yaml").exists():
-        known = ", ".join(p.name for p in submission_dirs(root)) or "none"
-        raise BenchError(f"unknown submission {name_or_path!r} (known: {known})")
+        raise BenchError(unknown_name("submission", name_or_path, [p.name for p in submission_dirs(root)], root))
     return folder
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str], root: Path) -> str:
+    """The message for a workload or submission name the project does not have: the known names, and where the
+    project is (and how to pick another) when it has none."""
+    names = sorted(set(known))
+    if names:
+        return f"unknown {kind} {name!r} (known: {', '.join(names)})"
+    return (f"unknown {kind} {name!r}: the project at {root} has no {kind}s (it is the folder you stand in, or the "
+            f"nearest one above it with workloads/ and submissions/; ${ROOT_ENV} picks another)")
 
 
 def workload_files(root: Path | None = None) -> list[Path]:
