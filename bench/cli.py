@@ -808,10 +808,33 @@ def calibrate(
         min=1, metavar="INTEGER", help="torch threads (default: torch's, all cores).")] = None,
     dtype: Annotated[str, typer.Option(metavar="DTYPE", help="fp32 or bf16.")] = "fp32",
     device: Annotated[str, typer.Option(metavar="DEVICE", help="torch device.")] = "cpu",
+    workload: Annotated[str | None, typer.Option(
+        "--workload", "-w", metavar="WORKLOAD",
+        help="Instead: time the workload's reference probe on this host (its budget.calibration), for its "
+             "reference_step_s on the class's reference host.")] = None,
+    rounds: Annotated[int, typer.Option(min=1, metavar="INTEGER", help="Probe measurements with --workload.")] = 10,
 ) -> None:
     """Re-measure this machine's peak FLOP/s (CPUs and GPUs without a datasheet entry), which MFU is measured
-    against; trials reuse the measurement. Run it on an idle machine."""
+    against; trials reuse the measurement. With --workload, time the workload's reference probe instead, which
+    calibrates its training clock. Run it on an idle machine."""
     import torch
+
+    if workload is not None:
+        import statistics
+
+        from bench.harness.calibration import measure_reference
+
+        path = workload_path(workload)
+        spec = load_workload(path)
+        chosen = torch.device(device if spec.budget.gpus else "cpu")
+        steps = measure_reference(spec, path.parent, rounds, chosen)
+        median = statistics.median(steps)
+        spread = (max(steps) - min(steps)) / median
+        console.print(f"{spec.name}: probe step {median:.5f} s (median of {rounds}; range {min(steps):.5f}-"
+                      f"{max(steps):.5f}, {spread:.1%}) on {cpu_description()}", highlight=False, markup=False,
+                      soft_wrap=True)
+        console.print(f"  reference_step_s: {median:.5f}", highlight=False, markup=False)
+        return
 
     from bench.measure.peak import CALIBRATION_FILE, machine_peak
 
@@ -824,6 +847,15 @@ def calibrate(
                   highlight=False, markup=False, soft_wrap=True)
     if not measured.idle:
         raise typer.Exit(1)
+
+
+def cpu_description() -> str:
+    """This host's processor, as the results' fingerprint identifies it."""
+    from bench.measure.hardware import cpu_identity, cpu_model
+
+    identity = cpu_identity()
+    return (f"{cpu_model()} ({identity.get('cpu_vendor')}, family {identity.get('cpu_family')} model "
+            f"{identity.get('cpu_model_number')} stepping {identity.get('cpu_stepping')})")
 
 
 @app.command()

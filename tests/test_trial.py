@@ -27,7 +27,8 @@ def small_tiny(wall_clock: float | None = 3.0, tokens: int | None = None, every:
     spec = load_workload(workload_path("tiny", ROOT))
     return spec.model_copy(update={
         "data": spec.data.model_copy(update={"train_bytes": 2_000_000, "val_bytes": 100_000}),
-        "budget": spec.budget.model_copy(update={"wall_clock": wall_clock, "tokens": tokens, "overrun_grace": 1.0}),
+        "budget": spec.budget.model_copy(update={"wall_clock": wall_clock, "tokens": tokens, "overrun_grace": 1.0,
+                                                 "calibration": None}),  # host seconds (tests/test_calibration.py)
         "eval": spec.eval.model_copy(update={"every": every, "tokens": 8192, "downstream": [], "generation": None}),
         "target": spec.target.model_copy(update={"value": target}),
     })

@@ -213,6 +213,8 @@ def _hardware(entry: Entry) -> list[str]:
             f"{hw.hardware_class} ({'matches' if hw.matches_class else 'does not match'} the class): {hw.cpu_model}, "
             f"{hw.cpu_cores} cores, {hw.memory_bytes / 2**30:.0f} GiB; {gpus}; device {run.device}, "
             f"world size {run.world_size}; host {hw.hostname_hash}"
+            + (f"; speed {hw.speed_index:.2f}x the class's reference host" if hw.speed_index is not None else "")
+            + (f" ({hw.mismatch})" if hw.mismatch else "")
         )
         if line not in seen:
             seen.append(line)

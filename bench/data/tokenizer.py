@@ -23,6 +23,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from bench.errors import BenchError
+from bench.spec.workload import WorkloadSpec
 
 EOS = "<|endoftext|>"
 EOS_NAMES = (EOS, "<|end_of_text|>", "</s>", "<eos>", "[EOS]")
@@ -211,3 +212,13 @@ def tiktoken_encoding(loaded: LoadedTokenizer) -> Any:
     ranks = {bytes(byte_of[char] for char in token): i for token, i in vocab.items()}
     special = {t.content: i for i, t in loaded.tokenizer.get_added_tokens_decoder().items() if t.special}
     return tiktoken.Encoding(name="bench-bpe", pat_str=GPT2_SPLIT, mergeable_ranks=ranks, special_tokens=special)
+
+
+def workload_vocab_size(spec: WorkloadSpec, workload_dir: Path) -> int:
+    """The vocabulary the workload's tokenizer gives, without preparing any data (a BPE's size is its spec's)."""
+    tokenizer = spec.tokenizer
+    if tokenizer.kind == "byte":
+        return describe(byte_tokenizer(), "byte tokenizer").vocab_size
+    if tokenizer.kind == "bpe":
+        return tokenizer.vocab_size
+    return load_tokenizer(workload_dir / tokenizer.path).vocab_size

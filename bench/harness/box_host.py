@@ -313,6 +313,7 @@ def _over_limit(ctx: HarnessContext, began: float, train_limit_s: float, wall_li
     if elapsed > train_limit_s:
         return f"still running after {train_limit_s:.0f}s of training time (the hard limit)"
     wall = time.perf_counter() - began  # began moved on by the harness's serving (evaluations too)
+    wall_limit_s /= min(1.0, ctx._clock.rate)  # a slower host than the reference gets its seconds' worth of wall time
     if wall > wall_limit_s:
         return f"still running after {wall:.0f}s of wall time (limit {wall_limit_s:.0f}s)"
     return None

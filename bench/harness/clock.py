@@ -83,6 +83,7 @@ class TrainingClock:
         self._source = source
         self._synchronize = synchronize or (lambda: None)
         self._accumulated = 0.0
+        self._host = 0.0  # the same intervals in the source's own seconds
         self._started_at: float | None = None
         self._held: float | None = None
         self.rate = 1.0
@@ -103,7 +104,9 @@ class TrainingClock:
     def stop(self) -> None:
         if self._started_at is not None:
             self._synchronize()  # training's queued work is training's
-            self._accumulated += (self._source() - self._started_at) * self.rate
+            interval = self._source() - self._started_at
+            self._accumulated += interval * self.rate
+            self._host += interval
             self._started_at = None
             if self.observer is not None:
                 self.observer("stop")
@@ -116,11 +119,18 @@ class TrainingClock:
             raise ValueError(f"a clock rate must be positive, got {rate}")
         self.rate = float(rate)
 
-    def resume_from(self, seconds: float) -> None:
+    def resume_from(self, seconds: float, host_seconds: float | None = None) -> None:
         """Continue a resumed trial's clock from the reading its checkpoint saved (the clock must be stopped)."""
         if self._started_at is not None:
             raise RuntimeError("the clock must be stopped to set its reading")
         self._accumulated = float(seconds)
+        self._host = float(seconds if host_seconds is None else host_seconds)
+
+    def host_elapsed(self) -> float:
+        """The same running intervals in this host's own seconds (the source's, before the rate)."""
+        if self._started_at is None:
+            return self._host
+        return self._host + self._source() - self._started_at
 
     def elapsed(self) -> float:
         """Seconds the clock has run (the budget's seconds)."""

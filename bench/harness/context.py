@@ -85,6 +85,7 @@ class HarnessContext(TrialContext):
         self.steps = 0
         self.tokens = 0  # across all ranks: the budget is global
         self.warmup_seconds: float | None = None
+        self._pause_hook: Callable[[], None] | None = None  # called at each evaluation pause, clock stopped
         self.exhausted = False
         self.stream_ended_at: float | None = None  # the clock's reading when the budget ended the stream
         self.diverged: str | None = None
@@ -252,7 +253,7 @@ class HarnessContext(TrialContext):
 
     def _harness_state(self) -> dict[str, Any]:
         return {
-            "clock_s": self._clock.elapsed(),
+            "clock_s": self._clock.elapsed(), "clock_host_s": self._clock.host_elapsed(), "clock_rate": self._clock.rate,
             "steps": self.steps, "tokens": self.tokens, "warmup_seconds": self.warmup_seconds,
             "curve": [point.model_dump(mode="json") for point in self.curve],
             "train_log": [point.model_dump(mode="json") for point in self.train_log],
@@ -268,7 +269,8 @@ class HarnessContext(TrialContext):
         counters, curve, stream position and clock reading now, the RNG states, and the recipe's part for
         :meth:`restored`."""
         harness = state["harness"]
-        self._clock.resume_from(harness["clock_s"])
+        self._clock.resume_from(harness["clock_s"], harness.get("clock_host_s"))
+        self._clock.set_rate(harness.get("clock_rate", 1.0))
         self.steps, self.tokens, self.warmup_seconds = harness["steps"], harness["tokens"], harness["warmup_seconds"]
         self.curve = [EvalPoint.model_validate(point) for point in harness["curve"]]
         self.train_log = [TrainLogPoint.model_validate(point) for point in harness["train_log"]]
@@ -295,6 +297,8 @@ class HarnessContext(TrialContext):
         a recipe may only evaluate when the harness says it is due (the harness calls :func:`evaluate_now`)."""
         with self._clock.paused():
             score = self._evaluator(model)
+            if self._pause_hook is not None:  # the harness's own work while the recipe waits (the clock's probe)
+                self._pause_hook()
         point = EvalPoint(
             step=self.steps,
             tokens=self.tokens,
@@ -413,3 +417,8 @@ def save_checkpoint(ctx: HarnessContext, recipe: dict[str, Any]) -> None:
     """Save a boxed recipe's part of a checkpoint (its ``recipe`` state and its ``rng`` states) with the
     harness's own, when one is due."""
     ctx._save_checkpoint(recipe)
+
+
+def on_pause(ctx: HarnessContext, hook: Callable[[], None] | None) -> None:
+    """Have ``hook`` called at each evaluation pause, with the clock stopped (the clock's calibration probe)."""
+    ctx._pause_hook = hook

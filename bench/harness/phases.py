@@ -322,13 +322,14 @@ def evaluate_final(
     return floor_rule(judged.verdict, final, validation), final
 
 
-def measure(meter: Meter, ctx: HarnessContext) -> MeterReport:
-    """Stop the meter: energy, memory, telemetry and MFU against the peak of the precision training ran in.
+def measure(meter: Meter, ctx: HarnessContext, speed_index: float | None = None) -> MeterReport:
+    """Stop the meter: energy, memory, telemetry and MFU (over this host's own seconds of training) against the
+    peak of the precision training ran in; the fingerprint carries the host's ``speed_index``.
 
     With several ranks, every rank's energy and memory reach rank 0, whose result reports their sums (each
     rank's energy kept in ``per_device_joules``) instead of its own share."""
-    report = meter.stop(tokens=ctx.tokens, train_seconds=ctx.clock.elapsed(),
-                        flops_per_token=ctx.flops_per_token or 0.0, precision=ctx.precision)
+    report = meter.stop(tokens=ctx.tokens, train_seconds=training_clock(ctx).host_elapsed(),
+                        flops_per_token=ctx.flops_per_token or 0.0, precision=ctx.precision, speed_index=speed_index)
     if ctx.world_size == 1:
         return report
     mine = json.dumps({"energy": report.energy.model_dump(mode="json"), "memory": report.memory.model_dump(mode="json")})

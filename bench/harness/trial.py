@@ -25,6 +25,7 @@ from bench.data.prepare import PreparedData
 from bench.errors import BenchError
 from bench.harness import boxed, phases
 from bench.harness.box_host import BoxBroken, RecipeBox, box_clock
+from bench.harness.calibration import Calibrator, calibrating
 from bench.harness.clock import TrainingClock
 from bench.harness.compile_cache import compiles, fresh_compile_caches, prepare_compile
 from bench.harness.context import HarnessContext, training_clock
@@ -150,10 +151,12 @@ def _boxed(plan: PlannedTrial, trial: TrialRecorder, device: torch.device, on_ev
             meter.start()
             windows = evaluation_windows(read_validation(data.cache_path, data.meta), spec.eval.seq_len,
                                          spec.eval.tokens)
-            with trial.phase("train"):
-                trained = boxed.train(plan, ctx, box, meter, handover, recipe_dir,
-                                      box.scratch / RESTORED if isinstance(resumed, Resumption) else None, work,
-                                      windows)
+            with calibrating(spec, training_clock(ctx), ctx, device, threads) as calibrator:
+                with trial.phase("train"):
+                    trained = boxed.train(plan, ctx, box, meter, handover, recipe_dir,
+                                          box.scratch / RESTORED if isinstance(resumed, Resumption) else None, work,
+                                          windows)
+                _probed(trial, calibrator)
         finally:
             box.end()
         judged = phases.judge_trained(plan, ctx, trained)
@@ -196,11 +199,13 @@ def _in_process(plan: PlannedTrial, trial: TrialRecorder, device: torch.device, 
             resumed = phases.resume(plan, ctx)
         if isinstance(resumed, str):
             restarted.append(resumed)
-    if trained.verdict.ok and not isinstance(resumed, Resumption):  # a resumed curve has its origin already
-        trained = phases.origin(ctx, trained)
-    if trained.verdict.ok:
-        with trial.phase("train"):
-            trained = phases.train(loaded.recipe, ctx, trained.model, meter, plan.limits)
+    with calibrating(spec, training_clock(ctx), ctx, device, torch.get_num_threads()) as calibrator:
+        if trained.verdict.ok and not isinstance(resumed, Resumption):  # a resumed curve has its origin already
+            trained = phases.origin(ctx, trained)
+        if trained.verdict.ok:
+            with trial.phase("train"):
+                trained = phases.train(loaded.recipe, ctx, trained.model, meter, plan.limits)
+        _probed(trial, calibrator)
     supervised = supervisor.report()
     training_clock(ctx).observer = None  # the harness is done with the clock's intervals
     supervised_s = supervised_seconds(training_clock(ctx).name, supervised.cpu_s, supervised.wall_s)
@@ -208,6 +213,13 @@ def _in_process(plan: PlannedTrial, trial: TrialRecorder, device: torch.device, 
     judged = phases.judge_trained(plan, ctx, trained, supervised_s, supervised.problem if supervised.lost else None)
     return _finish(plan, trial, ctx, trained, judged, meter, loaded.data, device, rank, world_size, restarted,
                    isolation=isolation)
+
+
+def _probed(trial: TrialRecorder, calibrator: Calibrator | None) -> None:
+    """The last probe (after training: a record of the host's drift, the rate no longer matters) and the record."""
+    if calibrator is not None:
+        calibrator.probe("end", adjust=False)
+        trial.timing["calibration"] = calibrator.record()
 
 
 def _finish(plan: PlannedTrial, trial: TrialRecorder, ctx: HarnessContext, trained: phases.Trained,
@@ -220,10 +232,12 @@ def _finish(plan: PlannedTrial, trial: TrialRecorder, ctx: HarnessContext, train
     if judged.params is not None and trained.model is not None:
         with trial.phase("eval"):
             verdict, final = phases.evaluate_final(ctx, trained.model, judged, validation)
-    report = phases.measure(meter, ctx)
+    calibration = trial.timing.get("calibration")
+    report = phases.measure(meter, ctx, calibration.speed_index if calibration is not None else None)
     clock = training_clock(ctx)
     trial.timing.update(train_s=clock.elapsed(), warmup_s=ctx.warmup_seconds, eval_s=clock.paused_seconds,
-                        clock=clock.name, train_wall_s=trained.wall_s)
+                        clock=clock.name, train_wall_s=trained.wall_s,
+                        train_host_s=clock.host_elapsed() if calibration is not None else None)
     scoring = verdict.ok and plan.request.downstream and trained.model is not None
     if scoring and spec.eval.downstream and rank == 0:  # the other ranks' scores would be thrown away
         with trial.phase("downstream", "downstream_s"):

@@ -66,7 +66,7 @@ class Watchdog:
             wall = time.perf_counter() - began - (_runqueue_wait(self._target.native_id) - waited)
             if self._clock.elapsed() > self._limit:
                 self._why = f"still running after {self._limit:.0f}s of training time"
-            elif self._wall_limit is not None and wall > self._wall_limit:
+            elif self._wall_limit is not None and wall > self._wall_limit / min(1.0, self._clock.rate):
                 self._why = f"still running after {wall:.0f}s of wall time (limit {self._wall_limit:.0f}s)"
             else:
                 continue

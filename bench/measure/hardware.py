@@ -63,6 +63,36 @@ def cpu_model() -> str:
     return cpuinfo.get_cpu_info().get("brand_raw") or platform.machine()
 
 
+KERNEL_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+                "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "avx_vnni", "sve", "asimd")
+"""The CPU features that decide which kernels torch (oneDNN, its vectorized paths) runs: the part of
+``/proc/cpuinfo``'s flags that makes two hosts of one marketing name differ in speed."""
+
+
+@functools.cache
+def cpu_identity() -> dict[str, object]:
+    """What identifies the host's processor beyond its marketing name (which VMs often hide: "Intel(R) Xeon(R)
+    Processor"): vendor, family, model and stepping numbers, and the kernel-relevant flags, from ``/proc/cpuinfo``;
+    empty where there is none."""
+    proc = Path("/proc/cpuinfo")
+    if not proc.exists():
+        return {}
+    first = proc.read_text().split("\n\n", 1)[0]
+    fields = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+
+    def number(key: str) -> int | None:
+        try:
+            return int(fields[key], 0)
+        except (KeyError, ValueError):
+            return None
+
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return {"cpu_vendor": fields.get("vendor_id") or fields.get("CPU implementer"), "cpu_family": number("cpu family"),
+            "cpu_model_number": number("model"), "cpu_stepping": number("stepping"),
+            "cpu_flags": sorted(flags & set(KERNEL_FLAGS))}
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its affinity, which containers and schedulers restrict), not the machine's."""
     if hasattr(os, "sched_getaffinity"):
@@ -118,9 +148,27 @@ def hostname_hash() -> str:
     return hashlib.sha256(f"pretrain-bench:{socket.gethostname()}".encode()).hexdigest()[:16]
 
 
-def hardware_info(device: torch.device, hardware_class: str, world_size: int = 1) -> HardwareInfo:
-    """Fingerprint of this machine for a trial that trained on ``device``. With ``world_size`` ranks, every rank
-    is taken to use a GPU of the same model as this one (the hardware class requires it anyway)."""
+SPEED_RANGE = (0.5, 2.0)
+"""How far a host's speed index (its reference probe against the class's reference host) may lie from 1 and the
+host still count as of its class. Inside, the calibrated clock makes its seconds the reference's; outside, the
+probe's shape (one model, one batch) is trusted too far to stand for every recipe's, so its results are ranked apart
+("does not match the class"), with the reason."""
+
+
+def speed_problem(speed_index: float | None) -> str | None:
+    """Why a host of this ``speed_index`` is not of its class, or None."""
+    low, high = SPEED_RANGE
+    if speed_index is None or low <= speed_index <= high:
+        return None
+    return (f"the host ran the class's reference probe at {speed_index:.2f}x the reference host's speed, outside "
+            f"{low:g}-{high:g}x: too far for the calibrated clock to stand for every recipe")
+
+
+def hardware_info(device: torch.device, hardware_class: str, world_size: int = 1,
+                  speed_index: float | None = None) -> HardwareInfo:
+    """Fingerprint of this machine for a trial that trained on ``device``, with its ``speed_index`` against the
+    class's reference host where the reference probe measured it. With ``world_size`` ranks, every rank is taken
+    to use a GPU of the same model as this one (the hardware class requires it anyway)."""
     gpus = [torch.cuda.get_device_name(device)] * world_size if device.type == "cuda" else []
     cores = usable_cores()
     return HardwareInfo(
@@ -132,8 +180,12 @@ def hardware_info(device: torch.device, hardware_class: str, world_size: int = 1
         cuda=torch.version.cuda,
         torch=torch.__version__,
         hostname_hash=hostname_hash(),
-        matches_class=matches_class(hardware_class, gpus, torch.get_num_threads(), cores),
+        matches_class=matches_class(hardware_class, gpus, torch.get_num_threads(), cores)
+        and speed_problem(speed_index) is None,
         hardware_class=hardware_class,
+        speed_index=speed_index,
+        mismatch=speed_problem(speed_index),
+        **cpu_identity(),
     )
 
 

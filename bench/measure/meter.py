@@ -176,10 +176,13 @@ class Meter:
         flops_per_token: float | None,
         precision: Precision,
         formula: str = FLOPS_FORMULA,
+        speed_index: float | None = None,
     ) -> MeterReport:
         """Stop measuring and report. ``tokens`` and ``train_seconds`` are the trial's (all ranks, training clock);
         ``flops_per_token`` of None or 0 means unknown, giving no MFU and no compute record. ``precision`` is what
-        training ran at and picks the peak's dtype. The peak may take a ~0.3 s calibration on an unknown device."""
+        training ran at and picks the peak's dtype. The peak may take a ~0.3 s calibration on an unknown device.
+        ``train_seconds`` are this host's (MFU is the host's utilisation); ``speed_index`` is its speed against the
+        class's reference host, for the fingerprint."""
         if self._codecarbon is None:
             raise RuntimeError("Meter.stop() before Meter.start()")
         if self._open:
@@ -214,7 +217,7 @@ class Meter:
             energy=energy,
             telemetry=telemetry,
             memory=memory,
-            hardware=hardware_info(self.device, self.hardware_class, self.world_size),
+            hardware=hardware_info(self.device, self.hardware_class, self.world_size, speed_index),
             peak=peak,
             mfu=utilisation,
             compute=compute,

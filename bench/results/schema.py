@@ -75,6 +75,27 @@ class TrainLogPoint(StrictModel):
     metrics: dict[str, float]
 
 
+class ProbeReading(StrictModel):
+    """One measurement of the reference probe on the trial's host (bench.harness.calibration), off the clock."""
+
+    at_s: float = Field(description="The training clock's reading when it was taken.")
+    when: str = Field(description="'start', 'eval' (an evaluation pause) or 'end'.")
+    step_s: float = Field(description="Seconds per probe step on this host, in the clock's unit.")
+    rate: float = Field(description="Reference seconds per host second the clock counted at after it.")
+
+
+class ClockCalibration(StrictModel):
+    """How the training clock's seconds became the hardware class's reference seconds."""
+
+    reference_step_s: float | None = Field(description="The probe step on the class's reference host (None: the "
+                                                       "clock counted host seconds; the probes are a record only).")
+    reference_host: str | None = None
+    probes: list[ProbeReading] = Field(default_factory=list)
+    speed_index: float | None = Field(None, description="Reference step / this host's median step: 2.0 = this host "
+                                                        "does the probe's work twice as fast as the reference.")
+    problem: str | None = Field(None, description="Why probing stopped (the clock then kept its last rate).")
+
+
 class Timing(StrictModel):
     """Where the wall-clock went. Only ``train_s`` counts toward the budget."""
 
@@ -96,6 +117,14 @@ class Timing(StrictModel):
     )
     warmup_s: float | None = Field(
         None, description="Training clock until the second batch was requested: torch.compile and CUDA warm-up."
+    )
+    train_host_s: float | None = Field(
+        None, description="train_s in this host's own seconds, before the calibration's rate (calibrated clocks).",
+        exclude_if=lambda value: value is None,
+    )
+    calibration: ClockCalibration | None = Field(
+        None, description="The reference probe's readings and the clock's rates (workloads with a calibration).",
+        exclude_if=lambda value: value is None,
     )
     eval_s: float = Field(0.0, description="Validation evaluations, clock paused.")
     downstream_s: float = Field(0.0, description="Downstream (lm-eval) evaluation after training.")
@@ -219,6 +248,20 @@ class HardwareInfo(StrictModel):
     hostname_hash: str = Field(description="Hash of the host name: groups runs by machine without revealing it.")
     matches_class: bool = Field(description="Whether this machine matches the workload's hardware class.")
     hardware_class: str
+    cpu_vendor: str | None = Field(None, exclude_if=lambda value: value is None,
+                                   description="vendor_id from /proc/cpuinfo (GenuineIntel, AuthenticAMD ...).")
+    cpu_family: int | None = Field(None, exclude_if=lambda value: value is None)
+    cpu_model_number: int | None = Field(None, exclude_if=lambda value: value is None)
+    cpu_stepping: int | None = Field(None, exclude_if=lambda value: value is None)
+    cpu_flags: list[str] | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="The CPU features torch's kernels choose by (AVX2, AVX-512, AMX ...): two hosts with one marketing "
+                    "name can differ here.")
+    speed_index: float | None = Field(
+        None, exclude_if=lambda value: value is None,
+        description="This host's speed relative to the class's reference host, from the reference probe.")
+    mismatch: str | None = Field(None, exclude_if=lambda value: value is None,
+                                 description="Why the host does not match its class, where its speed says so.")
 
 
 class DownstreamScore(StrictModel):

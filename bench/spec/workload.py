@@ -141,6 +141,33 @@ class ModelLimit(StrictModel):
         return value
 
 
+class ProbeSpec(StrictModel):
+    """The reference probe's shapes: a GPT trained with AdamW, shaped like the workload's reference model."""
+
+    n_layer: int = Field(gt=0)
+    n_head: int = Field(gt=0)
+    n_embd: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    seq_len: int | None = Field(None, gt=0, description="Tokens per sequence; unset: the workload's eval.seq_len.")
+
+
+class CalibrationSpec(StrictModel):
+    """What a second of the budget means: a second of the hardware class's reference host.
+
+    The harness times a fixed probe (forward, backward and AdamW step of the ``probe`` GPT at the workload's shapes)
+    on the trial's host, off the clock, when training starts and at every evaluation pause, and counts the recipe's
+    time at ``reference_step_s / measured step`` reference seconds per host second (bench.harness.calibration): a
+    host twice as fast gives a recipe half the host time, so it gets the same compute wherever it lands."""
+
+    probe: ProbeSpec
+    reference_step_s: float | None = Field(
+        None, gt=0, description="Seconds per probe step on the class's reference host (the clock's unit: CPU seconds "
+                                "over the class's cores, or GPU wall seconds); `bench calibrate --workload NAME` "
+                                "measures it. Unset: the clock is uncalibrated (host seconds), and results say so.")
+    reference_host: str | None = Field(None, description="Which host the reference was measured on, and when.")
+    steps: int = Field(4, gt=0, description="Probe steps timed per measurement (after one warm-up step).")
+
+
 class BudgetSpec(StrictModel):
     """The fixed budget. Training stops at whichever limit comes first; at least one must be given."""
 
@@ -163,6 +190,12 @@ class BudgetSpec(StrictModel):
                     "tokens/s or 2 TFLOP/s per GPU, at least an hour). Set it for a model slower than that floor.",
         # Left out of the dump when unset, so that every workload without it keeps its content hash.
         exclude_if=lambda value: value is None,
+    )
+
+    calibration: CalibrationSpec | None = Field(
+        None, description="The reference probe that turns host seconds into the class's reference seconds; unset: "
+                          "host seconds as they are.",
+        exclude_if=lambda value: value is None,  # workloads without it keep their content hash
     )
 
     @field_validator("hardware")

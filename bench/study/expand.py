@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from bench.data.tokenizer import byte_tokenizer, describe, load_tokenizer
+from bench.data.tokenizer import workload_vocab_size
 from bench.errors import BenchError
 from bench.results.store import new_run_id
 from bench.spec.loading import Submission, find_submission, load_workload, project_root, workload_path
@@ -186,16 +186,6 @@ def derive_workload(
     return WorkloadSpec.model_validate(data)
 
 
-def vocab_size(spec: WorkloadSpec, workload_dir: Path) -> int:
-    """The vocabulary the workload's tokenizer gives, without preparing any data (a BPE's size is its spec's)."""
-    tokenizer = spec.tokenizer
-    if tokenizer.kind == "byte":
-        return describe(byte_tokenizer(), "byte tokenizer").vocab_size
-    if tokenizer.kind == "bpe":
-        return tokenizer.vocab_size
-    return load_tokenizer(workload_dir / tokenizer.path).vocab_size
-
-
 def gpt_params(config: GPTRecipeConfig, spec: WorkloadSpec, vocab: int) -> int:
     """Parameters the workload counts for the GPT that ``config`` describes.
 
@@ -222,7 +212,7 @@ def plan_study(study: StudySpec, root: Path | None = None) -> Plan:
     where = f"study {study.name!r}"
     base_path = workload_path(study.workload, root)
     base = load_workload(base_path)
-    vocab = vocab_size(base, base_path.parent)
+    vocab = workload_vocab_size(base, base_path.parent)
     submissions = {name: find_submission(name, root) for name in study.submissions}
     tuned = _tuned(study, base.name, root) if study.tuned else {}
     overrides = {
