@@ -284,14 +284,10 @@ def validate_path(path: Path) -> list[str]:
     """Validate one workload file or submission folder; returns the problems (empty when valid)."""
     try:
         if path.is_dir() or path.name == "submission.yaml":
-            from bench.train.configure import check_search_space, configure  # import torch: only for recipes
-            from bench.train.loader import load_recipe_class
+            from bench.harness.configs import Check, describe  # imports torch (or a box does): only for recipes
 
             submission = find_submission(str(path if path.is_dir() else path.parent))
-            recipe_class = load_recipe_class(submission)
-            for workload in [None, *submission.manifest.workloads]:
-                configure(recipe_class, submission, {}, workload)
-            check_search_space(recipe_class, submission)
+            describe(submission, [Check({}, w) for w in [None, *submission.manifest.workloads]], search_space=True)
             known = {p.stem for p in workload_files()}
             return [
                 f"{submission.manifest_path}: workloads: unknown workload {name!r} (known: {', '.join(sorted(known))})"
@@ -348,8 +344,7 @@ def show_submission(
 ) -> None:
     """Print the complete manifest of a submission (`extends` applied), its source hash, and the resolved, typed
     configuration its recipe runs with (every field, defaults filled in), on each workload it enters."""
-    from bench.train.configure import configure
-    from bench.train.loader import load_recipe_class
+    from bench.harness.configs import Check, describe
 
     found = find_submission(submission)
     if workload is not None:
@@ -357,12 +352,10 @@ def show_submission(
     lineage = " <- ".join(folder.name for folder in found.lineage)
     typer.echo(f"# {found.name}  (source hash {found.source_hash()[:16]}; {lineage})")
     typer.echo(dump_yaml(found.manifest.model_dump(mode="json", exclude_none=True)))
-    recipe_class = load_recipe_class(found)
     names = [workload] if workload else list(found.manifest.workloads) or [None]
-    for name in names:
-        config = configure(recipe_class, found, {}, name if name in found.manifest.workloads else None)
-        values = config.model_dump(mode="json") if hasattr(config, "model_dump") else config
-        kind = type(config).__name__ if hasattr(config, "model_dump") else "untyped: the recipe declares no Config"
+    described = describe(found, [Check({}, name if name in found.manifest.workloads else None) for name in names])
+    kind = f"{described.recipe}'s Config" if described.typed else "untyped: the recipe declares no Config"
+    for name, values in zip(names, described.configs):
         typer.echo(f"\n# resolved configuration on {name or 'any workload'} ({kind})")
         typer.echo(dump_yaml(values))
 

@@ -22,8 +22,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import subprocess
-import sys
+import signal
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,12 +34,10 @@ from typing import Any, Iterator
 
 import bench
 from bench.box import sandbox
-from bench.box.channel import SharedBuffer, Channel, ChannelClosed, ChannelError, pair, read_fd
-from bench.box.main import BOOTSTRAP
-from bench.harness import keeper
-from bench.harness.clock import CPU_TRIAL_ENV
+from bench.box.channel import SharedBuffer, Channel, ChannelClosed, ChannelError, read_fd
 from bench.harness.compile_cache import compiles
 from bench.harness.context import HarnessContext, TrainingDiverged, eval_due
+from bench.harness.zygote import box_env, spawn, wait_gone
 from bench.harness.plan import PlannedTrial
 from bench.measure.cputime import ProcessTree
 
@@ -52,10 +49,6 @@ MAX_MODEL_BYTES = 64 << 30
 MAX_STATE_BYTES = 64 << 30
 MAX_BATCH_TOKENS = 1 << 28
 BUFFER_BYTES = 1 << 22
-ENVIRONMENT_KEPT = ("PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "LD_LIBRARY_PATH",
-                    "OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_HOME", "CC", "CXX")
-"""What the box inherits of the harness's environment: what libraries need to find devices and compilers. Nothing
-else (no cache or results paths, no tokens, no Ray addresses)."""
 
 
 class BoxBroken(RuntimeError):
@@ -80,7 +73,7 @@ class Returned:
 class RecipeBox:
     """A started box: its keeper process, the channel, the tree of processes beneath the keeper."""
 
-    keeper: subprocess.Popen[bytes]
+    keeper: int  # the keeper's pid: everything beneath it is the box
     channel: Channel
     tree: ProcessTree
     scratch: Path
@@ -89,25 +82,16 @@ class RecipeBox:
 
     @classmethod
     def start(cls, plan: PlannedTrial, threads: int, gpu: bool) -> RecipeBox:
-        """Start the box for ``plan`` and wait until it is walled in and has imported the harness's code."""
+        """Start the box for ``plan`` (forked by the zygote, beneath a keeper) and wait until it is walled in."""
         scratch = Path(tempfile.mkdtemp(prefix=f"bench-box-{plan.run_id}-"))
         readable = [*sandbox.python_paths(), Path(bench.__file__).resolve().parent,
                     *(folder.resolve() for folder in plan.submission.lineage)]
         if plan.submission.recipe_dir is not None:
             readable.append(plan.submission.recipe_dir.resolve())
-        channel, theirs = pair()
-        env = {name: os.environ[name] for name in ENVIRONMENT_KEPT if name in os.environ}
-        env.update(HOME=str(scratch), TMPDIR=str(scratch), TORCHINDUCTOR_CACHE_DIR=str(scratch / "inductor"),
-                   TRITON_CACHE_DIR=str(scratch / "triton"), PYTHONDONTWRITEBYTECODE="1")
-        if not gpu:  # the CPU-time clock charges spinning OpenMP threads: let them sleep
-            env.update(CPU_TRIAL_ENV)
-        command = [sys.executable, "-I", "-c", BOOTSTRAP, str(theirs.fileno()), str(Path(bench.__file__).parent), "main"]
-        process = subprocess.Popen(
-            [sys.executable, "-I", "-S", keeper.__file__, str(theirs.fileno()), *command],
-            pass_fds=(theirs.fileno(),), env=env, cwd=scratch, start_new_session=True,
-        )
-        theirs.close()
-        box = cls(process, channel, ProcessTree(process.pid), scratch)
+        env = box_env(scratch, TORCHINDUCTOR_CACHE_DIR=str(scratch / "inductor"),
+                      TRITON_CACHE_DIR=str(scratch / "triton"))
+        keeper, channel = spawn("main", scratch, env, keeper=True)
+        box = cls(keeper, channel, ProcessTree(keeper), scratch)
         channel.send({"kind": "setup", "read": [str(p) for p in readable], "write": [str(scratch)],
                       "devices": [str(p) for p in sandbox.gpu_devices()] if gpu else [], "scratch": str(scratch),
                       "threads": threads, "compile": compiles(plan.hyperparameters)})
@@ -141,10 +125,10 @@ class RecipeBox:
         """Kill everything beneath the keeper, then the keeper; remove the scratch folder."""
         self.tree.kill()
         try:
-            self.keeper.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.keeper.kill()
-            self.keeper.wait()
+            os.kill(self.keeper, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        wait_gone(self.keeper)
         self.channel.close()
         if self.buffer is not None:
             self.buffer.close()
@@ -203,9 +187,8 @@ def serve(box: RecipeBox, ctx: HarnessContext, serving: Serving, train_limit_s: 
             if over:
                 return Returned(broken=over)
     except ChannelClosed:
-        status = box.keeper.poll()
-        return Returned(broken=f"the recipe's process ended without returning a model "
-                               f"({'exit status ' + str(status) if status is not None else 'it closed its channel'})")
+        return Returned(broken="the recipe's process ended without returning a model (it died, or closed its "
+                               "channel); see the log")
     except (ChannelError, BoxBroken) as exc:
         return Returned(broken=f"the recipe's process broke the box's protocol: {exc}")
     finally:

@@ -20,11 +20,8 @@ hog a 2-layer, 64-wide probe slowed 13.6% while the reference model's own steps 
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,10 +33,10 @@ import torch
 import bench
 from bench.box import sandbox
 from bench.errors import BenchError
-from bench.box.channel import Channel, ChannelClosed, ChannelError, pair
-from bench.box.main import BOOTSTRAP
-from bench.harness.clock import CPU_TRIAL_ENV, TrainingClock
+from bench.box.channel import Channel, ChannelClosed, ChannelError
+from bench.harness.clock import TrainingClock
 from bench.harness.context import HarnessContext, on_pause
+from bench.harness.zygote import box_env, kill_session, spawn, wait_gone
 from bench.results.schema import ClockCalibration, ProbeReading
 from bench.spec.workload import CalibrationSpec, WorkloadSpec
 
@@ -54,25 +51,15 @@ class ProbeFailed(RuntimeError):
 class Probe:
     """The probe process of one trial (see :mod:`bench.box.probe`)."""
 
-    def __init__(self, process: subprocess.Popen[bytes], channel: Channel, scratch: Path) -> None:
-        self.process, self.channel, self.scratch = process, channel, scratch
+    def __init__(self, pid: int, channel: Channel, scratch: Path) -> None:
+        self.pid, self.channel, self.scratch = pid, channel, scratch
 
     @classmethod
     def start(cls, spec: WorkloadSpec, calibration: CalibrationSpec, vocab_size: int, device: torch.device,
               threads: int) -> Probe:
         scratch = Path(tempfile.mkdtemp(prefix="bench-probe-"))
-        channel, theirs = pair()
-        env = {name: os.environ[name] for name in ("PATH", "LANG", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH",
-                                                   "OMP_WAIT_POLICY") if name in os.environ}
-        env.update(HOME=str(scratch), TMPDIR=str(scratch), PYTHONDONTWRITEBYTECODE="1")
-        if device.type == "cpu":  # as the recipe's box runs: waiting OpenMP threads sleep instead of spinning
-            env.update(CPU_TRIAL_ENV)
-        process = subprocess.Popen(
-            [sys.executable, "-I", "-c", BOOTSTRAP, str(theirs.fileno()), str(Path(bench.__file__).parent), "probe"],
-            pass_fds=(theirs.fileno(),), env=env, cwd=scratch, start_new_session=True,
-        )
-        theirs.close()
-        probe = cls(process, channel, scratch)
+        pid, channel = spawn("probe", scratch, box_env(scratch))
+        probe = cls(pid, channel, scratch)
         channel.send({
             "kind": "setup", "read": [str(p) for p in (*sandbox.python_paths(), Path(bench.__file__).resolve().parent)],
             "scratch": str(scratch), "devices": [str(p) for p in sandbox.gpu_devices()] if device.type == "cuda" else [],
@@ -110,11 +97,9 @@ class Probe:
             self.channel.send({"kind": "exit"})
         except (ChannelClosed, OSError):
             pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if not wait_gone(self.pid):
+            kill_session(self.pid)
+            wait_gone(self.pid)
         self.channel.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
 

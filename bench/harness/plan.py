@@ -23,9 +23,7 @@ from bench.results.store import run_file
 from bench.spec.base import StrictModel
 from bench.spec.loading import Submission, find_submission, trainer_hash
 from bench.spec.workload import BudgetSpec, WorkloadSpec
-from bench.train.api import Recipe
-from bench.train.configure import configure
-from bench.train.loader import load_recipe_class
+from bench.harness.configs import Check, describe
 from bench.train.saved_model import MODEL_SUFFIX
 from bench.train.resume import RESUME_SUFFIX
 
@@ -224,12 +222,10 @@ class PlannedTrial:
 
 
 def plan_trial(
-    request: TrialRequest, results_dir: Path, submission: Submission, recipe_class: type[Recipe],
-    allowance_s: float = DEFAULT_ALLOWANCE_S,
+    request: TrialRequest, results_dir: Path, submission: Submission, allowance_s: float = DEFAULT_ALLOWANCE_S
 ) -> PlannedTrial:
-    """Plan ``request`` for ``submission`` (the loaded submission its ``submission_dir`` names, whose recipe class
-    is ``recipe_class``): the workload must be one the manifest enters, and its hyperparameters with the
-    overrides must be a valid configuration of the recipe; both are user errors naming the file and the field."""
+    """Plan ``request`` for ``submission`` (the loaded submission its ``submission_dir`` names): the workload must be
+    one the manifest enters (a user error naming the file). :func:`plan_trials` checks its configuration."""
     spec = request.workload
     entered = request.entered_as or spec.name
     not_ranked = None
@@ -243,7 +239,6 @@ def plan_trial(
             )
         not_ranked = f"{submission.name} does not enter the workload {entered} (its manifest's workloads)"
     where = f"{request.overrides_from or 'overrides'} for {submission.name}"
-    configure(recipe_class, submission, request.overrides, entered if submission.enters(entered) else None, where)
     hyperparameters = submission.hyperparameters(request.overrides, entered, where)
     checkpoint_every, retries = default_checkpointing(spec)
     if request.checkpoint_every is not None:
@@ -277,7 +272,9 @@ def plan_trials(
     allowance_s: float = DEFAULT_ALLOWANCE_S,
 ) -> list[PlannedTrial]:
     """Plan every request; a submission not among the already loaded ``submissions`` is loaded once for all its
-    trials, and its recipe class imported once. Run ids must be unique within a run."""
+    trials. Every distinct configuration must be valid for the submission's recipe
+    (:func:`bench.harness.configs.describe`: names, types, the optimizer registry), before anything runs. Run ids
+    must be unique within a run."""
     seen: dict[str, int] = {}
     for request in requests:
         seen[request.run_id] = seen.get(request.run_id, 0) + 1
@@ -285,13 +282,20 @@ def plan_trials(
     if duplicates:
         raise BenchError(f"run ids must be unique within a run, repeated: {', '.join(duplicates)}")
     loaded = {submission.folder: submission for submission in submissions}
-    recipes: dict[Path, type[Recipe]] = {}
     plans = []
     for request in requests:
         folder = Path(request.submission_dir).resolve()
         if folder not in loaded:
             loaded[folder] = find_submission(str(folder))
-        if folder not in recipes:
-            recipes[folder] = load_recipe_class(loaded[folder])
-        plans.append(plan_trial(request, results_dir, loaded[folder], recipes[folder], allowance_s))
+        plans.append(plan_trial(request, results_dir, loaded[folder], allowance_s))
+    checks: dict[Path, list[Check]] = {}
+    for plan in plans:  # each distinct configuration, checked once per submission (in a box for a recipe file)
+        request = plan.request
+        entered = request.entered_as or plan.workload.name
+        check = Check(dict(request.overrides), entered if plan.submission.enters(entered) else None,
+                      f"{request.overrides_from or 'overrides'} for {plan.submission.name}")
+        if check not in checks.setdefault(plan.submission.folder, []):
+            checks[plan.submission.folder].append(check)
+    for folder, wanted in checks.items():
+        describe(loaded[folder], wanted)
     return plans

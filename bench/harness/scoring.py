@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,10 +26,10 @@ import torch
 
 import bench
 from bench.box import sandbox
-from bench.box.channel import Channel, ChannelClosed, ChannelError, SharedBuffer, pair
-from bench.box.main import BOOTSTRAP
+from bench.box.channel import Channel, ChannelClosed, ChannelError, SharedBuffer
 from bench.harness.archive import Census
 from bench.harness.plan import PlannedTrial
+from bench.harness.zygote import box_env, kill_session, spawn, wait_gone
 from bench.results.schema import ParamCounts
 from bench.spec.workload import WorkloadSpec
 
@@ -48,8 +46,8 @@ class ScoringFailed(RuntimeError):
 class Scorer:
     """The scoring box: a sandboxed process that forks a child per model (see the module docstring)."""
 
-    def __init__(self, process: subprocess.Popen[bytes], channel: Channel, scratch: Path) -> None:
-        self.process, self.channel, self.scratch = process, channel, scratch
+    def __init__(self, pid: int, channel: Channel, scratch: Path) -> None:
+        self.pid, self.channel, self.scratch = pid, channel, scratch
 
     @classmethod
     def start(cls, plan: PlannedTrial, threads: int, device: torch.device, recipe_dir: Path | None) -> Scorer:
@@ -58,16 +56,8 @@ class Scorer:
         folder = recipe_dir or submission.recipe_dir
         readable = [*sandbox.python_paths(), Path(bench.__file__).resolve().parent,
                     *(f.resolve() for f in submission.lineage), *([folder.resolve()] if folder else [])]
-        channel, theirs = pair()
-        env = {name: os.environ[name] for name in ("PATH", "LANG", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH",
-                                                   "OMP_WAIT_POLICY") if name in os.environ}
-        env.update(HOME=str(scratch), TMPDIR=str(scratch), PYTHONDONTWRITEBYTECODE="1")
-        process = subprocess.Popen(
-            [sys.executable, "-I", "-c", BOOTSTRAP, str(theirs.fileno()), str(Path(bench.__file__).parent), "scoring"],
-            pass_fds=(theirs.fileno(),), env=env, cwd=scratch, start_new_session=True,
-        )
-        theirs.close()
-        scorer = cls(process, channel, scratch)
+        pid, channel = spawn("scoring", scratch, box_env(scratch))
+        scorer = cls(pid, channel, scratch)
         channel.send({
             "kind": "setup", "read": [str(p) for p in readable], "scratch": str(scratch), "threads": threads,
             "device": str(device), "devices": [str(p) for p in sandbox.gpu_devices()] if device.type == "cuda" else [],
@@ -105,11 +95,9 @@ class Scorer:
             self.channel.send({"kind": "exit"})
         except (ChannelClosed, OSError):
             pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if not wait_gone(self.pid):
+            kill_session(self.pid)  # the scoring box and the children it forked
+            wait_gone(self.pid)
         self.channel.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
 

@@ -30,9 +30,8 @@ from bench.study.spec import StudySpec
 from bench.tune import TunedConfiguration, tuned_configuration
 from bench.harness.plan import TrialRequest, seed_major
 from bench.train.params import count_parameters
-from bench.train.configure import configure
-from bench.train.loader import load_recipe_class
-from bench.train.recipes import GPTRecipe, GPTRecipeConfig, build_gpt
+from bench.harness.configs import Check, describe
+from bench.train.recipes import GPTRecipeConfig, build_gpt
 
 
 @dataclass(frozen=True, eq=False)
@@ -205,6 +204,14 @@ def _round_up(n: int, digits: int = 3) -> int:
     return -(-n // scale) * scale
 
 
+def _gpt_config(resolved: dict[str, Any], name: str, where: str) -> GPTRecipeConfig:
+    """The GPT part of a resolved configuration: a study sizes GPTs, so its recipes are GPT recipes."""
+    try:
+        return GPTRecipeConfig.model_validate({k: v for k, v in resolved.items() if k in GPTRecipeConfig.model_fields})
+    except ValueError:
+        raise BenchError(f"{where}: submission {name!r} is not a GPT recipe; a study sizes GPTs") from None
+
+
 def plan_study(study: StudySpec, root: Path | None = None) -> Plan:
     """Resolve ``study`` against ``root`` (default: the project): load its workload and submissions, build each
     size's model shape to count it, and derive the grid's workloads. Problems name the study field they concern."""
@@ -222,15 +229,12 @@ def plan_study(study: StudySpec, root: Path | None = None) -> Plan:
     }
     shapes: dict[tuple[str, str], tuple[dict[str, Any], int]] = {}
     for name, submission in submissions.items():
-        recipe_class = load_recipe_class(submission)
-        if not issubclass(recipe_class, GPTRecipe):
-            raise BenchError(f"{where}: submission {name!r} is not a GPT recipe; a study sizes GPTs")
         for size in study.sizes:
             try:
-                config = configure(recipe_class, submission, overrides[(name, size)], base.name,
-                                   "its hyperparameters there")
+                [resolved] = describe(submission, [Check(overrides[(name, size)], base.name,
+                                                         "its hyperparameters there")]).configs
                 hparams = submission.hyperparameters(overrides[(name, size)], base.name)
-                shapes[(name, size)] = hparams, gpt_params(config, base, vocab)
+                shapes[(name, size)] = hparams, gpt_params(_gpt_config(resolved, name, where), base, vocab)
             except BenchError as exc:
                 raise BenchError(f"{where}: sizes.{size} with submission {name!r}: {exc}") from None
     largest = max(params for _, params in shapes.values())

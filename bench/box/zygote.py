@@ -1,0 +1,92 @@
+"""The zygote: one process that has imported torch and the harness's code, and forks every box from that state.
+
+Each box (the recipe's, a scoring box, the clock's probe, the describing box) would otherwise start a Python and
+import torch: two seconds of a core, per box, per trial. The zygote does it once per harness process and then only
+forks: a box starts in milliseconds, as a copy of a process that has run nothing but the harness's own imports
+(it never runs a torch operation, so no thread pool or device is set up before a fork). Started by the harness
+(:mod:`bench.harness.zygote`) as ``python -I -c BOOTSTRAP FD BENCH_DIR zygote``; it runs no submitted code itself and
+holds nothing but its channel to the harness.
+
+A ``spawn`` request names the box's role (``main``, ``scoring``, ``probe``, ``describe``), its environment and
+working folder, and carries the box's end of a fresh channel. With ``keeper`` the fork first becomes the box's keeper
+(:func:`bench.box.keeper.keep`: a child subreaper that forks the box beneath itself), so that the harness can
+count every CPU second of the box's processes from ``/proc``. The zygote answers with the pid it forked and reaps
+whatever of its children ends.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import tempfile
+
+from bench.box.channel import Channel, ChannelClosed, ChannelError
+
+ROLES = ("main", "scoring", "probe", "describe")
+
+
+def main(fd: int) -> int:
+    channel = Channel.from_fd(fd)
+    _preload()
+    channel.send({"kind": "ready"})
+    while True:
+        try:
+            message, fds = channel.receive()
+        except (ChannelClosed, ChannelError):
+            return 0  # the harness is gone: so is the zygote
+        _reap()
+        if message.get("kind") != "spawn" or message.get("role") not in ROLES or len(fds) != 1:
+            for received in fds:
+                os.close(received)
+            return 0
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                channel.close()
+                code = _become(message, fds[0])
+            finally:
+                os._exit(code)
+        os.close(fds[0])
+        channel.send({"kind": "spawned", "pid": pid})
+
+
+def _preload() -> None:
+    """Import what every box imports: torch and the harness's training and box code (no torch operation runs)."""
+    import torch  # noqa: F401
+
+    for name in ("bench.train.model", "bench.train.optim", "bench.train.loop", "bench.train.recipes",
+                 "bench.train.loader", "bench.train.configure", "bench.train.saved_model", "bench.train.resume",
+                 "bench.box.context", "bench.box.handoff", "bench.box.main", "bench.box.scoring", "bench.box.probe",
+                 "bench.box.describe", "bench.box.keeper", "bench.measure.flops"):
+        importlib.import_module(name)
+
+
+def _become(message: dict, fd: int) -> int:
+    """In the fork: the environment and folder of the box, then its role (beneath a keeper when asked)."""
+    os.setsid()  # its own session: the harness's terminal signals and process group are not its
+    os.chdir(message["cwd"])
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in message["env"].items()})
+    tempfile.tempdir = None  # imports cached the zygote's temporary folder; the box has its own
+    role = importlib.import_module(f"bench.box.{message['role']}")
+    if message.get("keeper"):
+        from bench.box.keeper import keep
+
+        return keep(lambda: role.main(fd), fd)
+    return role.main(fd)
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1])))
