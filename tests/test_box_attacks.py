@@ -98,3 +98,28 @@ def test_the_scoring_box_counts_a_plain_model_exactly():
     vocab = 257
     assert result.params.total == vocab * vocab == result.params.counted
     assert math.isclose(result.params.bytes, 4 * vocab * vocab)
+
+
+def test_bytecode_shipped_in_pycache_never_runs_instead_of_the_source(tmp_path: Path):
+    # An unchecked hash-based .pyc beside recipe.py would be imported instead of the source the hash covers.
+    import importlib.util
+    import py_compile
+    import sys
+
+    from bench.spec.loading import load_submission
+    from bench.train.loader import load_recipe_class
+
+    folder = tmp_path / "bytecode"
+    folder.mkdir()
+    (folder / "submission.yaml").write_text(
+        "name: bytecode\nauthors: [tests]\ndescription: d\nentry_point: recipe.py:Shown\nworkloads: [tiny]\n")
+    source = ("from bench.train.api import Recipe\n\nclass Shown(Recipe):\n    ran = {!r}\n\n"
+              "    def build_model(self, ctx):\n        pass\n\n    def train(self, ctx, model):\n        pass\n")
+    (folder / "recipe.py").write_text(source.format("source"))
+    hidden = tmp_path / "hidden.py"
+    hidden.write_text(source.format("hidden bytecode"))
+    planted = Path(importlib.util.cache_from_source(str(folder / "recipe.py")))
+    planted.parent.mkdir()
+    py_compile.compile(str(hidden), cfile=str(planted), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
+    assert load_recipe_class(load_submission(folder)).ran == "source"
+    assert sys.pycache_prefix is None

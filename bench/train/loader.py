@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import shutil
+import tempfile
 import importlib.util
 import sys
 import traceback
@@ -21,7 +23,10 @@ from bench.train.api import Recipe
 
 def _import_file(path: Path, file_name: str, where: str, beside: tuple[Path, ...] = ()) -> ModuleType:
     """Import ``path`` under a private name; while it imports, its folder and the folders of ``beside`` (the
-    submissions it extends) are on ``sys.path``, so it may import helper modules of its own lineage."""
+    submissions it extends) are on ``sys.path``, so it may import helper modules of its own lineage. Its bytecode
+    (and its helpers') is compiled from the source into an empty folder of its own (``sys.pycache_prefix``), never
+    read from a ``__pycache__`` the submission ships: the source hash covers the source, so the source is what
+    runs."""
     if not path.is_file():
         raise BenchError(f"{where}: {file_name} does not exist in {path.parent}")
     module_name = f"bench_submission_{hashlib.sha1(str(path).encode()).hexdigest()[:12]}"
@@ -30,6 +35,7 @@ def _import_file(path: Path, file_name: str, where: str, beside: tuple[Path, ...
     module = importlib.util.module_from_spec(spec)
     folders = [str(folder) for folder in dict.fromkeys([path.parent, *beside])]
     sys.path[:0] = folders
+    prefix, sys.pycache_prefix = sys.pycache_prefix, tempfile.mkdtemp(prefix="bench-bytecode-")
     try:
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
@@ -38,6 +44,8 @@ def _import_file(path: Path, file_name: str, where: str, beside: tuple[Path, ...
         tail = "".join(traceback.format_exception(exc)[-3:]).strip()
         raise BenchError(f"{where}: importing {file_name} failed: {tail}") from None
     finally:
+        shutil.rmtree(sys.pycache_prefix, ignore_errors=True)
+        sys.pycache_prefix = prefix
         for folder in folders:
             sys.path.remove(folder)
     return module
