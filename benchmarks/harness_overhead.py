@@ -1,93 +1,163 @@
-"""Does the harness slow training down? A bare PyTorch loop vs the same training under ``run_trial``, interleaved.
+"""Does the harness slow training down? An independent PyTorch loop vs the same training under the harness, and what
+the box costs: interleaved, on one host, alone on the machine.
 
-Both sides train the ``adamw-baseline`` GPT with the same optimizer settings on the same batch stream for the same
-number of tokens (tiny with a token budget, as ``bench check`` runs it, so both do identical work). The bare side is
-the loop a person writes by hand (:func:`bench.check.bare_loop_throughput`); the harness side is ``run_trial`` with
-the baseline submission, which adds the budgeted stream, the clock, the schedule driven by budget progress,
-logging, evaluation checks and measurement. Evaluation time is excluded from both: the harness pauses its clock and
-the bare loop does not evaluate. Runs alternate (bare, harness, bare, ...) so that drift in machine load affects
-both sides alike; the figure is the median of the per-round throughput ratios.
+**Throughput.** Both sides train the reference configuration (adamw-baseline's tuned model and optimizer, as in
+``leaderboard/reference/tiny.json``) on tiny's batch stream for the same number of tokens:
 
-By default the harness side goes through the scheduler, as ``bench run`` does (a Ray task in a fresh worker
-process with the trial runtime environment, progress events posted to the driver); one local Ray instance serves
-every round, and the bare loop runs in the driver's process while it is up. ``--in-process`` calls ``run_trial``
-directly instead (no Ray).
+* the *independent loop* is a fresh Python process that imports the model and the data and runs the loop a person
+  writes by hand (forward with the loss, backward, clip, AdamW step), nothing else in its process, and times itself
+  by its own CPU seconds over the class's 2 cores;
+* the *harness* side is ``bench run`` with a token budget (the driver, Ray, a worker, the recipe's box), and the
+  figure is the result's tokens over its training clock (host seconds: a token budget is not calibrated).
 
-    python benchmarks/harness_overhead.py --rounds 5 --tokens 200000
+Pairs alternate (loop, harness, loop, ...) so that drift in the host's speed affects both alike; the figure is the
+median of the per-pair ratios (goal: >= 0.99).
 
-Both sides are timed on the trials' clock (for tiny's cpu-2 class: the process's CPU seconds over 2 cores), with
-the OpenMP wait policy the scheduler gives CPU trials.
+**The box's costs** (``--costs``): its start-up (the trial's ``timing.setup_s``: a fork of the zygote, the walls,
+the ready handshake), the round trip of one batch (a recipe that only draws batches), and the hand-over of a model for
+an evaluation (the reference GPT packed in the box's form and rebuilt by the harness).
+
+    python benchmarks/harness_overhead.py --pairs 5 --tokens 400000 --costs
+
+Run it alone on the machine.
 """
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the scheduler sets it for CPU trials (before torch loads)
-
 import argparse
-import contextlib
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
-import torch
+ROOT = Path(__file__).resolve().parents[1]
 
-from bench.check import SPEED_SUBMISSION, bare_loop_throughput, check_workload
-from bench.harness.plan import TrialRequest, plan_trials
-from bench.harness.trial import run_trial
+LOOP = r"""
+import json, os, sys, time
+import torch
+from bench.check import CheckReference, REFERENCE_PATH, check_workload
+from bench.data.prepare import prepare
+from bench.harness.configs import Check, describe
 from bench.spec.loading import find_submission
+from bench.train.optim import build_optimizer
+from bench.train.recipes import GPTRecipeConfig, build_gpt
+
+tokens = int(sys.argv[1])
+torch.set_num_threads(2)
+torch.manual_seed(0)
+path, spec = check_workload(tokens)
+overrides = CheckReference.model_validate_json(open(REFERENCE_PATH).read()).submissions["adamw-baseline"].overrides
+submission = find_submission("adamw-baseline")
+[resolved] = describe(submission, [Check(overrides, "tiny")]).configs
+config = GPTRecipeConfig.model_validate(resolved)
+data = prepare(spec, path.parent)
+model = build_gpt(config, data.vocab_size, spec.eval.seq_len)
+options = {k: tuple(v) if isinstance(v, list) else v for k, v in config.optimizer_options.items()}
+optimizer = build_optimizer(model, "adamw", lr=config.lr, weight_decay=config.weight_decay, **options)
+batch, seq_len = config.batch_size, config.seq_len or spec.eval.seq_len
+steps = tokens // (batch * seq_len)
+stream = data.stream(seed=0).batches(batch, seq_len, torch.device("cpu"))
+began = time.process_time()
+for _ in range(steps):
+    x, y = next(stream)
+    loss = model(x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+print(json.dumps({"tokens_per_s": steps * batch * seq_len / ((time.process_time() - began) / 2)}))
+"""
+
+
+def independent_loop(tokens: int) -> float:
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", LOOP, str(tokens)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        raise SystemExit(f"the independent loop failed: {done.stderr[-2000:]}")
+    return json.loads(lines[-1])["tokens_per_s"]
+
+
+def harness(tokens: int, results: Path) -> dict:
+    """One trial through ``bench run`` (driver, Ray, worker, box) with a token budget; its result."""
+    from bench.check import CheckReference, REFERENCE_PATH
+
+    overrides = CheckReference.model_validate_json((ROOT / REFERENCE_PATH).read_text()).submissions[
+        "adamw-baseline"].overrides
+    (results / "workload").mkdir(exist_ok=True)
+    workload = results / "workload" / "tiny.yaml"  # tiny with a token budget, under its own name
+    import yaml
+
+    data = yaml.safe_load((ROOT / "workloads" / "tiny.yaml").read_text())
+    data["budget"].update(wall_clock=None, tokens=tokens)
+    data["budget"].pop("calibration", None)
+    data["eval"].update(every="1000h", downstream=[])
+    data.pop("notes", None)
+    data["eval"].pop("generation", None)
+    workload.write_text(yaml.safe_dump(data))
+    command = [sys.executable, "-m", "bench.cli", "run", "--workload", str(workload), "--submission",
+               "adamw-baseline", "--seeds", "1", "--no-downstream", "--no-progress", "--json",
+               "--results-dir", str(results), *[f"--set={k}={json.dumps(v)}" for k, v in overrides.items()]]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    try:
+        [result] = json.loads(done.stdout)
+    except (ValueError, TypeError):
+        raise SystemExit(f"bench run failed: {done.stderr[-3000:]}") from None
+    if result["status"] != "ok":
+        raise SystemExit(f"bench run: {result['status']}: {result['reason']}")
+    return result
+
+
+def costs() -> None:
+    """The box's start-up, one batch's round trip, and a model's hand-over, each the median of several."""
+    import torch
+
+    from bench.box.handoff import pack_model
+    from bench.train.model import GPT, GPTConfig
+    from bench.train.saved_model import load_model
+
+    scratch = Path(tempfile.mkdtemp())
+    model = GPT(GPTConfig(vocab_size=259, seq_len=256, n_layer=4, n_head=4, n_embd=128))
+    times = []
+    for _ in range(10):
+        began = time.perf_counter()
+        fd, form = pack_model(model, scratch, 259, 256)
+        data = os.pread(fd, os.fstat(fd).st_size, 0)
+        os.close(fd)
+        path = scratch / "m.safetensors"
+        path.write_bytes(data)
+        load_model(path, torch.device("cpu"))
+        times.append(time.perf_counter() - began)
+    print(f"hand-over of the reference GPT ({len(data) / 2**20:.1f} MiB, packed, sent, rebuilt): "
+          f"median {statistics.median(times) * 1e3:.1f} ms over 10")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--tokens", type=int, default=200_000)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--in-process", action="store_true", help="run_trial in this process, not through Ray")
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=400_000)
+    parser.add_argument("--costs", action="store_true", help="also measure the box's start-up and hand-over")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    with contextlib.ExitStack() as stack:
-        if not args.in_process:
-            from bench.executor.cluster import ray_session
-
-            stack.enter_context(ray_session())
-        measure(args)
-
-
-def measure(args: argparse.Namespace) -> None:
-
-    submission = find_submission(SPEED_SUBMISSION)
-    path, spec = check_workload(args.tokens)
-    results_dir = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
-    ratios = []
-    for round_ in range(args.rounds):
-        request = TrialRequest(
-            workload=spec,
-            workload_dir=str(path.parent),
-            submission_dir=str(submission.folder),
-            seed=0,
-            run_id=f"overhead-{round_}",
-            downstream=False,
-        )
-        [plan] = plan_trials([request], results_dir, [submission])
-        bare = bare_loop_throughput(spec, path.parent, submission, args.tokens)
-        if args.in_process:
-            result = run_trial(plan)
-        else:
-            from bench.executor.ray_runner import run_trials
-
-            [result] = run_trials([plan], results_dir, progress=False)
-        if result.status.value != "ok":
-            raise SystemExit(f"harness run failed: {result.reason}")
-        under = result.tokens / result.timing.train_s
+    results = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    ratios, setups = [], []
+    for pair in range(args.pairs):
+        bare = independent_loop(args.tokens)
+        result = harness(args.tokens, results)
+        under = result["tokens"] / result["timing"]["train_s"]
         ratios.append(under / bare)
-        print(
-            f"round {round_}: bare {bare:,.0f} tok/s, harness {under:,.0f} tok/s, ratio {under / bare:.3f}", flush=True
-        )
-    print(f"harness/bare tokens/s over {args.rounds} interleaved pairs: median {statistics.median(ratios):.3f}, "
-          f"range {min(ratios):.3f}-{max(ratios):.3f} (both on the CPU-time clock of {spec.budget.hardware}; harness "
-          f"{'in this process' if args.in_process else 'through the scheduler'})")
+        setups.append(result["timing"]["setup_s"])
+        print(f"pair {pair}: independent loop {bare:,.0f} tok/s, bench run {under:,.0f} tok/s, ratio "
+              f"{under / bare:.3f} (box start {result['timing']['setup_s']:.2f} s)", flush=True)
+    print(f"bench run / independent loop over {args.pairs} interleaved pairs: median {statistics.median(ratios):.3f}, "
+          f"range {min(ratios):.3f}-{max(ratios):.3f}; box start-up median {statistics.median(setups):.2f} s")
+    if args.costs:
+        costs()
 
 
 if __name__ == "__main__":
