@@ -4,9 +4,9 @@ the box costs: interleaved, on one host, alone on the machine.
 **Throughput.** Both sides train the reference configuration (adamw-baseline's tuned model and optimizer, as in
 ``leaderboard/reference/tiny.json``) on tiny's batch stream for the same number of tokens:
 
-* the *independent loop* is a fresh Python process that imports the model and the data and runs the loop a person
-  writes by hand (forward with the loss, backward, clip, AdamW step), nothing else in its process, and times itself
-  by its own CPU seconds over the class's 2 cores;
+* the *independent loop* is a fresh Python process that runs the loop a person writes by hand
+  (:func:`bench.check.bare_loop_throughput`: forward with the loss, backward, clip, AdamW step), nothing else in its
+  process, timed by its own CPU seconds over the class's 2 cores;
 * the *harness* side is ``bench run`` with a token budget (the driver, Ray, a worker, the recipe's box), and the
   figure is the result's tokens over its training clock (host seconds: a token budget is not calibrated).
 
@@ -37,39 +37,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 LOOP = r"""
-import json, os, sys, time
+import json, sys
 import torch
-from bench.check import CheckReference, REFERENCE_PATH, check_workload
-from bench.data.prepare import prepare
-from bench.harness.configs import Check, describe
+from bench.check import CheckReference, REFERENCE_PATH, bare_loop_throughput, check_workload
 from bench.spec.loading import find_submission
-from bench.train.optim import build_optimizer
-from bench.train.recipes import GPTRecipeConfig, build_gpt
 
 tokens = int(sys.argv[1])
 torch.set_num_threads(2)
-torch.manual_seed(0)
 path, spec = check_workload(tokens)
 overrides = CheckReference.model_validate_json(open(REFERENCE_PATH).read()).submissions["adamw-baseline"].overrides
-submission = find_submission("adamw-baseline")
-[resolved] = describe(submission, [Check(overrides, "tiny")]).configs
-config = GPTRecipeConfig.model_validate(resolved)
-data = prepare(spec, path.parent)
-model = build_gpt(config, data.vocab_size, spec.eval.seq_len)
-options = {k: tuple(v) if isinstance(v, list) else v for k, v in config.optimizer_options.items()}
-optimizer = build_optimizer(model, "adamw", lr=config.lr, weight_decay=config.weight_decay, **options)
-batch, seq_len = config.batch_size, config.seq_len or spec.eval.seq_len
-steps = tokens // (batch * seq_len)
-stream = data.stream(seed=0).batches(batch, seq_len, torch.device("cpu"))
-began = time.process_time()
-for _ in range(steps):
-    x, y = next(stream)
-    loss = model(x, y)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-print(json.dumps({"tokens_per_s": steps * batch * seq_len / ((time.process_time() - began) / 2)}))
+rate = bare_loop_throughput(spec, path.parent, find_submission("adamw-baseline"), tokens, overrides)
+print(json.dumps({"tokens_per_s": rate}))
 """
 
 

@@ -10,31 +10,21 @@ configurations as JSON, or the problems.
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 from bench.box import sandbox
-from bench.box.channel import Channel
 
 
 def main(fd: int) -> int:
-    channel = Channel.from_fd(fd)
-    setup, _ = channel.receive()
-    sandbox.enter(sandbox.Allowed(read=tuple(map(Path, setup["read"])), write=(Path(setup["scratch"]),)))
-    os.chdir(setup["scratch"])
+    channel, _, _ = sandbox.open_box(fd)
     from bench.errors import BenchError, SpecError
     from bench.spec.loading import Submission
-    from bench.spec.submission import SubmissionManifest
     from bench.train.configure import check_search_space, configure
     from bench.train.loader import load_recipe_class
 
     request, _ = channel.receive()
-    info = request["submission"]
-    submission = Submission(folder=Path(info["folder"]), manifest=SubmissionManifest.model_validate(info["manifest"]),
-                            lineage=tuple(map(Path, info["lineage"])),
-                            recipe_dir=Path(info["recipe_dir"]) if info["recipe_dir"] else None)
+    submission = Submission.from_message(request["submission"])
     try:
         recipe_class = load_recipe_class(submission)
         configs: list[Any] = []

@@ -44,13 +44,8 @@ TRACEBACK_LINES = 25
 
 
 def main(fd: int) -> int:
-    channel = Channel.from_fd(fd)
-    setup, _ = channel.receive()
-    allowed = sandbox.Allowed(read=tuple(map(Path, setup["read"])), write=tuple(map(Path, setup["write"])),
-                              devices=tuple(map(Path, setup["devices"])))
-    walls = sandbox.enter(allowed)
+    channel, setup, walls = sandbox.open_box(fd)
     scratch = Path(setup["scratch"])
-    os.chdir(scratch)
     try:
         return _run(channel, setup, scratch, walls)
     except BaseException as exc:  # noqa: BLE001 - everything a recipe raises is the harness's to judge
@@ -66,7 +61,6 @@ def _run(channel: Channel, setup: dict[str, Any], scratch: Path, walls: sandbox.
     from bench.box.context import BoxContext
     from bench.box.handoff import pack_model
     from bench.spec.loading import Submission
-    from bench.spec.submission import SubmissionManifest
     from bench.train.configure import config_from
     from bench.train.loader import load_recipe_class
     from bench.train.runtime import seed_everything, warm_lazy_imports
@@ -80,12 +74,7 @@ def _run(channel: Channel, setup: dict[str, Any], scratch: Path, walls: sandbox.
                                              "signals": walls.signals, "sockets": walls.sockets,
                                              "off": list(walls.off)}})
     facts, _ = channel.receive()  # "go": the clock runs from here
-    submission = Submission(
-        folder=Path(facts["submission"]["folder"]),
-        manifest=SubmissionManifest.model_validate(facts["submission"]["manifest"]),
-        lineage=tuple(map(Path, facts["submission"]["lineage"])),
-        recipe_dir=Path(facts["submission"]["recipe_dir"]) if facts["submission"]["recipe_dir"] else None,
-    )
+    submission = Submission.from_message(facts["submission"])
     recipe_class = load_recipe_class(submission)
     config = config_from(recipe_class, facts["hparams"], str(submission.manifest_path))
     ctx = BoxContext(channel, facts, config, scratch)

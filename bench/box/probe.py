@@ -9,23 +9,16 @@ between measurements, so it uses no CPU while the recipe trains.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from bench.box import sandbox
-from bench.box.channel import Channel
 
 
 def main(fd: int) -> int:
-    channel = Channel.from_fd(fd)
-    setup, _ = channel.receive()
-    sandbox.enter(sandbox.Allowed(read=tuple(map(Path, setup["read"])), write=(Path(setup["scratch"]),),
-                                  devices=tuple(map(Path, setup["devices"]))))
-    os.chdir(setup["scratch"])
+    channel, setup, _ = sandbox.open_box(fd)
     step = ProbeStep(setup)
     channel.send({"kind": "ready"})
     while True:

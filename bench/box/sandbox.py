@@ -32,6 +32,9 @@ import sys
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from bench.box.channel import Channel
 
 _SYSCALLS = {  # landlock_create_ruleset, landlock_add_rule, landlock_restrict_self, seccomp: generic numbers
     "x86_64": (444, 445, 446, 317),
@@ -255,3 +258,16 @@ def _deny_socket_calls(libc: ctypes.CDLL) -> None:
         code = ctypes.get_errno()
         raise OSError(code, f"seccomp filter refused: {os.strerror(code)}")
 
+
+
+def open_box(fd: int) -> tuple[Channel, dict[str, Any], Walls]:
+    """The first thing every box does: take its channel, read the harness's ``setup`` (what it may read, its scratch
+    folder, the devices it may open) and put its walls up, then work (and compile bytecode) in its scratch folder."""
+    channel = Channel.from_fd(fd)
+    setup, _ = channel.receive()
+    scratch = Path(setup["scratch"])
+    walls = enter(Allowed(read=tuple(map(Path, setup["read"])), write=(scratch,),
+                          devices=tuple(map(Path, setup.get("devices", [])))))
+    os.chdir(scratch)
+    sys.pycache_prefix = str(scratch / "bytecode")  # never a __pycache__ the submission ships
+    return channel, setup, walls

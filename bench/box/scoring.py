@@ -15,18 +15,14 @@ import os
 import signal
 import socket
 import sys
-from pathlib import Path
 from typing import Any
 
 from bench.box import sandbox
+from bench.box.keeper import reap
 from bench.box.channel import SharedBuffer, Channel
 
 def main(fd: int) -> int:
-    channel = Channel.from_fd(fd)
-    setup, _ = channel.receive()
-    sandbox.enter(sandbox.Allowed(read=tuple(map(Path, setup["read"])), write=(Path(setup["scratch"]),),
-                                  devices=tuple(map(Path, setup["devices"]))))
-    os.chdir(setup["scratch"])
+    channel, setup, _ = sandbox.open_box(fd)
     import torch  # noqa: F401 - imported once here, so every child starts with it
 
     from bench.train.loader import load_recipe_class  # noqa: F401 - the same
@@ -51,17 +47,8 @@ def main(fd: int) -> int:
         os.close(fds[0])
         channel.send({"kind": "forked", "pid": pid}, (theirs.fileno(),))
         theirs.close()
-        _reap()
+        reap()
 
-
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def _child(channel: Channel, model_fd: int, setup: dict[str, Any], message: dict[str, Any]) -> int:
@@ -69,15 +56,11 @@ def _child(channel: Channel, model_fd: int, setup: dict[str, Any], message: dict
     import torch
 
     from bench.spec.loading import Submission
-    from bench.spec.submission import SubmissionManifest
     from bench.train.loader import load_recipe_class
 
     torch.set_num_threads(int(setup["threads"]))
     device = torch.device(setup["device"])
-    info = setup["submission"]
-    submission = Submission(folder=Path(info["folder"]), manifest=SubmissionManifest.model_validate(info["manifest"]),
-                            lineage=tuple(map(Path, info["lineage"])),
-                            recipe_dir=Path(info["recipe_dir"]) if info["recipe_dir"] else None)
+    submission = Submission.from_message(setup["submission"])
     try:
         load_recipe_class(submission)  # the model's classes are defined there
         with os.fdopen(model_fd, "rb") as file:

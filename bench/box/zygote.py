@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 
+from bench.box.keeper import reap
 from bench.box.channel import Channel, ChannelClosed, ChannelError
 
 ROLES = ("main", "scoring", "probe", "describe")
@@ -35,7 +36,7 @@ def main(fd: int) -> int:
             message, fds = channel.receive()
         except (ChannelClosed, ChannelError):
             return 0  # the harness is gone: so is the zygote
-        _reap()
+        reap()
         if message.get("kind") != "spawn" or message.get("role") not in ROLES or len(fds) != 1:
             for received in fds:
                 os.close(received)
@@ -77,15 +78,6 @@ def _become(message: dict, fd: int) -> int:
         return keep(lambda: role.main(fd), fd)
     return role.main(fd)
 
-
-def _reap() -> None:
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 if __name__ == "__main__":

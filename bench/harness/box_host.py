@@ -92,7 +92,7 @@ class RecipeBox:
                       TRITON_CACHE_DIR=str(scratch / "triton"))
         keeper, channel = spawn("main", scratch, env, keeper=True)
         box = cls(keeper, channel, ProcessTree(keeper), scratch)
-        channel.send({"kind": "setup", "read": [str(p) for p in readable], "write": [str(scratch)],
+        channel.send({"kind": "setup", "read": [str(p) for p in readable],
                       "devices": [str(p) for p in sandbox.gpu_devices()] if gpu else [], "scratch": str(scratch),
                       "threads": threads, "compile": compiles(plan.hyperparameters)})
         if not channel.ready(READY_TIMEOUT_S):

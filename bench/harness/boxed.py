@@ -44,9 +44,7 @@ def facts(plan: PlannedTrial, ctx: HarnessContext, recipe_dir: Path | None) -> d
     return {
         "workload": plan.workload.model_dump(mode="json"), "device": str(ctx.device), "seed": ctx.seed,
         "hparams": plan.hyperparameters, "vocab_size": ctx.vocab_size, "eos_id": ctx.eos_id,
-        "submission": {"folder": str(submission.folder), "manifest": submission.manifest.model_dump(mode="json"),
-                       "lineage": [str(p) for p in submission.lineage],
-                       "recipe_dir": str(folder) if folder is not None else None},
+        "submission": submission.as_message(folder),
     }
 
 

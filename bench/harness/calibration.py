@@ -20,7 +20,6 @@ hog a 2-layer, 64-wide probe slowed 13.6% while the reference model's own steps 
 
 from __future__ import annotations
 
-import shutil
 import statistics
 import tempfile
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ from bench.errors import BenchError
 from bench.box.channel import Channel, ChannelClosed, ChannelError
 from bench.harness.clock import TrainingClock
 from bench.harness.context import HarnessContext, on_pause
-from bench.harness.zygote import box_env, kill_session, spawn, wait_gone
+from bench.harness.zygote import box_env, close, spawn
 from bench.results.schema import ClockCalibration, ProbeReading
 from bench.spec.workload import CalibrationSpec, WorkloadSpec
 
@@ -93,15 +92,7 @@ class Probe:
         return float(step)
 
     def close(self) -> None:
-        try:
-            self.channel.send({"kind": "exit"})
-        except (ChannelClosed, OSError):
-            pass
-        if not wait_gone(self.pid):
-            kill_session(self.pid)
-            wait_gone(self.pid)
-        self.channel.close()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        close(self.channel, self.pid, self.scratch)
 
 
 @dataclass

@@ -56,7 +56,7 @@ class Described:
 def describe(submission: Submission, checks: Sequence[Check], search_space: bool = False) -> Described:
     """Resolve ``checks`` for ``submission`` (and, with ``search_space``, check every value its sweeps may draw);
     raises :class:`SpecError` naming the file and the fields, or :class:`BenchError`."""
-    request = {"submission": _submission(submission), "checks": [vars(check) for check in checks],
+    request = {"submission": submission.as_message(), "checks": [vars(check) for check in checks],
                "search_space": search_space}
     if submission.manifest.recipe_file is None:  # the harness's own code: nothing submitted runs here
         answer = _in_process(submission, checks, search_space)
@@ -67,12 +67,6 @@ def describe(submission: Submission, checks: Sequence[Check], search_space: bool
     if answer["kind"] == "error":
         raise BenchError(answer["message"])
     return Described(answer["class"], answer["typed"], answer["configs"])
-
-
-def _submission(submission: Submission) -> dict[str, Any]:
-    return {"folder": str(submission.folder), "manifest": submission.manifest.model_dump(mode="json"),
-            "lineage": [str(p) for p in submission.lineage],
-            "recipe_dir": str(submission.recipe_dir) if submission.recipe_dir else None}
 
 
 def _in_process(submission: Submission, checks: Sequence[Check], search_space: bool) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from bench.box import sandbox
 from bench.box.channel import Channel, ChannelClosed, ChannelError, SharedBuffer
 from bench.harness.archive import Census
 from bench.harness.plan import PlannedTrial
-from bench.harness.zygote import box_env, kill_session, spawn, wait_gone
+from bench.harness.zygote import box_env, close, spawn
 from bench.results.schema import ParamCounts
 from bench.spec.workload import WorkloadSpec
 
@@ -61,9 +60,7 @@ class Scorer:
         channel.send({
             "kind": "setup", "read": [str(p) for p in readable], "scratch": str(scratch), "threads": threads,
             "device": str(device), "devices": [str(p) for p in sandbox.gpu_devices()] if device.type == "cuda" else [],
-            "submission": {"folder": str(submission.folder), "manifest": submission.manifest.model_dump(mode="json"),
-                           "lineage": [str(p) for p in submission.lineage],
-                           "recipe_dir": str(folder) if folder is not None else None},
+            "submission": submission.as_message(folder),
         })
         if not channel.ready(READY_TIMEOUT_S) or channel.receive()[0].get("kind") != "ready":
             scorer.close()
@@ -91,15 +88,7 @@ class Scorer:
         return child
 
     def close(self) -> None:
-        try:
-            self.channel.send({"kind": "exit"})
-        except (ChannelClosed, OSError):
-            pass
-        if not wait_gone(self.pid):
-            kill_session(self.pid)  # the scoring box and the children it forked
-            wait_gone(self.pid)
-        self.channel.close()
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        close(self.channel, self.pid, self.scratch)
 
 
 class RemoteModel:

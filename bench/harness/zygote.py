@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +88,20 @@ def wait_gone(pid: int, timeout_s: float = 10.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def close(channel: Channel, pid: int, scratch: Path) -> None:
+    """End a box that serves requests until told otherwise (the probe, the scoring box): say goodbye, give it a
+    moment, then kill its session; remove its scratch folder."""
+    try:
+        channel.send({"kind": "exit"})
+    except (ChannelClosed, OSError):
+        pass
+    if not wait_gone(pid):
+        kill_session(pid)
+        wait_gone(pid)
+    channel.close()
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def kill_session(pid: int) -> None:

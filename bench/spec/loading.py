@@ -262,6 +262,19 @@ class Submission:
     def manifest_path(self) -> Path:
         return self.folder / MANIFEST
 
+    def as_message(self, recipe_dir: Path | None = None) -> dict[str, Any]:
+        """The submission as JSON values, for a box (which rebuilds it with :meth:`from_message`, reading no file);
+        ``recipe_dir`` replaces where its recipe file is (a copy Ray shipped to a worker)."""
+        folder = recipe_dir or self.recipe_dir
+        return {"folder": str(self.folder), "manifest": self.manifest.model_dump(mode="json"),
+                "lineage": [str(p) for p in self.lineage], "recipe_dir": str(folder) if folder else None}
+
+    @classmethod
+    def from_message(cls, message: Mapping[str, Any]) -> Submission:
+        return cls(folder=Path(message["folder"]), manifest=SubmissionManifest.model_validate(message["manifest"]),
+                   lineage=tuple(map(Path, message["lineage"])),
+                   recipe_dir=Path(message["recipe_dir"]) if message["recipe_dir"] else None)
+
     def hyperparameters(
         self, overrides: Mapping[str, Any], workload: str | None = None, where: str | None = None
     ) -> dict[str, Any]:
