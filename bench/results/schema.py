@@ -220,6 +220,13 @@ class HardwareInfo(StrictModel):
     matches_class: bool = Field(description="Whether this machine matches the workload's hardware class.")
     hardware_class: str
 
+    @property
+    def machine(self) -> str:
+        """The machine in a few words: its GPUs with their count, else its CPU model and cores."""
+        if self.gpus:
+            return ", ".join(f"{self.gpus.count(gpu)}x {gpu}" for gpu in sorted(set(self.gpus)))
+        return f"{self.cpu_model} ({self.cpu_cores} cores)"
+
 
 class DownstreamScore(StrictModel):
     task: str
