@@ -396,8 +396,13 @@ def leaderboard(
     ] = None,
     include: Annotated[list[Path] | None, typer.Option(
         metavar="PATH", help="More result folders to include, e.g. results/ (repeatable).")] = None,
+    include_submitted: Annotated[bool, typer.Option(
+        help="Also rank results nobody has verified yet, apart from the verified ones.")] = False,
 ) -> None:
-    """Build the leaderboard pages from the published results, leaderboard/results/ (and --include folders)."""
+    """Build the leaderboard pages from the published results, leaderboard/results/ (and --include folders).
+
+    Ranks verified results (bench verify, or the maintainers' own runs in leaderboard/versions.json); results only
+    their submitter stands behind are shown apart, and ranked there with --include-submitted."""
     from bench.board.build import build_leaderboard
     from bench.board.html import run_files
     from bench.results.store import load_result_files
@@ -410,7 +415,7 @@ def leaderboard(
         raise BenchError(f"no result files under {', '.join(map(shown, dirs))}; publish results by copying them into "
                          f"{shown(root / PUBLISHED_RESULTS_DIR)}, or add a folder with --include results")
     out = out if out is not None else root / "leaderboard"
-    files = build_leaderboard(results, out, root, run_files(found))
+    files = build_leaderboard(results, out, root, run_files(found), include_submitted=include_submitted)
     copies = len(results) - files.runs  # the same run in two listed folders (--include leaderboard/results)
     console.print(
         f"{files.runs} results" + (f" ({copies} more file(s) were copies of them, counted once)" if copies else "")
