@@ -426,6 +426,67 @@ def leaderboard(
 
 @app.command()
 @user_errors
+def verify(
+    results: Annotated[list[Path], typer.Argument(metavar="RESULT...", help="Result files to verify.")],
+    reruns: Annotated[int | None, typer.Option(
+        min=2, metavar="INTEGER", help="Fresh seeds to re-run per configuration (default: as many as it claims, at "
+                                       "least 2).")] = None,
+    address: Annotated[str | None, typer.Option(
+        metavar="ADDRESS", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance).")] = None,
+    offline: Annotated[bool, typer.Option(
+        help="Never contact the Hugging Face Hub (use what `bench prepare` cached).")] = False,
+    progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
+) -> None:
+    """Re-run each result's configuration on fresh seeds here and say whether its claimed scores are reproduced.
+
+    Writes one record per configuration to leaderboard/verifications/ (who, when, which machine, the re-runs, the
+    verdict), which the board reads; exits 2 when any is not reproduced or inconclusive."""
+    from bench.results.verification import Verdict, reruns_dir
+    from bench.verify import verify as verify_results
+
+    root = project_root()
+    project_line(console, reruns_dir(root))
+    records = verify_results(results, root, reruns, address=address, progress=progress, offline=offline)
+    table = Table(title=Text("verifications"), title_justify="left")
+    for column in ("submission", "workload", "claimed", "re-runs", "verdict", "record"):
+        table.add_column(column, no_wrap=column != "verdict")
+    for path, made in records:
+        scored = [r.value for r in made.reruns if r.value is not None]
+        table.add_row(made.submission, made.workload, f"{len(made.claimed)} seed(s)",
+                      f"{len(scored)} of {len(made.reruns)} scored", Text(f"{made.verdict.value}: {made.reason}"),
+                      shown(path).rstrip("/"))
+    print_table(console, table)
+    if any(made.verdict is not Verdict.reproduced for _, made in records):
+        raise typer.Exit(2)
+
+
+@app.command()
+@user_errors
+def vouch(
+    results: Annotated[list[Path], typer.Argument(metavar="RESULT...", help="Result files you ran yourself.")],
+    note: Annotated[str, typer.Option(metavar="TEXT", help="Which runs these are: when, where, why.")],
+    by: Annotated[str | None, typer.Option(
+        metavar="NAME", help="Who vouches (default: git's user.name, else $USER).")] = None,
+) -> None:
+    """Maintainers: record results you ran yourself as verified, without a re-run, in leaderboard/versions.json.
+
+    Records each result's source as a known version and each result by its content digest, so the board marks them
+    verified by you (an edited copy is not)."""
+    from datetime import date
+
+    from bench.results.registry import read_registry, vouching, write_registry
+    from bench.results.store import read_result
+    from bench.verify import identity
+
+    root = project_root()
+    found = [read_result(path) for path in results]
+    path = write_registry(root, vouching(read_registry(root), found, by or identity(root), note, date.today()))
+    console.print(f"{len(found)} result(s) vouched for in {shown(path).rstrip('/')}", highlight=False, markup=False,
+                  soft_wrap=True)
+
+
+@app.command()
+@user_errors
 def compare(
     a: Annotated[str, typer.Argument(metavar="A", help="Reference submission.")],
     b: Annotated[str, typer.Argument(metavar="B", help="Submission compared with it.")],

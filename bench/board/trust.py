@@ -151,8 +151,9 @@ class Trust:
         if submission not in self._current:
             folder = self.root / "submissions" / submission
             if not (folder / MANIFEST).exists():
-                self._current[submission] = (None, f"no submission {submission!r} in this project "
-                                                   f"(submissions/{submission}/{MANIFEST}), so nothing vouches for its code")
+                why = (f"no submission {submission!r} in this project (submissions/{submission}/{MANIFEST}), so "
+                       "nothing vouches for its code")
+                self._current[submission] = (None, why)
             else:
                 try:
                     self._current[submission] = (load_submission(folder).source_hash(), None)
