@@ -84,8 +84,8 @@ def _checked(path: Path, result: RunResult, root: Path) -> tuple[Submission, Wor
         raise BenchError(f"{path}: status: {result.status.value} ({result.reason or 'no final evaluation'}): only a "
                          "scored result has scores to verify")
     if sweep_trial(result):
-        raise BenchError(f"{path}: tuning: a trial of sweep {result.tuning.get('sweep_id')}; sweep trials are never "  # type: ignore[union-attr]
-                         "ranked, so there is nothing to verify (verify the re-runs of its declared best)")
+        raise BenchError(f"{path}: tuning: a trial of a sweep; sweep trials are never ranked, so there is nothing to "
+                         "verify (verify the re-runs of its declared best)")
     if result.tuning is not None and (problem := rerun_problem(result)):
         raise BenchError(f"{path}: tuning: {problem}")
     if result.not_ranked:

@@ -105,7 +105,8 @@ def test_an_honest_result_is_reproduced_and_a_forged_one_refused(here, claimed):
     assert version.submission_hash == read_result(claimed).submission_hash and version.by == "tester"
 
     result = read_result(claimed)
-    final = result.final.model_copy(update={"val_bpb": 0.6 * result.final.val_bpb, "val_loss": 0.6 * result.final.val_loss})
+    final = result.final.model_copy(update={"val_bpb": 0.6 * result.final.val_bpb,
+                                            "val_loss": 0.6 * result.final.val_loss})
     forged = result.model_copy(update={"run_id": f"{result.run_id}x", "final": final})
     forged_path = write_result(forged, here / "results")
     code, output = _bench("verify", str(forged_path), "--reruns", "2", "--no-progress")

@@ -23,7 +23,7 @@ from bench.results.schema import RunResult
 METRIC_COLUMNS = {"val_loss": "val loss", "val_bpb": "val bpb"}
 MEASURED_ENERGY = {"nvml-counter", "rapl"}  # read from hardware counters; codecarbon and TDP figures are modelled
 TEXT_COLUMNS = {"rank", "submission", "authors", "why not ranked", "date", "versions", "verified"}  # others: numbers
-WRAPPED_COLUMNS = {"authors", "versions", "why not ranked", "verified"}  # long text that may break lines in the HTML table
+WRAPPED_COLUMNS = {"authors", "versions", "why not ranked", "verified"}  # long text: may break lines in HTML
 KEPT_COLUMNS = {"rank", "submission", "seeds"}  # never moved to the caption: a reader needs n beside each CI
 
 

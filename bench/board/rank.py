@@ -3,9 +3,9 @@
 A section is one (workload, hardware class). Inside it, runs on machines that match the class ("official") and
 runs that do not are ranked separately, so a faster unofficial machine can never push an official entry down; and
 verified runs, submitted ones and unrankable ones (:mod:`bench.board.trust`) are kept apart the same way, so an
-unverified claim never pushes a verified entry down. An entry is one *configuration* in one such group: the runs that share submission, submission source hash,
-resolved hyperparameters and workload hash. Pooling anything else would mix a 15 s smoke run or a hand-set learning
-rate into a submission's seeds. Some configurations are shown but never compared (``Entry.excluded`` says why): runs
+unverified claim never pushes a verified entry down. An entry is one *configuration* in one such group: the runs
+that share submission, submission source hash, resolved hyperparameters and workload hash. Pooling anything else
+would mix a 15 s smoke run or a hand-set learning rate into a submission's seeds. Some configurations are shown but never compared (``Entry.excluded`` says why): runs
 under other workload settings than the workload file's, sweep trials, and hyperparameters that differ from the
 submission's manifest.
 

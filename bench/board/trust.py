@@ -4,8 +4,9 @@ A result file is a claim by whoever ran it: anyone can edit its scores or copy i
 a run by what stands behind it (its :class:`Standing`):
 
 - **unrankable**: the project cannot vouch for the code it names (the submission does not exist here, or its
-  ``submission_hash`` is neither the submission's current source nor a version recorded in ``leaderboard/versions.json``),
-  or a verification re-ran it and did not reproduce its scores. Never ranked; shown apart with the reason.
+  ``submission_hash`` is neither the submission's current source nor a version recorded in
+  ``leaderboard/versions.json``), or a verification re-ran it and did not reproduce its scores. Never ranked;
+  shown apart with the reason.
 - **verified**: a verification record reproduced it (``bench verify``), or the maintainers list it among their own
   runs in the registry; each such :class:`Voucher` names who, on which hardware class, and how.
 - **submitted**: neither. Ranked only on request (``bench leaderboard --include-submitted``), apart from verified runs.

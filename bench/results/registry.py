@@ -1,4 +1,4 @@
-"""The versions of each submission the project vouches for, and the runs its maintainers made: ``leaderboard/versions.json``.
+"""What the project vouches for, ``leaderboard/versions.json``: each submission's known versions, the maintainers' runs.
 
 A result names the code that produced it by ``submission_hash`` (the submission's files and the shared training code,
 ``trainer_hash``). The board ranks a result only when that hash is one the project can vouch for: the submission's
