@@ -841,6 +841,9 @@ def tune(
                                      "seeds the sweep did not train with (ranked, with the sweep's budget).")] = 0,
     record: Annotated[bool, typer.Option(
         help="Write the sweep (budget, search space, trials, chosen configuration) to submissions/NAME/tuning.md.")] = False,
+    rerun_on_current_code: Annotated[bool, typer.Option(
+        help="With --resume and --rerun-seeds: re-run a finished sweep's declared best on the code and workload as "
+             "they are now (after a change to the harness, say); its trials do not run again.")] = False,
 ) -> None:
     """Sweep a submission's search space (quasi-random, seeded); report the best configuration and all trials."""
     from bench.tune import tune as run_sweep
@@ -851,7 +854,8 @@ def tune(
     project_line(console, results_dir)
     with tracking(track):
         report = run_sweep(spec, path.parent.resolve(), chosen, trials, seed, results_dir, address, progress,
-                           downstream=downstream, resume=resume, rerun_seeds=rerun_seeds, record=record)
+                           downstream=downstream, resume=resume, rerun_seeds=rerun_seeds, record=record,
+                       rerun_on_current_code=rerun_on_current_code)
     if resume is not None:
         console.print(f"resumed {report.sweep_id}: ran {len(report.ran)} of {len(report.results)} trial(s)",
                       highlight=False, markup=False, soft_wrap=True)
