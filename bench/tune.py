@@ -88,6 +88,7 @@ def tune(
     resume: str | None = None,
     rerun_seeds: int = 0,
     record: bool = False,
+    executor: driver.Executor = "ray",
 ) -> TuneReport:
     """Run a ``trials``-point sweep of ``submission`` on ``workload`` (every trial with training seed ``seed``).
 
@@ -95,10 +96,11 @@ def tune(
     are used (``trials`` and ``seed`` are ignored), so the same Sobol points come out, and a trial whose result
     exists is not run again. ``rerun_seeds`` re-runs the sweep's best configuration on that many fresh seeds (those
     already re-run are kept); ``record`` writes ``tuning.md`` into the submission's folder (:func:`record_tuning`).
-    Results go to ``results_dir`` like any run's; ``address``, ``progress`` and ``allowance_s`` are as for
-    :func:`run_trials`, ``device`` and ``downstream`` as in :class:`TrialRequest`.
+    Results go to ``results_dir`` like any run's; ``address``, ``progress``, ``allowance_s`` and ``executor`` are as
+    in :class:`bench.driver.Execution`, ``device`` and ``downstream`` as in :class:`TrialRequest`.
     """
     manifest = submission.manifest
+    execution = driver.Execution(results_dir, address, progress, allowance_s=allowance_s, executor=executor)
     space = manifest.space(workload.name)
     folder = Path(results_dir) / workload.name / manifest.name
     if not space:
@@ -140,7 +142,7 @@ def tune(
         for index, overrides in enumerate(sample_configurations(space, trials, seed))
         if index not in finished
     ]
-    new = _run(requests, results_dir, submission, allowance_s, address, progress)
+    new = driver.run(requests, execution, [submission])
     results = sorted([*done, *new], key=lambda r: r.tuning["trial"])
     best = best_result(results, workload.target)
     reruns = _reruns(folder, sweep_id)
@@ -162,7 +164,7 @@ def tune(
             for s in fresh
             if s not in have
         ]
-        _run(requests, results_dir, submission, allowance_s, address, progress)
+        driver.run(requests, execution, [submission])
         reruns = _reruns(folder, sweep_id)
     sections = {sweep: _sweep_markdown(members, workload.target, _reruns(folder, sweep))
                 for sweep, members in _sweeps(folder).items()}
@@ -178,13 +180,6 @@ def tune(
     if record:
         report = dataclasses.replace(report, record_path=record_tuning(submission, workload, results, reruns))
     return report
-
-
-def _run(
-    requests: list[TrialRequest], results_dir: Path, submission: Submission, allowance_s: float,
-    address: str | None, progress: bool,
-) -> list[RunResult]:
-    return driver.run(requests, driver.Execution(results_dir, address, progress, allowance_s=allowance_s), [submission])
 
 
 def _resumable(
