@@ -9,7 +9,8 @@ harness (supervisor process, watchdog, fresh compile caches, meter) and its outp
 
 What a Ray worker gives a trial and this cannot:
 
-- a process of its own: a trial's imports, CUDA context and global state stay for the next trial of the run;
+- a process of its own: a trial's imports, CUDA context and global state stay for the next trial of the run (its
+  compiled frames and cached device memory are dropped between trials);
 - an environment set before torch loads: a CPU-class trial here keeps the process's OpenMP wait policy (Ray's
   workers set ``OMP_WAIT_POLICY=PASSIVE``), and GPUs stay visible to it (its device is still the CPU);
 - a limit enforced from outside: the harness's watchdog still stops a recipe past its budget and grace, but a trial
@@ -19,7 +20,9 @@ What a Ray worker gives a trial and this cannot:
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -105,7 +108,8 @@ def threads_for(plan: PlannedTrial) -> int:
 
 
 def _run_one(plan: PlannedTrial, on_event: Callable[[TrialEvent], None]) -> RunResult:
-    """One trial through the worker's own path, with the Hub kept offline when the run says so."""
+    """One trial through the worker's own path, with the Hub kept offline when the run says so; what the trial
+    left in the process that would change the next one (compiled frames, cached device memory) is dropped after."""
     on_event(TrialEvent(run_id=plan.run_id, kind="phase", phase=START_PHASE))
     threads = torch.get_num_threads()
     try:
@@ -113,6 +117,19 @@ def _run_one(plan: PlannedTrial, on_event: Callable[[TrialEvent], None]) -> RunR
             return execute(plan, on_event, threads_for(plan))
     finally:
         torch.set_num_threads(threads)
+        forget_trial()
+
+
+def forget_trial() -> None:
+    """Drop Dynamo's compiled frames (a fresh worker would have none, and a process that compiles the same model
+    class trial after trial reaches Dynamo's recompile limit and falls back to eager) and the CUDA caching
+    allocator's blocks (the next trial's peak memory is its own)."""
+    dynamo = sys.modules.get("torch._dynamo")
+    if dynamo is not None:
+        dynamo.reset()
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _interrupted(plan: PlannedTrial, reason: str, started_at: datetime) -> RunResult:
