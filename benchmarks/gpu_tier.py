@@ -77,9 +77,9 @@ class Config:
 
 CONFIGS = (  # in priority order: the deadline skips from the end
     Config("20M adamw eager", "20m-10gb", "adamw-baseline", 15),
-    Config("20M adamw compiled", "20m-10gb", "adamw-baseline", 45, compile=True),
+    Config("20M adamw compiled", "20m-10gb", "adamw-baseline", 60, compile=True),
     Config("40M adamw eager", "40m-10gb", "adamw-baseline", 15),
-    Config("40M adamw compiled", "40m-10gb", "adamw-baseline", 45, compile=True, bare=False),
+    Config("40M adamw compiled", "40m-10gb", "adamw-baseline", 60, compile=True, bare=False),
     Config("20M rotary eager", "20m-10gb", "rotary", 15),
     Config("20M muon eager", "20m-10gb", "muon", 15),
     Config("20M lion eager", "20m-10gb", "lion", 8, bare=False),
