@@ -13,8 +13,9 @@ What a Ray worker gives a trial and this cannot:
   compiled frames and cached device memory are dropped between trials);
 - an environment set before torch loads: a CPU-class trial here keeps the process's OpenMP wait policy (Ray's
   workers set ``OMP_WAIT_POLICY=PASSIVE``), and GPUs stay visible to it (its device is still the CPU);
-- a limit enforced from outside: the harness's watchdog still stops a recipe past its budget and grace, but a trial
-  stuck inside one C call, or a process killed for lack of memory, ends the whole run;
+- limits enforced from outside (the scheduler's hard limit, ``--data-timeout``): the harness's watchdog still stops
+  a recipe past its budget and grace, but a trial stuck inside one C call, or a process killed for lack of memory,
+  ends the whole run;
 - retries after a worker died, and multi-GPU trials (Ray Train), which are refused here before anything runs.
 """
 
