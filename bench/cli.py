@@ -624,6 +624,8 @@ def tracking(track: str | None) -> AbstractContextManager[None]:
     return _environment({ENV: ",".join(backends), DIR_ENV: str(folder)})
 
 
+EXECUTOR_HELP = ("Where trials run: ray (Ray workers, one process per trial; the default) or local (this process, one "
+                 "trial after another, no Ray: debugging, and a machine without Ray).")
 TRACK_HELP = ("Track each trial live: tensorboard, wandb (online; WANDB_MODE=offline also keeps it offline) or "
               "wandb-offline, comma-separated (default: $BENCH_TRACK, else off); files under $BENCH_TRACK_DIR, else "
               "runs/ in the project. Needs the track extra.")
@@ -660,6 +662,7 @@ def run(
     results_dir: Annotated[Path | None, typer.Option(metavar="PATH", help=WRITE_DIR_HELP)] = None,
     address: Annotated[str | None, typer.Option(
         metavar="ADDRESS", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance).")] = None,
+    executor: Annotated[str, typer.Option(metavar="EXECUTOR", help=EXECUTOR_HELP)] = "ray",
     wall_clock: Annotated[str | None, typer.Option(
         metavar="DURATION", help="Replace the workload's time budget (e.g. 20s for a smoke run); the result's "
                                  "workload hash then differs from the leaderboard's.")] = None,
@@ -730,7 +733,7 @@ def run(
     unsaved = None
     out = errors if json_ else console
     project_line(out, results_dir)
-    execution = driver.Execution(results_dir, address, progress)
+    execution = driver.Execution(results_dir, address, progress, executor=executor)
     try:  # the board reads the interval from the environment, and so do the workers of a local Ray
         with _environment({PROGRESS_ENV: str(every)}), tracking(track):
             results = driver.run(requests, execution, submissions)
@@ -830,6 +833,7 @@ def tune(
     results_dir: Annotated[Path | None, typer.Option(
         metavar="PATH", help="Where result files go (default: results/ in the project).")] = None,
     address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Ray cluster to join.")] = None,
+    executor: Annotated[str, typer.Option(metavar="EXECUTOR", help=EXECUTOR_HELP)] = "ray",
     downstream: Annotated[bool, typer.Option(help="Run downstream tasks after each trial.")] = False,
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
     track: Annotated[str | None, typer.Option(metavar="TRACKERS", help=TRACK_HELP)] = None,
@@ -855,7 +859,7 @@ def tune(
     with tracking(track):
         report = run_sweep(spec, path.parent.resolve(), chosen, trials, seed, results_dir, address, progress,
                            downstream=downstream, resume=resume, rerun_seeds=rerun_seeds, record=record,
-                       rerun_on_current_code=rerun_on_current_code)
+                           rerun_on_current_code=rerun_on_current_code, executor=executor)
     if resume is not None:
         console.print(f"resumed {report.sweep_id}: ran {len(report.ran)} of {len(report.results)} trial(s)",
                       highlight=False, markup=False, soft_wrap=True)
@@ -906,6 +910,7 @@ def check(
     reference: Annotated[Path | None, typer.Option(
         metavar="PATH", help="Reference file (default: leaderboard/reference/tiny.json in the project).")] = None,
     address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Ray cluster to join.")] = None,
+    executor: Annotated[str, typer.Option(metavar="EXECUTOR", help=EXECUTOR_HELP)] = "ray",
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
     tuned_from: Annotated[Path | None, typer.Option(
         metavar="PATH", help="With --update: results folder whose re-run sweeps give each baseline's tuned "
@@ -931,7 +936,7 @@ def check(
     else:
         chosen = _submissions(["all"], "tiny")
     findings = run_check(chosen, reference_path, update=update, address=address, progress=progress,
-                         tuned_from=tuned_from or project_root() / PUBLISHED_RESULTS_DIR)
+                         tuned_from=tuned_from or project_root() / PUBLISHED_RESULTS_DIR, executor=executor)
     table = Table(title=Text(f"bench check against {reference_path}"), title_justify="left")
     for column in ("check", "reference", "measured", "", "detail"):
         table.add_column(column)
@@ -961,6 +966,7 @@ def study_run(
         metavar="PATH", help="Base results folder, the study writing to studies/NAME/ in it (default: results/ "
                              "in the project).")] = None,
     address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Ray cluster to join.")] = None,
+    executor: Annotated[str, typer.Option(metavar="EXECUTOR", help=EXECUTOR_HELP)] = "ray",
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
     track: Annotated[str | None, typer.Option(metavar="TRACKERS", help=TRACK_HELP)] = None,
 ) -> None:
@@ -972,7 +978,7 @@ def study_run(
     results_dir = write_dir(results_dir)
     project_line(console, results_dir)
     with tracking(track):
-        results = run_study(file, results_dir, address, progress=progress)
+        results = run_study(file, results_dir, address, progress=progress, executor=executor)
     print_table(console, results_table(results, f"study {file.stem}"))
     console.print(f"report: {report_study(file, results_dir)}", highlight=False, markup=False, soft_wrap=True)
 

@@ -89,6 +89,7 @@ def tune(
     rerun_seeds: int = 0,
     record: bool = False,
     rerun_on_current_code: bool = False,
+    executor: driver.Executor = "ray",
 ) -> TuneReport:
     """Run a ``trials``-point sweep of ``submission`` on ``workload`` (every trial with training seed ``seed``).
 
@@ -100,10 +101,11 @@ def tune(
     workload file as they are now, though they changed since the sweep (the harness's clock, say): the sweep's
     choice stands and none of its trials runs again; only re-runs made on the current code count as done, and their
     tuning record names the source and workload the choice was made on.
-    Results go to ``results_dir`` like any run's; ``address``, ``progress`` and ``allowance_s`` are as for
-    :func:`run_trials`, ``device`` and ``downstream`` as in :class:`TrialRequest`.
+    Results go to ``results_dir`` like any run's; ``address``, ``progress``, ``allowance_s`` and ``executor`` are as
+    in :class:`bench.driver.Execution`, ``device`` and ``downstream`` as in :class:`TrialRequest`.
     """
     manifest = submission.manifest
+    execution = driver.Execution(results_dir, address, progress, allowance_s=allowance_s, executor=executor)
     space = manifest.space(workload.name)
     folder = Path(results_dir) / workload.name / manifest.name
     if not space:
@@ -147,7 +149,7 @@ def tune(
         for index, overrides in enumerate(sample_configurations(space, trials, seed))
         if index not in finished
     ]
-    new = _run(requests, results_dir, submission, allowance_s, address, progress)
+    new = driver.run(requests, execution, [submission])
     results = sorted([*done, *new], key=lambda r: r.tuning["trial"])
     best = best_result(results, workload.target)
     reruns = _reruns(folder, sweep_id)
@@ -174,7 +176,7 @@ def tune(
             for s in fresh
             if s not in have
         ]
-        _run(requests, results_dir, submission, allowance_s, address, progress)
+        driver.run(requests, execution, [submission])
         reruns = _reruns(folder, sweep_id)
     sections = {sweep: _sweep_markdown(members, workload.target, _reruns(folder, sweep))
                 for sweep, members in _sweeps(folder).items()}
@@ -190,13 +192,6 @@ def tune(
     if record:
         report = dataclasses.replace(report, record_path=record_tuning(submission, workload, results, reruns))
     return report
-
-
-def _run(
-    requests: list[TrialRequest], results_dir: Path, submission: Submission, allowance_s: float,
-    address: str | None, progress: bool,
-) -> list[RunResult]:
-    return driver.run(requests, driver.Execution(results_dir, address, progress, allowance_s=allowance_s), [submission])
 
 
 def _resumable(
