@@ -155,6 +155,7 @@ def run_check(
     address: str | None = None,
     progress: bool = True,
     tuned_from: Path | None = None,
+    executor: driver.Executor = "ray",
 ) -> list[Finding]:
     """Run the check (or, with ``update``, re-measure and write the reference); returns one finding per comparison.
 
@@ -191,7 +192,8 @@ def run_check(
         for submission, seed in seed_major(submissions, seeds)
     ]
     with tempfile.TemporaryDirectory(prefix="bench-check-") as scratch:
-        results = driver.run(requests, driver.Execution(Path(scratch), address, progress), submissions)
+        results = driver.run(requests, driver.Execution(Path(scratch), address, progress, executor=executor),
+                             submissions)
     bare.append(bare_loop_throughput(spec, path.parent, speed, tokens, configs[speed.name][0]))
 
     findings: list[Finding] = []

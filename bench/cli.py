@@ -389,8 +389,13 @@ def leaderboard(
     ] = None,
     include: Annotated[list[Path] | None, typer.Option(
         metavar="PATH", help="More result folders to include, e.g. results/ (repeatable).")] = None,
+    include_submitted: Annotated[bool, typer.Option(
+        help="Also rank results nobody has verified yet, apart from the verified ones.")] = False,
 ) -> None:
-    """Build the leaderboard pages from the published results, leaderboard/results/ (and --include folders)."""
+    """Build the leaderboard pages from the published results, leaderboard/results/ (and --include folders).
+
+    Ranks verified results (bench verify, or the maintainers' own runs in leaderboard/versions.json); results only
+    their submitter stands behind are shown apart, and ranked there with --include-submitted."""
     from bench.board.build import build_leaderboard
     from bench.board.html import run_files
     from bench.results.store import load_result_files
@@ -403,13 +408,74 @@ def leaderboard(
         raise BenchError(f"no result files under {', '.join(map(shown, dirs))}; publish results by copying them into "
                          f"{shown(root / PUBLISHED_RESULTS_DIR)}, or add a folder with --include results")
     out = out if out is not None else root / "leaderboard"
-    files = build_leaderboard(results, out, root, run_files(found))
+    files = build_leaderboard(results, out, root, run_files(found), include_submitted=include_submitted)
     copies = len(results) - files.runs  # the same run in two listed folders (--include leaderboard/results)
     console.print(
         f"{files.runs} results" + (f" ({copies} more file(s) were copies of them, counted once)" if copies else "")
         + f" -> {files.markdown}, {files.html}, {len(files.entries)} entry pages and {len(files.plots)} plots",
         highlight=False, markup=False, soft_wrap=True,
     )
+
+
+@app.command()
+@user_errors
+def verify(
+    results: Annotated[list[Path], typer.Argument(metavar="RESULT...", help="Result files to verify.")],
+    reruns: Annotated[int | None, typer.Option(
+        min=2, metavar="INTEGER", help="Fresh seeds to re-run per configuration (default: as many as it claims, at "
+                                       "least 2).")] = None,
+    address: Annotated[str | None, typer.Option(
+        metavar="ADDRESS", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance).")] = None,
+    offline: Annotated[bool, typer.Option(
+        help="Never contact the Hugging Face Hub (use what `bench prepare` cached).")] = False,
+    progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
+) -> None:
+    """Re-run each result's configuration on fresh seeds here and say whether its claimed scores are reproduced.
+
+    Writes one record per configuration to leaderboard/verifications/ (who, when, which machine, the re-runs, the
+    verdict), which the board reads; exits 2 when any is not reproduced or inconclusive."""
+    from bench.results.verification import Verdict, reruns_dir
+    from bench.verify import verify as verify_results
+
+    root = project_root()
+    project_line(console, reruns_dir(root))
+    records = verify_results(results, root, reruns, address=address, progress=progress, offline=offline)
+    table = Table(title=Text("verifications"), title_justify="left")
+    for column in ("submission", "workload", "claimed", "re-runs", "verdict", "record"):
+        table.add_column(column, no_wrap=column != "verdict")
+    for path, made in records:
+        scored = [r.value for r in made.reruns if r.value is not None]
+        table.add_row(made.submission, made.workload, f"{len(made.claimed)} seed(s)",
+                      f"{len(scored)} of {len(made.reruns)} scored", Text(f"{made.verdict.value}: {made.reason}"),
+                      shown(path).rstrip("/"))
+    print_table(console, table)
+    if any(made.verdict is not Verdict.reproduced for _, made in records):
+        raise typer.Exit(2)
+
+
+@app.command()
+@user_errors
+def vouch(
+    results: Annotated[list[Path], typer.Argument(metavar="RESULT...", help="Result files you ran yourself.")],
+    note: Annotated[str, typer.Option(metavar="TEXT", help="Which runs these are: when, where, why.")],
+    by: Annotated[str | None, typer.Option(
+        metavar="NAME", help="Who vouches (default: git's user.name, else $USER).")] = None,
+) -> None:
+    """Maintainers: record results you ran yourself as verified, without a re-run, in leaderboard/versions.json.
+
+    Records each result's source as a known version and each result by its content digest, so the board marks them
+    verified by you (an edited copy is not)."""
+    from datetime import date
+
+    from bench.results.registry import read_registry, vouching, write_registry
+    from bench.results.store import read_result
+    from bench.verify import identity
+
+    root = project_root()
+    found = [read_result(path) for path in results]
+    path = write_registry(root, vouching(read_registry(root), found, by or identity(root), note, date.today()))
+    console.print(f"{len(found)} result(s) vouched for in {shown(path).rstrip('/')}", highlight=False, markup=False,
+                  soft_wrap=True)
 
 
 @app.command()
@@ -551,6 +617,8 @@ def tracking(track: str | None) -> AbstractContextManager[None]:
     return _environment({ENV: ",".join(backends), DIR_ENV: str(folder)})
 
 
+EXECUTOR_HELP = ("Where trials run: ray (Ray workers, one process per trial; the default) or local (this process, one "
+                 "trial after another, no Ray: debugging, and a machine without Ray).")
 TRACK_HELP = ("Track each trial live: tensorboard, wandb (online; WANDB_MODE=offline also keeps it offline) or "
               "wandb-offline, comma-separated (default: $BENCH_TRACK, else off); files under $BENCH_TRACK_DIR, else "
               "runs/ in the project. Needs the track extra.")
@@ -587,6 +655,7 @@ def run(
     results_dir: Annotated[Path | None, typer.Option(metavar="PATH", help=WRITE_DIR_HELP)] = None,
     address: Annotated[str | None, typer.Option(
         metavar="ADDRESS", help="Ray cluster to join (default: $RAY_ADDRESS, else a local instance).")] = None,
+    executor: Annotated[str, typer.Option(metavar="EXECUTOR", help=EXECUTOR_HELP)] = "ray",
     wall_clock: Annotated[str | None, typer.Option(
         metavar="DURATION", help="Replace the workload's time budget (e.g. 20s for a smoke run); the result's "
                                  "workload hash then differs from the leaderboard's.")] = None,
@@ -657,7 +726,7 @@ def run(
     unsaved = None
     out = errors if json_ else console
     project_line(out, results_dir)
-    execution = driver.Execution(results_dir, address, progress)
+    execution = driver.Execution(results_dir, address, progress, executor=executor)
     try:  # the board reads the interval from the environment, and so do the workers of a local Ray
         with _environment({PROGRESS_ENV: str(every)}), tracking(track):
             results = driver.run(requests, execution, submissions)
@@ -757,6 +826,7 @@ def tune(
     results_dir: Annotated[Path | None, typer.Option(
         metavar="PATH", help="Where result files go (default: results/ in the project).")] = None,
     address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Ray cluster to join.")] = None,
+    executor: Annotated[str, typer.Option(metavar="EXECUTOR", help=EXECUTOR_HELP)] = "ray",
     downstream: Annotated[bool, typer.Option(help="Run downstream tasks after each trial.")] = False,
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
     track: Annotated[str | None, typer.Option(metavar="TRACKERS", help=TRACK_HELP)] = None,
@@ -768,6 +838,9 @@ def tune(
                                      "seeds the sweep did not train with (ranked, with the sweep's budget).")] = 0,
     record: Annotated[bool, typer.Option(
         help="Write the sweep (budget, search space, trials, chosen configuration) to submissions/NAME/tuning.md.")] = False,
+    rerun_on_current_code: Annotated[bool, typer.Option(
+        help="With --resume and --rerun-seeds: re-run a finished sweep's declared best on the code and workload as "
+             "they are now (after a change to the harness, say); its trials do not run again.")] = False,
 ) -> None:
     """Sweep a submission's search space (quasi-random, seeded); report the best configuration and all trials."""
     from bench.tune import tune as run_sweep
@@ -778,7 +851,8 @@ def tune(
     project_line(console, results_dir)
     with tracking(track):
         report = run_sweep(spec, path.parent.resolve(), chosen, trials, seed, results_dir, address, progress,
-                           downstream=downstream, resume=resume, rerun_seeds=rerun_seeds, record=record)
+                           downstream=downstream, resume=resume, rerun_seeds=rerun_seeds, record=record,
+                           rerun_on_current_code=rerun_on_current_code, executor=executor)
     if resume is not None:
         console.print(f"resumed {report.sweep_id}: ran {len(report.ran)} of {len(report.results)} trial(s)",
                       highlight=False, markup=False, soft_wrap=True)
@@ -861,6 +935,7 @@ def check(
     reference: Annotated[Path | None, typer.Option(
         metavar="PATH", help="Reference file (default: leaderboard/reference/tiny.json in the project).")] = None,
     address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Ray cluster to join.")] = None,
+    executor: Annotated[str, typer.Option(metavar="EXECUTOR", help=EXECUTOR_HELP)] = "ray",
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
     tuned_from: Annotated[Path | None, typer.Option(
         metavar="PATH", help="With --update: results folder whose re-run sweeps give each baseline's tuned "
@@ -886,7 +961,7 @@ def check(
     else:
         chosen = _submissions(["all"], "tiny")
     findings = run_check(chosen, reference_path, update=update, address=address, progress=progress,
-                         tuned_from=tuned_from or project_root() / PUBLISHED_RESULTS_DIR)
+                         tuned_from=tuned_from or project_root() / PUBLISHED_RESULTS_DIR, executor=executor)
     table = Table(title=Text(f"bench check against {reference_path}"), title_justify="left")
     for column in ("check", "reference", "measured", "", "detail"):
         table.add_column(column)
@@ -916,6 +991,7 @@ def study_run(
         metavar="PATH", help="Base results folder, the study writing to studies/NAME/ in it (default: results/ "
                              "in the project).")] = None,
     address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Ray cluster to join.")] = None,
+    executor: Annotated[str, typer.Option(metavar="EXECUTOR", help=EXECUTOR_HELP)] = "ray",
     progress: Annotated[bool, typer.Option(help="Live table of all trials.")] = True,
     track: Annotated[str | None, typer.Option(metavar="TRACKERS", help=TRACK_HELP)] = None,
 ) -> None:
@@ -927,7 +1003,7 @@ def study_run(
     results_dir = write_dir(results_dir)
     project_line(console, results_dir)
     with tracking(track):
-        results = run_study(file, results_dir, address, progress=progress)
+        results = run_study(file, results_dir, address, progress=progress, executor=executor)
     print_table(console, results_table(results, f"study {file.stem}"))
     console.print(f"report: {report_study(file, results_dir)}", highlight=False, markup=False, soft_wrap=True)
 

@@ -11,7 +11,8 @@ A command says *what* to train, as :class:`~bench.harness.plan.TrialRequest` obj
    progress bar, so a data error stops everything before any trial starts and trials start on a warm cache;
 3. **stamp** the prepared validation tokens' checksum into every request, so a worker on another node that read
    other data fails instead of training on it;
-4. **execute** the plans on the executor: Ray (local or a cluster), which writes each result as its trial ends.
+4. **execute** the plans on the executor, which writes each result as its trial ends: Ray (a local instance or a
+   cluster), or this process, one trial after another (``local``: debugging, and machines without Ray).
 """
 
 from __future__ import annotations
@@ -20,27 +21,41 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from rich.console import Console
 from rich.markup import escape
 
 from bench.data.prepare import PreparedData, RichPrepareProgress, format_summary, prepare
+from bench.errors import BenchError
 from bench.harness.plan import DEFAULT_ALLOWANCE_S, PlannedTrial, TrialRequest, plan_trials
 from bench.results.schema import RunResult
 from bench.spec.loading import Submission
 from bench.spec.workload import WorkloadSpec
 
+EXECUTORS = ("ray", "local")
+Executor = Literal["ray", "local"]
+
 
 @dataclass(frozen=True)
 class Execution:
-    """How a command's trials run: where results go, which Ray cluster (None: ``$RAY_ADDRESS``, else a local
-    instance), whether a live table shows progress, and where the driver's own lines go (stderr by default)."""
+    """How a command's trials run: where results go, on which executor (``ray``: Ray workers, ``local``: this
+    process, one trial after another; see :mod:`bench.executor.local`), which Ray cluster (None: ``$RAY_ADDRESS``,
+    else a local instance), whether progress is shown, and where the driver's own lines go (stderr by default)."""
 
     results_dir: Path
     address: str | None = None
     progress: bool = True
     console: Console | None = None
     allowance_s: float = DEFAULT_ALLOWANCE_S
+    executor: Executor = "ray"
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise BenchError(f"--executor: unknown executor {self.executor!r} (known: {', '.join(EXECUTORS)})")
+        if self.executor == "local" and self.address:
+            raise BenchError(f"--address {self.address}: the local executor runs trials in this process, not on a "
+                             "Ray cluster; leave one of them out")
 
 
 def run(
@@ -56,6 +71,10 @@ def run(
     console = execution.console or Console(stderr=True)
     plans = plan_trials(requests, execution.results_dir, submissions, execution.allowance_s)
     plans = stamp(plans, prepare_once(plans, console))
+    if execution.executor == "local":
+        from bench.executor.local import run_trials as run_here
+
+        return run_here(plans, execution.results_dir, execution.progress, console=console)
     from bench.executor.ray_runner import run_trials  # Ray loads only once there is something to run
 
     return run_trials(plans, execution.results_dir, execution.address, execution.progress, console=console)

@@ -88,6 +88,8 @@ def tune(
     resume: str | None = None,
     rerun_seeds: int = 0,
     record: bool = False,
+    rerun_on_current_code: bool = False,
+    executor: driver.Executor = "ray",
 ) -> TuneReport:
     """Run a ``trials``-point sweep of ``submission`` on ``workload`` (every trial with training seed ``seed``).
 
@@ -95,10 +97,15 @@ def tune(
     are used (``trials`` and ``seed`` are ignored), so the same Sobol points come out, and a trial whose result
     exists is not run again. ``rerun_seeds`` re-runs the sweep's best configuration on that many fresh seeds (those
     already re-run are kept); ``record`` writes ``tuning.md`` into the submission's folder (:func:`record_tuning`).
-    Results go to ``results_dir`` like any run's; ``address``, ``progress`` and ``allowance_s`` are as for
-    :func:`run_trials`, ``device`` and ``downstream`` as in :class:`TrialRequest`.
+    ``rerun_on_current_code`` (with ``resume``, for a finished sweep) re-runs its declared best on the code and
+    workload file as they are now, though they changed since the sweep (the harness's clock, say): the sweep's
+    choice stands and none of its trials runs again; only re-runs made on the current code count as done, and their
+    tuning record names the source and workload the choice was made on.
+    Results go to ``results_dir`` like any run's; ``address``, ``progress``, ``allowance_s`` and ``executor`` are as
+    in :class:`bench.driver.Execution`, ``device`` and ``downstream`` as in :class:`TrialRequest`.
     """
     manifest = submission.manifest
+    execution = driver.Execution(results_dir, address, progress, allowance_s=allowance_s, executor=executor)
     space = manifest.space(workload.name)
     folder = Path(results_dir) / workload.name / manifest.name
     if not space:
@@ -106,9 +113,11 @@ def tune(
     if rerun_seeds < 0:
         raise BenchError(f"rerun_seeds: cannot be negative, got {rerun_seeds}")
     done: list[RunResult] = []
+    if rerun_on_current_code and (resume is None or not rerun_seeds):
+        raise BenchError("re-running on the current code needs --resume SWEEP_ID and --rerun-seeds N")
     if resume is not None:
         done = _sweeps(folder).get(resume, [])
-        trials, seed = _resumable(resume, done, workload, submission, folder)
+        trials, seed = _resumable(resume, done, workload, submission, folder, rerun_on_current_code)
         sweep_id = resume
     else:
         sweep_id = f"sweep-{new_run_id(seed)}"
@@ -140,29 +149,34 @@ def tune(
         for index, overrides in enumerate(sample_configurations(space, trials, seed))
         if index not in finished
     ]
-    new = _run(requests, results_dir, submission, allowance_s, address, progress)
+    new = driver.run(requests, execution, [submission])
     results = sorted([*done, *new], key=lambda r: r.tuning["trial"])
     best = best_result(results, workload.target)
     reruns = _reruns(folder, sweep_id)
     if rerun_seeds and best is not None:
         tuning_seeds = sorted({r.seed for r in results})
         chosen = _chosen(best, space)
-        have = {r.seed for r in reruns}
+        source, suffix = submission.source_hash(), ""
+        current = [r for r in reruns if r.submission_hash == source and r.workload_hash == workload.content_hash()]
+        have = {r.seed for r in (current if rerun_on_current_code else reruns)}
         fresh = list(itertools.islice((s for s in itertools.count() if s not in tuning_seeds), rerun_seeds))
         rerun_record = {
             **record_base, "tuning_seeds": tuning_seeds, "rerun": True, "chosen": chosen,
             "chosen_trial": best.tuning["trial"], "chosen_run": best.run_id,
         }
+        if rerun_on_current_code:
+            suffix = f"-{source[:8]}"  # beside the re-runs made on the sweep's own code, never over them
+            rerun_record["chosen_on"] = {"submission_hash": best.submission_hash, "workload_hash": best.workload_hash}
         requests = [
             TrialRequest(
                 workload=workload, workload_dir=str(workload_dir), submission_dir=str(submission.folder), seed=s,
-                overrides=chosen, run_id=f"{sweep_id}-best-s{s}", device=device, downstream=downstream,
+                overrides=chosen, run_id=f"{sweep_id}-best-s{s}{suffix}", device=device, downstream=downstream,
                 tuning=rerun_record, overrides_from=f"sweep {sweep_id}'s chosen configuration",
             )
             for s in fresh
             if s not in have
         ]
-        _run(requests, results_dir, submission, allowance_s, address, progress)
+        driver.run(requests, execution, [submission])
         reruns = _reruns(folder, sweep_id)
     sections = {sweep: _sweep_markdown(members, workload.target, _reruns(folder, sweep))
                 for sweep, members in _sweeps(folder).items()}
@@ -180,18 +194,13 @@ def tune(
     return report
 
 
-def _run(
-    requests: list[TrialRequest], results_dir: Path, submission: Submission, allowance_s: float,
-    address: str | None, progress: bool,
-) -> list[RunResult]:
-    return driver.run(requests, driver.Execution(results_dir, address, progress, allowance_s=allowance_s), [submission])
-
-
 def _resumable(
-    sweep_id: str, done: list[RunResult], workload: WorkloadSpec, submission: Submission, folder: Path
+    sweep_id: str, done: list[RunResult], workload: WorkloadSpec, submission: Submission, folder: Path,
+    rerun_on_current_code: bool = False,
 ) -> tuple[int, int]:
     """``(trials, sampler seed)`` of sweep ``sweep_id`` from its results, after checking that continuing it runs
-    the same sweep: same search space (so the same Sobol points), same source and workload."""
+    the same sweep: same search space (so the same Sobol points), same source and workload. Re-running a finished
+    sweep's choice on the current code (``rerun_on_current_code``) needs only the same space and every trial done."""
     if not done:
         raise BenchError(f"--resume {sweep_id}: no trial of that sweep in {folder}")
     record = done[0].tuning
@@ -202,6 +211,12 @@ def _resumable(
             f"--resume {sweep_id}: the search space of {submission.manifest_path} changed since the sweep began; "
             "its remaining points would come from another space. Start a new sweep."
         )
+    if rerun_on_current_code:
+        missing = int(record["trials"]) - len(done)
+        if missing:
+            raise BenchError(f"--resume {sweep_id}: {missing} trial(s) of the sweep never ran; on changed code they "
+                             "would be another sweep's. Re-run the choice of a finished sweep, or start a new one")
+        return int(record["trials"]), int(record["sampler_seed"])
     if any(r.submission_hash != submission.source_hash() for r in done):
         raise BenchError(f"--resume {sweep_id}: {submission.name}'s source changed since the sweep began; start a new sweep")
     if any(r.workload_hash != workload.content_hash() for r in done):

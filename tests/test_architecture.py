@@ -18,7 +18,7 @@ LAYERS = {
     "downstream": 5, "export": 5,
     "harness": 6,
     "executor": 7, "driver": 7.5,
-    "check": 8, "study": 8, "tune": 8,
+    "check": 8, "study": 8, "tune": 8, "verify": 8,
     "cli": 9, "__main__": 9,
 }
 

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pytest
+from conftest import vouched
 
 from bench.board.build import build_leaderboard
 from bench.board.columns import CELLS, board_of, energy_measured, headline_columns
@@ -89,7 +90,9 @@ def boards(published, extras, tmp_path_factory):
         found = load_result_files(dirs)
         results = [r for _, r in found]
         out_dir = tmp_path_factory.mktemp(f"board-{name}")
-        out[name] = (build_sections(results, ROOT), build_leaderboard(results, out_dir, ROOT, run_files(found)))
+        trust = vouched(results)  # these tests are about pooling and pages, not about who stands behind the runs
+        out[name] = (build_sections(results, ROOT, trust),
+                     build_leaderboard(results, out_dir, ROOT, run_files(found), trust=trust))
     return out
 
 
@@ -287,7 +290,7 @@ def test_the_reference_is_an_optional_workload_field_outside_its_hash(published,
     (tmp_path / "workloads" / "tiny.yaml").write_text(tiny.read_text() + "reference: rotary\n")
     (tmp_path / "submissions").symlink_to(ROOT / "submissions")
     assert load_workload(tmp_path / "workloads" / "tiny.yaml").content_hash() == spec.content_hash()
-    (section,) = build_sections([r for _, r in published], tmp_path)
+    (section,) = build_sections([r for _, r in published], tmp_path, vouched([r for _, r in published], tmp_path))
     (group,) = section.groups
     assert [e.submission for e in group.provisional if e.is_reference] == ["rotary"]
     assert all(e.reference.submission == "rotary" for e in group.provisional if not e.is_reference)
@@ -331,8 +334,9 @@ def test_a_sweeps_declared_best_rerun_is_an_entry_with_its_tuning_budget_and_log
     paths = [write_result(run, folder) for run in best]
     paths[0].with_name(f"{best[0].run_id}.log").write_text("step 10 loss 4.1\n")
     found = load_result_files([PUBLISHED, folder])
-    files = build_leaderboard([r for _, r in found], tmp_path / "board", ROOT, run_files(found))
-    (section,) = build_sections([r for _, r in found], ROOT)
+    trust = vouched([r for _, r in found])
+    files = build_leaderboard([r for _, r in found], tmp_path / "board", ROOT, run_files(found), trust=trust)
+    (section,) = build_sections([r for _, r in found], ROOT, trust)
     (tuned,) = [e for e in section.groups[0].ranked if e.submission == "lion"]  # three seeds: ranked
     assert tuned.label == "lion · tuned" and tuned.changes == (("lr", "0.0007"),)
     assert tuned.excluded is None and tuned.rank == 1 and tuned.reference.submission == "adamw-baseline"
@@ -360,7 +364,8 @@ def test_reruns_of_a_declared_best_pool_as_one_entry_apart_from_set_runs_and_are
     by_hand = [run(s, f"bbbb0{s}") for s in (4, 5, 6)]  # the same values with --set: untuned
     wrong = run(7, "cccc07", tuning=tuning, overrides={"lr": 0.0008}, hyperparameters={**hp, "lr": 0.0008})
     on_tuning_seed = run(0, "dddd00", tuning={**tuning, "sweep_id": "sweep-x"})
-    (section,) = build_sections([r for _, r in published] + reruns + by_hand + [wrong, on_tuning_seed], ROOT)
+    runs = [r for _, r in published] + reruns + by_hand + [wrong, on_tuning_seed]
+    (section,) = build_sections(runs, ROOT, vouched(runs))
     group = section.groups[0]
     (tuned,) = [e for e in group.ranked if e.submission == "lion" and e.variant.startswith("tuned")]
     assert {r.run_id for r in tuned.runs} == {r.run_id for r in reruns} and tuned.rank is not None

@@ -2,7 +2,8 @@
 
 ``tests/fixtures/results`` holds realistic result files for two workloads (``tiny`` on cpu-2 and ``40m-10gb`` on
 1xH100): three ok seeds per submission, a NaN failure, an invalid, an overrun and a crash, two seeds on a laptop
-that does not match cpu-2, and a single-seed result whose submission folder no longer exists.
+that does not match cpu-2, and a single-seed result whose submission folder no longer exists. The test project's
+registry vouches for every fixture result as its maintainers' own run (``bench vouch``).
 """
 
 from __future__ import annotations
@@ -11,17 +12,21 @@ import math
 import os
 import shutil
 import subprocess
+from datetime import date
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import vouched
 from matplotlib import image
 
 from bench.board.build import build_leaderboard
 from bench.board.plots import pareto_front, seed_band
 from bench.board.rank import Entry, build_sections, rank_entries
+from bench.board.trust import Standing
 from bench.errors import BenchError
+from bench.results.registry import Registry, vouching, write_registry
 from bench.results.store import load_results
 from bench.results.schema import RunResult, TrialStatus
 
@@ -71,6 +76,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
             f"name: {name}\nauthors: {authors}\ndescription: test\nentry_point: recipe.py:Recipe\n"
             "hyperparameters: {batch_size: 32, lr: 0.003}\n"  # what the fixture results record
         )
+    write_registry(root, vouching(Registry(), load_results([FIXTURES]), "the tests", "the fixture results",
+                                  date(2026, 12, 7)))
     return root
 
 
@@ -147,14 +154,16 @@ def test_unofficial_hardware_is_compared_apart(root, results):
     assert unofficial.machines == ["Intel(R) Core(TM) i7-1185G7 @ 3.00GHz (8 cores)"]
 
 
-def test_fewer_than_three_seeds_are_provisional_not_ranked(root, results):
+def test_a_result_whose_submission_is_gone_shows_apart_and_is_never_ranked(root, results):
     forty = _section(build_sections(results, root), "40m-10gb")
-    (official,) = forty.groups
+    official, not_rankable = forty.groups
     assert [(e.submission, e.rank_label) for e in official.ranked] == [("muon-fast", "1"), ("adamw-baseline", "2")]
-    ((withdrawn),) = official.provisional
+    assert official.provisional == [] and official.ranked[1].is_reference  # adamw-baseline
+    assert not_rankable.standing is Standing.unrankable and not_rankable.ranked == not_rankable.provisional == []
+    ((withdrawn),) = not_rankable.unranked
     assert withdrawn.submission == "withdrawn-entry" and withdrawn.score.n == 1 and withdrawn.rank is None
-    assert withdrawn.authors == ()  # its submission folder is gone; the result still shows
-    assert withdrawn.reference == official.ranked[1] and official.ranked[1].is_reference  # adamw-baseline
+    assert withdrawn.authors == ()  # its submission folder is gone; the result still shows, with the reason
+    assert "no submission 'withdrawn-entry' in this project" in withdrawn.excluded
 
 
 def test_failed_invalid_and_overrun_runs_are_never_ranked_even_with_a_great_loss(base_run):
@@ -201,7 +210,7 @@ def test_ties_equal_means_and_chains(base_run):
 
 def test_a_section_without_its_workload_file_still_shows(root, base_run, tmp_path):
     retired = base_run.model_copy(update={"workload": "retired-workload"})
-    (section,) = build_sections([retired], root)
+    (section,) = build_sections([retired], root, vouched([retired], root))
     assert section.spec is None and section.metric == "val_loss"
     assert section.hardware_class == "cpu-2"
     assert "retired-workload.yaml not found" in section.notes[0]
@@ -237,7 +246,8 @@ def test_markdown_lists_sections_rows_and_failures_in_order(board):
     assert text.index("[broken-recipe]", tiny) < text.index("### Unofficial hardware", tiny)
     assert "3 (+1 failed)" in ranked_table and "0 (+1 failed, 1 invalid, 1 overrun)" in text
     assert "[muon-fast](entries/tiny--cpu-2/muon-fast-" in text  # each entry links to its own page
-    assert "#### Provisional (not ranked: fewer than 3 seeds)" in text and "[withdrawn-entry](entries/" in text
+    assert "#### Provisional (not ranked: fewer than 3 seeds)" in text  # the laptop's two seeds
+    assert text.index("### Not rankable", forty) < text.index("[withdrawn-entry](entries/", forty) < tiny
     assert "Welch's unequal-variance t-test" in text and "Student t" in text
     assert "**val bpb**" in text and "**val loss**" in text
     for plot in board.plots:
@@ -258,7 +268,7 @@ def test_downstream_scores_get_a_column_per_task_with_its_chance_level(board, re
     assert f" {cloze:.3f} ± " in row
 
 
-def test_plots_are_svg_files_and_missing_data_is_said(board):
+def test_plots_are_svg_files_and_missing_data_is_said(root, results, board, tmp_path):
     assert sorted(p.name for p in board.plots) == sorted(
         f"{slug}-{kind}.svg" for slug in ("40m-10gb--1xH100", "tiny--cpu-2") for kind in ("time", "energy", "compute")
     )
@@ -267,7 +277,9 @@ def test_plots_are_svg_files_and_missing_data_is_said(board):
     legend = (board.html.parent / "plots" / "tiny--cpu-2-time.svg").read_text()  # text stays text in these SVGs
     for label in ("muon-fast (n=3)", "adamw-baseline (n=3)", "lion-small (n=3)", "adamw-baseline (unofficial) (n=2)"):
         assert label in legend
-    text = board.markdown.read_text()
+    lion = next(r for r in results if r.submission == "lion-small" and r.workload == "tiny" and r.scored)
+    bare = lion.model_copy(update={"run_id": "20261121T150000Z-s9-000000", "seed": 9, "energy": None, "compute": None})
+    text = build_leaderboard([*results, bare], tmp_path, root, trust=vouched([*results, bare], root)).markdown.read_text()
     assert "1 scored run(s) without an energy figure are not shown" in text
     assert "1 scored run(s) without a compute record are not shown" in text
 
@@ -284,7 +296,7 @@ def test_rebuilding_gives_identical_files_and_removes_stale_plots(root, results,
 def test_a_board_without_energy_or_compute_draws_no_such_plot(root, base_run, tmp_path):
     bare = [_variant(base_run, "adamw-baseline", i, 1.0 + i / 100) for i in range(3)]
     bare = [r.model_copy(update={"energy": None, "compute": None}) for r in bare]
-    files = build_leaderboard(bare, tmp_path, root)
+    files = build_leaderboard(bare, tmp_path, root, trust=vouched(bare, root))
     assert [p.name for p in files.plots] == ["tiny--cpu-2-time.svg"]
     html = files.html.read_text()
     assert "Energy is not shown" in html and "No scored run recorded its training FLOPs." in html
@@ -353,9 +365,10 @@ def test_chromium_renders_the_tables_and_plots(board, tmp_path):
     parser = _Elements()
     parser.feed(dom)
     tables = [a.get("class", "") for tag, a in parser.found if tag == "table"]
-    # Each group (40m-10gb, tiny, tiny's unofficial hardware) has its tables of further measures and per-task
-    # downstream scores; the single seed of 40m-10gb and the two laptop seeds are provisional.
-    assert sorted(tables) == ["downstream"] * 3 + ["more"] * 3 + ["provisional"] * 2 + ["ranked", "ranked", "unranked"]
+    # Each compared group (40m-10gb, tiny, tiny's unofficial hardware) has its tables of further measures and
+    # per-task downstream scores; the two laptop seeds are provisional; tiny's broken recipe and 40m-10gb's
+    # withdrawn submission (not rankable) are listed apart.
+    assert sorted(tables) == ["downstream"] * 3 + ["more"] * 3 + ["provisional", "ranked", "ranked"] + ["unranked"] * 2
     images = [a["src"] for tag, a in parser.found if tag == "img"]
     assert sorted(images) == sorted(f"plots/{p.name}" for p in board.plots)
     sections = [a["id"] for tag, a in parser.found if tag == "section"]

@@ -38,7 +38,7 @@ from bench.cli import app
 from bench.results.schema import EvalPoint, RunResult
 from bench.results.store import load_result_files
 
-from conftest import ROOT
+from conftest import ROOT, vouched
 
 PUBLISHED = ROOT / "leaderboard" / "results"
 TWO_SEEDS = ROOT / "tests" / "fixtures" / "published-two-seeds"
@@ -209,7 +209,7 @@ def test_crossing_is_between_the_evaluations_around_the_interpolated_time(found)
 def test_the_main_table_has_the_columns_a_researcher_scans(tiny):
     names = [name for name, _, _ in headline_columns(board_of(tiny), ranked=True)]
     assert names == ["rank", "submission", "val bpb", "Δ vs adamw-baseline", "time to target", "speedup",
-                     "tokens/s", "peak memory", "seeds", "date"]
+                     "tokens/s", "peak memory", "seeds", "verified", "date"]
 
 
 def test_entry_pages_show_memory_and_wall_time_and_no_estimated_energy(tiny, board):
@@ -285,7 +285,14 @@ def test_colours_are_distinct_and_plots_draw_without_warnings(tiny, tmp_path, fo
     crowded_runs = [r.model_copy(update={"submission": f"{r.submission}-with-a-rather-long-name-{i}",
                                          "run_id": f"{r.run_id}-{i}"})
                     for i in range(2) for _, r in found if r.tuning is not None and "trial" not in r.tuning]
-    (crowded,) = build_sections(crowded_runs, ROOT)
+    root = tmp_path / "crowded"  # a project with the 18 submissions, each a tuned re-run of its own
+    (root / "workloads").mkdir(parents=True)
+    shutil.copy(ROOT / "workloads" / "tiny.yaml", root / "workloads" / "tiny.yaml")
+    for name in {r.submission for r in crowded_runs}:
+        (root / "submissions" / name).mkdir(parents=True)
+        (root / "submissions" / name / "submission.yaml").write_text(
+            f"name: {name}\nauthors: [tests]\ndescription: test\nentry_point: recipe.py:Recipe\nworkloads: [tiny]\n")
+    (crowded,) = build_sections(crowded_runs, root, vouched(crowded_runs, root))
     for section in (tiny, crowded):
         with warnings.catch_warnings():
             warnings.simplefilter("error")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bench.board.stats import mean_ci, minimum_detectable_difference, ratio_ci, welch
+from bench.board.stats import mean_ci, minimum_detectable_difference, ratio_ci, reproduction, welch
 
 
 def test_mean_ci_matches_the_student_t_interval():
@@ -105,3 +105,54 @@ def test_minimum_detectable_difference_matches_a_noncentral_t_power_calculation(
         assert 0.75 < power < 0.82
     with pytest.raises(ValueError):
         minimum_detectable_difference(1.0, 1)
+
+
+# --- reproduction: a claimed mean against re-runs on fresh seeds (bench verify) --------------------------------------
+
+
+def test_reproduction_is_the_prediction_interval_for_a_mean_of_the_claimed_seeds():
+    # re-runs 2.0, 2.1, 2.2: mean 2.1, s = 0.1; two claimed seeds: t(0.975, 2) * 0.1 * sqrt(1/3 + 1/2)
+    half = 4.302653 * 0.1 * math.sqrt(1 / 3 + 1 / 2)
+    test = reproduction([2.05, 2.25], [2.0, 2.1, 2.2])
+    assert (test.claimed, test.rerun) == (pytest.approx(2.15), pytest.approx(2.1))
+    assert (test.low, test.high) == (pytest.approx(2.1 - half, abs=1e-6), pytest.approx(2.1 + half, abs=1e-6))
+    assert (test.n_claimed, test.n_reruns, test.confidence) == (2, 3, 0.95)
+    assert test.reproduced is True
+    outside = 2.1 + 1.01 * half
+    assert reproduction([outside, outside], [2.0, 2.1, 2.2]).reproduced is False
+    assert reproduction([outside], [2.0, 2.1, 2.2]).reproduced is True  # one seed varies more than a mean of two
+
+
+def test_honest_claims_are_refused_about_as_often_as_alpha():
+    rng = np.random.default_rng(0)
+    refused = sum(
+        not reproduction(rng.normal(3.0, 0.05, 3), rng.normal(3.0, 0.05, 3)).reproduced for _ in range(4000)
+    )
+    assert refused / 4000 == pytest.approx(0.05, abs=0.012)
+
+
+def test_claims_better_than_the_code_by_a_few_spreads_are_refused():
+    rng = np.random.default_rng(1)
+    refused = sum(
+        not reproduction(rng.normal(3.0 - 0.5, 0.05, 3), rng.normal(3.0, 0.05, 3)).reproduced for _ in range(500)
+    )
+    assert refused == 500
+    # lion's published scores times 0.6, against re-runs of its own code: far outside
+    assert reproduction([1.27, 1.28, 1.27], [2.12, 2.13, 2.12]).reproduced is False
+
+
+def test_spreading_forged_values_does_not_help_unlike_in_welch():
+    claimed, reruns = [1.0, 3.0, 5.0], [3.50, 3.51, 3.49]  # a better mean (3.0), with a spread the forger chose
+    assert welch(reruns, claimed).significant is False  # Welch takes the claimed spread at its word
+    assert reproduction(claimed, reruns).reproduced is False
+
+
+def test_reproduction_needs_two_reruns_and_takes_a_single_claimed_seed():
+    assert reproduction([3.0], [3.0]).reproduced is None
+    assert reproduction([3.0], [3.0]).low is None
+    assert reproduction([3.02], [3.0, 3.04]).reproduced is True
+
+
+def test_reruns_without_spread_reproduce_only_the_same_value():
+    assert reproduction([3.0, 3.0], [3.0, 3.0]).reproduced is True
+    assert reproduction([2.999], [3.0, 3.0]).reproduced is False

@@ -19,7 +19,7 @@ from bench.results.schema import Contention, TrialStatus
 from bench.harness.clock import TrainingClock, clock_for
 from bench.measure.cputime import process_cpu_seconds
 
-from conftest import ROOT
+from conftest import ROOT, vouched
 from test_trial import small_tiny, trial
 
 BUSY = "import time\nend = time.time() + 120\nwhile time.time() < end: pass\n"
@@ -73,7 +73,7 @@ def test_the_board_ranks_a_contended_run_apart_with_the_reason(tmp_path):
     runs = [r for _, r in found]
     contended = [r.model_copy(update={"run_id": f"{r.run_id}-busy", "contention": flagged})
                  for r in runs if r.submission == "rotary"]
-    [section] = build_sections([*runs, *contended], ROOT)
+    [section] = build_sections([*runs, *contended], ROOT, vouched([*runs, *contended]))
     official, other = section.groups
     assert official.official and not other.official
     official_ids = {run.run_id for entry in official.entries for run in entry.runs}

@@ -173,7 +173,7 @@ def test_a_sweep_resumes_reruns_its_best_on_fresh_seeds_records_it_and_the_board
     from bench.errors import BenchError
     from bench.results.store import load_results
 
-    folder = tmp_path / "subs" / "tunable-bigram"
+    folder = tmp_path / "submissions" / "tunable-bigram"  # in a project of its own (tmp_path), which the board reads
     shutil.copytree(RECIPES / "good-bigram", folder)
     shutil.copy(RECIPES / "_common.py", folder.parent / "_common.py")
     (folder / "submission.yaml").write_text(
@@ -232,9 +232,10 @@ def test_a_sweep_resumes_reruns_its_best_on_fresh_seeds_records_it_and_the_board
     assert f"best of {sweep} on fresh seeds" in printed.output
 
     # the board: the re-runs are one configuration, compared (a machine this busy may flag some as contended,
-    # which puts them in the other group of the section; either way they are never shown apart), the trials never
+    # which puts them in the other group of the section; either way they are never shown apart), the trials never;
+    # nobody verified them, so they are compared among the submitted results (--include-submitted)
     assert len({Configuration.of(r) for r in second.reruns}) == 1
-    (section,) = build_sections(load_results([results_dir]), ROOT)
+    (section,) = build_sections(load_results([results_dir]), tmp_path, include_submitted=True)
     entries = [e for g in section.groups for e in g.entries]
     rerun_ids = {r.run_id for r in second.reruns}
     compared = [e for e in entries if {r.run_id for r in e.runs} & rerun_ids]

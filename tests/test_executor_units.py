@@ -215,7 +215,7 @@ def test_the_driver_writes_a_shipped_result_first_and_a_file_the_disk_refuses_co
 
     from rich.console import Console
 
-    from bench.executor.ray_runner import _Ledger, _Trial
+    from bench.executor.ledger import Ledger
     from bench.executor.worker import Shipped
     from bench.harness.plan import plan_trials
     from bench.results.store import read_result
@@ -231,8 +231,8 @@ def test_the_driver_writes_a_shipped_result_first_and_a_file_the_disk_refuses_co
     monkeypatch.setattr(Path, "write_bytes", write_bytes)
     out = StringIO()
     board = type("Board", (), {"finish": lambda self, result: None})()
-    ledger = _Ledger(tmp_path / "results", board, Console(file=out, width=400))
-    ledger.record(_Trial(plan), Shipped(_finished(plan), {plan.files.log.name: b"the log"}))
+    ledger = Ledger(tmp_path / "results", board, Console(file=out, width=400))
+    ledger.record(plan, Shipped(_finished(plan), {plan.files.log.name: b"the log"}))
     assert read_result(plan.files.result) == ledger.done[plan.run_id] and not ledger.unsaved
     assert f"{plan.files.log}: not written (No space left on device); the result stands without it" in out.getvalue()
     assert sorted(p.name for p in plan.files.result.parent.iterdir()) == [plan.files.result.name]

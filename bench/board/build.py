@@ -12,6 +12,7 @@ from bench.board.html import RunKey, entry_page, render_entry, render_html, run_
 from bench.board.markdown import render_markdown
 from bench.board.plots import entry_curve, section_plots
 from bench.board.rank import build_sections
+from bench.board.trust import Trust
 from bench.errors import BenchError
 from bench.results.store import result_path, write_atomic
 from bench.spec.loading import submission_dir
@@ -28,9 +29,13 @@ class LeaderboardFiles:
 
 
 def build_leaderboard(
-    results: Sequence[RunResult], out_dir: Path, root: Path, files: dict[RunKey, Path] | None = None
+    results: Sequence[RunResult], out_dir: Path, root: Path, files: dict[RunKey, Path] | None = None,
+    trust: Trust | None = None, include_submitted: bool = False,
 ) -> LeaderboardFiles:
     """Write the leaderboard pages for ``results`` into ``out_dir``; ``root`` holds workloads/ and submissions/.
+
+    ``trust`` and ``include_submitted`` are :func:`bench.board.rank.build_sections`'s: what stands behind each run
+    (default: the project's registry and verification records), and whether submitted results are ranked (apart).
 
     ``files`` maps each run to the result file it was read from, for the entry pages' links (see
     :func:`bench.results.store.load_result_files`); without it, runs are looked for in ``out_dir/results`` (the
@@ -41,7 +46,7 @@ def build_leaderboard(
     if files is None:
         published = out_dir / "results"
         files = {run_key(r): p for r in results if (p := result_path(published, r)).exists()}
-    sections = build_sections(results, root)
+    sections = build_sections(results, root, trust, include_submitted)
     plots_dir = out_dir / "plots"
     for stale in plots_dir.glob("*.svg"):
         stale.unlink()

@@ -22,8 +22,8 @@ from bench.results.schema import RunResult
 
 METRIC_COLUMNS = {"val_loss": "val loss", "val_bpb": "val bpb"}
 MEASURED_ENERGY = {"nvml-counter", "rapl"}  # read from hardware counters; codecarbon and TDP figures are modelled
-TEXT_COLUMNS = {"rank", "submission", "authors", "why not ranked", "date", "versions"}  # others: numbers
-WRAPPED_COLUMNS = {"authors", "versions", "why not ranked"}  # long text that may break lines in the HTML table
+TEXT_COLUMNS = {"rank", "submission", "authors", "why not ranked", "date", "versions", "verified"}  # others: numbers
+WRAPPED_COLUMNS = {"authors", "versions", "why not ranked", "verified"}  # long text: may break lines in HTML
 KEPT_COLUMNS = {"rank", "submission", "seeds"}  # never moved to the caption: a reader needs n beside each CI
 
 
@@ -210,6 +210,11 @@ def _speedup(entry: Entry) -> str:
     return speedup_text(versus(entry.reference, entry, entry.metric).speedup)
 
 
+def verified_text(entry: Entry) -> str:
+    """Who verified an entry's runs and on which hardware class (``"maintainers (cpu-2)"``), else ``"submitted"``."""
+    return "; ".join(dict.fromkeys(v.label for v in entry.vouchers)) or "submitted"
+
+
 def _why(entry: Entry) -> str:
     reasons = ([entry.excluded] if entry.excluded else []) + entry.failure_reasons
     return "; ".join(reasons)
@@ -247,6 +252,7 @@ CELLS: dict[str, Callable[[Entry], str]] = {
     "date": _date,
     "versions": _versions,
     "authors": lambda e: ", ".join(e.authors) or fmt.MISSING,
+    "verified": verified_text,
 }
 
 TIPS = {
@@ -274,6 +280,9 @@ TIPS = {
     "date": "Latest run.",
     "versions": "pretrain-bench / torch that produced the runs.",
     "authors": "From the submission's manifest.",
+    "verified": "Who reproduced the results, on which hardware class: a bench verify whose re-runs on fresh seeds "
+    "reproduced them, or the maintainers' own runs (leaderboard/versions.json). 'submitted': nobody but the "
+    "submitter yet.",
 }
 
 
@@ -342,7 +351,7 @@ def headline_columns(board: Board, ranked: bool) -> tuple[Column, ...]:
     columns: list[Column] = [RANK] if ranked else []
     columns += [SUBMISSION, _column(METRIC_COLUMNS[board.metric]), _delta(board)]
     columns += [_time_to_target_column(board), speedup, _column("tokens/s"), _column("peak memory")]
-    columns += [_column("seeds"), _column("date")]
+    columns += [_column("seeds"), _column("verified"), _column("date")]
     return tuple(columns)
 
 
@@ -367,6 +376,7 @@ def superseded_columns(board: Board) -> tuple[Column, ...]:
         _delta(board),
         _time_to_target_column(board),
         _column("seeds"),
+        _column("verified"),
         _column("date"),
     )
 

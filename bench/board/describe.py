@@ -11,8 +11,9 @@ from statistics import stdev
 
 from bench.board import format as fmt
 from bench.board.columns import METRIC_COLUMNS, resolution_note
-from bench.board.rank import MIN_SEEDS, Section
+from bench.board.rank import MIN_SEEDS, Group, Section
 from bench.board.stats import Estimate, minimum_detectable_difference
+from bench.board.trust import TEST, Standing
 
 INTRO = (
     "Each section is one workload on one hardware class, and each submission is one row: its current declared "
@@ -97,6 +98,15 @@ METHODS = (
         "memory on the host. Wall time: wall-clock seconds of the training phase."
     ),
     "Energy: (m) read from hardware counters (NVML, RAPL), (e) estimated (codecarbon or TDP model).",
+    (
+        "Verification: a result file is its submitter's claim. The board ranks results that someone other than the "
+        "submitter reproduced: a bench verify that re-ran the configuration on fresh seeds and found the "
+        f"{TEST}, or the maintainers' own runs listed in leaderboard/versions.json. The 'verified' column says who, "
+        "on which hardware class. Results nobody has verified are 'submitted': shown apart, and ranked among "
+        "themselves only on request (bench leaderboard --include-submitted). Results of a submission that does not "
+        "exist here, of a source that is neither the submission's current one nor a version recorded in "
+        "leaderboard/versions.json, or that a verification did not reproduce, are never ranked."
+    ),
 )
 
 
@@ -169,3 +179,30 @@ def reading(out_dir: Path, root: Path) -> list[tuple[str, str, str]]:
 def submission_link(name: str, out_dir: Path, root: Path) -> str:
     """Relative link from the pages in ``out_dir`` to the submission's folder, so it works on file:// and GitHub."""
     return Path(os.path.relpath(root / "submissions" / name, out_dir)).as_posix() + "/"
+
+
+def group_heading(section: Section, group: Group) -> tuple[str, str] | None:
+    """The title and explanation a group is shown under, or None for the main one (verified, official hardware).
+    One wording for both pages."""
+    parts, about = [], []
+    if group.standing is Standing.submitted:
+        parts.append("Submitted, not verified")
+        ranked = ("Ranked among themselves (--include-submitted), not against the verified tables above"
+                  if any(e.rank is not None or e.provisional for e in group.entries) else
+                  "Not ranked: bench leaderboard --include-submitted ranks them here, apart from verified results")
+        about.append("Nobody but their submitters has reproduced these results yet (bench verify RESULT... re-runs "
+                     f"them on fresh seeds). {ranked}.")
+    elif group.standing is Standing.unrankable:
+        parts.append("Not rankable")
+        about.append("Results the project cannot vouch for, each with its reason: a submission that does not exist "
+                     "here, a source that is neither the submission's current one nor a version recorded in "
+                     "leaderboard/versions.json, or a verification that did not reproduce them.")
+    if not group.official:
+        machines = "; ".join(group.machines) or "unknown machines"
+        contended = f" Flagged as contended: {'; '.join(group.contended)}." if group.contended else ""
+        parts.append("unofficial hardware or a contended machine" if parts else
+                     "Unofficial hardware or a contended machine")
+        about.append(f"Runs on machines that do not match {section.hardware_class} ({machines}), or that shared "
+                     f"their machine with other work while they trained.{contended} Compared among themselves only, "
+                     "not against the tables above.")
+    return (": ".join(parts), " ".join(about)) if parts else None

@@ -39,10 +39,12 @@ from bench.board.columns import (
     unranked_columns,
 )
 from bench.board.delta import crossing, difference_text, speedup_text, time_to_target_text, versus
-from bench.board.describe import INTRO, METHODS, budget_line, noise_floor, provisional_line
+from bench.board.describe import INTRO, METHODS, budget_line, group_heading, noise_floor, provisional_line
 from bench.board.plots import Plot
 from bench.board.rank import MIN_SEEDS, Entry, Group, Section, sweep_trial
 from bench.board.stats import Estimate
+from bench.board.trust import Standing
+from bench.results.registry import REGISTRY_PATH
 from bench.results.schema import RunResult
 from bench.spec.hparams import flatten, format_value
 
@@ -112,10 +114,11 @@ def _table(section: Section, entries: Sequence[Entry], columns: Sequence[Column]
 def _group_view(section: Section, group: Group, board: Board) -> dict:
     key = METRIC_COLUMNS[section.metric]
     compared = group.compared
+    heading = group_heading(section, group)
     return {
         "official": group.official,
-        "machines": "; ".join(group.machines) or "unknown machines",
-        "contended": "; ".join(group.contended),
+        "heading": heading[0] if heading else "",
+        "about": heading[1] if heading else "",
         "ranked": _table(section, group.ranked, headline_columns(board, ranked=True), key),
         "provisional": _table(section, group.provisional, headline_columns(board, ranked=False), key),
         "more": _table(section, compared, more_columns(board), key),
@@ -268,6 +271,20 @@ def _state(entry: Entry) -> str:
     return "not ranked"
 
 
+def _verification(entry: Entry) -> list[str]:
+    """Who stands behind the entry's runs and what source they ran, one line each, for its page."""
+    lines = [f"Verified by {v.label} on {v.when.isoformat()}: {v.how}" for v in entry.vouchers]
+    if entry.standing is Standing.submitted:
+        lines.append("Submitted: nobody but its submitter has reproduced these results yet (bench verify RESULT...).")
+    if entry.version is not None:
+        v = entry.version
+        lines.append(f"Source: an earlier version than submissions/{entry.submission} holds now, recorded in "
+                     f"{REGISTRY_PATH} on {v.recorded.isoformat()} by {v.by}: {v.why}.")
+    elif entry.standing is not Standing.unrankable:
+        lines.append(f"Source: the current source of submissions/{entry.submission}.")
+    return lines
+
+
 def _history(section: Section, entry: Entry, page_dir: Path, out_dir: Path) -> list[dict]:
     """The other configurations of the entry's submission in its group: its history, linked."""
     group = next(g for g in section.groups if any(e.slug == entry.slug for e in g.entries))
@@ -333,6 +350,7 @@ def render_entry(
         headline=headline,
         details=details,
         hashes=[("submission hash", first.submission_hash), ("workload hash", first.workload_hash)],
+        verification=_verification(entry),
         hyperparameters=_hyperparameters(entry),
         changes=", ".join(f"{name}={value}" for name, value in entry.changes),
         hardware=_hardware(entry),

@@ -26,7 +26,7 @@ from bench.board.columns import (
     superseded_columns,
     unranked_columns,
 )
-from bench.board.describe import INTRO, METHODS, budget_line, noise_floor, provisional_line
+from bench.board.describe import INTRO, METHODS, budget_line, group_heading, noise_floor, provisional_line
 from bench.board.html import entry_page
 from bench.board.plots import Plot
 from bench.board.rank import MIN_SEEDS, Entry, Group, Section
@@ -79,19 +79,10 @@ def _group(section: Section, group: Group) -> list[str]:
     board = board_of(section)
     energy = "" if board.energy else ENERGY_NOT_SHOWN
     lines = []
-    if not group.official:
-        machines = "; ".join(group.machines) or "unknown machines"
-        contended = f" Flagged as contended: {'; '.join(group.contended)}." if group.contended else ""
-        lines += [
-            "### Unofficial hardware or a contended machine",
-            "",
-            escape(
-                f"Runs on machines that do not match {section.hardware_class} ({machines}), or that shared their "
-                f"machine with other work while they trained.{contended} Compared among themselves only, not "
-                "against the tables above."
-            ),
-            "",
-        ]
+    heading = group_heading(section, group)
+    if heading is not None:
+        title, about = heading
+        lines += [f"### {escape(title)}", "", escape(about), ""]
     if group.ranked:
         table, shared = _table(section, group.ranked, headline_columns(board, ranked=True), key)
         lines += [table, ""] + _caption(f"Ranked: at least {MIN_SEEDS} scored seeds.", shared, energy)

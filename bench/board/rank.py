@@ -1,10 +1,11 @@
 """Grouping result files into leaderboard sections and ranking the configurations in each, with ties.
 
 A section is one (workload, hardware class). Inside it, runs on machines that match the class ("official") and
-runs that do not are ranked separately, so a faster unofficial machine can never push an official entry down.
-An entry is one *configuration* in one such group: the runs that share submission, submission source hash,
-resolved hyperparameters and workload hash. Pooling anything else would mix a 15 s smoke run or a hand-set learning
-rate into a submission's seeds. Some configurations are shown but never compared (``Entry.excluded`` says why): runs
+runs that do not are ranked separately, so a faster unofficial machine can never push an official entry down; and
+verified runs, submitted ones and unrankable ones (:mod:`bench.board.trust`) are kept apart the same way, so an
+unverified claim never pushes a verified entry down. An entry is one *configuration* in one such group: the runs
+that share submission, submission source hash, resolved hyperparameters and workload hash. Pooling anything else
+would mix a 15 s smoke run or a hand-set learning rate into a submission's seeds. Some configurations are shown but never compared (``Entry.excluded`` says why): runs
 under other workload settings than the workload file's, sweep trials, and hyperparameters that differ from the
 submission's manifest.
 
@@ -30,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.board.stats import Estimate, mean_ci, welch
+from bench.board.trust import Standing, Trust, Voucher
 from bench.errors import BenchError
 from bench.spec.hparams import flatten, format_value, value_at
+from bench.results.registry import REGISTRY_PATH, KnownVersion
 from bench.spec.loading import find_submission, load_workload, workload_path
 from bench.results.schema import RunResult, TrialStatus
 from bench.spec.submission import SubmissionManifest
@@ -136,7 +139,9 @@ class Entry:
     manifest, for its page (names stay out of table cells and plot legends); ``excluded`` is why the entry is
     shown but never compared; ``superseded_by`` is the slug of its submission's current entry when this one is an
     earlier configuration; ``reference`` is the entry of the workload's reference submission that the headline
-    columns compare this one with (None for the reference itself or where there is none).
+    columns compare this one with (None for the reference itself or where there is none). ``standing`` is what
+    stands behind its runs (:mod:`bench.board.trust`), ``vouchers`` who verified them, and ``version`` the
+    registry's record of its source when that is not the submission's current one.
     """
 
     submission: str
@@ -153,6 +158,9 @@ class Entry:
     is_reference: bool = False
     slug: str = ""
     direction: str = "minimize"
+    standing: Standing = Standing.verified
+    vouchers: tuple[Voucher, ...] = ()
+    version: KnownVersion | None = None
 
     @property
     def label(self) -> str:
@@ -214,10 +222,12 @@ class Entry:
 
 @dataclass(frozen=True)
 class Group:
-    """The entries of one section run on official (matching) or unofficial hardware: ranked first, then the rest."""
+    """The entries of one section run on official (matching) or unofficial hardware, with one standing (verified,
+    submitted or unrankable): ranked first, then the rest."""
 
     official: bool
     entries: tuple[Entry, ...]
+    standing: Standing = Standing.verified
 
     @property
     def ranked(self) -> list[Entry]:
@@ -255,7 +265,7 @@ class Group:
     @property
     def machines(self) -> list[str]:
         """The distinct machines the group's runs used, for saying what 'unofficial' was."""
-        return sorted({_machine(r) for e in self.entries for r in e.runs if r.hardware is not None})
+        return sorted({r.hardware.machine for e in self.entries for r in e.runs if r.hardware is not None})
 
     @property
     def contended(self) -> list[str]:
@@ -285,14 +295,6 @@ class Section:
     @property
     def entries(self) -> list[Entry]:
         return [e for g in self.groups for e in g.entries]
-
-
-def _machine(run: RunResult) -> str:
-    hw = run.hardware
-    assert hw is not None
-    if hw.gpus:
-        return ", ".join(f"{n}x {gpu}" for gpu, n in sorted(Counter(hw.gpus).items()))
-    return f"{hw.cpu_model} ({hw.cpu_cores} cores)"
 
 
 def is_official(run: RunResult) -> bool:
@@ -511,6 +513,12 @@ def _exclusion(
     return "", changes, None
 
 
+SUBMITTED = (
+    "submitted, not verified: nobody but its submitter has reproduced these results yet (bench verify RESULT... "
+    "re-runs them; bench leaderboard --include-submitted ranks submitted entries apart)."
+)
+
+
 def _entries(
     runs: list[RunResult],
     spec: WorkloadSpec | None,
@@ -518,8 +526,13 @@ def _entries(
     workload_hash: str | None,
     direction: str,
     official: bool,
+    standing: Standing,
+    trust: Trust,
+    include_submitted: bool,
 ) -> list[Entry]:
-    """One entry per configuration of a group's runs; entries of one submission's source versions are labelled."""
+    """One entry per configuration of a group's runs; entries of one submission's source versions are labelled.
+    Unrankable entries are shown apart with what the board cannot vouch for; submitted ones too, unless
+    ``include_submitted``."""
     by_config: dict[Configuration, list[RunResult]] = defaultdict(list)
     for run in runs:
         by_config[Configuration.of(run)].append(run)
@@ -530,14 +543,22 @@ def _entries(
     for config, config_runs in by_config.items():
         manifest = lookup.submission(config.submission)
         variant, changes, excluded = _exclusion(config, config_runs, spec, manifest, workload_hash)
+        if standing is Standing.unrankable:
+            why = "; ".join(sorted({reason for r in config_runs if (reason := trust.unrankable(r))}))
+            excluded = f"not rankable: {why}." + (f" Also: {excluded}" if excluded else "")
+        elif standing is Standing.submitted and not include_submitted and excluded is None:
+            excluded = SUBMITTED
         if len(sources[config.submission]) > 1:
             source = f"source {config.submission_hash[:8]}"
             variant = f"{source}, {variant}" if variant else source
-        slug = f"{config.submission}-{config.digest}" + ("" if official else "-unofficial")
+        slug = (f"{config.submission}-{config.digest}" + ("" if official else "-unofficial")
+                + ("" if standing is Standing.verified else f"-{standing.value}"))
         authors = tuple(manifest.authors) if manifest else ()
         metric = spec.target.metric if spec else DEFAULT_METRIC
+        vouchers = tuple(dict.fromkeys(v for r in config_runs for v in trust.vouchers(r)))
         entry = Entry(config.submission, authors, metric, tuple(config_runs), variant=variant, changes=changes,
-                      excluded=excluded)
+                      excluded=excluded, standing=standing, vouchers=vouchers,
+                      version=trust.earlier_version(config_runs[0]))
         entries.append(dataclasses.replace(entry, slug=slug, direction=direction))
     return entries
 
@@ -601,8 +622,16 @@ def _notes(spec: WorkloadSpec | None, name: str, metric: str, runs: list[RunResu
     return notes
 
 
-def build_sections(results: Iterable[RunResult], root: Path) -> list[Section]:
-    """Every (workload, hardware class) with its groups ranked, in name order."""
+def build_sections(
+    results: Iterable[RunResult], root: Path, trust: Trust | None = None, include_submitted: bool = False
+) -> list[Section]:
+    """Every (workload, hardware class) with its groups ranked, in name order.
+
+    ``trust`` says what stands behind each run (default: the project's registry and verification records, see
+    :mod:`bench.board.trust`). Verified runs are ranked; submitted ones form groups of their own, ranked among
+    themselves only with ``include_submitted``; unrankable ones are shown apart.
+    """
+    trust = trust if trust is not None else Trust.load(root)
     lookup = SpecLookup(root)
     by_key: dict[tuple[str, str], list[RunResult]] = defaultdict(list)
     for run in unique_runs(results):
@@ -617,23 +646,35 @@ def build_sections(results: Iterable[RunResult], root: Path) -> list[Section]:
         direction = spec.target.direction if spec else "minimize"
         reference = spec.reference if spec else DEFAULT_REFERENCE
         workload_hash, hash_note = compared_hash(spec, runs)
+        standings = {(run.submission, run.run_id): trust.standing(run) for run in runs}
         groups = []
-        for official in (True, False):
-            group_runs = [run for run in runs if is_official(run) == official]
-            if not group_runs:
-                continue
-            entries = current_configurations(_entries(group_runs, spec, lookup, workload_hash, direction, official))
-            chosen = next((e for e in entries if e.submission == reference and e.current and e.scored), None)
-            ranked = rank_entries(entries, direction, reference=chosen)
-            groups.append(Group(official, tuple(_with_reference(ranked, chosen))))
-        sections.append(
-            Section(
-                name,
-                hardware_class,
-                spec,
-                metric,
-                tuple(groups),
-                tuple(_notes(spec, name, metric, runs) + ([hash_note] if hash_note else [])),
-            )
-        )
+        for standing in Standing:
+            for official in (True, False):
+                group_runs = [run for run in runs
+                              if is_official(run) == official and standings[(run.submission, run.run_id)] is standing]
+                if not group_runs:
+                    continue
+                entries = current_configurations(_entries(group_runs, spec, lookup, workload_hash, direction,
+                                                          official, standing, trust, include_submitted))
+                chosen = next((e for e in entries if e.submission == reference and e.current and e.scored), None)
+                ranked = rank_entries(entries, direction, reference=chosen)
+                groups.append(Group(official, tuple(_with_reference(ranked, chosen)), standing))
+        notes = _notes(spec, name, metric, runs) + ([hash_note] if hash_note else []) + _earlier_sources(groups)
+        sections.append(Section(name, hardware_class, spec, metric, tuple(groups), tuple(notes)))
     return sections
+
+
+def _earlier_sources(groups: list[Group]) -> list[str]:
+    """What a reader must know about entries compared on a source that is no longer their submission's own: one
+    note per reason the registry gives, naming the submissions."""
+    by_why: dict[str, set[str]] = defaultdict(set)
+    for group in groups:
+        for entry in group.compared:
+            if entry.version is not None:
+                by_why[f"{entry.version.why} (recorded {entry.version.recorded} by {entry.version.by})"].add(
+                    entry.submission)
+    return [
+        f"{', '.join(sorted(names))}: compared on an earlier source than submissions/ holds now, a version "
+        f"{REGISTRY_PATH} vouches for: {why}."
+        for why, names in sorted(by_why.items())
+    ]

@@ -131,3 +131,49 @@ def minimum_detectable_difference(sd: float, n: int, alpha: float = ALPHA, power
     df = 2 * n - 2
     quantiles = float(stats.t.ppf(1 - alpha / 2, df)) + float(stats.t.ppf(power, df))
     return quantiles * sd * math.sqrt(2 / n)
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """A claimed mean against what re-runs of the same configuration predict for it (:func:`reproduction`)."""
+
+    claimed: float  # mean of the claimed seeds
+    rerun: float  # mean of the re-runs
+    low: float | None  # the re-runs' prediction interval for a mean of ``n_claimed`` seeds (None: untestable)
+    high: float | None
+    n_claimed: int
+    n_reruns: int
+    confidence: float
+
+    @property
+    def reproduced(self) -> bool | None:
+        """Whether the claimed mean lies inside the prediction interval; None with fewer than two re-runs."""
+        if self.low is None or self.high is None:
+            return None
+        if self.low == self.high:  # re-runs without any spread: only the same value reproduces them
+            return math.isclose(self.claimed, self.rerun, rel_tol=1e-9, abs_tol=1e-12)
+        return self.low <= self.claimed <= self.high
+
+
+def reproduction(claimed: Sequence[float], reruns: Sequence[float], alpha: float = ALPHA) -> Reproduction:
+    """Whether ``claimed`` seeds are what ``reruns`` of their configuration on fresh seeds predict: the claimed mean
+    against the re-runs' two-sided ``1 - alpha`` prediction interval for the mean of ``m = len(claimed)`` new seeds,
+
+        mean(reruns) ± t_{1-alpha/2, n-1} · s · sqrt(1/n + 1/m),
+
+    with ``s`` the re-runs' standard deviation over their ``n`` seeds. When the claims come from the same
+    distribution as the re-runs (normal seed noise), the claimed mean falls outside with probability ``alpha``.
+
+    Why this and not Welch's test of claimed seeds against re-run seeds: Welch estimates the noise from the claimed
+    seeds too, and those are the numbers in question. A forger who spreads forged values widely around a better mean
+    makes Welch's test lose all power, while here only the re-runs, measured by the verifier, say how much seeds
+    vary. It also tests a single claimed seed (``m = 1``), where Welch cannot. Two-sided: a claim far worse than
+    its code is not reproduced either (a mistake, or other hardware).
+    """
+    xc, xr = _array(claimed), _array(reruns)
+    confidence = 1 - alpha
+    if xr.size < 2:
+        return Reproduction(float(xc.mean()), float(xr.mean()), None, None, xc.size, xr.size, confidence)
+    half = float(stats.t.ppf(1 - alpha / 2, xr.size - 1)) * float(xr.std(ddof=1)) * math.sqrt(1 / xr.size + 1 / xc.size)
+    mean = float(xr.mean())
+    return Reproduction(float(xc.mean()), mean, mean - half, mean + half, xc.size, xr.size, confidence)

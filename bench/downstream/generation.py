@@ -35,10 +35,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
-import sacrebleu
 import torch
 import torch.nn.functional as F
-from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 from tokenizers import Tokenizer
 from torch import nn
 
@@ -153,6 +151,8 @@ def generate(
 
 
 def _words(text: str) -> list[str]:
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
     return Tokenizer13a()(text).split()
 
 
@@ -182,6 +182,8 @@ def text_statistics(texts: Sequence[str]) -> TextStatistics:
 
 def bleu_chrf(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, float]:
     """sacrebleu's corpus BLEU and chrF (defaults: 13a tokenisation, chrF2 over character 6-grams), 0-100."""
+    import sacrebleu
+
     return (
         sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score,
         sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score,
@@ -251,6 +253,11 @@ def run_generation(
     settings = spec.eval.generation
     if settings is None:
         return None
+    try:
+        import sacrebleu  # noqa: F401 - imported where it scores; a machine that only trains may not have it
+    except ImportError:
+        raise BenchError(f"workload {spec.name!r}: eval.generation scores with sacrebleu, which is not installed "
+                         "here (`pip install sacrebleu`)") from None
     started = time.perf_counter()
     prompts, references = generation_prompts(data.val_tokens, data.eos_id, settings)
     tokenizer = data.tokenizer().tokenizer

@@ -9,11 +9,15 @@ lm-eval is kept quiet: its log records below WARNING are dropped, those at WARNI
 application's logging, and what lm-eval and ``datasets`` print to the terminal (progress bars, bootstrap notices)
 is captured and logged at DEBUG. Nothing here phones home: Hugging Face telemetry and download counting are
 always off, and ``offline=True`` also forbids every Hub request, so only tasks whose data is cached can run.
+
+lm-eval (and ``datasets``, which it reads tasks with) are imported only here, when tasks run: a machine that only
+trains may not have them, and then each task's failure says so instead of the trial crashing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import logging
 import os
@@ -21,23 +25,23 @@ import random
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets.config
-import huggingface_hub.constants as hub_constants
 import numpy as np
 import torch
-from lm_eval.evaluator import evaluate
-from lm_eval.tasks import TaskManager
 from tokenizers import Tokenizer
 from torch import nn
 
 from bench.data.prepare import PreparedData
-from bench.downstream.adapter import BenchLM
 from bench.downstream.tasks import SYNTHETIC_TASKS, synthetic_docs, write_synthetic_tasks
 from bench.errors import BenchError
 from bench.results.schema import DownstreamFailure, DownstreamScore
 from bench.spec.workload import DownstreamTask, WorkloadSpec
+
+if TYPE_CHECKING:
+    from lm_eval.tasks import TaskManager
+
+    from bench.downstream.adapter import BenchLM
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,18 @@ SEEDS = {"random": 0, "numpy": 1234, "torch": 1234, "fewshot": 1234}
 
 BOOTSTRAP_ITERS = 1000
 """For the standard errors of metrics without a closed form (perplexities); accuracies use the exact formula."""
+
+
+def lm_eval_missing() -> str | None:
+    """Why downstream tasks cannot run here (lm-eval or ``datasets`` not installed), or None when they can."""
+    for module, package in (("lm_eval", "lm-eval"), ("datasets", "datasets")):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            return (f"{package} is not installed here ({exc}), so downstream tasks cannot run; install it "
+                    f"(`pip install {package}`, or pretrain-bench with its dependencies) and score the saved model "
+                    "later with `bench eval`")
+    return None
 
 
 def run_downstream(
@@ -89,6 +105,11 @@ def run_downstream(
     for folder in include_paths:
         if not Path(folder).is_dir():
             raise BenchError(f"include path {folder}: not a folder of lm-eval task YAML files")
+    missing = lm_eval_missing()
+    if missing is not None:
+        return scores, [DownstreamFailure(task=task.task, reason=missing) for task in tasks]
+    from bench.downstream.adapter import BenchLM
+
     lm = BenchLM(model, tokenizer, eos_id, seq_len, device, batch_size)
     with tempfile.TemporaryDirectory(prefix="bench-downstream-") as tmp, hub_access(offline), quiet_lm_eval():
         builtin = sorted({t.task for t in tasks} & set(SYNTHETIC_TASKS)) if corpus_seed is not None else []
@@ -133,6 +154,8 @@ def run_workload_downstream(
 def _task_manager(includes: list[Path], names: list[str]) -> TaskManager:
     """lm-eval's task index: the given folders (built-in tasks, custom YAMLs), plus lm-eval's own tasks only when
     some name is not found in them (indexing its thousands of YAML files takes seconds)."""
+    from lm_eval.tasks import TaskManager
+
     paths = [str(path) for path in includes] or None
     if paths:
         local = TaskManager(include_path=paths, include_defaults=False)
@@ -145,6 +168,8 @@ def _evaluate(
     lm: BenchLM, manager: TaskManager, task: DownstreamTask, samples: dict[str, list[dict[str, Any]]] | None = None
 ) -> list[DownstreamScore]:
     """Scores of one workload entry: one for a task or group, one per member task for a tag."""
+    from lm_eval.evaluator import evaluate
+
     loaded = manager.load([task.task])
     for name, task_obj in loaded["tasks"].items():
         if task.num_fewshot and task_obj.get_config("num_fewshot") == 0:
@@ -213,6 +238,11 @@ def prefetch(names: list[str]) -> list[DownstreamFailure]:
     names = [name for name in names if name not in SYNTHETIC_TASKS]
     if not names:  # indexing lm-eval's registry takes seconds; built-in tasks never need it
         return []
+    missing = lm_eval_missing()
+    if missing is not None:
+        return [DownstreamFailure(task=name, reason=missing) for name in names]
+    from lm_eval.tasks import TaskManager
+
     failures = []
     with hub_access(offline=False), quiet_lm_eval():
         manager = TaskManager(include_defaults=True)
@@ -231,6 +261,8 @@ def _reason(name: str, exc: Exception) -> str:
         chain.append(cause)
         cause = cause.__cause__ or cause.__context__
     if any(isinstance(c, ConnectionError) for c in chain):
+        import huggingface_hub.constants as hub_constants
+
         why = "offline mode is on" if hub_constants.HF_HUB_OFFLINE else "the Hugging Face Hub cannot be reached"
         return (
             f"task '{name}' needs its dataset from the Hugging Face Hub, which is not in the local cache and {why} "
@@ -251,6 +283,9 @@ def hub_access(offline: bool) -> Iterator[None]:
     ``huggingface_hub`` and ``datasets`` read these settings from the environment once, at import, so the already
     imported modules' copies are set too; everything is restored on exit.
     """
+    import datasets.config
+    import huggingface_hub.constants as hub_constants
+
     env = {"HF_HUB_DISABLE_TELEMETRY": "1", "HF_UPDATE_DOWNLOAD_COUNTS": "0"}
     attrs: list[tuple[Any, str, Any]] = [
         (hub_constants, "HF_HUB_DISABLE_TELEMETRY", True),

@@ -18,6 +18,7 @@ from ray.train import FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from bench.data.shards import cache_root
+from bench.executor.events import poster
 from bench.executor.resources import TrialResources
 from bench.executor.worker import execute, output_to
 from bench.harness.plan import PlannedTrial
@@ -60,5 +61,5 @@ def _rank_main(config: dict[str, Any]) -> RunResult:
     plan: PlannedTrial = config["plan"]
     request = plan.request.model_copy(update={"device": str(ray.train.torch.get_device())})
     plan = dataclasses.replace(plan, request=request)
-    events = config["events"] if rank == 0 else None
-    return execute(plan, events, config["threads"], rank_log_path(plan.files.log, rank))
+    forward = poster(config["events"]) if rank == 0 else None
+    return execute(plan, forward, config["threads"], rank_log_path(plan.files.log, rank))

@@ -35,13 +35,13 @@ import bench
 from bench.harness.plan import PlannedTrial
 from bench.interrupt import terminate_as_interrupt
 from bench.executor.outcome import ResultsNotSaved, RunInterrupted
-from bench.results.store import ResultNotWritten, write_result
 from bench.executor.cluster import ray_session
-from bench.executor.events import EventBox
+from bench.executor.events import EventBox, poster
+from bench.executor.ledger import Ledger
 from bench.executor.progress import ProgressBoard
 from bench.executor.resources import NO_GPU_ENV, TrialResources, check_fits, trains_on_cpu, trial_resources
 from bench.executor.progress import PROGRESS_ENV
-from bench.executor.worker import Shipped, execute, receive, ship, staged
+from bench.executor.worker import Shipped, execute, ship, staged
 from bench.results.schema import CheckpointRecord, RunResult, Timing, TrialStatus
 from bench.harness.clock import CPU_TRIAL_ENV
 from bench.train.events import TrialEvent
@@ -60,33 +60,6 @@ the machine's foreground work; its worker runs at the normal priority."""
 
 POLL_S = 0.25  # how often the driver looks for finished trials, new events and expired limits
 LOG_TAIL_LINES = 25
-
-
-@dataclass
-class _Ledger:
-    """Where finished trials go: the results folder and the progress board; what was recorded, what was not."""
-
-    results_dir: Path
-    board: ProgressBoard
-    console: Console
-    done: dict[str, RunResult] = field(default_factory=dict)
-    unsaved: list[ResultNotWritten] = field(default_factory=list)
-
-    def record(self, trial: _Trial, outcome: RunResult | Shipped) -> None:
-        """Write the result, then any files shipped with it (log, model): a write that fails loses nothing (the
-        fallback holds the result), a file that cannot be written only costs that file, and the run goes on."""
-        result = outcome.result if isinstance(outcome, Shipped) else outcome
-        try:
-            write_result(result, self.results_dir)
-        except ResultNotWritten as problem:
-            self.unsaved.append(problem)
-            self.console.print(f"[bold red]not saved:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
-        for problem in receive(outcome, trial.plan) if isinstance(outcome, Shipped) else []:
-            self.console.print(f"[yellow]warning:[/] {escape(problem)}", highlight=False, soft_wrap=True)
-        self.done[trial.plan.run_id] = result
-        self.board.finish(result)
-        if trial.plan.files.resume is not None and not trial.plan.stage:  # never resumed from now
-            trial.plan.files.resume.unlink(missing_ok=True)
 
 
 @dataclass
@@ -124,8 +97,8 @@ def _trial_task(plan: PlannedTrial, events: ActorHandle, resources: TrialResourc
         return run_distributed(plan, events, resources)
     if plan.stage:  # on a cluster: files are written on this node and travel back with the result
         local = staged(plan)
-        return ship(local, execute(local, events, resources.cpus))
-    return execute(plan, events, resources.cpus)
+        return ship(local, execute(local, poster(events), resources.cpus))
+    return execute(plan, poster(events), resources.cpus)
 
 
 def run_trials(
@@ -162,21 +135,21 @@ def run_trials(
         board_rows = [(t.plan.run_id, t.plan.submission.name, t.plan.request.seed) for t in trials]
         with ProgressBoard(board_rows, console, live=progress and console.is_terminal) as board, \
                 terminate_as_interrupt() as received:
-            ledger = _Ledger(results_dir, board, console)
+            ledger = Ledger(results_dir, board, console)
             try:
                 for trial in trials:
                     trial.ref = _submit(trial, events)
                 _drive(trials, events, ledger)
             except KeyboardInterrupt as interrupt:
                 _interrupt(trials, ledger)
-                done = [ledger.done[t.plan.run_id] for t in trials if t.plan.run_id in ledger.done]
-                raise RunInterrupted(done, received.interrupt(interrupt)) from None
+                raise RunInterrupted(ledger.results([t.plan for t in trials]),
+                                     received.interrupt(interrupt)) from None
             finally:
                 for trial in trials:
                     if trial.ref is not None and trial.plan.run_id not in ledger.done:
                         ray.cancel(trial.ref, force=True)
                 ray.kill(events)
-    results = [ledger.done[t.plan.run_id] for t in trials]
+    results = ledger.results([t.plan for t in trials])
     if ledger.unsaved:
         raise ResultsNotSaved(results, ledger.unsaved)
     return results
@@ -215,7 +188,7 @@ def _submit(trial: _Trial, events: ActorHandle) -> ray.ObjectRef:
     return _trial_task.options(**options).remote(plan, events, resources)
 
 
-def _drive(trials: list[_Trial], events: ActorHandle, ledger: _Ledger) -> None:
+def _drive(trials: list[_Trial], events: ActorHandle, ledger: Ledger) -> None:
     """Wait for every trial, forwarding events to the board and enforcing hard limits, until all are recorded."""
     by_run_id = {t.plan.run_id: t for t in trials}
     by_ref = {t.ref: t for t in trials}
@@ -238,7 +211,7 @@ def _drive(trials: list[_Trial], events: ActorHandle, ledger: _Ledger) -> None:
                 _retry(trial, outcome, events, ledger)
                 by_ref[trial.ref] = trial
                 continue
-            ledger.record(trial, outcome)
+            ledger.record(trial.plan, outcome)
         now = time.monotonic()
         for ref, trial in list(by_ref.items()):
             data_limit = trial.plan.request.data_timeout
@@ -246,16 +219,16 @@ def _drive(trials: list[_Trial], events: ActorHandle, ledger: _Ledger) -> None:
                     and now - trial.started > data_limit:
                 ray.cancel(ref, force=True)
                 del by_ref[ref]
-                ledger.record(trial, _data_timeout(trial, data_limit))
+                ledger.record(trial.plan, _data_timeout(trial, data_limit))
                 continue
             limit = trial.plan.limits.worker_s
             if trial.limit_from is not None and limit is not None and now - trial.limit_from > limit:
                 ray.cancel(ref, force=True)
                 del by_ref[ref]
-                ledger.record(trial, _overrun(trial))
+                ledger.record(trial.plan, _overrun(trial))
 
 
-def _retry(trial: _Trial, retry: _Retry, events: ActorHandle, ledger: _Ledger) -> None:
+def _retry(trial: _Trial, retry: _Retry, events: ActorHandle, ledger: Ledger) -> None:
     """Run ``trial`` again: a new task, whose limits start again (its training clock continues from the checkpoint)."""
     trial.previous.append(retry.reason)
     trial.started = trial.started_at = trial.limit_from = None
@@ -268,7 +241,7 @@ def _retry(trial: _Trial, retry: _Retry, events: ActorHandle, ledger: _Ledger) -
     trial.ref = _submit(trial, events)
 
 
-def _interrupt(trials: list[_Trial], ledger: _Ledger) -> None:
+def _interrupt(trials: list[_Trial], ledger: Ledger) -> None:
     """Ctrl-C or SIGTERM: stop every unfinished trial; the ones that had started are recorded as interrupted."""
     for trial in trials:
         if trial.ref is None or trial.plan.run_id in ledger.done:
@@ -277,7 +250,7 @@ def _interrupt(trials: list[_Trial], ledger: _Ledger) -> None:
         if trial.started is not None:
             elapsed = time.monotonic() - trial.started
             reason = f"stopped by the user (Ctrl-C or SIGTERM) after {elapsed:.0f}s; last seen: {_describe(trial)}"
-            ledger.record(trial, _driver_result(trial, TrialStatus.interrupted, reason))
+            ledger.record(trial.plan, _driver_result(trial, TrialStatus.interrupted, reason))
 
 
 def _collect(trial: _Trial) -> RunResult | Shipped | _Retry:

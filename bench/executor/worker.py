@@ -1,4 +1,4 @@
-"""What runs inside a Ray worker for one trial (or one rank of a multi-GPU trial).
+"""What runs in a trial's process: a Ray worker (one trial, or one rank of a multi-GPU trial), or the local executor.
 
 The worker's own output (prints, warnings, native crashes) goes to the trial's log file, not to the terminal, and
 progress reaches the driver as :class:`TrialEvent` objects posted to its event box. The log also gets the
@@ -23,16 +23,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from bench.results.schema import RunResult
-
 import torch
-from ray.actor import ActorHandle
 
 from bench.data.shards import cache_root
+from bench.executor.progress import progress_interval, progress_text
 from bench.harness.plan import PlannedTrial, RunFiles
 from bench.harness.trial import run_trial
-from bench.executor.events import poster
-from bench.executor.progress import progress_interval, progress_text
+from bench.results.schema import RunResult
 from bench.train.events import TrialEvent
 
 
@@ -192,12 +189,14 @@ class EventLog:
         return True
 
 
-def execute(plan: PlannedTrial, events: ActorHandle | None, threads: int, log_path: Path | None = None) -> RunResult:
-    """Run one trial in this worker: ``threads`` torch threads, output to the plan's log (or ``log_path``), events
-    to the ``events`` box and, with the harness's own lines, to the log."""
+def execute(
+    plan: PlannedTrial, forward: Callable[[TrialEvent], None] | None, threads: int, log_path: Path | None = None
+) -> RunResult:
+    """Run one trial in this process: ``threads`` torch threads, output to the plan's log (or ``log_path``), events
+    to ``forward`` (a Ray worker's poster to the driver's event box, the local executor's progress board) and, with
+    the harness's own lines, to the log."""
     torch.set_num_threads(threads)
     recipe_dir = locate(plan.submission.recipe_dir) if plan.submission.recipe_dir is not None else None
-    forward = poster(events) if events is not None else None
     with output_to(log_path or plan.files.log, append=plan.attempt > 0) as log:  # a retry's log follows the last
         if log is None:
             return run_trial(plan, on_event=forward, recipe_dir=recipe_dir)
@@ -213,10 +212,12 @@ def execute(plan: PlannedTrial, events: ActorHandle | None, threads: int, log_pa
 
 
 def _ray_node() -> str:
-    """``ray node <id>, `` when running in a Ray worker (which node of the cluster ran the trial)."""
+    """``ray node <id>, `` when running in a Ray worker (which node of the cluster ran the trial); nothing in the
+    local executor, which must not load Ray (the machine may not have it)."""
+    ray = sys.modules.get("ray")
+    if ray is None:
+        return ""
     try:
-        import ray
-
         return f"ray node {ray.get_runtime_context().get_node_id()}, " if ray.is_initialized() else ""
     except Exception:  # noqa: BLE001 - a log line must never fail the trial
         return ""

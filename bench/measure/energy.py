@@ -12,7 +12,9 @@ Sources, best first:
   metered window, shared out between phases in proportion to their wall-clock time.
 - ``unavailable``: none of the above produced a figure.
 
-codecarbon runs beside the counters in every trial, offline (no network, no files written), in process mode so
+codecarbon is optional: without it (a lone GPU machine with only what training needs), the counters still measure,
+``codecarbon_method`` says it is not installed and there is no CO2 figure. Where it is installed it runs beside the
+counters in every trial, offline (no network, no files written), in process mode so
 that concurrent trials on one machine do not count each other, and its own figure is reported for comparison.
 CO2-equivalent is the training energy times the grid carbon intensity of ``country`` (an ISO 3166 alpha-3 code)
 from codecarbon's energy-mix table. The default is a fixed ``USA`` rather than the machine's location, so that
@@ -30,8 +32,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pynvml
-from codecarbon import OfflineEmissionsTracker
-from codecarbon.input import DataSource
 
 from bench.errors import BenchError
 from bench.measure.polling import Poller
@@ -40,10 +40,26 @@ from bench.results.schema import EnergyPhase, EnergyReport
 DEFAULT_COUNTRY = "USA"
 POWERCAP = Path("/sys/class/powercap")
 JOULES_PER_KWH = 3.6e6
+CODECARBON_MISSING = "codecarbon is not installed: no estimate, no CO2 figure"
 
 
-def carbon_intensity(country: str) -> float:
-    """Grid carbon intensity of ``country`` in gCO2eq/kWh, from codecarbon's table; BenchError when unknown."""
+def codecarbon_installed() -> bool:
+    """Whether codecarbon can be imported (it is imported only where it is used: a second of start-up, and a
+    machine that only trains may not have it)."""
+    try:
+        import codecarbon  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def carbon_intensity(country: str) -> float | None:
+    """Grid carbon intensity of ``country`` in gCO2eq/kWh, from codecarbon's table; BenchError when unknown, None
+    without codecarbon (nothing to look it up in)."""
+    if not codecarbon_installed():
+        return None
+    from codecarbon.input import DataSource
+
     mix = DataSource().get_global_energy_mix_data()
     if country not in mix:
         raise BenchError(
@@ -148,10 +164,12 @@ class CodecarbonRun:
     def __init__(self, country: str, gpu_indices: Sequence[int] | None) -> None:
         self._country = country
         self._gpu_indices = None if gpu_indices is None else list(gpu_indices)
-        self._tracker: OfflineEmissionsTracker | None = None
+        self._tracker: Any = None  # codecarbon's OfflineEmissionsTracker once started
 
     def start(self) -> None:
         """Start tracking. The first start in a process probes the hardware, which takes about two seconds."""
+        from codecarbon import OfflineEmissionsTracker
+
         # codecarbon logs at INFO before applying log_level, and its logger has its own stderr handler.
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
         with warnings.catch_warnings():
@@ -192,10 +210,12 @@ def energy_report(
     codecarbon: CodecarbonFigure | None,
     tokens: int,
     country: str,
+    codecarbon_missing: bool = False,
 ) -> EnergyReport:
     """Assemble the report. ``method`` is the counter's (None without one), ``phase_joules`` its per-device
     energy per phase, ``phase_seconds`` the wall-clock per phase; phases never entered are absent from both,
-    and ``eval`` is reported only when it was entered."""
+    and ``eval`` is reported only when it was entered. ``codecarbon_missing``: codecarbon is not installed (rather
+    than installed and failed), which the report says."""
 
     def phase(name: str) -> EnergyPhase:
         if method is not None:
@@ -208,17 +228,25 @@ def energy_report(
 
     train = phase("train")
     kwh = train.joules / JOULES_PER_KWH if train.joules is not None else None
+    co2_kg = _co2_kg(kwh, country)
+    described = codecarbon.description if codecarbon is not None else None
     return EnergyReport(
         train=train,
         eval=phase("eval") if "eval" in phase_seconds else None,
         kwh=kwh,
         joules_per_token=train.joules / tokens if train.joules is not None and tokens > 0 else None,
-        co2_kg=kwh * carbon_intensity(country) / 1000 if kwh is not None else None,
-        co2_region=country if kwh is not None else None,
+        co2_kg=co2_kg,
+        co2_region=country if co2_kg is not None else None,
         codecarbon_kwh=codecarbon.joules / JOULES_PER_KWH if codecarbon is not None else None,
-        codecarbon_method=codecarbon.description if codecarbon is not None else None,
+        codecarbon_method=CODECARBON_MISSING if codecarbon_missing else described,
         time_proportional=train.method == "codecarbon",
     )
+
+
+def _co2_kg(kwh: float | None, country: str) -> float | None:
+    """kg CO2-equivalent of ``kwh`` on ``country``'s grid; None when either is unknown (no codecarbon table)."""
+    intensity = carbon_intensity(country) if kwh is not None else None
+    return kwh * intensity / 1000 if kwh is not None and intensity is not None else None
 
 
 def combine_ranks(reports: list[EnergyReport], tokens: int, country: str) -> EnergyReport:
@@ -239,14 +267,15 @@ def combine_ranks(reports: list[EnergyReport], tokens: int, country: str) -> Ene
     train = phase(lambda r: r.train)
     assert train is not None
     kwh = train.joules / JOULES_PER_KWH if train.joules is not None else None
+    co2_kg = _co2_kg(kwh, country)
     codecarbon = [r.codecarbon_kwh for r in reports]
     return EnergyReport(
         train=train,
         eval=phase(lambda r: r.eval),
         kwh=kwh,
         joules_per_token=train.joules / tokens if train.joules is not None and tokens > 0 else None,
-        co2_kg=kwh * carbon_intensity(country) / 1000 if kwh is not None else None,
-        co2_region=country if kwh is not None else None,
+        co2_kg=co2_kg,
+        co2_region=country if co2_kg is not None else None,
         codecarbon_kwh=sum(codecarbon) if all(c is not None for c in codecarbon) else None,  # type: ignore[misc]
         codecarbon_method=first.codecarbon_method,
         time_proportional=first.time_proportional,

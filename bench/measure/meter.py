@@ -35,6 +35,7 @@ from bench.measure.energy import (
     NvmlCounter,
     RaplCounter,
     carbon_intensity,
+    codecarbon_installed,
     energy_report,
 )
 from bench.measure.hardware import NvmlUnavailable, hardware_info, nvml_handles, package_versions
@@ -102,7 +103,8 @@ class Meter:
         self._telemetry_reason = "the trial trained on the CPU"
         self._sampler: GpuSampler | None = None
         self._counter: EnergyCounter | None = None
-        self._codecarbon: CodecarbonRun | None = None
+        self._codecarbon: CodecarbonRun | None = None  # None without codecarbon installed
+        self._started = False
         self._open: list[str] = []
         self._seconds: dict[str, float] = {}
         self._joules: dict[str, list[float]] = {}
@@ -111,9 +113,10 @@ class Meter:
 
     def start(self) -> None:
         """Start measuring. The first meter in a process takes about two seconds here (codecarbon's hardware
-        probe); call it before the training clock starts."""
-        if self._codecarbon is not None:
+        probe, where codecarbon is installed); call it before the training clock starts."""
+        if self._started:
             raise RuntimeError("Meter.start() called twice")
+        self._started = True
         if self.device.type == "cuda":
             try:
                 self._handles = nvml_handles([self.device])
@@ -126,8 +129,9 @@ class Meter:
             gpu_indices = []
         elif self._handles:
             gpu_indices = [pynvml.nvmlDeviceGetIndex(handle) for handle in self._handles]
-        self._codecarbon = CodecarbonRun(self.country, gpu_indices)
-        self._codecarbon.start()
+        if codecarbon_installed():
+            self._codecarbon = CodecarbonRun(self.country, gpu_indices)
+            self._codecarbon.start()
         if self._handles:
             self._sampler = GpuSampler(self._handles, self._telemetry_interval_s)
             self._sampler.start()
@@ -158,7 +162,7 @@ class Meter:
         """Count the block's time and energy toward phase ``name`` ("train" or "eval")."""
         if name not in PHASES:
             raise ValueError(f"unknown phase {name!r}; phases are {', '.join(PHASES)}")
-        if self._codecarbon is None:
+        if not self._started:
             raise RuntimeError("Meter.phase() before Meter.start()")
         self._mark()
         self._open.append(name)
@@ -183,12 +187,12 @@ class Meter:
         training ran at and picks the peak's dtype. The peak may take a ~0.3 s calibration on an unknown device.
         ``train_seconds`` are this host's (MFU is the host's utilisation); ``speed_index`` is its speed against the
         class's reference host, for the fingerprint."""
-        if self._codecarbon is None:
+        if not self._started:
             raise RuntimeError("Meter.stop() before Meter.start()")
         if self._open:
             raise RuntimeError(f"Meter.stop() inside phase {self._open[-1]!r}")
         telemetry = self._sampler.stop() if self._sampler is not None else unavailable(self._telemetry_reason)
-        codecarbon = self._codecarbon.stop()
+        codecarbon = self._codecarbon.stop() if self._codecarbon is not None else None
         if self._counter is not None:
             self._counter.close()
         memory = self._memory.stop()
@@ -201,6 +205,7 @@ class Meter:
             codecarbon=codecarbon,
             tokens=tokens,
             country=self.country,
+            codecarbon_missing=self._codecarbon is None,
         )
         peak = peak_flops(self.device, precision)
         utilisation = mfu(flops_per_token or 0.0, tokens, train_seconds, peak, self.world_size)

@@ -263,6 +263,13 @@ class HardwareInfo(StrictModel):
     mismatch: str | None = Field(None, exclude_if=lambda value: value is None,
                                  description="Why the host does not match its class, where its speed says so.")
 
+    @property
+    def machine(self) -> str:
+        """The machine in a few words: its GPUs with their count, else its CPU model and cores."""
+        if self.gpus:
+            return ", ".join(f"{self.gpus.count(gpu)}x {gpu}" for gpu in sorted(set(self.gpus)))
+        return f"{self.cpu_model} ({self.cpu_cores} cores)"
+
 
 class DownstreamScore(StrictModel):
     task: str

@@ -10,14 +10,16 @@ exactly a ``.json`` file whose stem has none.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import platformdirs
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bench.errors import BenchError
 from bench.results.schema import RunResult
@@ -143,21 +145,37 @@ def write_result(result: RunResult, results_dir: Path) -> Path:
 
 
 def read_result(path: Path) -> RunResult:
+    return read_model(path, RunResult, "result file")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_model(path: Path, model: type[M], kind: str) -> M:
+    """A JSON file the tool wrote (a result, a verification record, the registry of versions), validated as
+    ``model``; anything wrong is an error naming the file and the first bad field (``kind`` says what it should be)."""
     try:
-        return RunResult.model_validate_json(path.read_text(encoding="utf-8"))
+        return model.model_validate_json(path.read_text(encoding="utf-8"))
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise BenchError(
-            f"{path}: not a valid result file: {field}: {first['msg'].removeprefix('Value error, ')}"
+            f"{path}: not a valid {kind}: {field}: {first['msg'].removeprefix('Value error, ')}"
         ) from None
     except UnicodeDecodeError as exc:
         raise BenchError(
-            f"{path}: not a valid result file: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
-            f"{exc.start}); it was damaged or is not a result"
+            f"{path}: not a valid {kind}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start}); it was damaged or is not a {kind}"
         ) from None
     except OSError as exc:
         raise BenchError(f"{path}: cannot read: {exc}") from None
+
+
+def result_digest(result: RunResult) -> str:
+    """SHA-256 of a result's content as the schema reads it: what a verification or the registry names when it
+    vouches for a result, so that a file edited afterwards (a score changed) is no longer the one vouched for.
+    Formatting does not count (a copy re-indented is the same result); every value does."""
+    return hashlib.sha256(result.model_dump_json().encode()).hexdigest()
 
 
 def load_result_files(dirs: Iterable[Path]) -> list[tuple[Path, RunResult]]:

@@ -39,16 +39,19 @@ def run_study(
     *,
     root: Path | None = None,
     progress: bool = True,
+    executor: driver.Executor = "ray",
 ) -> list[RunResult]:
     """Run what the study at ``path`` still lacks and return the result of every grid point and seed it has.
 
-    Results are written under :func:`study_dir`; ``address`` joins a Ray cluster (default: a local instance);
+    Results are written under :func:`study_dir`; ``address`` joins a Ray cluster (default: a local instance),
+    ``executor`` chooses Ray or this process (:class:`bench.driver.Execution`);
     ``root`` is the project holding ``workloads/`` and ``submissions/``.
     """
     study = load_study(path)
     plan = plan_study(study, root)
     out = study_dir(study, results_dir)
     todo = pending(plan, load_results([out]))
-    driver.run(plan.requests(todo), driver.Execution(out, address, progress), plan.submissions.values())
+    driver.run(plan.requests(todo), driver.Execution(out, address, progress, executor=executor),
+               plan.submissions.values())
     matches, _ = plan.match(load_results([out]))
     return [m.result for m in matches]
