@@ -283,7 +283,6 @@ def bare_loop(config: GPTRecipeConfig, vocab_size: int, seq_len: int, device: to
     _sync(device)
     rate = done * accum * batch * length / (time.perf_counter() - began)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    del model, optimizer, forward
     return rate, peak
 
 
