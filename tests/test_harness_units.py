@@ -75,10 +75,8 @@ def test_time_to_target_maximize():
 class EndlessStream:
     """Serves constant batches forever: budgets must come from the context, not the stream."""
 
-    def batches(self, batch_size, seq_len, device, admit=None):
-        while admit is None or admit():
-            x = torch.zeros(batch_size, seq_len, dtype=torch.long)
-            yield x, x
+    def draw(self, batch_size, seq_len):
+        return np.zeros((batch_size, seq_len + 1), dtype=np.int64)
 
 
 def _ctx(**budget):

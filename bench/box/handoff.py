@@ -10,6 +10,8 @@ harness reads that archive's tensors' sizes without unpickling it, to count what
 from __future__ import annotations
 
 import os
+import pickle
+import types
 import uuid
 from pathlib import Path
 
@@ -30,7 +32,7 @@ def pack_model(model: nn.Module, scratch: Path, vocab_size: int, seq_len: int) -
     try:
         gpt = describable_gpt(model, seq_len, vocab_size)
     except NotSaveable:
-        torch.save(model, path)
+        torch.save(model, path, pickle_module=_ArchivePickling)
         form = ARCHIVE_FORM
     else:
         save_safetensors(gpt, str(path), metadata=describe(gpt.config))
@@ -38,3 +40,21 @@ def pack_model(model: nn.Module, scratch: Path, vocab_size: int, seq_len: int) -
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     path.unlink()
     return fd, form
+
+
+def bound_method(function: object, owner: object) -> types.MethodType:
+    """``function`` bound to ``owner``: how an archive's methods set on an instance are rebuilt when unpickled."""
+    return types.MethodType(function, owner)
+
+
+class _ArchivePickling:
+    """``torch.save``'s pickle module for archives: pickle's, except that a method set on an instance whose function
+    is not a plain function is pickled as that function and its owner. Python pickles a bound method by its name,
+    which a ``functools.partial`` lacks, and libraries set such methods: torchao's quantization replaces each
+    quantized module's ``extra_repr`` with a partial bound to the module."""
+
+    class Pickler(pickle.Pickler):
+        def reducer_override(self, obj: object) -> object:
+            if isinstance(obj, types.MethodType) and not hasattr(obj.__func__, "__name__"):
+                return bound_method, (obj.__func__, obj.__self__)
+            return NotImplemented

@@ -5,17 +5,18 @@ The contract is :func:`bench.executor.ray_runner.run_trials`'s: each result is w
 lines go to the console, Ctrl-C or SIGTERM records the running trial as interrupted and raises
 :class:`~bench.executor.outcome.RunInterrupted`, and results that could not be written raise
 :class:`~bench.executor.outcome.ResultsNotSaved` once every trial has ended. Each trial still runs under the whole
-harness (supervisor process, watchdog, fresh compile caches, meter) and its output goes to its log.
+harness (its recipe in a box of its own, timed and limited from outside; watchdog, fresh compile caches, meter) and
+its output goes to its log.
 
 What a Ray worker gives a trial and this cannot:
 
-- a process of its own: a trial's imports, CUDA context and global state stay for the next trial of the run (its
-  compiled frames and cached device memory are dropped between trials);
+- a process of its own for the harness's side: its imports, CUDA context and global state stay for the next trial of
+  the run (its compiled frames and cached device memory are dropped between trials; the recipe's box is new each
+  trial);
 - an environment set before torch loads: a CPU-class trial here keeps the process's OpenMP wait policy (Ray's
   workers set ``OMP_WAIT_POLICY=PASSIVE``), and GPUs stay visible to it (its device is still the CPU);
-- limits enforced from outside (the scheduler's hard limit, ``--data-timeout``): the harness's watchdog still stops
-  a recipe past its budget and grace, but a trial stuck inside one C call, or a process killed for lack of memory,
-  ends the whole run;
+- limits enforced on the harness itself (the scheduler's hard limit, ``--data-timeout``): a box past its limits is
+  killed, but a trial stuck in the harness's own code, or a process killed for lack of memory, ends the whole run;
 - retries after a worker died, and multi-GPU trials (Ray Train), which are refused here before anything runs.
 """
 

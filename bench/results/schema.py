@@ -164,7 +164,9 @@ class ParamCounts(StrictModel):
     exempt: int = Field(0, description="Elements not counted: recomputable rotary tables, causal masks.")
     bytes: int | None = Field(None, description="Bytes of the model's stored weights, at their stored dtypes.")
     bytes_by_dtype: dict[str, int] = Field(default_factory=dict, description="The same bytes by storage dtype.")
-    quantized_bytes: int | None = Field(None, description="Of those, bytes of quantized weights and their scales.")
+    quantized_bytes: int | None = Field(None, description=(
+        "Of those, bytes of quantized weights and their scales; unknown (None) for a model handed over as an "
+        "archive, whose census knows its storages' dtypes but not which tensors they belong to."))
     max_bytes: int | None = Field(None, description="The workload's byte limit, when it has one.")
 
 
