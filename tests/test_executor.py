@@ -61,8 +61,8 @@ def ray_local(tmp_path_factory: pytest.TempPathFactory):
 def workload() -> WorkloadSpec:
     data = load_workload(workload_path("tiny")).model_dump(mode="json")
     data["data"].update(train_bytes="1MB", val_bytes="20KB")
-    data["budget"].update(wall_clock="2s", overrun_grace="1s", hardware="cpu-1")
-    data["eval"].update(every="1s", tokens="4k", downstream=[])
+    data["budget"].update(wall_clock="2s", overrun_grace="1s", hardware="cpu-1", calibration=None)
+    data["eval"].update(every="1s", tokens="4k", downstream=[])  # host seconds: tests/test_calibration.py probes
     return WorkloadSpec.model_validate(data)
 
 
@@ -88,7 +88,7 @@ def _segfault_submission(folder: Path) -> Path:
 
 @pytest.mark.slow
 def test_bad_trials_are_isolated_and_recorded(ray_local, workload, tmp_path):
-    requests = [  # the hanging trial first: its wait for the hard limit overlaps the others
+    requests = [  # the hanging trial first: its wait for the box's wall limit overlaps the others
         _request(workload, RECIPES / "hanging"),
         _request(workload, RECIPES / "good-bigram", seed=0),
         _request(workload, RECIPES / "crashing"),
@@ -108,19 +108,19 @@ def test_bad_trials_are_isolated_and_recorded(ray_local, workload, tmp_path):
     crashed = by_run["crashing-s0"]
     assert crashed.status is TrialStatus.failed and "deliberate crash at step 3" in crashed.reason
 
-    hung = by_run["hanging-s0"]
+    hung = by_run["hanging-s0"]  # deaf to signals in its box: the box is killed from outside at its wall limit
     assert hung.status is TrialStatus.overrun
-    assert "stopped by the scheduler" in hung.reason and "last seen: phase train" in hung.reason
+    assert hung.reason.startswith("stopped by the harness: still running after") and "of wall time" in hung.reason
     assert hung.workload_hash == workload.content_hash() and hung.hyperparameters == {"batch_size": 8}
-    assert hung.timing.total_s >= 2 + 1 + ALLOWANCE_S
+    assert hung.timing.total_s >= 2 + 1
 
     stopped = by_run["non-stopping-s0"]  # the trial runner's own watchdog works inside a Ray worker
     assert stopped.status is TrialStatus.overrun and "stopped by the harness" in stopped.reason
 
-    died = by_run["segfault-s0"]
-    assert died.status is TrialStatus.failed
-    assert died.reason == "the worker process died: Fatal Python error: Segmentation fault"
-    assert "in train" in died.traceback_tail  # the worker's faulthandler output, from its log
+    died = by_run["segfault-s0"]  # its box died; the harness beside it records how
+    assert died.status is TrialStatus.failed and died.reason.startswith("the recipe's process died of SIGSEGV")
+    log = (tmp_path / "results" / workload.name / "segfault" / "segfault-s0.log").read_text()
+    assert "Fatal Python error: Segmentation fault" in log and "in train" in log  # the box's faulthandler
 
     for result in results:
         folder = tmp_path / "results" / workload.name / result.submission
@@ -129,7 +129,7 @@ def test_bad_trials_are_isolated_and_recorded(ray_local, workload, tmp_path):
 
     lines = out.getvalue().splitlines()  # not a terminal: one line per state change, no live table
     assert "hanging-s0  hanging  seed 0  train" in lines
-    assert any(line.startswith("hanging-s0  hanging  seed 0  overrun: no result") for line in lines)
+    assert any(line.startswith("hanging-s0  hanging  seed 0  overrun: stopped by the harness") for line in lines)
     assert any(line.startswith("good-bigram-s1  good-bigram  seed 1  ok (val loss") for line in lines)
 
 
@@ -137,9 +137,9 @@ def test_bad_trials_are_isolated_and_recorded(ray_local, workload, tmp_path):
 def test_sweep_records_its_budget_and_best_trial(ray_local, workload, tmp_path):
     folder = tmp_path / "tunable-bigram"
     shutil.copytree(RECIPES / "good-bigram", folder)
-    shutil.copy(RECIPES / "_common.py", tmp_path / "_common.py")
+    shutil.copytree(RECIPES / "bigram", tmp_path / "bigram")
     (folder / "submission.yaml").write_text(
-        "name: tunable-bigram\nauthors: [tests]\ndescription: good-bigram with a search space.\n"
+        "name: tunable-bigram\nextends: bigram\nauthors: [tests]\ndescription: good-bigram with a search space.\n"
         "entry_point: recipe.py:GoodBigram\nhyperparameters: {batch_size: 8}\nworkloads: [tiny]\n"
         "search_space: {batch_size: {distribution: int_uniform, low: 2, high: 16}}\n"
     )
@@ -175,9 +175,9 @@ def test_a_sweep_resumes_reruns_its_best_on_fresh_seeds_records_it_and_the_board
 
     folder = tmp_path / "submissions" / "tunable-bigram"  # in a project of its own (tmp_path), which the board reads
     shutil.copytree(RECIPES / "good-bigram", folder)
-    shutil.copy(RECIPES / "_common.py", folder.parent / "_common.py")
+    shutil.copytree(RECIPES / "bigram", folder.parent / "bigram")
     (folder / "submission.yaml").write_text(
-        "name: tunable-bigram\nauthors: [tests]\ndescription: good-bigram with a search space.\n"
+        "name: tunable-bigram\nextends: bigram\nauthors: [tests]\ndescription: good-bigram with a search space.\n"
         "entry_point: recipe.py:GoodBigram\nhyperparameters: {batch_size: 8, opts: {betas: [0.9, 0.95]}}\nworkloads: [tiny]\n"
         "search_space:\n  batch_size: {distribution: int_uniform, low: 2, high: 16}\n"
         "  opts.betas.1: {distribution: uniform, low: 0.9, high: 0.99}\n"

@@ -8,7 +8,9 @@ any of them ends, the keeper's wait adds its CPU time to the keeper's own ``cuti
 time is always the keeper's children's times plus those of every living process beneath it, all of which the
 harness reads from ``/proc`` (:class:`bench.measure.cputime.ProcessTree`); nothing the box does can hide work from
 it. The keeper runs no code but this and the zygote's imports, and the box, walled in after it starts, can neither
-signal nor trace it. It exits once nothing is left beneath it, with the box's exit status (or 128 + the signal).
+signal nor trace it. It writes the box's exit status to the harness (a pipe) as soon as the box's own process ends, so that a box that
+died says how (``-11``: killed by SIGSEGV), and exits once nothing is left beneath it, with the box's exit status
+(or 128 + the signal).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def keep(box: Callable[[], int], channel_fd: int) -> int:
-    """Become a subreaper, run ``box`` in a forked child, reap everything beneath; the box's exit status."""
+def keep(box: Callable[[], int], channel_fd: int, status_fd: int | None = None) -> int:
+    """Become a subreaper, run ``box`` in a forked child, reap everything beneath; the box's exit status, also
+    written to ``status_fd`` (as ``os.waitstatus_to_exitcode`` gives it) when the box's process ends."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # the zygote's end is the keeper's
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
@@ -33,6 +36,8 @@ def keep(box: Callable[[], int], channel_fd: int) -> int:
     if child == 0:
         code = 70
         try:
+            if status_fd is not None:
+                os.close(status_fd)  # only the keeper reports the box's end
             code = box()
         finally:
             os._exit(code)
@@ -46,8 +51,15 @@ def keep(box: Callable[[], int], channel_fd: int) -> int:
         except InterruptedError:
             continue
         if pid == child:
-            status = os.waitstatus_to_exitcode(code)
-            status = 128 - status if status < 0 else status
+            exit_code = os.waitstatus_to_exitcode(code)
+            status = 128 - exit_code if exit_code < 0 else exit_code
+            if status_fd is not None:
+                try:
+                    os.write(status_fd, f"{exit_code}\n".encode())
+                except OSError:
+                    pass  # the harness is no longer listening
+                os.close(status_fd)
+                status_fd = None
 
 
 def reap() -> None:

@@ -8,14 +8,17 @@ forks: a box starts in milliseconds, as a copy of a process that has run nothing
 holds nothing but its channel to the harness.
 
 A ``spawn`` request names the box's role (``main``, ``scoring``, ``probe``, ``describe``), its environment and
-working folder, and carries the box's end of a fresh channel. With ``keeper`` the fork first becomes the box's keeper
-(:func:`bench.box.keeper.keep`: a child subreaper that forks the box beneath itself), so that the harness can
-count every CPU second of the box's processes from ``/proc``. The zygote answers with the pid it forked and reaps
+working folder, and carries the box's end of a fresh channel and the harness's standard output and error of the
+moment (the trial's log: one zygote serves every trial of a process). With ``keeper`` the fork first becomes the
+box's keeper (:func:`bench.box.keeper.keep`: a child subreaper that forks the box beneath itself), so that the harness
+can count every CPU second of the box's processes from ``/proc``; a fifth descriptor is where the keeper writes the
+box's exit status. The zygote answers with the pid it forked and reaps
 whatever of its children ends.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import os
 import sys
@@ -37,7 +40,8 @@ def main(fd: int) -> int:
         except (ChannelClosed, ChannelError):
             return 0  # the harness is gone: so is the zygote
         reap()
-        if message.get("kind") != "spawn" or message.get("role") not in ROLES or len(fds) != 1:
+        if message.get("kind") != "spawn" or message.get("role") not in ROLES or len(fds) != 3 + bool(
+                message.get("keeper")):
             for received in fds:
                 os.close(received)
             return 0
@@ -46,10 +50,11 @@ def main(fd: int) -> int:
             code = 70
             try:
                 channel.close()
-                code = _become(message, fds[0])
+                code = _become(message, *fds)
             finally:
                 os._exit(code)
-        os.close(fds[0])
+        for received in fds:
+            os.close(received)
         channel.send({"kind": "spawned", "pid": pid})
 
 
@@ -64,8 +69,12 @@ def _preload() -> None:
         importlib.import_module(name)
 
 
-def _become(message: dict, fd: int) -> int:
-    """In the fork: the environment and folder of the box, then its role (beneath a keeper when asked)."""
+def _become(message: dict, fd: int, stdout: int, stderr: int, status: int | None = None) -> int:
+    """In the fork: the output, environment and folder of the box, then its role (beneath a keeper when asked)."""
+    for target, source in ((1, stdout), (2, stderr)):
+        os.dup2(source, target)
+        os.close(source)
+    faulthandler.enable(all_threads=False)  # a crash leaves the box's Python stack in the trial's log
     os.setsid()  # its own session: the harness's terminal signals and process group are not its
     os.chdir(message["cwd"])
     os.environ.clear()
@@ -75,9 +84,8 @@ def _become(message: dict, fd: int) -> int:
     if message.get("keeper"):
         from bench.box.keeper import keep
 
-        return keep(lambda: role.main(fd), fd)
+        return keep(lambda: role.main(fd), fd, status)
     return role.main(fd)
-
 
 
 if __name__ == "__main__":

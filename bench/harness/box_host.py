@@ -1,6 +1,6 @@
 """The harness's end of a recipe's box: start it, time it from outside, serve it, stop it.
 
-The recipe runs in its own process (:mod:`bench.box.main`) beneath a keeper (:mod:`bench.harness.keeper`), walled in
+The recipe runs in its own process (:mod:`bench.box.main`) beneath a keeper (:mod:`bench.box.keeper`), walled in
 by :mod:`bench.box.sandbox`. This module is everything the harness does with it:
 
 * **starting** it with the paths it may read (the interpreter, ``bench``, the submission's folders) and the one it
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import select
 import shutil
 import signal
 import tempfile
@@ -77,6 +78,7 @@ class RecipeBox:
     channel: Channel
     tree: ProcessTree
     scratch: Path
+    exit_status: int  # the pipe on which the keeper writes the box's exit status when the box's process ends
     walls: dict[str, Any] = field(default_factory=dict)
     buffer: SharedBuffer | None = None
 
@@ -90,8 +92,15 @@ class RecipeBox:
             readable.append(plan.submission.recipe_dir.resolve())
         env = box_env(scratch, TORCHINDUCTOR_CACHE_DIR=str(scratch / "inductor"),
                       TRITON_CACHE_DIR=str(scratch / "triton"))
-        keeper, channel = spawn("main", scratch, env, keeper=True)
-        box = cls(keeper, channel, ProcessTree(keeper), scratch)
+        status_read, status_write = os.pipe2(os.O_CLOEXEC)
+        try:
+            keeper, channel = spawn("main", scratch, env, keeper_status=status_write)
+        except BaseException:
+            os.close(status_read)
+            raise
+        finally:
+            os.close(status_write)
+        box = cls(keeper, channel, ProcessTree(keeper), scratch, status_read)
         channel.send({"kind": "setup", "read": [str(p) for p in readable],
                       "devices": [str(p) for p in sandbox.gpu_devices()] if gpu else [], "scratch": str(scratch),
                       "threads": threads, "compile": compiles(plan.hyperparameters)})
@@ -101,8 +110,9 @@ class RecipeBox:
         try:
             ready, _ = channel.receive()
         except (ChannelClosed, ChannelError) as exc:
+            how = box.how_it_ended(timeout_s=1.0)
             box.end()
-            raise BoxBroken(f"the recipe's process ended before it was ready ({exc}); see the log") from None
+            raise BoxBroken(f"the recipe's process {how} before it was ready ({exc}); see the log") from None
         if ready.get("kind") != "ready":
             box.end()
             raise BoxBroken(f"the recipe's process said {ready.get('kind')!r} before it was ready")
@@ -111,6 +121,23 @@ class RecipeBox:
 
     def cpu_seconds(self) -> float:
         return self.tree.cpu_seconds()
+
+    def how_it_ended(self, timeout_s: float = 5.0) -> str:
+        """How the box's process ended, in words, from the exit status its keeper reports (waiting ``timeout_s``
+        for it): "died of SIGSEGV", "exited with status 3"; "ended" when the keeper says nothing."""
+        ready, _, _ = select.select([self.exit_status], [], [], timeout_s)
+        try:
+            code = int(os.read(self.exit_status, 32).decode().strip()) if ready else None
+        except (OSError, ValueError):
+            code = None
+        if code is None:
+            return "ended"
+        if code < 0:
+            try:
+                return f"died of {signal.Signals(-code).name}"
+            except ValueError:
+                return f"died of signal {-code}"
+        return f"exited with status {code}"
 
     @contextmanager
     def frozen(self) -> Iterator[None]:
@@ -130,6 +157,7 @@ class RecipeBox:
             pass
         wait_gone(self.keeper)
         self.channel.close()
+        os.close(self.exit_status)
         if self.buffer is not None:
             self.buffer.close()
         shutil.rmtree(self.scratch, ignore_errors=True)
@@ -187,8 +215,8 @@ def serve(box: RecipeBox, ctx: HarnessContext, serving: Serving, train_limit_s: 
             if over:
                 return Returned(broken=over)
     except ChannelClosed:
-        return Returned(broken="the recipe's process ended without returning a model (it died, or closed its "
-                               "channel); see the log")
+        return Returned(broken=f"the recipe's process {box.how_it_ended()} without returning a model; its output "
+                               "(a crash's Python stack too) is in the log")
     except (ChannelError, BoxBroken) as exc:
         return Returned(broken=f"the recipe's process broke the box's protocol: {exc}")
     finally:

@@ -45,9 +45,11 @@ _lock = threading.Lock()
 _zygote: _Zygote | None = None
 
 
-def spawn(role: str, cwd: Path, env: dict[str, str], keeper: bool = False) -> tuple[int, Channel]:
-    """Fork a box of ``role`` (working in ``cwd``, with ``env``; beneath a keeper with ``keeper``): its pid (the
-    keeper's) and the harness's end of its channel."""
+def spawn(role: str, cwd: Path, env: dict[str, str], keeper_status: int | None = None) -> tuple[int, Channel]:
+    """Fork a box of ``role`` (working in ``cwd``, with ``env``): its pid and the harness's end of its channel. The
+    box writes to the harness's standard output and error as they are now (a trial's log), whichever trial started
+    the zygote. With ``keeper_status`` (the write end of a pipe) the box runs beneath a keeper, whose pid is
+    returned, and which writes the box's exit status there when the box's process ends."""
     global _zygote
     with _lock:
         for attempt in range(2):
@@ -55,8 +57,9 @@ def spawn(role: str, cwd: Path, env: dict[str, str], keeper: bool = False) -> tu
                 _zygote = _start()
             mine, theirs = pair()
             try:
-                _zygote.channel.send({"kind": "spawn", "role": role, "cwd": str(cwd), "env": env, "keeper": keeper},
-                                     (theirs.fileno(),))
+                fds = (theirs.fileno(), 1, 2, *(() if keeper_status is None else (keeper_status,)))
+                _zygote.channel.send({"kind": "spawn", "role": role, "cwd": str(cwd), "env": env,
+                                      "keeper": keeper_status is not None}, fds)
                 if not _zygote.channel.ready(READY_TIMEOUT_S):
                     raise ZygoteFailed("the zygote did not answer")
                 reply, _ = _zygote.channel.receive()
