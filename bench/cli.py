@@ -261,8 +261,9 @@ def list_command() -> None:
 
     submissions = Table(title="Submissions", title_justify="left")
     submissions.add_column("name", no_wrap=True)
-    for column in ("authors", "entry point", "workloads"):
+    for column in ("authors", "entry point"):
         submissions.add_column(column)
+    submissions.add_column("workloads", max_width=PROSE_WIDTH // 2)  # a baseline declares every workload
     submissions.add_column("description", max_width=PROSE_WIDTH)
     for folder in submission_dirs():
         try:

@@ -45,7 +45,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "workloads").mkdir()
     (root / "workloads" / "tiny.yaml").write_text(yaml.safe_dump(spec))
     shutil.copytree(RECIPES / "good-bigram", root / "submissions" / "good-bigram")
-    shutil.copy(RECIPES / "_common.py", root / "submissions" / "_common.py")
+    shutil.copytree(RECIPES / "bigram", root / "submissions" / "bigram")
     return root
 
 
