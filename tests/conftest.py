@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,20 @@ def vouched(results, root: Path = ROOT):
     from bench.results.registry import Registry, vouching
 
     return Trust(root, vouching(Registry(), list(results), "the tests", "runs of the test fixtures", date(2026, 12, 7)))
+
+
+PUBLISHED_2026_12_02 = ROOT / "tests" / "fixtures" / "published-2026-12-02"
+"""The results published on 2026-12-02 (tiny on cpu-2, the old clock), with the registry that vouched for them, the
+workload file and the studies' reports, laid out like a project: see its README.md. Tests that assert numbers,
+run ids or hashes of the published board read this copy, not ``leaderboard/``, which is re-published."""
+
+
+def published_project(root: Path, fixture: Path = PUBLISHED_2026_12_02) -> Path:
+    """A project at ``root`` holding ``fixture``'s workloads/ and leaderboard/ (copied: a test may write records
+    there) and this repository's submissions/ and FINDINGS.md (linked)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for name in ("workloads", "leaderboard"):
+        shutil.copytree(fixture / name, root / name)
+    for name in ("submissions", "FINDINGS.md"):
+        (root / name).symlink_to(ROOT / name)
+    return root

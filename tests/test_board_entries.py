@@ -1,4 +1,5 @@
-"""The board built from the published results (``leaderboard/results``) plus runs that must not pool with them.
+"""The board built from the results first published (``tests/fixtures/published-two-seeds``) plus runs that must not
+pool with them.
 
 The extra runs are copies of published ones, changed the way real runs differ: a ``--wall-clock 15s`` smoke run
 (another workload hash), a ``--set lr=...`` run (other hyperparameters), a sweep trial (``tuning`` with a trial

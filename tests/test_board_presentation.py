@@ -1,5 +1,6 @@
-"""The board's presentation (issue 31), on the published results (``leaderboard/results``) where the issue measured
-it, and on made-up entries where a rule needs an exact case.
+"""The board's presentation (issue 31), on the results published on 2026-12-02 where the issue measured it (a frozen
+copy, ``tests/fixtures/published-2026-12-02``, so that re-publishing ``leaderboard/results`` does not change these
+tests), and on made-up entries where a rule needs an exact case; and the live board, on whatever is published now.
 
 One row per submission (its current configuration, the rest on its page), tie groups that cannot contradict the Δ
 column, hyperparameter values that do not round 0.9999 to 1, a stated noise floor, time-to-target at the
@@ -34,37 +35,70 @@ from bench.board.html import run_files
 from bench.board.plots import STYLE, compute_figure, section_plots, time_figure
 from bench.board.rank import Entry, Section, build_sections, rank_entries, tie_groups
 from bench.board.stats import welch
+from bench.board.trust import Standing
 from bench.cli import app
 from bench.results.schema import EvalPoint, RunResult
 from bench.results.store import load_result_files
 
-from conftest import ROOT, vouched
+from conftest import ROOT, published_project, vouched
 
-PUBLISHED = ROOT / "leaderboard" / "results"
+LIVE = ROOT / "leaderboard" / "results"
+"""What is published now: only the light test of the live board reads it."""
 TWO_SEEDS = ROOT / "tests" / "fixtures" / "published-two-seeds"
 
 
 @pytest.fixture(scope="module")
-def found() -> list[tuple[Path, RunResult]]:
-    return load_result_files([PUBLISHED])
+def project(tmp_path_factory) -> Path:
+    """A project with the results published on 2026-12-02, the registry that vouched for them and their studies."""
+    return published_project(tmp_path_factory.mktemp("published") / "project")
 
 
 @pytest.fixture(scope="module")
-def tiny(found) -> Section:
-    (section,) = [s for s in build_sections([r for _, r in found], ROOT) if s.workload == "tiny"]
+def found(project) -> list[tuple[Path, RunResult]]:
+    return load_result_files([project / "leaderboard" / "results"])
+
+
+@pytest.fixture(scope="module")
+def tiny(found, project) -> Section:
+    (section,) = [s for s in build_sections([r for _, r in found], project) if s.workload == "tiny"]
     return section
 
 
 @pytest.fixture(scope="module")
-def board(found, tmp_path_factory):
+def board(found, project, tmp_path_factory):
     """The published board built into a temporary folder, with the published studies beside it."""
     out = tmp_path_factory.mktemp("board")
-    shutil.copytree(ROOT / "leaderboard" / "studies", out / "studies")
-    return build_leaderboard([r for _, r in found], out, ROOT, run_files(found))
+    shutil.copytree(project / "leaderboard" / "studies", out / "studies")
+    return build_leaderboard([r for _, r in found], out, project, run_files(found))
 
 
 def _page(board, entry: Entry) -> str:
     return next(p for p in board.entries if p.stem == entry.slug).read_text()
+
+
+# --- the live board -----------------------------------------------------------------------------------------------
+
+
+def test_the_live_board_builds_and_ranks_or_explains_every_published_result(tmp_path):
+    """Whatever ``leaderboard/results`` holds now (the tests above read a frozen copy): the board builds from it with
+    the project's registry, workloads and submissions; every published result is on it once; none is of code the
+    project cannot vouch for; and every entry is ranked, provisional, an earlier configuration of a submission's row,
+    or shown apart with its reason."""
+    found = load_result_files([LIVE])
+    assert found, f"nothing published in {LIVE}"
+    results = [r for _, r in found]
+    published = sorted({(r.workload, r.submission, r.run_id) for r in results})
+    files = build_leaderboard(results, tmp_path / "board", ROOT, run_files(found))
+    sections = build_sections(results, ROOT)
+    entries = [e for s in sections for g in s.groups for e in g.entries]
+    assert sorted((r.workload, r.submission, r.run_id) for e in entries for r in e.runs) == published
+    assert files.runs == len(published) and f"Built from {len(published)} result files" in files.markdown.read_text()
+    assert len(files.entries) == len(entries) and all(page.is_file() for page in files.entries)
+    assert any(g.compared for s in sections for g in s.groups), "no published entry has headline numbers"
+    for entry in entries:
+        assert entry.standing is not Standing.unrankable, f"{entry.label}: {entry.excluded}"
+        explained = entry.excluded or (entry.failure_reasons if not entry.scored else None)
+        assert entry.rank is not None or entry.provisional or entry.superseded_by or explained, entry.label
 
 
 # --- one row per submission ---------------------------------------------------------------------------------------
@@ -219,9 +253,9 @@ def test_entry_pages_show_memory_and_wall_time_and_no_estimated_energy(tiny, boa
     assert "Energy is not shown" in page and "<dt>energy</dt>" not in page and " Wh (e)" not in page
 
 
-def test_the_index_links_findings_and_the_studies(board):
+def test_the_index_links_findings_and_the_studies(board, project):
     index, readme = board.html.read_text(), board.markdown.read_text()
-    studies = sorted(p.parent.name for p in (ROOT / "leaderboard" / "studies").glob("*/report.md"))
+    studies = sorted(p.parent.name for p in (project / "leaderboard" / "studies").glob("*/report.md"))
     assert studies
     for text in (index, readme):
         assert "FINDINGS.md" in text

@@ -20,7 +20,7 @@ from bench.tune import tuned_configuration
 from bench.spec.loading import load_submission
 from bench.results.schema import RunResult
 
-from conftest import ROOT
+from conftest import PUBLISHED_2026_12_02, ROOT
 
 TOKENS = 30_000
 
@@ -85,15 +85,17 @@ def test_check_without_reference_says_how_to_make_one(tmp_path):
 
 
 def _published(tmp_path, submission, pattern):
+    """Copies of ``submission``'s result files published on 2026-12-02 (a frozen copy: leaderboard/results is
+    re-published) that match ``pattern``."""
     folder = tmp_path / "tiny" / submission
     folder.mkdir(parents=True)
-    for path in (ROOT / "leaderboard" / "results" / "tiny" / submission).glob(pattern):
+    for path in (PUBLISHED_2026_12_02 / "leaderboard" / "results" / "tiny" / submission).glob(pattern):
         shutil.copy(path, folder)
     return folder
 
 
 def test_the_tuned_configuration_is_the_declared_best_of_the_re_run_sweep(tmp_path):
-    """On the published results: muon's sweep chose trial 2 and re-ran it on seeds 1-5; its untuned runs of
+    """On the results published on 2026-12-02: muon's sweep chose trial 2 and re-ran it on seeds 1-5; its untuned runs of
     2026-12-01 and the sweep's other trials do not count."""
     folder = _published(tmp_path, "muon", "*.json")
     tuned = tuned_configuration(folder)

@@ -107,7 +107,7 @@ def test_results_without_checkpoints_keep_their_shape():
 def read_result_fixture() -> dict:
     import json
 
-    path = next((ROOT / "tests" / "fixtures").rglob("*.json"))
+    path = next((ROOT / "tests" / "fixtures" / "results").rglob("*.json"))  # result files only (no registry)
     return json.loads(path.read_text())
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, published_project
 from scipy.optimize import minimize_scalar
 
 from bench.errors import BenchError, SpecError
@@ -129,17 +129,19 @@ def test_tiny_scaling_raises_the_limit_for_its_largest_model():
 
 
 def test_a_tuned_study_trains_each_submission_s_tuned_configuration_under_its_sizes(tmp_path: Path):
-    """``tuned: true`` on the published results: adamw-baseline's declared best (its re-run sweep on tiny) under
-    every size's shape, and the report names the sweep."""
+    """``tuned: true`` on the results published on 2026-12-02 (a frozen copy as the project's leaderboard/results):
+    adamw-baseline's declared best (its re-run sweep on tiny) under every size's shape, and the report names the
+    sweep."""
+    project = published_project(tmp_path / "project")
     study = load_study(ROOT / "studies" / "tiny-scaling.yaml").model_copy(update={"tuned": True})
-    plan = plan_study(study, ROOT)
-    tuned = tuned_configuration(ROOT / "leaderboard" / "results" / "tiny" / "adamw-baseline")
+    plan = plan_study(study, project)
+    tuned = tuned_configuration(project / "leaderboard" / "results" / "tiny" / "adamw-baseline")
     assert tuned is not None and plan.tuned == {"adamw-baseline": tuned}
     assert {"lr", "warmup"} <= set(tuned.chosen)
     for cell in plan.cells:
         assert cell.overrides == {**tuned.chosen, **study.sizes[cell.size]}
         assert cell.hyperparameters["lr"] == tuned.chosen["lr"]
-    text = write_report(study, [], tmp_path, root=ROOT, n_bootstrap=10).read_text()
+    text = write_report(study, [], tmp_path, root=project, n_bootstrap=10).read_text()
     assert f"adamw-baseline: sweep `{tuned.sweep_id}`" in text
 
 

@@ -1,21 +1,22 @@
 """Results that can be checked (the security issue's forged results), on the board: what a dishonest submitter did,
 and what the board makes of it.
 
-The forgeries are copies of the published results (``leaderboard/results``, which ``leaderboard/versions.json``
-vouches for as the maintainers' own runs): scores multiplied by 0.6 under lion's own name and hash, the same under
-a hash the project has never seen, and adamw-baseline's results renamed to a submission that does not exist
-(``lion-pro``). Verification records are built here from copies too; ``test_verify_command.py`` makes real ones.
+The forgeries are copies of the results published on 2026-12-02, which the registry (``leaderboard/versions.json``)
+vouched for as the maintainers' own runs; the tests read a frozen copy of both (``tests/fixtures/published-2026-12-02``,
+as a project), so that re-publishing ``leaderboard/results`` does not change them. Scores multiplied by 0.6 under
+lion's own name and hash, the same under a hash the project has never seen, and adamw-baseline's results renamed to a
+submission that does not exist (``lion-pro``). Verification records are built here from copies too;
+``test_verify_command.py`` makes real ones.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import published_project
 
 from bench.board.build import build_leaderboard
 from bench.board.columns import verified_text
@@ -35,13 +36,19 @@ from bench.results.verification import (
     write_record,
 )
 
-PUBLISHED = ROOT / "leaderboard" / "results"
 MAINTAINERS = "pretrain-bench maintainers (cpu-2)"
 
 
 @pytest.fixture(scope="module")
-def published() -> list[RunResult]:
-    return load_results([PUBLISHED])
+def project(tmp_path_factory) -> Path:
+    """The project as published on 2026-12-02: its results, registry and workload, and this repository's
+    submissions. Tests that write verification records make a project of their own (:func:`_project`)."""
+    return published_project(tmp_path_factory.mktemp("published") / "project")
+
+
+@pytest.fixture(scope="module")
+def published(project) -> list[RunResult]:
+    return load_results([project / "leaderboard" / "results"])
 
 
 def _scaled(run: RunResult, factor: float, **update) -> RunResult:
@@ -71,15 +78,15 @@ def _ranking(section: Section) -> list[tuple[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def as_published(published) -> list[tuple[str, str]]:
-    (section,) = build_sections(published, ROOT)
+def as_published(published, project) -> list[tuple[str, str]]:
+    (section,) = build_sections(published, project)
     return _ranking(section)
 
 
-def test_the_published_results_are_verified_by_the_maintainers_on_earlier_sources(published):
+def test_the_published_results_are_verified_by_the_maintainers_on_earlier_sources(published, project):
     """The registry says explicitly what the published results are: the maintainers' own runs, on sources that are
     no longer the submissions' current ones (results recorded trainer_hash after them), marked as such."""
-    (section,) = build_sections(published, ROOT)
+    (section,) = build_sections(published, project)
     assert [(g.official, g.standing) for g in section.groups] == [(True, Standing.verified)]
     main = _main(section)
     assert len(main.ranked) == 9
@@ -87,14 +94,14 @@ def test_the_published_results_are_verified_by_the_maintainers_on_earlier_source
     assert all(e.version is not None and e.version.trainer_hash is None for e in main.ranked)
     (note,) = [n for n in section.notes if "earlier source" in n]
     assert f"a version {REGISTRY_PATH} vouches for: the maintainers' own runs" in note and "lion" in note
-    registry = read_registry(ROOT)
+    registry = read_registry(project)
     assert {r.run_id for own in registry.own_runs for r in own.runs} == {r.run_id for r in published}
 
 
-def test_a_forged_copy_under_a_submission_that_does_not_exist_is_not_ranked(published, as_published):
+def test_a_forged_copy_under_a_submission_that_does_not_exist_is_not_ranked(published, project, as_published):
     forged = [_scaled(r, 0.6, submission="lion-pro") for r in _tuned(published, "adamw-baseline")]
     for include_submitted in (False, True):
-        (section,) = build_sections([*published, *forged], ROOT, include_submitted=include_submitted)
+        (section,) = build_sections([*published, *forged], project, include_submitted=include_submitted)
         assert _ranking(section) == as_published
         (entry,) = _group(section, Standing.unrankable).entries
         assert entry.submission == "lion-pro" and entry.rank is None and not entry.provisional
@@ -102,9 +109,10 @@ def test_a_forged_copy_under_a_submission_that_does_not_exist_is_not_ranked(publ
                                          "(submissions/lion-pro/submission.yaml)")
 
 
-def test_forged_scores_of_an_existing_submission_with_an_unknown_hash_are_not_ranked(published, as_published):
+def test_forged_scores_of_an_existing_submission_with_an_unknown_hash_are_not_ranked(published, project,
+                                                                                   as_published):
     forged = [_scaled(r, 0.6, submission_hash="0" * 64, run_id=f"{r.run_id}-f") for r in _tuned(published, "lion")]
-    (section,) = build_sections([*published, *forged], ROOT, include_submitted=True)
+    (section,) = build_sections([*published, *forged], project, include_submitted=True)
     assert _ranking(section) == as_published
     (entry,) = _group(section, Standing.unrankable).entries
     assert entry.submission == "lion" and {r.run_id for r in entry.runs} == {r.run_id for r in forged}
@@ -112,13 +120,13 @@ def test_forged_scores_of_an_existing_submission_with_an_unknown_hash_are_not_ra
         in entry.excluded and f"nor a version recorded in {REGISTRY_PATH}" in entry.excluded
 
 
-def test_edited_scores_under_a_vouched_hash_are_submitted_and_ranked_only_apart(published, as_published):
+def test_edited_scores_under_a_vouched_hash_are_submitted_and_ranked_only_apart(published, project, as_published):
     """lion's files edited in place (scores x0.6, hash kept): the registry vouches for the source, but not for these
     contents, so they are submitted: not ranked, or with --include-submitted ranked apart where they cannot push a
     verified entry down. lion's row falls back to its genuine verified runs."""
     edited = {r.run_id: _scaled(r, 0.6) for r in _tuned(published, "lion")}
     board = [edited.get(r.run_id, r) if r.submission == "lion" else r for r in published]
-    (section,) = build_sections(board, ROOT)
+    (section,) = build_sections(board, project)
     lion = next(e for e in _main(section).ranked if e.submission == "lion")
     assert not {r.run_id for r in lion.runs} & set(edited) and lion.variant.startswith("source ")  # its untuned runs
     others = [name for name, _ in as_published if name != "lion"]
@@ -127,16 +135,16 @@ def test_edited_scores_under_a_vouched_hash_are_submitted_and_ranked_only_apart(
     assert {r.run_id for r in submitted.runs} == set(edited)
     assert submitted.excluded == SUBMITTED and submitted.rank is None and verified_text(submitted) == "submitted"
 
-    (section,) = build_sections(board, ROOT, include_submitted=True)
+    (section,) = build_sections(board, project, include_submitted=True)
     (submitted,) = _group(section, Standing.submitted).ranked
     assert submitted.submission == "lion" and submitted.rank_label == "1"  # first among the submitted only
     assert [name for name, _ in _ranking(section) if name != "lion"] == others
 
 
-def test_the_board_marks_entries_verified_or_submitted(published, tmp_path):
+def test_the_board_marks_entries_verified_or_submitted(published, project, tmp_path):
     edited = {r.run_id: _scaled(r, 0.6) for r in _tuned(published, "lion")}
     board = [edited.get(r.run_id, r) if r.submission == "lion" else r for r in published]
-    files = build_leaderboard(board, tmp_path, ROOT, include_submitted=True)
+    files = build_leaderboard(board, tmp_path, project, include_submitted=True)
     markdown, html = files.markdown.read_text(), files.html.read_text()
     assert f"verified {MAINTAINERS}" in markdown  # the same for every verified row: said once, in the caption
     for text in (markdown, html):
@@ -167,14 +175,8 @@ def test_the_registry_records_each_version_once_and_bad_files_name_their_field(p
 
 
 def _project(tmp_path: Path) -> Path:
-    """A project with the repository's workloads and submissions, and its own leaderboard folder."""
-    root = tmp_path / "project"
-    root.mkdir(parents=True)
-    for name in ("workloads", "submissions"):
-        (root / name).symlink_to(ROOT / name)
-    (root / REGISTRY_PATH).parent.mkdir()
-    shutil.copy(ROOT / REGISTRY_PATH, root / REGISTRY_PATH)
-    return root
+    """The project as published on 2026-12-02, of its own: a record written into its leaderboard folder stays there."""
+    return published_project(tmp_path / "project")
 
 
 def _record(root: Path, claimed: list[RunResult], reruns: list[RunResult], verdict: Verdict) -> VerificationRecord:
