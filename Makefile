@@ -31,8 +31,9 @@ setup: $(CORE)
 run: $(CORE)
 	$(BIN)/bench run --seeds 1
 
+# Two pytest-xdist workers, a test file each at a time (a file's Ray session and prepared data are module-wide).
 test: $(DEV)
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -n 2 --dist loadfile --durations=20
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -20,8 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def _bench_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """One data cache per test session: a prepared corpus is reused across tests, never the user's own cache."""
-    monkeypatch.setenv("BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "bench-cache"))
+    """One data cache per test session, never the user's own: a prepared corpus is reused across tests, and across
+    pytest-xdist's workers (each has a temp dir of its own under the session's; data builds take a lock)."""
+    session = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        session = session.parent
+    monkeypatch.setenv("BENCH_CACHE", str(session / "bench-cache"))
 
 
 @pytest.fixture(scope="module")
