@@ -13,9 +13,10 @@ the box costs: interleaved, on one host, alone on the machine.
 Pairs alternate (loop, harness, loop, ...) so that drift in the host's speed affects both alike; the figure is the
 median of the per-pair ratios (goal: >= 0.99).
 
-**The box's costs** (``--costs``): its start-up (the trial's ``timing.setup_s``: a fork of the zygote, the walls,
-the ready handshake), the round trip of one batch (a recipe that only draws batches), and the hand-over of a model for
-an evaluation (the reference GPT packed in the box's form and rebuilt by the harness).
+**The box's costs**: its start-up (each pair's trial's ``timing.setup_s``: a fork of the zygote, the walls, the ready
+handshake), the batches' round trips (inside the throughput ratio: the harness side draws every batch through the
+box's channel), and with ``--costs`` the hand-over of a model for an evaluation (the reference GPT packed in the
+box's form and rebuilt by the harness).
 
     python benchmarks/harness_overhead.py --pairs 5 --tokens 400000 --costs
 
@@ -93,7 +94,8 @@ def harness(tokens: int, results: Path) -> dict:
 
 
 def costs() -> None:
-    """The box's start-up, one batch's round trip, and a model's hand-over, each the median of several."""
+    """A model's hand-over, the median of ten (the box's start-up comes from each pair's trial; a batch's round trip
+    is inside the throughput ratio, which serves the harness side's batches through the box)."""
     import torch
 
     from bench.box.handoff import pack_model
