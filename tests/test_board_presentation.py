@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import warnings
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import matplotlib
@@ -312,6 +313,45 @@ def test_plot_legends_stay_off_the_axes_which_fill_most_of_the_figure(tiny, draw
         assert _area(Bbox.union(axes)) > 0.75 * _area(figure)
     # one panel or one point per row of the table, labelled by submission name only
     assert len(axes) in (1, len(tiny.groups[0].compared))
+
+
+def _svg_boxes(svg: Path) -> tuple[list[Bbox], list[tuple[float, float]], Bbox]:
+    """From a written plot: each axes' box (its background patch, the first path under ``id="axes"``), the points
+    the legend draws at (its handles' path vertices and markers, its texts' anchors) and the page's box, in the
+    SVG's own coordinates (points, y downwards)."""
+    root = ET.parse(svg).getroot()
+    number = r"-?\d+(?:\.\d+)?(?:e-?\d+)?"
+    axes, legend = [], []
+    for group in root.iter("{http://www.w3.org/2000/svg}g"):
+        if group.get("id") == "axes":
+            path = next(group.iter("{http://www.w3.org/2000/svg}path"))
+            values = [float(v) for v in re.findall(number, path.get("d"))]
+            xs, ys = values[0::2], values[1::2]
+            axes.append(Bbox.from_extents(min(xs), min(ys), max(xs), max(ys)))
+        elif group.get("id") == "legend":
+            for element in group.iter():
+                if element.tag.endswith("path") and element.get("d"):
+                    values = [float(v) for v in re.findall(number, element.get("d"))]
+                    legend += list(zip(values[0::2], values[1::2]))
+                elif element.get("x") is not None and element.get("y") is not None:
+                    legend.append((float(element.get("x")), float(element.get("y"))))
+                elif element.tag.endswith("}g") and (element.get("transform") or "").startswith("translate("):
+                    x, y = re.findall(number, element.get("transform"))[:2]
+                    legend.append((float(x), float(y)))
+    x0, y0, width, height = (float(v) for v in root.get("viewBox").split())
+    return axes, legend, Bbox.from_bounds(x0, y0, width, height)
+
+
+def test_in_the_written_svg_the_legend_stays_off_the_axes_which_fill_most_of_the_page(tiny, tmp_path):
+    """The SVG the board links, measured as a browser draws it: no point of a legend (handle, marker, label) falls
+    inside an axes, and the axes take most of the page, as the figure test above measures matplotlib's layout."""
+    for plot in [plot for plot in section_plots(tiny, tmp_path) if plot.file is not None]:
+        axes, legend, page = _svg_boxes(tmp_path / plot.file)
+        assert axes and legend, plot.file
+        inside = [(x, y) for x, y in legend for box in axes if box.x0 < x < box.x1 and box.y0 < y < box.y1]
+        assert not inside, f"{plot.file}: legend drawn inside an axes at {inside[:3]}"
+        covered = axes[0] if len(axes) == 1 else Bbox.union(axes)
+        assert _area(covered) > (0.55 if len(axes) == 1 else 0.75) * _area(page), plot.file
 
 
 def test_colours_are_distinct_and_plots_draw_without_warnings(tiny, tmp_path, found):

@@ -1,6 +1,8 @@
-"""benchmarks/gpu_tier.py, the GPU tier's one device script, kept from rotting: every configuration it measures
-resolves against its workload's manifest entry, and the whole script runs on the CPU at toy sizes (``--toy``) in a
-fresh interpreter without the packages the GPU machine lacks, writing its table and JSON."""
+"""benchmarks/gpu_tier.sh, the GPU tier's one device command, kept from rotting: every configuration gpu_tier.py
+measures resolves against its workload's manifest entry, and the command runs on the CPU at toy sizes (``--toy``), as
+the device would run it (its ``python3``, no carried wheels, ``$OUT``), without the packages the GPU machine lacks,
+writing its table and JSON. Two configurations of the table keep the suite short; the others differ only in their
+workload's shapes, which the test above resolves."""
 
 from __future__ import annotations
 
@@ -36,12 +38,12 @@ def test_the_device_script_runs_on_the_cpu_at_toy_sizes(tmp_path):
     site = tmp_path / "site"  # a sitecustomize that makes the GPU machine's missing packages unimportable
     site.mkdir()
     (site / "sitecustomize.py").write_text(f"import sys\nfor name in {list(UNAVAILABLE)!r}:\n    sys.modules[name] = None\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "BENCH_PROGRESS_EVERY": "0"}
-    script = ROOT / "benchmarks" / "gpu_tier.py"
-    done = subprocess.run([sys.executable, str(script), "--toy", "--out", str(tmp_path / "out"), "--only", "20M adamw",
-                           "--only", "sophia"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-                          check=False)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+           "BENCH_PROGRESS_EVERY": "0", "OUT": str(tmp_path / "out"),
+           "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]])}  # this venv's python3
+    script = ROOT / "benchmarks" / "gpu_tier.sh"
+    done = subprocess.run(["bash", str(script), "--toy", "--only", "20M adamw", "--only", "sophia"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "gpu_tier.json").read_text())
     measured = {c["label"]: c for c in report["configurations"]}
@@ -52,3 +54,4 @@ def test_the_device_script_runs_on_the_cpu_at_toy_sizes(tmp_path):
     assert any("20M adamw compiled" in s and "CUDA only" in s for s in report["skipped"])
     assert any("no CUDA device" in note for note in report["notes"])
     assert "harness/bare" in done.stdout and (tmp_path / "out" / "gpu_tier.txt").is_file()
+    assert "harness/bare" in (tmp_path / "out" / "gpu_tier.log").read_text()  # the command keeps its own log
