@@ -490,6 +490,7 @@ def compare(
 ) -> None:
     """Side-by-side table of two submissions with the loss difference and time-to-target speedup, with CIs."""
     from bench.board.compare import compare as compare_runs
+    from bench.board.rank import compared_hash
 
     dirs = read_dirs(results_dir)
     results = read_results(dirs)
@@ -497,8 +498,11 @@ def compare(
                       [r.workload for r in results])
     for submission in (a, b):
         known_name("submission", submission, [p.name for p in submission_dirs()] + [r.submission for r in results])
+    files = {p.stem: p for p in workload_files()}
+    spec = load_workload(files[name]) if name in files else None
+    compared, _ = compared_hash(spec, [r for r in results if r.workload == name])  # what the board compares under
     try:
-        table = compare_runs(results, a, b, name)
+        table = compare_runs(results, a, b, name, compared)
     except BenchError as exc:
         raise BenchError(f"{exc}\nread {', '.join(map(shown, dirs))}; name other folders with --results-dir "
                          "(repeatable)") from None

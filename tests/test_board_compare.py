@@ -108,3 +108,20 @@ def test_runs_of_another_configuration_are_not_pooled(results):
     after = compare([*results, smoke], "adamw-baseline", "muon-fast", "40m-10gb")
     assert after.rows == before.rows and after.loss_difference == before.loss_difference
     assert any("1 run(s) of muon-fast with another configuration" in note for note in after.notes)
+
+
+def test_runs_under_the_boards_workload_hash_outvote_older_ones_with_more_seeds(results):
+    """Re-published on a changed workload file (a calibrated clock, say) with fewer seeds than before: compare takes
+    the runs under the hash the board compares under, as the board does, not the older configuration's larger
+    count; without a hash it keeps to the configuration with most seeds."""
+    a = _runs(results, "40m-10gb", "adamw-baseline")
+    b = _runs(results, "40m-10gb", "muon-fast")
+    assert len(a) >= 2 and len(b) >= 2
+    newer = [r.model_copy(update={"workload_hash": "f" * 64, "run_id": f"{r.run_id}-new",
+                                  "final": r.final.model_copy(update={"val_loss": r.final.val_loss + 1.0})})
+             for r in a[:2] + b[:2]]
+    pooled = [*results, *newer]
+    old = compare(pooled, "adamw-baseline", "muon-fast", "40m-10gb")
+    new = compare(pooled, "adamw-baseline", "muon-fast", "40m-10gb", workload_hash="f" * 64)
+    old_runs, new_runs = ({row[0]: row[1:3] for row in table.rows}["runs"] for table in (old, new))
+    assert old_runs[0].startswith(f"{len(a)} ok") and new_runs == ("2 ok", "2 ok")

@@ -93,10 +93,16 @@ def _one_configuration(runs: Sequence[RunResult], name: str) -> tuple[tuple[RunR
     return tuple(by_config[chosen]), notes
 
 
-def _entry(results: Sequence[RunResult], name: str, workload: str) -> tuple[Entry, bool, list[str]]:
+def _entry(
+    results: Sequence[RunResult], name: str, workload: str, workload_hash: str | None = None,
+) -> tuple[Entry, bool, list[str]]:
     """The runs of one side, on official hardware if it has a scored run there, of one configuration; whether
-    they are official; and notes on the runs left out."""
+    they are official; and notes on the runs left out. With ``workload_hash`` (the hash the board compares under,
+    :func:`bench.board.rank.compared_hash`), only runs under it count when it has any, as on the board: older runs
+    with more seeds do not outvote the ones on the workload as it is now."""
     runs = [r for r in results if r.workload == workload and r.submission == name]
+    if workload_hash is not None and any(r.workload_hash == workload_hash for r in runs):
+        runs = [r for r in runs if r.workload_hash == workload_hash]
     if not runs:
         known = sorted({r.submission for r in results if r.workload == workload})
         raise BenchError(
@@ -121,12 +127,16 @@ def _ratio(a: Entry, b: Entry, value: Callable[[RunResult], float | None]) -> st
     return f"{fmean(vb) / fmean(va):.2f}x" if va and vb and fmean(va) > 0 else fmt.MISSING
 
 
-def compare(results: Sequence[RunResult], a: str, b: str, workload: str) -> ComparisonTable:
-    """Compare submission ``b`` against the reference ``a`` on ``workload`` over their scored seeds."""
+def compare(
+    results: Sequence[RunResult], a: str, b: str, workload: str, workload_hash: str | None = None,
+) -> ComparisonTable:
+    """Compare submission ``b`` against the reference ``a`` on ``workload`` over their scored seeds (under
+    ``workload_hash`` where a side has runs under it: see :func:`_entry`)."""
     if a == b:
         raise BenchError(f"compare needs two different submissions, got {a!r} twice")
     results = unique_runs(results)
-    (ea, official_a, notes_a), (eb, official_b, notes_b) = _entry(results, a, workload), _entry(results, b, workload)
+    (ea, official_a, notes_a), (eb, official_b, notes_b) = (
+        _entry(results, a, workload, workload_hash), _entry(results, b, workload, workload_hash))
     notes = notes_a + notes_b
     for name, official in ((a, official_a), (b, official_b)):
         if not official:
