@@ -494,11 +494,10 @@ def compare(
 
     dirs = read_dirs(results_dir)
     results = read_results(dirs)
-    name = known_name("workload", workload_name(workload), [p.stem for p in workload_files()] +
-                      [r.workload for r in results])
+    files = {p.stem: p for p in workload_files()}
+    name = known_name("workload", workload_name(workload), [*files, *(r.workload for r in results)])
     for submission in (a, b):
         known_name("submission", submission, [p.name for p in submission_dirs()] + [r.submission for r in results])
-    files = {p.stem: p for p in workload_files()}
     spec = load_workload(files[name]) if name in files else None
     compared, _ = compared_hash(spec, [r for r in results if r.workload == name])  # what the board compares under
     try:
