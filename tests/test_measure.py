@@ -32,6 +32,7 @@ from bench.measure.hardware import (
     NvmlUnavailable,
     gpu_driver,
     hardware_info,
+    isa_problem,
     matches_class,
     nvml_handles,
     package_versions,
@@ -541,6 +542,29 @@ def test_hardware_class_rules() -> None:
         matches_class("H100", [sxm], cpu_threads=1, cores=1)
     with pytest.raises(BenchError, match="did you mean '1xH100-SXM'"):
         matches_class("1xH100", [sxm], cpu_threads=1, cores=1)  # a result's class from before SKUs
+
+
+def test_a_host_with_native_bf16_is_not_of_a_calibrated_cpu_class_and_says_why(monkeypatch) -> None:
+    """Muon's bf16 orthogonalisation ran 43x slower per product on the reference host (no bf16 instructions) than
+    fp32, and the fp32 probe cannot see it: a host with bf16 instructions is ranked apart, with the reason."""
+    import bench.measure.hardware as hardware
+
+    threads = torch.get_num_threads()
+    fits = usable_cores() >= threads
+    identity = {"cpu_vendor": "GenuineIntel", "cpu_family": 6, "cpu_model_number": 143, "cpu_stepping": 8,
+                "cpu_flags": ["avx2", "avx512_bf16", "amx_bf16", "amx_tile"]}
+    monkeypatch.setattr(hardware, "cpu_identity", lambda: identity)
+    info = hardware_info(CPU, f"cpu-{threads}", speed_index=1.0)
+    assert not info.matches_class and "amx_bf16, avx512_bf16" in info.mismatch
+    assert info.cpu_flags == identity["cpu_flags"]
+    assert hardware_info(CPU, f"cpu-{threads}").matches_class == fits  # host seconds claim no equivalence
+    slow = hardware_info(CPU, f"cpu-{threads}", speed_index=0.3).mismatch
+    assert "0.30x" in slow and "amx_bf16" in slow  # both reasons, in one line
+
+    monkeypatch.setattr(hardware, "cpu_identity", lambda: {**identity, "cpu_flags": ["avx2", "avx512f", "fma"]})
+    info = hardware_info(CPU, f"cpu-{threads}", speed_index=1.0)
+    assert info.matches_class == fits and info.mismatch is None
+    assert isa_problem("1xH100-SXM", ["amx_bf16"]) is None  # a GPU class is its SKU
 
 
 def test_hardware_info_and_versions() -> None:

@@ -10,6 +10,11 @@ machine has:
   that SKU by the name it reports (:func:`bench.spec.hardware_classes.sku_of_device`): ``1xH100-SXM`` matches
   "NVIDIA H100 80GB HBM3" but not "NVIDIA H100 PCIe" (``1xH100-PCIe``) or "NVIDIA H100 NVL" (``1xH100-NVL``);
   ``1xH200`` matches "NVIDIA H200". A MIG slice matches no class.
+
+A trial on a calibrated clock (its ``speed_index`` measured) is also judged on the host: one whose speed lies outside
+:data:`SPEED_RANGE` of the class's reference host, or, on a CPU class, one with native half-precision matrix
+instructions (:data:`bench.spec.hardware_classes.CPU_HALF_PRECISION_FLAGS`), does not match, and the result says
+why (``mismatch``). An uncalibrated clock is host seconds and claims no equivalence across hosts.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ import torch
 
 from bench.errors import BenchError
 from bench.results.schema import HardwareInfo
-from bench.spec.hardware_classes import HARDWARE_CLASS, check_hardware_class, gpu_sku, sku_of_device
+from bench.spec.hardware_classes import (
+    CPU_HALF_PRECISION_FLAGS, HARDWARE_CLASS, check_hardware_class, gpu_sku, sku_of_device,
+)
 
 # Distribution names whose versions every result records (the import name differs for some, e.g. lm_eval).
 RECORDED_PACKAGES = (
@@ -64,7 +71,7 @@ def cpu_model() -> str:
 
 
 KERNEL_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-                "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "avx_vnni", "sve", "asimd")
+                "avx512_fp16", "amx_tile", "amx_bf16", "amx_fp16", "amx_int8", "avx_vnni", "sve", "asimd")
 """The CPU features that decide which kernels torch (oneDNN, its vectorized paths) runs: the part of
 ``/proc/cpuinfo``'s flags that makes two hosts of one marketing name differ in speed."""
 
@@ -164,13 +171,29 @@ def speed_problem(speed_index: float | None) -> str | None:
             f"{low:g}-{high:g}x: too far for the calibrated clock to stand for every recipe")
 
 
+def isa_problem(hardware_class: str, cpu_flags: Sequence[str]) -> str | None:
+    """Why a host with ``cpu_flags`` is not of the CPU class ``hardware_class`` on a calibrated clock, or None (and
+    None for a GPU class, which its SKU defines)."""
+    match = HARDWARE_CLASS.match(hardware_class)
+    half = sorted(set(cpu_flags) & set(CPU_HALF_PRECISION_FLAGS))
+    if match is None or not match["cores"] or not half:
+        return None
+    return (f"the host has native half-precision matrix instructions ({', '.join(half)}), which the class's "
+            f"reference host lacks: recipes that compute in bf16 or fp16 run many times faster here, and the fp32 "
+            f"probe cannot see it")
+
+
 def hardware_info(device: torch.device, hardware_class: str, world_size: int = 1,
                   speed_index: float | None = None) -> HardwareInfo:
     """Fingerprint of this machine for a trial that trained on ``device``, with its ``speed_index`` against the
-    class's reference host where the reference probe measured it. With ``world_size`` ranks, every rank is taken
+    class's reference host where the reference probe measured it (and then the host's match to the class judged too:
+    module docstring). With ``world_size`` ranks, every rank is taken
     to use a GPU of the same model as this one (the hardware class requires it anyway)."""
     gpus = [torch.cuda.get_device_name(device)] * world_size if device.type == "cuda" else []
     cores = usable_cores()
+    identity = cpu_identity()
+    problems = [] if speed_index is None else [
+        p for p in (speed_problem(speed_index), isa_problem(hardware_class, identity.get("cpu_flags") or ())) if p]
     return HardwareInfo(
         cpu_model=cpu_model(),
         cpu_cores=cores,
@@ -180,12 +203,11 @@ def hardware_info(device: torch.device, hardware_class: str, world_size: int = 1
         cuda=torch.version.cuda,
         torch=torch.__version__,
         hostname_hash=hostname_hash(),
-        matches_class=matches_class(hardware_class, gpus, torch.get_num_threads(), cores)
-        and speed_problem(speed_index) is None,
+        matches_class=matches_class(hardware_class, gpus, torch.get_num_threads(), cores) and not problems,
         hardware_class=hardware_class,
         speed_index=speed_index,
-        mismatch=speed_problem(speed_index),
-        **cpu_identity(),
+        mismatch="; ".join(problems) or None,
+        **identity,
     )
 
 

@@ -263,7 +263,8 @@ class HardwareInfo(StrictModel):
         None, exclude_if=lambda value: value is None,
         description="This host's speed relative to the class's reference host, from the reference probe.")
     mismatch: str | None = Field(None, exclude_if=lambda value: value is None,
-                                 description="Why the host does not match its class, where its speed says so.")
+                                 description="Why the host does not match its class, where its speed or instruction "
+                                             "set says so.")
 
     @property
     def machine(self) -> str:

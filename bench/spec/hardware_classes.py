@@ -72,6 +72,14 @@ GPU_SKUS: tuple[GpuSku, ...] = (
 
 _BY_NAME = {sku.name: sku for sku in GPU_SKUS}
 
+CPU_HALF_PRECISION_FLAGS = ("avx512_bf16", "avx512_fp16", "amx_bf16", "amx_fp16")
+"""Native half-precision matrix instructions (``/proc/cpuinfo`` flags), which a calibrated ``cpu-N`` class's host
+must lack, as the class's reference host does (tiny's: an AMD EPYC with AVX2, 2026-12-07). Without them torch
+emulates bf16 and fp16 products at a fraction of its fp32 speed (a bf16 512x128 product took 43x its fp32 time on the
+reference host); with them they run faster than fp32. A recipe that computes in bf16 (pytorch-optimizer's Muon
+orthogonalises in bf16) would be ranked by the host it landed on, and the calibrated clock cannot see it: its probe
+is fp32. A class calibrated on a host that has them would have to turn this rule around."""
+
 
 def sku_of_device(device_name: str) -> GpuSku | None:
     """The SKU a GPU is, by the name NVML and torch report for it; None for a part the table does not know and for
