@@ -22,10 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def _bench_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """One data cache per test session, never the user's own: a prepared corpus is reused across tests, and across
     pytest-xdist's workers (each has a temp dir of its own under the session's; data builds take a lock)."""
+    monkeypatch.setenv("BENCH_CACHE", str(shared_cache(tmp_path_factory)))
+
+
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test session's data cache (shared by pytest-xdist's workers): for module-scoped fixtures, which are set
+    up before the autouse fixture above has set ``BENCH_CACHE`` for the test that first needs them."""
     session = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        session = session.parent
-    monkeypatch.setenv("BENCH_CACHE", str(session / "bench-cache"))
+    return (session.parent if os.environ.get("PYTEST_XDIST_WORKER") else session) / "bench-cache"
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """The CLI as scripts, pipes and CI logs meet it: fast start-up without torch, text shown verbatim, tables never
-cut to 80 columns, periodic progress lines, machine-readable results, and trial logs that hold something."""
+cut to 80 columns, periodic progress lines, machine-readable results, trial logs that hold something, and
+``--track`` tracks."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from bench.results.schema import RunResult
 from bench.summary import print_table, results_table
 from bench.train.events import TrialEvent
 
-from conftest import ROOT
+from conftest import ROOT, shared_cache
 
 runner = CliRunner()
 FIXTURES = ROOT / "tests" / "fixtures" / "results"
@@ -200,9 +201,12 @@ SMALL_MODEL = ("--set", "n_layer=1", "--set", "n_embd=32", "--set", "seq_len=64"
 machine: the full baseline may manage fewer than 10 steps there."""
 
 
-@pytest.mark.slow
-def test_piped_run_shows_progress_a_full_table_json_and_a_log(tmp_path):
-    """``bench run ... | cat`` on the real CLI: a 5-second (small) baseline run, plus prints, with stdout a pipe."""
+@pytest.fixture(scope="module")
+def piped_run(tmp_path_factory: pytest.TempPathFactory):
+    """``bench run ... --json --track tensorboard,wandb-offline 2>&1 | cat`` on the real CLI, stdout and stderr
+    pipes: a 5-second (small) baseline run that prints, shared by the checks of its table, progress, JSON, log and
+    tracking files (each a few milliseconds of reading; the run, with Ray's start, half a minute)."""
+    tmp_path = tmp_path_factory.mktemp("piped-run")
     folder = tmp_path / "adamw-baseline"  # the baseline, with prints, under the baseline's name
     folder.mkdir()
     source = ROOT / "submissions" / "adamw-baseline"
@@ -210,17 +214,25 @@ def test_piped_run_shows_progress_a_full_table_json_and_a_log(tmp_path):
     manifest = yaml.safe_load((source / "submission.yaml").read_text())
     (folder / "submission.yaml").write_text(yaml.safe_dump({**manifest, "entry_point": "recipe.py:Printing"}))
 
-    results_dir = tmp_path / "results"
+    runs, results_dir = tmp_path / "runs", tmp_path / "results"
     done = _bench(
         "run", "--workload", "tiny", "--submission", str(folder), "--seeds", "1", "--wall-clock", "5s",
-        "--no-downstream", "--results-dir", str(results_dir), "--progress-every", "1s", *SMALL_MODEL,
-        env={"RAY_USAGE_STATS_ENABLED": "0"}, timeout=280,
+        "--no-downstream", "--results-dir", str(results_dir), "--progress-every", "1s", "--json",
+        "--track", "tensorboard,wandb-offline", *SMALL_MODEL,
+        env={"RAY_USAGE_STATS_ENABLED": "0", "BENCH_TRACK_DIR": str(runs), "WANDB_SILENT": "true",
+             "BENCH_CACHE": str(shared_cache(tmp_path_factory))},
+        timeout=280,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [result] = load_results([results_dir])
     assert result.status.value == "ok", result.reason
+    return done, result, results_dir, runs
 
-    table = done.stdout
+
+@pytest.mark.slow
+def test_piped_run_shows_progress_a_full_table_and_a_log(piped_run):
+    done, result, results_dir, _ = piped_run
+    table = done.stderr  # with --json the human table goes to stderr, a pipe here as stdout is
     assert "…" not in table and f"{result.final.val_loss:.4f}" in table and f"{result.final.val_bpb:.4f}" in table
     assert re.search(r"adamw-baseline\s*│\s*0\s*│\s*ok", table), table
 
@@ -235,14 +247,26 @@ def test_piped_run_shows_progress_a_full_table_json_and_a_log(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_json_prints_only_json_on_stdout(tmp_path):
-    results_dir = tmp_path / "results"
-    done = _bench(
-        "run", "--workload", "tiny", "--submission", "adamw-baseline", "--seeds", "1", "--wall-clock", "2s",
-        "--no-downstream", "--results-dir", str(results_dir), "--json", env={"RAY_USAGE_STATS_ENABLED": "0"},
-        timeout=280,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_run_json_prints_only_json_on_stdout(piped_run):
+    """Only the results, as JSON: not the table, the progress, the tracking notice or the recipe's own prints."""
+    done, _, results_dir, _ = piped_run
     dumped = [RunResult.model_validate(item) for item in json.loads(done.stdout)]
     assert dumped == load_results([results_dir])
     assert "results in" in done.stderr  # the human table went to stderr
+
+
+@pytest.mark.slow
+def test_run_tracks_to_tensorboard_and_offline_wandb_through_the_flag(piped_run):
+    """``bench run --track tensorboard,wandb-offline``: each trial's event file and offline W&B run, under the
+    tracking folder, with the training loss and the evaluations."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    done, result, _, runs = piped_run
+    assert f"tracking to tensorboard, wandb-offline under {runs}/" in done.stderr
+    [events] = (runs / result.run_id).glob("events.out.tfevents.*")
+    reader = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
+    reader.Reload()
+    assert [e.step for e in reader.Scalars("eval/val_loss")] == [p.step for p in result.curve]
+    assert reader.Scalars("train/loss") and reader.Scalars("train/tokens_per_s")
+    [offline] = (runs / "wandb").glob(f"offline-run-*-{result.run_id}")
+    assert list(offline.glob("*.wandb"))

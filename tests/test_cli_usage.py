@@ -1,6 +1,6 @@
 """The command line as a researcher uses it (issue 31): the project is the folder you stand in, seeds can be picked,
-reading commands find the published results, unknown names fail everywhere, help reads whole in a pipe, notes read
-as text, and ``--track`` tracks."""
+reading commands find the published results, unknown names fail everywhere (``--track``'s too), help reads whole in a
+pipe, and notes read as text. (``--track`` tracking a run: tests/test_cli_output.py.)"""
 
 from __future__ import annotations
 
@@ -231,30 +231,3 @@ def test_show_prints_notes_as_a_block_that_reads_back_as_the_spec():
 def test_track_names_are_checked_before_anything_runs(planned):
     done = runner.invoke(app, ["run", "--track", "tensorbord"])
     assert done.exit_code == 1 and "--track: unknown tracker tensorbord" in done.output and planned == []
-
-
-@pytest.mark.slow
-def test_run_tracks_to_tensorboard_and_offline_wandb_through_the_flag(tmp_path):
-    """``bench run --track tensorboard,wandb-offline``: each trial's event file and offline W&B run, under the
-    tracking folder, with the training loss and the evaluations."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    runs, results_dir = tmp_path / "runs", tmp_path / "results"
-    done = _bench(
-        "run", "--workload", "tiny", "--seeds", "1", "--wall-clock", "3s", "--no-downstream", "--no-progress",
-        "--results-dir", str(results_dir), "--track", "tensorboard,wandb-offline",
-        "--set", "n_layer=1", "--set", "n_embd=32", "--set", "seq_len=64", "--set", "batch_size=4",
-        env={"RAY_USAGE_STATS_ENABLED": "0", "BENCH_TRACK_DIR": str(runs), "WANDB_SILENT": "true"}, timeout=280,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert f"tracking to tensorboard, wandb-offline under {runs}/" in done.stderr
-    [result] = load_results([results_dir])
-    assert result.status.value == "ok", result.reason
-
-    [events] = (runs / result.run_id).glob("events.out.tfevents.*")
-    reader = EventAccumulator(str(events.parent), size_guidance={"scalars": 0})
-    reader.Reload()
-    assert [e.step for e in reader.Scalars("eval/val_loss")] == [p.step for p in result.curve]
-    assert reader.Scalars("train/loss") and reader.Scalars("train/tokens_per_s")
-    [offline] = (runs / "wandb").glob(f"offline-run-*-{result.run_id}")
-    assert list(offline.glob("*.wandb"))

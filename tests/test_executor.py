@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import ROOT, shared_cache
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -53,7 +53,7 @@ def ray_local(tmp_path_factory: pytest.TempPathFactory):
     """A local Ray instance started the way ``bench run`` starts one, shared by the module's tests."""
     with pytest.MonkeyPatch.context() as patch:
         # the same cache the autouse fixture gives each test: workers inherit it from the Ray processes
-        patch.setenv("BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "bench-cache"))
+        patch.setenv("BENCH_CACHE", str(shared_cache(tmp_path_factory)))
         with ray_session():
             yield
 
@@ -135,41 +135,13 @@ def test_bad_trials_are_isolated_and_recorded(ray_local, workload, tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_records_its_budget_and_best_trial(ray_local, workload, tmp_path):
-    folder = tmp_path / "tunable-bigram"
-    shutil.copytree(RECIPES / "good-bigram", folder)
-    shutil.copytree(RECIPES / "bigram", tmp_path / "bigram")
-    (folder / "submission.yaml").write_text(
-        "name: tunable-bigram\nextends: bigram\nauthors: [tests]\ndescription: good-bigram with a search space.\n"
-        "entry_point: recipe.py:GoodBigram\nhyperparameters: {batch_size: 8}\nworkloads: [tiny]\n"
-        "search_space: {batch_size: {distribution: int_uniform, low: 2, high: 16}}\n"
-    )
-    report = tune(
-        workload, ROOT / "workloads", load_submission(folder), trials=3, seed=0, results_dir=tmp_path / "results", progress=False,
-        allowance_s=ALLOWANCE_S,
-    )  # fmt: skip
-
-    assert [r.status for r in report.results] == [TrialStatus.ok] * 3
-    sizes = [r.hyperparameters["batch_size"] for r in report.results]
-    assert all(2 <= size <= 16 for size in sizes) and len(set(sizes)) == 3
-    assert report.best is not None and report.best.final.val_bpb == min(r.final.val_bpb for r in report.results)
-    for index, result in enumerate(report.results):
-        assert result.tuning["sweep_id"] == report.sweep_id and result.tuning["trial"] == index
-        assert result.tuning["declared_budget"]["total"] == {"wall_clock_s": 6.0}
-    table = report.table_path.read_text()
-    assert report.table_path == tmp_path / "results" / workload.name / "tunable-bigram" / "tuning.md"
-    assert report.markdown in table and f"trial {report.best.tuning['trial']} ({report.best.run_id})" in table
-    assert "3 trials x per-trial budget on cpu-1 = 6.0s" in table
-
-
-@pytest.mark.slow
 def test_a_sweep_resumes_reruns_its_best_on_fresh_seeds_records_it_and_the_board_ranks_the_reruns(
     ray_local, workload, tmp_path
 ):
-    """Issue 21 end to end with 2-second trials: an interrupted 3-trial sweep (one result missing) resumes at the
-    same Sobol point without running the others again; its best is re-run on three seeds the sweep did not train
-    with; ``record`` writes the submission's own tuning.md without changing its source hash; the board ranks the
-    re-runs as one entry and never the trials."""
+    """Issue 21 end to end with 2-second trials: a 3-trial sweep records its budget and best trial; interrupted
+    (one result missing), it resumes at the same Sobol point without running the others again; its best is re-run
+    on three seeds the sweep did not train with; ``record`` writes the submission's own tuning.md without changing
+    its source hash; the board ranks the re-runs as one entry and never the trials."""
     from bench.board.rank import Configuration, build_sections
     from bench.errors import BenchError
     from bench.results.store import load_results
@@ -188,6 +160,17 @@ def test_a_sweep_resumes_reruns_its_best_on_fresh_seeds_records_it_and_the_board
     first = tune(workload, ROOT / "workloads", submission, trials=3, seed=0, **common)
     sweep = first.sweep_id
     assert first.ran == [f"{sweep}-t{i}" for i in range(3)] and first.reruns == []
+    assert [r.status for r in first.results] == [TrialStatus.ok] * 3  # the sweep records its budget and best trial
+    assert all(2 <= r.hyperparameters["batch_size"] <= 16 for r in first.results)
+    assert len({tuple(sorted(r.overrides.items())) for r in first.results}) == 3
+    assert first.best is not None and first.best.final.val_bpb == min(r.final.val_bpb for r in first.results)
+    for index, result in enumerate(first.results):
+        assert result.tuning["sweep_id"] == sweep and result.tuning["trial"] == index
+        assert result.tuning["declared_budget"]["total"] == {"wall_clock_s": 6.0}
+    table = first.table_path.read_text()
+    assert first.table_path == results_dir / workload.name / "tunable-bigram" / "tuning.md"
+    assert first.markdown in table and f"trial {first.best.tuning['trial']} ({first.best.run_id})" in table
+    assert "3 trials x per-trial budget on cpu-1 = 6.0s" in table
     runs = results_dir / workload.name / "tunable-bigram"
     kept = {i: (runs / f"{sweep}-t{i}.json").read_bytes() for i in (0, 2)}
     (runs / f"{sweep}-t1.json").unlink()  # interrupted before trial 1's result was written

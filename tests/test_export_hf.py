@@ -26,7 +26,7 @@ from bench.results.schema import TrialStatus
 from bench.train.saved_model import MODEL_SUFFIX
 from bench.train.model import GPT, GPTConfig
 
-from conftest import ROOT
+from conftest import ROOT, shared_cache
 from test_trial import small_tiny, trial
 
 VOCAB, WINDOW = 259, 64
@@ -72,7 +72,7 @@ def saved(tmp_path_factory) -> Path:
     """A tiny GPT trained for a few thousand tokens with --save-model, and its result file."""
     results = tmp_path_factory.mktemp("results")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "bench-cache"))
+        patch.setenv("BENCH_CACHE", str(shared_cache(tmp_path_factory)))
         model_path = run_file(results, "tiny", "rotary", "test", MODEL_SUFFIX)
         overrides = {"n_layer": 1, "n_head": 2, "n_embd": 32, "batch_size": 4, "seq_len": 64}
         result = trial("rotary", spec=small_tiny(wall_clock=None, tokens=4096), overrides=overrides,
@@ -85,7 +85,7 @@ def saved(tmp_path_factory) -> Path:
 def exported(saved, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("hf") / "model"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "bench-cache"))
+        patch.setenv("BENCH_CACHE", str(shared_cache(tmp_path_factory)))
         done = CliRunner().invoke(app, ["export", str(saved), "--format", "hf", "--out", str(out),
                                         "--workload", "tiny"])
     assert done.exit_code == 0, done.output
@@ -146,7 +146,7 @@ def test_lm_eval_command_line_runs_model_bench(saved, tmp_path, tmp_path_factory
     startup.mkdir()
     (startup / "sitecustomize.py").write_text(f"import site\nsite.addsitedir({str(ROOT)!r})\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(startup), str(ROOT)]),
-           "BENCH_CACHE": str(tmp_path_factory.getbasetemp() / "bench-cache"), "HF_HUB_OFFLINE": "1",
+           "BENCH_CACHE": str(shared_cache(tmp_path_factory)), "HF_HUB_OFFLINE": "1",
            "HF_DATASETS_OFFLINE": "1"}
     out = tmp_path / "out"
     lm_eval = Path(sys.executable).with_name("lm_eval")
