@@ -186,9 +186,9 @@ def isa_problem(hardware_class: str, cpu_flags: Sequence[str]) -> str | None:
 def hardware_info(device: torch.device, hardware_class: str, world_size: int = 1,
                   speed_index: float | None = None) -> HardwareInfo:
     """Fingerprint of this machine for a trial that trained on ``device``, with its ``speed_index`` against the
-    class's reference host where the reference probe measured it (and then the host's match to the class judged too:
-    module docstring). With ``world_size`` ranks, every rank is taken
-    to use a GPU of the same model as this one (the hardware class requires it anyway)."""
+    class's reference host where the reference probe measured it (the host's speed and instruction set are then
+    judged against the class too: module docstring). With ``world_size`` ranks, every rank is taken to use a GPU of
+    the same model as this one (the hardware class requires it anyway)."""
     gpus = [torch.cuda.get_device_name(device)] * world_size if device.type == "cuda" else []
     cores = usable_cores()
     identity = cpu_identity()
