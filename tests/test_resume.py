@@ -123,7 +123,9 @@ def test_a_resumed_trial_continues_exactly(tmp_path, single_thread, monkeypatch)
     assert resumed.status is TrialStatus.ok, resumed.reason
     [resumption] = resumed.checkpoints.resumed
     assert resumption.checkpoint == plan.files.resume.name and resumption.reason.endswith("test")
-    assert 0 < resumption.step < resumed.steps and resumption.train_seconds > 0
+    # the kept checkpoint is the last one saved, which lands on the final step now and then (CI rehearsal,
+    # 2026-12-07: 117 of 117): the retry then only evaluates, which must also come out exactly the same
+    assert 0 < resumption.step <= resumed.steps and resumption.train_seconds > 0
     assert resumed.final.val_loss == pytest.approx(whole.final.val_loss, abs=1e-4)
     assert resumed.steps == whole.steps and resumed.tokens == whole.tokens
     # the curve up to the checkpoint came back (later evaluations fall at clock-driven steps, which differ by one)
