@@ -18,18 +18,16 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _bench_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="session", autouse=True)
+def _bench_cache(tmp_path_factory: pytest.TempPathFactory):
     """One data cache per test session, never the user's own: a prepared corpus is reused across tests, and across
-    pytest-xdist's workers (each has a temp dir of its own under the session's; data builds take a lock)."""
-    monkeypatch.setenv("BENCH_CACHE", str(shared_cache(tmp_path_factory)))
-
-
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The test session's data cache (shared by pytest-xdist's workers): for module-scoped fixtures, which are set
-    up before the autouse fixture above has set ``BENCH_CACHE`` for the test that first needs them."""
+    pytest-xdist's workers (each has a temp dir of its own under the session's; data builds take a lock). Set for
+    the whole session, so module fixtures, the Ray workers they start and the commands they run see it too."""
     session = tmp_path_factory.getbasetemp()
-    return (session.parent if os.environ.get("PYTEST_XDIST_WORKER") else session) / "bench-cache"
+    cache = (session.parent if os.environ.get("PYTEST_XDIST_WORKER") else session) / "bench-cache"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BENCH_CACHE", str(cache))
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from bench.results.schema import RunResult
 from bench.summary import print_table, results_table
 from bench.train.events import TrialEvent
 
-from conftest import ROOT, shared_cache
+from conftest import ROOT
 
 runner = CliRunner()
 FIXTURES = ROOT / "tests" / "fixtures" / "results"
@@ -219,9 +219,7 @@ def piped_run(tmp_path_factory: pytest.TempPathFactory):
         "run", "--workload", "tiny", "--submission", str(folder), "--seeds", "1", "--wall-clock", "5s",
         "--no-downstream", "--results-dir", str(results_dir), "--progress-every", "1s", "--json",
         "--track", "tensorboard,wandb-offline", *SMALL_MODEL,
-        env={"RAY_USAGE_STATS_ENABLED": "0", "BENCH_TRACK_DIR": str(runs), "WANDB_SILENT": "true",
-             "BENCH_CACHE": str(shared_cache(tmp_path_factory))},
-        timeout=280,
+        env={"RAY_USAGE_STATS_ENABLED": "0", "BENCH_TRACK_DIR": str(runs), "WANDB_SILENT": "true"}, timeout=280,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [result] = load_results([results_dir])

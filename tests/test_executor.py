@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, shared_cache
+from conftest import ROOT
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -49,13 +49,11 @@ class Segfault(Recipe):
 
 
 @pytest.fixture(scope="module")
-def ray_local(tmp_path_factory: pytest.TempPathFactory):
-    """A local Ray instance started the way ``bench run`` starts one, shared by the module's tests."""
-    with pytest.MonkeyPatch.context() as patch:
-        # the same cache the autouse fixture gives each test: workers inherit it from the Ray processes
-        patch.setenv("BENCH_CACHE", str(shared_cache(tmp_path_factory)))
-        with ray_session():
-            yield
+def ray_local():
+    """A local Ray instance started the way ``bench run`` starts one, shared by the module's tests (its workers
+    inherit the session's data cache from the Ray processes)."""
+    with ray_session():
+        yield
 
 
 @pytest.fixture(scope="module")

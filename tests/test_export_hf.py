@@ -26,7 +26,7 @@ from bench.results.schema import TrialStatus
 from bench.train.saved_model import MODEL_SUFFIX
 from bench.train.model import GPT, GPTConfig
 
-from conftest import ROOT, shared_cache
+from conftest import ROOT
 from test_trial import small_tiny, trial
 
 VOCAB, WINDOW = 259, 64
@@ -71,12 +71,10 @@ def test_a_variant_without_an_exact_equivalent_is_refused_with_what_is_exportabl
 def saved(tmp_path_factory) -> Path:
     """A tiny GPT trained for a few thousand tokens with --save-model, and its result file."""
     results = tmp_path_factory.mktemp("results")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("BENCH_CACHE", str(shared_cache(tmp_path_factory)))
-        model_path = run_file(results, "tiny", "rotary", "test", MODEL_SUFFIX)
-        overrides = {"n_layer": 1, "n_head": 2, "n_embd": 32, "batch_size": 4, "seq_len": 64}
-        result = trial("rotary", spec=small_tiny(wall_clock=None, tokens=4096), overrides=overrides,
-                       save_model=True, results_dir=results)
+    model_path = run_file(results, "tiny", "rotary", "test", MODEL_SUFFIX)
+    overrides = {"n_layer": 1, "n_head": 2, "n_embd": 32, "batch_size": 4, "seq_len": 64}
+    result = trial("rotary", spec=small_tiny(wall_clock=None, tokens=4096), overrides=overrides, save_model=True,
+                   results_dir=results)
     assert result.status is TrialStatus.ok and result.saved_model.file == model_path.name, result.reason
     return write_result(result, results)
 
@@ -84,10 +82,7 @@ def saved(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def exported(saved, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("hf") / "model"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("BENCH_CACHE", str(shared_cache(tmp_path_factory)))
-        done = CliRunner().invoke(app, ["export", str(saved), "--format", "hf", "--out", str(out),
-                                        "--workload", "tiny"])
+    done = CliRunner().invoke(app, ["export", str(saved), "--format", "hf", "--out", str(out), "--workload", "tiny"])
     assert done.exit_code == 0, done.output
     return out
 
@@ -126,10 +121,9 @@ def _score(model: str, model_args: str, include: Path) -> tuple[float, list[floa
     return results["results"][TASK]["acc,none"], logprobs
 
 
-def test_lm_eval_scores_the_export_through_hf_exactly_as_through_bench(saved, exported, tmp_path, monkeypatch):
+def test_lm_eval_scores_the_export_through_hf_exactly_as_through_bench(saved, exported, tmp_path):
     import bench.downstream.lm_eval_model  # noqa: F401 - registers --model bench
 
-    monkeypatch.setenv("BENCH_CACHE", str(tmp_path.parent.parent / "bench-cache"))
     include = write_synthetic_tasks(tmp_path / "tasks", synthetic_docs(0, [TASK]))
     through_hf = _score("hf", f"pretrained={exported},dtype=float32", include)
     through_bench = _score("bench", f"result={saved},workload=tiny", include)
@@ -138,7 +132,7 @@ def test_lm_eval_scores_the_export_through_hf_exactly_as_through_bench(saved, ex
     assert through_hf[1] == pytest.approx(through_bench[1], abs=1e-4)
 
 
-def test_lm_eval_command_line_runs_model_bench(saved, tmp_path, tmp_path_factory):
+def test_lm_eval_command_line_runs_model_bench(saved, tmp_path):
     """The real ``lm_eval`` console script, with the shipped .pth processed by Python's ``site`` as it is from
     site-packages (here: a sitecustomize that adds the source tree as a site folder)."""
     include = write_synthetic_tasks(tmp_path / "tasks", synthetic_docs(0, [TASK]))
@@ -146,8 +140,7 @@ def test_lm_eval_command_line_runs_model_bench(saved, tmp_path, tmp_path_factory
     startup.mkdir()
     (startup / "sitecustomize.py").write_text(f"import site\nsite.addsitedir({str(ROOT)!r})\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(startup), str(ROOT)]),
-           "BENCH_CACHE": str(shared_cache(tmp_path_factory)), "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1"}
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     out = tmp_path / "out"
     lm_eval = Path(sys.executable).with_name("lm_eval")
     done = subprocess.run(

@@ -31,7 +31,7 @@ from bench.train.saved_model import MODEL_SUFFIX, describe, save_model, load_mod
 from bench.train.loader import load_recipe_class
 from bench.train.model import GPT, GPTConfig
 
-from conftest import ROOT, shared_cache
+from conftest import ROOT
 from test_trial import small_tiny, trial
 
 VOCAB, WINDOW = 259, 64
@@ -144,10 +144,8 @@ def _plant(result: RunResult, tmp_path: Path, name: str, payload: bytes, file_fi
 
 
 @pytest.fixture(scope="module")
-def real_result(tmp_path_factory) -> RunResult:
-    with pytest.MonkeyPatch.context() as patch:  # the session's data cache (conftest), never the user's
-        patch.setenv("BENCH_CACHE", str(shared_cache(tmp_path_factory)))
-        return trial("good-bigram", spec=small_tiny(wall_clock=1.0))
+def real_result() -> RunResult:
+    return trial("good-bigram", spec=small_tiny(wall_clock=1.0))
 
 
 def _torch_pickle(marker: Path) -> bytes:
@@ -235,10 +233,8 @@ def test_bench_eval_of_a_run_without_a_saved_model_says_how_to_save_one(tmp_path
 def saved_gpt(tmp_path_factory) -> Path:
     """A result with a saved GPT, trained for a few thousand tokens on a shrunken tiny."""
     results_dir = tmp_path_factory.mktemp("results")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("BENCH_CACHE", str(shared_cache(tmp_path_factory)))
-        result = trial("adamw-baseline", spec=small_tiny(wall_clock=None, tokens=4096), overrides=TINY_GPT,
-                       save_model=True, results_dir=results_dir)
+    result = trial("adamw-baseline", spec=small_tiny(wall_clock=None, tokens=4096), overrides=TINY_GPT,
+                   save_model=True, results_dir=results_dir)
     assert result.status is TrialStatus.ok and result.saved_model.file, result.reason
     return write_result(result, results_dir)
 

@@ -20,15 +20,12 @@ from bench.track import (
     LiveTracker, Tracker, identity, make_tracker, parse_backends, tracker_from_env, wandb_login_problem,
 )
 
-from conftest import shared_cache
 from test_trial import small_tiny, trial
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory) -> RunResult:
-    with pytest.MonkeyPatch.context() as patch:  # the session's data cache (conftest), never the user's
-        patch.setenv("BENCH_CACHE", str(shared_cache(tmp_path_factory)))
-        done = trial("good-bigram", spec=small_tiny(wall_clock=1.5, every=0.3))
+def result() -> RunResult:
+    done = trial("good-bigram", spec=small_tiny(wall_clock=1.5, every=0.3))
     assert done.status is TrialStatus.ok and len(done.curve) >= 3 and done.train_log
     return done
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, shared_cache
+from conftest import ROOT
 from typer.testing import CliRunner
 
 import bench.verify
@@ -50,11 +50,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ray_local(tmp_path_factory: pytest.TempPathFactory):
-    with pytest.MonkeyPatch.context() as patch:  # the workers' cache is the one the autouse fixture gives each test
-        patch.setenv("BENCH_CACHE", str(shared_cache(tmp_path_factory)))
-        with ray_session():
-            yield
+def ray_local():
+    with ray_session():  # its workers inherit the session's data cache (conftest)
+        yield
 
 
 @pytest.fixture
