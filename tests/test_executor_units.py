@@ -1,5 +1,6 @@
 """Scheduler pieces that need no Ray: resources per hardware class, hard limits, Ray's temp dir, sweeps' samples."""
 
+import dataclasses
 import errno
 import os
 import sys
@@ -11,6 +12,7 @@ from conftest import ROOT
 from bench.errors import BenchError
 from bench.executor.cluster import ray_temp_dir
 from bench.executor.ddp import rank_log_path
+from bench.executor.ray_runner import shares_worker
 from bench.executor.resources import TrialResources, check_fits, trial_resources
 from bench.tune import best_result, sample_configurations
 from bench.executor.worker import locate, output_to
@@ -18,7 +20,8 @@ from bench.spec.loading import load_workload, workload_path
 from bench.results.schema import EvalPoint, RunResult, TrialStatus
 from bench.spec.submission import ChoiceParam, IntParam, UniformParam
 from bench.spec.workload import TargetSpec, WorkloadSpec
-from bench.harness.plan import TrialLimits, TrialRequest
+from bench.harness.plan import TrialLimits, TrialRequest, plan_trials
+from bench.harness.trial import boxes_work
 
 
 def _workload(**budget) -> WorkloadSpec:
@@ -58,6 +61,20 @@ def test_gpu_class_on_cpu_device_keeps_workers_without_gpus():
     resources = trial_resources(_request(_workload(hardware="2xH100-SXM"), device="cpu"), LAPTOP)
     assert resources == TrialResources(workers=2, cpus=1, gpus=0)
     check_fits(_request(_workload(hardware="2xH100-SXM"), device="cpu"), resources, LAPTOP)
+
+
+@pytest.mark.skipif(not boxes_work(), reason="needs Landlock: without it every recipe runs in its worker")
+def test_only_boxed_cpu_trials_on_a_local_instance_share_a_worker(tmp_path):
+    """A worker that ran a trial runs the next only where it never held the recipe or a device: the recipe ran in
+    its box. A GPU trial (its CUDA context) and a staged trial (a cluster node, whose kernel the driver cannot
+    see) get a fresh worker each."""
+    cpu, gpu = _workload(hardware="cpu-2"), _workload(hardware="1xH100-SXM")
+    [boxed] = plan_trials([_request(cpu)], tmp_path)
+    [on_gpu] = plan_trials([_request(gpu)], tmp_path)
+    [gpu_class_on_cpu] = plan_trials([_request(gpu, device="cpu")], tmp_path)
+    assert shares_worker(boxed) and shares_worker(gpu_class_on_cpu)
+    assert not shares_worker(on_gpu)
+    assert not shares_worker(dataclasses.replace(boxed, stage=True))
 
 
 def test_hardware_the_cluster_lacks_is_an_error_before_anything_runs():

@@ -1,7 +1,8 @@
 """Running many trials on Ray: one task per trial, results written by the driver as trials finish.
 
-Each trial runs in a fresh worker process (``max_calls=1``: no CUDA context, imported recipe or global state leaks
-from one trial into the next) with the resources its hardware class names. Ray itself never retries a trial (its
+Each trial runs in a worker process with the resources its hardware class names: a fresh one (``max_calls=1``: no
+CUDA context, imported recipe or global state leaks from one trial into the next), except a boxed CPU trial on a
+local instance, whose worker holds only the harness (see :func:`shares_worker`) and runs the next such trial too. Ray itself never retries a trial (its
 retry would run on a restarted clock); the driver does, ``request.retries`` times, when the worker process died or
 its node was lost (a preemption, a killed process): the trial runs again as attempt ``n`` and continues from its
 last checkpoint, with the training clock continuing from the reading saved in it (see
@@ -42,6 +43,7 @@ from bench.executor.progress import ProgressBoard
 from bench.executor.resources import NO_GPU_ENV, TrialResources, check_fits, trains_on_cpu, trial_resources
 from bench.executor.progress import PROGRESS_ENV
 from bench.executor.worker import Shipped, execute, ship, staged
+from bench.harness.trial import boxes_work
 from bench.results.schema import CheckpointRecord, RunResult, Timing, TrialStatus
 from bench.harness.clock import CPU_TRIAL_ENV
 from bench.train.events import TrialEvent
@@ -88,8 +90,7 @@ class _Retry:
     reason: str
 
 
-@ray.remote(max_retries=0, max_calls=1)
-def _trial_task(plan: PlannedTrial, events: ActorHandle, resources: TrialResources) -> RunResult | Shipped:
+def _trial(plan: PlannedTrial, events: ActorHandle, resources: TrialResources) -> RunResult | Shipped:
     events.post.remote(TrialEvent(run_id=plan.run_id, kind="phase", phase=START_PHASE))
     if resources.workers > 1:
         from bench.executor.ddp import run_distributed  # Ray Train (and pandas) load only where they are used
@@ -99,6 +100,21 @@ def _trial_task(plan: PlannedTrial, events: ActorHandle, resources: TrialResourc
         local = staged(plan)
         return ship(local, execute(local, poster(events), resources.cpus))
     return execute(plan, poster(events), resources.cpus)
+
+
+_trial_task = ray.remote(max_retries=0, max_calls=1)(_trial)
+_trial_task_shared = ray.remote(max_retries=0, max_calls=0)(_trial)  # max_calls=0: no limit
+
+
+def shares_worker(plan: PlannedTrial) -> bool:
+    """Whether the trial may run in a worker that ran other trials before (and will run more): a single-process CPU
+    trial whose recipe runs boxed, on a local instance. The worker then holds only the harness's own code and state
+    (the recipe, its imports and threads live in its box, a fork of the zygote, which ends with the trial), and the
+    next trial saves the worker's start and the zygote's (two imports of torch: seconds per trial). Every other
+    trial gets a fresh worker: a GPU trial's CUDA context and memory, the ranks of a multi-GPU trial, and a recipe
+    that runs in the harness's own process (no Landlock) must not outlive it; on a cluster the driver cannot tell
+    whether a node has Landlock (its plans are staged)."""
+    return not plan.stage and trains_on_cpu(plan.request) and boxes_work()
 
 
 def run_trials(
@@ -185,7 +201,8 @@ def _submit(trial: _Trial, events: ActorHandle) -> ray.ObjectRef:
     if trial.plan.request.resources and single:  # (a multi-GPU trial's workers are placed by Ray Train)
         options["resources"] = dict(trial.plan.request.resources)
     options["runtime_env"] = {"env_vars": trial_env(trial.plan)}
-    return _trial_task.options(**options).remote(plan, events, resources)
+    task = _trial_task_shared if single and shares_worker(plan) else _trial_task
+    return task.options(**options).remote(plan, events, resources)
 
 
 def _drive(trials: list[_Trial], events: ActorHandle, ledger: Ledger) -> None:
