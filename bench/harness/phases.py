@@ -167,15 +167,17 @@ def resume(
             path.unlink(missing_ok=True)
         return None
     why = f" (the previous attempt: {plan.previous[-1]})" if plan.previous else ""
-    if path is None or not path.is_file():
-        return f"attempt {plan.attempt}: no checkpoint to resume from, started again from nothing{why}"
     with Stopwatch() as watch:
+        state, problem = _read_checkpoint(path)
+        if ctx.world_size > 1:
+            state, problem = _one_checkpoint_for_all_ranks(ctx, state, problem)
+        if state is None:
+            return f"attempt {plan.attempt}: {problem}, started again from nothing{why}"
         try:
-            state = load_state(path)
             ctx.restore(state)
             if box_part is not None:
                 save_state({"recipe": state["recipe"], "rng": state["rng"]}, box_part)
-        except (DamagedCheckpoint, KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError) as exc:
             return (f"attempt {plan.attempt}: the checkpoint could not be restored ({exc}), started again from "
                     f"nothing{why}")
     harness = state["harness"]
@@ -185,6 +187,34 @@ def resume(
     )
     ctx.resumes.append(resumed.model_dump(mode="json"))  # later checkpoints carry it on
     return resumed
+
+
+def _read_checkpoint(path: Path | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The checkpoint's state, or None and why it cannot be resumed from."""
+    if path is None or not path.is_file():
+        return None, "no checkpoint to resume from"
+    try:
+        state = load_state(path)
+        int(state["harness"]["steps"])
+    except (DamagedCheckpoint, KeyError, TypeError, ValueError) as exc:
+        return None, f"the checkpoint could not be restored ({exc})"
+    return state, None
+
+
+def _one_checkpoint_for_all_ranks(
+    ctx: HarnessContext, state: dict[str, Any] | None, problem: str | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Every rank resumes from a checkpoint of the same step, or none does: ranks at different steps (one found no
+    checkpoint, or read one that another process of the failed attempt was replacing or removing) would enter
+    different collectives and crash the group, as a CI run showed (a gloo size mismatch on the retry)."""
+    step = int(state["harness"]["steps"]) if state is not None else -1
+    steps = torch.tensor([step, -step], dtype=torch.int64, device=ctx.device)
+    dist.all_reduce(steps, op=dist.ReduceOp.MAX)  # [the highest step, minus the lowest]
+    highest, lowest = int(steps[0]), -int(steps[1])
+    if highest == lowest:
+        return state, problem
+    found = "no checkpoint" if lowest < 0 else f"step {lowest}"
+    return None, f"the ranks found different checkpoints ({found} and step {highest})"
 
 
 def checkpoint_record(plan: PlannedTrial, ctx: HarnessContext | None, restarted: list[str]) -> CheckpointRecord | None:
