@@ -2,12 +2,12 @@
 
 Each trial runs in a worker process with the resources its hardware class names: a fresh one (``max_calls=1``: no
 CUDA context, imported recipe or global state leaks from one trial into the next), except a boxed CPU trial on a
-local instance, whose worker holds only the harness (see :func:`shares_worker`) and runs the next such trial too. Ray itself never retries a trial (its
-retry would run on a restarted clock); the driver does, ``request.retries`` times, when the worker process died or
-its node was lost (a preemption, a killed process): the trial runs again as attempt ``n`` and continues from its
-last checkpoint, with the training clock continuing from the reading saved in it (see
-:func:`bench.harness.phases.resume`). Without a checkpoint (``request.checkpoint_every`` unset, or none written
-yet) a retry starts again from nothing, and its result says so. What ``run_trial`` cannot report itself, the
+local instance, whose worker holds only the harness (see :func:`shares_worker`) and runs the next such trial too.
+Ray itself never retries a trial (its retry would run on a restarted clock); the driver does, ``request.retries``
+times, when the worker process died or its node was lost (a preemption, a killed process): the trial runs again as
+attempt ``n`` and continues from its last checkpoint, with the training clock continuing from the reading saved
+in it (see :func:`bench.harness.phases.resume`). Without a checkpoint (``request.checkpoint_every`` unset, or none
+written yet) a retry starts again from nothing, and its result says so. What ``run_trial`` cannot report itself, the
 driver records from what it knows (the trial's plan and its last event):
 
 * a trial still running ``plan.limits.worker_s`` after its data was ready is force-cancelled and recorded as ``overrun``;
