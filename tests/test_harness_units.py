@@ -1,12 +1,16 @@
 """The harness's own mechanics, without a real recipe: clock, time-to-target, budget enforcement, divergence."""
 
+import json
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
 from bench.spec.loading import load_workload, workload_path
 from bench.results.schema import EvalPoint
@@ -14,6 +18,7 @@ from bench.spec.workload import TargetSpec
 from bench.train.api import BudgetExhausted
 from bench.harness.clock import TrainingClock
 from bench.harness.context import HarnessContext, TrainingDiverged, training_clock
+from bench.harness.phases import _ranks_differ
 from bench.train.evaluate import EvalScore, evaluate, evaluation_windows
 from bench.train.targets import time_to_target
 
@@ -249,42 +254,28 @@ def test_ranks_agree_on_clock_decisions_every_few_batches_and_on_token_budgets_w
     assert asked == [None, *[False] * 3, None]  # the token budget asked nothing; the time budget once per 8 batches
 
 
+
 def _resume_rank(rank: int, folder: str, steps: list[int]) -> None:
     """One gloo rank asks whether it may resume from the checkpoint it read (step ``steps[rank]``; -1: none)."""
-    import json
-    from types import SimpleNamespace
-
-    import torch.distributed as dist
-
-    from bench.harness.phases import _one_checkpoint_for_all_ranks
-
     torch.set_num_threads(1)
     dist.init_process_group("gloo", store=dist.FileStore(f"{folder}/store", 2), rank=rank, world_size=2)
     try:
         ctx = SimpleNamespace(device=torch.device("cpu"), world_size=2, rank=rank)
-        state = {"harness": {"steps": steps[rank]}} if steps[rank] >= 0 else None
-        agreed, problem = _one_checkpoint_for_all_ranks(ctx, state, None if state else "no checkpoint to resume from")
-        Path(folder, f"rank{rank}.json").write_text(json.dumps({"resumes": agreed is not None, "problem": problem}))
+        differ = _ranks_differ(ctx, {"harness": {"steps": steps[rank]}} if steps[rank] >= 0 else None)
+        Path(folder, f"rank{rank}.json").write_text(json.dumps({"differ": differ}))
     finally:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize(("steps", "resume", "problem"), [
-    ([40, 40], True, None),
-    ([40, -1], False, "the ranks found different checkpoints (no checkpoint and step 40)"),
-    ([40, 48], False, "the ranks found different checkpoints (step 40 and step 48)"),
-    ([-1, -1], False, "no checkpoint to resume from"),
+@pytest.mark.parametrize(("steps", "differ"), [
+    ([40, 40], None),
+    ([-1, -1], None),  # no rank has a checkpoint: each starts again for that reason, agreed without asking
+    ([40, -1], "the ranks found different checkpoints (no checkpoint and step 40)"),
+    ([40, 48], "the ranks found different checkpoints (step 40 and step 48)"),
 ])
-def test_ranks_of_a_retried_ddp_trial_resume_from_one_checkpoint_or_all_start_again(tmp_path, steps, resume,
-                                                                                      problem):
+def test_ranks_of_a_retried_ddp_trial_resume_from_one_checkpoint_or_all_start_again(tmp_path, steps, differ):
     """A retry whose ranks read different checkpoints (one missing, or replaced by a process of the failed attempt)
     would send them into different collectives; they agree first, and all start again when they differ."""
-    import json
-
-    import torch.multiprocessing as mp
-
     mp.spawn(_resume_rank, args=(str(tmp_path), steps), nprocs=2, join=True)
     for rank in range(2):
-        answer = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert answer["resumes"] is resume
-        assert answer["problem"] == (problem if not resume else None)
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {"differ": differ}

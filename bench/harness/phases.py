@@ -169,8 +169,8 @@ def resume(
     why = f" (the previous attempt: {plan.previous[-1]})" if plan.previous else ""
     with Stopwatch() as watch:
         state, problem = _read_checkpoint(path)
-        if ctx.world_size > 1:
-            state, problem = _one_checkpoint_for_all_ranks(ctx, state, problem)
+        if ctx.world_size > 1 and (differ := _ranks_differ(ctx, state)):
+            state, problem = None, differ
         if state is None:
             return f"attempt {plan.attempt}: {problem}, started again from nothing{why}"
         try:
@@ -201,20 +201,19 @@ def _read_checkpoint(path: Path | None) -> tuple[dict[str, Any] | None, str | No
     return state, None
 
 
-def _one_checkpoint_for_all_ranks(
-    ctx: HarnessContext, state: dict[str, Any] | None, problem: str | None
-) -> tuple[dict[str, Any] | None, str | None]:
-    """Every rank resumes from a checkpoint of the same step, or none does: ranks at different steps (one found no
-    checkpoint, or read one that another process of the failed attempt was replacing or removing) would enter
-    different collectives and crash the group, as a CI run showed (a gloo size mismatch on the retry)."""
-    step = int(state["harness"]["steps"]) if state is not None else -1
+def _ranks_differ(ctx: HarnessContext, state: dict[str, Any] | None) -> str | None:
+    """Why the ranks must all start again, or None: every rank resumes from a checkpoint of the same step, or none
+    does. Ranks at different steps (one found no checkpoint, or read one that another process of the failed attempt
+    was replacing or removing) would enter different collectives and crash the group, as a CI run showed (a gloo
+    size mismatch on the retry). Every rank calls it, whatever it read."""
+    step = int(state["harness"]["steps"]) if state is not None else -1  # _read_checkpoint checked it
     steps = torch.tensor([step, -step], dtype=torch.int64, device=ctx.device)
     dist.all_reduce(steps, op=dist.ReduceOp.MAX)  # [the highest step, minus the lowest]
     highest, lowest = int(steps[0]), -int(steps[1])
     if highest == lowest:
-        return state, problem
+        return None
     found = "no checkpoint" if lowest < 0 else f"step {lowest}"
-    return None, f"the ranks found different checkpoints ({found} and step {highest})"
+    return f"the ranks found different checkpoints ({found} and step {highest})"
 
 
 def checkpoint_record(plan: PlannedTrial, ctx: HarnessContext | None, restarted: list[str]) -> CheckpointRecord | None:
