@@ -42,6 +42,13 @@ def test_no_signal_leaves_the_box():
     assert result.reason.startswith("PermissionError: cannot signal its keeper")
 
 
+def test_a_recipe_writes_temporary_files_in_its_own_folder_though_its_box_is_forked_from_a_zygote():
+    # The zygote imported torch and Dynamo in its own folder (the temporary folder and Dynamo's debug folder are
+    # derived at import); a box must get its own, the only ones its walls let it write.
+    result = trial("scratch-user", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
+    assert result.status is TrialStatus.ok, result.reason
+
+
 def test_a_model_hidden_in_a_list_of_lists_is_counted():
     result = trial("vault", small_tiny(wall_clock=None, tokens=2_048, every=1e9))
     assert result.status is TrialStatus.invalid, result.reason

@@ -59,9 +59,13 @@ def main(fd: int) -> int:
 
 
 def _preload() -> None:
-    """Import what every box imports: torch and the harness's training and box code (no torch operation runs)."""
+    """Import what every box imports: torch, what torch loads lazily on a first optimizer (``torch._dynamo``, most
+    of a second per box otherwise), and the harness's training and box code (no torch operation runs)."""
     import torch  # noqa: F401
 
+    from bench.train.runtime import warm_lazy_imports
+
+    warm_lazy_imports()
     for name in ("bench.train.model", "bench.train.optim", "bench.train.loop", "bench.train.recipes",
                  "bench.train.loader", "bench.train.configure", "bench.train.saved_model", "bench.train.resume",
                  "bench.box.context", "bench.box.handoff", "bench.box.main", "bench.box.scoring", "bench.box.probe",
@@ -79,13 +83,22 @@ def _become(message: dict, fd: int, stdout: int, stderr: int, status: int | None
     os.chdir(message["cwd"])
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in message["env"].items()})
-    tempfile.tempdir = None  # imports cached the zygote's temporary folder; the box has its own
+    _forget_the_zygotes_folders()
     role = importlib.import_module(f"bench.box.{message['role']}")
     if message.get("keeper"):
         from bench.box.keeper import keep
 
         return keep(lambda: role.main(fd), fd, status)
     return role.main(fd)
+
+
+def _forget_the_zygotes_folders() -> None:
+    """Values the preloaded modules derived from the zygote's folder and environment at import, derived again from
+    the box's: its temporary folder (cached by the first import that asked) and Dynamo's debug folder."""
+    tempfile.tempdir = None
+    dynamo_config = sys.modules.get("torch._dynamo.config")
+    if dynamo_config is not None:
+        dynamo_config.debug_dir_root = dynamo_config.default_debug_dir_root()
 
 
 if __name__ == "__main__":
