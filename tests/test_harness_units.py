@@ -2,6 +2,9 @@
 
 import json
 import math
+import os
+import re
+import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +21,7 @@ from bench.spec.workload import TargetSpec
 from bench.train.api import BudgetExhausted
 from bench.harness.clock import TrainingClock
 from bench.harness.context import HarnessContext, TrainingDiverged, training_clock
+from bench.harness import scratch
 from bench.harness.phases import _ranks_differ
 from bench.train.evaluate import EvalScore, evaluate, evaluation_windows
 from bench.train.targets import time_to_target
@@ -279,3 +283,20 @@ def test_ranks_of_a_retried_ddp_trial_resume_from_one_checkpoint_or_all_start_ag
     mp.spawn(_resume_rank, args=(str(tmp_path), steps), nprocs=2, join=True)
     for rank in range(2):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {"differ": differ}
+
+
+def test_scratch_folders_of_ended_processes_are_removed_and_no_others(tmp_path, monkeypatch):
+    monkeypatch.setattr(scratch.tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # reaped: its pid names no process
+    namespace = scratch._pid_namespace()
+    mine = scratch.scratch_folder("box", "run-1")  # this process's: alive
+    assert re.match(rf"bench-box-run-1-n{namespace}p{os.getpid()}-", mine.name)
+    orphan = tmp_path / f"bench-box-run-1-n{namespace}p{dead.pid}-abc_12"
+    foreign = tmp_path / f"bench-box-run-1-n{namespace + 1}p{dead.pid}-abc_12"  # another pid namespace's
+    unnamed = tmp_path / "bench-box-run-1-xyz"  # made before folders were named after their process
+    for folder in (orphan, foreign, unnamed):
+        (folder / "inductor").mkdir(parents=True)
+    (orphan / "inductor" / "model.bin").write_bytes(b"0" * 1024)
+    assert scratch.remove_orphans() == [orphan]
+    assert not orphan.exists() and mine.is_dir() and foreign.is_dir() and unnamed.is_dir()

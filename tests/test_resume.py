@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 import signal
+import tempfile
 import threading
 import time
 from io import StringIO
@@ -184,6 +185,8 @@ def test_a_killed_worker_resumes_from_its_checkpoint_under_the_scheduler(tmp_pat
     log = plans[0].files.log.read_text()
     assert f"pid {killed[0]}," in log and "attempt 2 (retry 1 of 1)" in log  # both attempts' lines, in one log
     assert "killed  retry 1 of 1: the worker process died" in out.getvalue()
+    left = [folder.name for folder in Path(tempfile.gettempdir()).glob(f"bench-*p{killed[0]}-*")]
+    assert not left, f"the killed worker's scratch folders outlived it: {left}"  # the next trial removed them
 
 
 @pytest.mark.slow

@@ -24,7 +24,6 @@ import os
 import select
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -40,6 +39,7 @@ from bench.harness.compile_cache import compiles
 from bench.harness.context import HarnessContext, TrainingDiverged, eval_due
 from bench.harness.zygote import box_env, spawn, wait_gone
 from bench.harness.plan import PlannedTrial
+from bench.harness.scratch import scratch_folder
 from bench.measure.cputime import ProcessTree
 
 READY_TIMEOUT_S = 120.0
@@ -85,7 +85,7 @@ class RecipeBox:
     @classmethod
     def start(cls, plan: PlannedTrial, threads: int, gpu: bool) -> RecipeBox:
         """Start the box for ``plan`` (forked by the zygote, beneath a keeper) and wait until it is walled in."""
-        scratch = Path(tempfile.mkdtemp(prefix=f"bench-box-{plan.run_id}-"))
+        scratch = scratch_folder("box", plan.run_id)
         readable = [*sandbox.python_paths(), Path(bench.__file__).resolve().parent,
                     *(folder.resolve() for folder in plan.submission.lineage)]
         if plan.submission.recipe_dir is not None:

@@ -21,7 +21,6 @@ hog a 2-layer, 64-wide probe slowed 13.6% while the reference model's own steps 
 from __future__ import annotations
 
 import statistics
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from bench.errors import BenchError
 from bench.box.channel import Channel, ChannelClosed, ChannelError
 from bench.harness.clock import TrainingClock
 from bench.harness.context import HarnessContext, on_pause
+from bench.harness.scratch import scratch_folder
 from bench.harness.zygote import box_env, close, spawn
 from bench.results.schema import ClockCalibration, ProbeReading
 from bench.spec.workload import CalibrationSpec, WorkloadSpec
@@ -56,7 +56,7 @@ class Probe:
     @classmethod
     def start(cls, spec: WorkloadSpec, calibration: CalibrationSpec, vocab_size: int, device: torch.device,
               threads: int) -> Probe:
-        scratch = Path(tempfile.mkdtemp(prefix="bench-probe-"))
+        scratch = scratch_folder("probe")
         pid, channel = spawn("probe", scratch, box_env(scratch))
         probe = cls(pid, channel, scratch)
         channel.send({

@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 
 from bench.errors import BenchError
+from bench.harness.scratch import scratch_folder
 
 CACHE_VARIABLES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 
@@ -41,7 +41,7 @@ CACHE_VARIABLES = ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR")
 def fresh_compile_caches() -> Iterator[Path]:
     """Point Inductor's and Triton's on-disk caches at new, empty folders for the block, then remove them and put
     the variables back as they were."""
-    folder = Path(tempfile.mkdtemp(prefix="bench-compile-"))
+    folder = scratch_folder("compile")
     saved = {name: os.environ.get(name) for name in CACHE_VARIABLES}
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "inductor")
     os.environ["TRITON_CACHE_DIR"] = str(folder / "triton")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from bench.errors import BenchError, SpecError
 from bench.harness.zygote import box_env, kill_session, spawn, wait_gone
 from bench.results.store import write_atomic
 from bench.spec.loading import Submission
+from bench.harness.scratch import scratch_folder
 
 READY_TIMEOUT_S = 300.0
 
@@ -105,7 +105,7 @@ def _cached(submission: Submission, request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _in_box(submission: Submission, request: dict[str, Any]) -> dict[str, Any]:
-    scratch = Path(tempfile.mkdtemp(prefix="bench-describe-"))
+    scratch = scratch_folder("describe")
     readable = [*sandbox.python_paths(), Path(bench.__file__).resolve().parent,
                 *(folder.resolve() for folder in submission.lineage)]
     pid, channel = spawn("describe", scratch, box_env(scratch))

@@ -28,6 +28,7 @@ from bench.box import sandbox
 from bench.box.channel import Channel, ChannelClosed, ChannelError, SharedBuffer
 from bench.harness.archive import Census
 from bench.harness.plan import PlannedTrial
+from bench.harness.scratch import scratch_folder
 from bench.harness.zygote import box_env, close, spawn
 from bench.results.schema import ParamCounts
 from bench.spec.workload import WorkloadSpec
@@ -50,7 +51,7 @@ class Scorer:
 
     @classmethod
     def start(cls, plan: PlannedTrial, threads: int, device: torch.device, recipe_dir: Path | None) -> Scorer:
-        scratch = Path(tempfile.mkdtemp(prefix=f"bench-scoring-{plan.run_id}-"))
+        scratch = scratch_folder("scoring", plan.run_id)
         submission = plan.submission
         folder = recipe_dir or submission.recipe_dir
         readable = [*sandbox.python_paths(), Path(bench.__file__).resolve().parent,

@@ -10,7 +10,6 @@ directory.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +30,7 @@ from bench.harness.compile_cache import compiles, fresh_compile_caches, prepare_
 from bench.harness.context import HarnessContext, training_clock
 from bench.harness.plan import PlannedTrial
 from bench.harness.scoring import RemoteModel
+from bench.harness.scratch import remove_orphans, scratch_folder
 from bench.data.shards import read_validation
 from bench.train.evaluate import evaluation_windows
 from bench.harness.supervisor import Supervisor
@@ -83,7 +83,9 @@ def run_trial(plan: PlannedTrial, on_event: EventSink | None = None, recipe_dir:
     One rank on Linux with Landlock: the recipe runs in its own box (:mod:`bench.harness.boxed`), timed from here.
     Otherwise (several ranks, or a machine without Landlock) it runs in this process, with a supervisor process
     (:mod:`bench.harness.supervisor`) measuring the training clock's intervals from outside, and the result says
-    which protections were off. Either way the trial compiles (if it does) into fresh caches."""
+    which protections were off. Either way the trial compiles (if it does) into fresh caches, and it first removes
+    the scratch folders that killed harness processes left on this machine (:mod:`bench.harness.scratch`)."""
+    remove_orphans()
     rank, world_size = distributed_rank()
     tracker = tracker_from_env(plan.run_id, identity(plan.base)) if rank == 0 else Tracker()
     trial, spec = TrialRecorder(plan, on_event, tracker), plan.workload
@@ -134,7 +136,7 @@ def _boxed(plan: PlannedTrial, trial: TrialRecorder, device: torch.device, on_ev
     isolation = Isolation(boxed=True, landlock_abi=box.walls.get("abi"), files=bool(box.walls.get("files")),
                           network=bool(box.walls.get("network")), signals=bool(box.walls.get("signals")),
                           sockets=bool(box.walls.get("sockets")), off=list(box.walls.get("off", [])))
-    work = Path(tempfile.mkdtemp(prefix=f"bench-harness-{plan.run_id}-"))
+    work = scratch_folder("harness", plan.run_id)
     handover = boxed.Handover(plan, device, threads, recipe_dir, work)
     restarted: list[str] = []
     trained: phases.Trained | None = None
