@@ -18,6 +18,7 @@ calibrated steps should lie within 5% of the class's reference host's.
 
     python benchmarks/clock_stability.py --rounds 2 [--config hand-set]
     python benchmarks/clock_stability.py --hosts     # the log's hosts against the reference host, nothing run
+    python benchmarks/clock_stability.py --probe-timing   # the probe's own step, idle and beside the hog
 
 ``--config tuned`` (the default) trains the board's reference configuration, adamw-baseline's sweep choice (batch 8,
 lr 0.0059): the configuration the probe is shaped after, but a chaotic one at the end of 60 s, whose final bpb at a
@@ -87,15 +88,16 @@ while True:
 
 def run_trial(clock: str, condition: str, config: str) -> dict:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    command = [sys.executable, "-c", TRIAL, clock, tempfile.mkdtemp(prefix="bench-stability-"), config]
-    if condition == "pinned":
-        command = ["taskset", "-c", "0", *command]
     hog = None
     if condition == "hog":
         hog = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", HOG])
         time.sleep(2.0)  # the hog's array is allocated and streaming before the trial starts
     try:
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+        with tempfile.TemporaryDirectory(prefix="bench-stability-") as results:
+            command = [sys.executable, "-c", TRIAL, clock, results, config]
+            if condition == "pinned":
+                command = ["taskset", "-c", "0", *command]
+            done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     finally:
         if hog is not None:
             hog.kill()
@@ -104,6 +106,55 @@ def run_trial(clock: str, condition: str, config: str) -> dict:
     if done.returncode != 0 or not lines:
         raise SystemExit(f"trial failed ({clock}, {condition}): {done.stderr[-2000:]}")
     return json.loads(lines[-1])
+
+
+PROBE_TIMING = r"""
+import json, statistics, sys, time
+from bench.box.probe import ProbeStep
+from bench.data.tokenizer import workload_vocab_size
+from bench.spec.loading import load_workload, workload_path
+
+path = workload_path("tiny")
+spec = load_workload(path)
+probe = spec.budget.calibration.probe
+step = ProbeStep({"threads": 2, "device": "cpu", "cores": 2, "vocab_size": workload_vocab_size(spec, path.parent),
+                  "seq_len": probe.seq_len or spec.eval.seq_len, "probe": probe.model_dump(mode="json")})
+continuous = step.measure(60)
+paused = []
+for _ in range(3):
+    time.sleep(8.0)
+    paused.append(step.measure(spec.budget.calibration.steps))
+print(json.dumps({"continuous": continuous, "paused": statistics.median(paused)}))
+"""
+
+
+def probe_timing(rounds: int) -> None:
+    """The probe's own step (bench.box.probe, tiny's probe shapes) idle and beside the hog, timed two ways: 60 steps
+    back to back, and as a trial times it (a warm-up step, then the median of ``steps``, after 8 s asleep)."""
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    measured: dict[str, list[dict]] = {}
+    for round_ in range(rounds):
+        for condition in ("idle", "hog"):
+            hog = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", HOG]) if condition == "hog" else None
+            if hog is not None:
+                time.sleep(2.0)
+            try:
+                done = subprocess.run([sys.executable, "-c", PROBE_TIMING], cwd=ROOT, env=env, capture_output=True,
+                                      text=True, check=False)
+            finally:
+                if hog is not None:
+                    hog.kill()
+                    hog.wait()
+            if done.returncode != 0:
+                raise SystemExit(f"probe timing failed ({condition}): {done.stderr[-2000:]}")
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            measured.setdefault(condition, []).append(row)
+            print(f"round {round_} {condition:5s} continuous {row['continuous'] * 1e3:.2f} ms/step, "
+                  f"as a trial probes {row['paused'] * 1e3:.2f} ms/step", flush=True)
+    for way in ("continuous", "paused"):
+        idle = statistics.mean(r[way] for r in measured["idle"])
+        hog = statistics.mean(r[way] for r in measured["hog"])
+        print(f"{way:10s} hog / idle {hog / idle:.3f}")
 
 
 def cpu_identity() -> dict:
@@ -117,12 +168,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
     parser.add_argument("--hosts", action="store_true", help="only print the host log's comparison, run nothing")
+    parser.add_argument("--probe-timing", action="store_true",
+                        help="only time the probe's own step, idle and beside the hog (--rounds of each)")
     parser.add_argument("--config", default="tuned", choices=CONFIGS,
                         help="tuned: the board's reference (adamw-baseline's sweep choice, leaderboard/reference); "
                              "hand-set: adamw-baseline's manifest as written (batch 16, lr 0.003)")
     args = parser.parse_args()
     if args.hosts:
         print_hosts(args.config)
+        return
+    if args.probe_timing:
+        probe_timing(args.rounds)
         return
     started = datetime.now(timezone.utc)
     runs: dict[tuple[str, str], list[dict]] = {}

@@ -43,15 +43,15 @@ def measure(trials: int) -> dict[str, float]:
     spec = WorkloadSpec.model_validate(data)
     request = TrialRequest(workload=spec, workload_dir=str(ROOT / "workloads"), seed=0, run_id="setup",
                            submission_dir=str(ROOT / "tests" / "recipes" / "good-bigram"))
-    results = Path(tempfile.mkdtemp(prefix="bench-setup-"))
     rows = []
-    for _ in range(trials + 1):
-        began = time.perf_counter()
-        result = run_trial(plan_trials([request], results)[0])
-        wall = time.perf_counter() - began
-        if result.status.value != "ok":
-            raise SystemExit(f"the trial ended {result.status.value}: {result.reason}")
-        rows.append((result.timing.setup_s, result.timing.total_s, wall))
+    with tempfile.TemporaryDirectory(prefix="bench-setup-") as results:
+        for _ in range(trials + 1):
+            began = time.perf_counter()
+            result = run_trial(plan_trials([request], Path(results))[0])
+            wall = time.perf_counter() - began
+            if result.status.value != "ok":
+                raise SystemExit(f"the trial ended {result.status.value}: {result.reason}")
+            rows.append((result.timing.setup_s, result.timing.total_s, wall))
     rows = rows[1:]
     return {name: statistics.median(row[i] for row in rows) for i, name in enumerate(("setup_s", "total_s", "wall_s"))}
 
