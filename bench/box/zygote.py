@@ -59,13 +59,16 @@ def main(fd: int) -> int:
 
 
 def _preload() -> None:
-    """Import what every box imports: torch, what torch loads lazily on a first optimizer (``torch._dynamo``, most
-    of a second per box otherwise), and the harness's training and box code (no torch operation runs)."""
-    import torch  # noqa: F401
+    """Import what every box imports: torch, the harness's training and box code (no torch operation runs) and, with
+    a CPU build of torch, what torch loads lazily on a first optimizer (``torch._dynamo``: most of a second per box
+    otherwise). A GPU build's Dynamo imports Triton, and what a GPU toolchain sets up before a fork has not been
+    tried on a GPU: there each box imports it itself, after the fork, off the clock as before."""
+    import torch
 
     from bench.train.runtime import warm_lazy_imports
 
-    warm_lazy_imports()
+    if torch.version.cuda is None and torch.version.hip is None:
+        warm_lazy_imports()
     for name in ("bench.train.model", "bench.train.optim", "bench.train.loop", "bench.train.recipes",
                  "bench.train.loader", "bench.train.configure", "bench.train.saved_model", "bench.train.resume",
                  "bench.box.context", "bench.box.handoff", "bench.box.main", "bench.box.scoring", "bench.box.probe",
