@@ -110,9 +110,11 @@ def run_trial(clock: str, condition: str, config: str) -> dict:
 
 PROBE_TIMING = r"""
 import json, statistics, sys, time
+import torch
 from bench.box.probe import ProbeStep
+from bench.check import CheckReference, REFERENCE_PATH, bare_loop_throughput, check_workload
 from bench.data.tokenizer import workload_vocab_size
-from bench.spec.loading import load_workload, workload_path
+from bench.spec.loading import find_submission, load_workload, workload_path
 
 path = workload_path("tiny")
 spec = load_workload(path)
@@ -124,13 +126,17 @@ paused = []
 for _ in range(3):
     time.sleep(8.0)
     paused.append(step.measure(spec.budget.calibration.steps))
-print(json.dumps({"continuous": continuous, "paused": statistics.median(paused)}))
+_, loop_spec = check_workload(100_000)
+tuned = CheckReference.model_validate_json(open(REFERENCE_PATH).read()).submissions["adamw-baseline"].overrides
+rate = bare_loop_throughput(loop_spec, path.parent, find_submission("adamw-baseline"), 100_000, tuned)
+print(json.dumps({"continuous": continuous, "paused": statistics.median(paused), "recipe": 1.0 / rate}))
 """
 
 
 def probe_timing(rounds: int) -> None:
     """The probe's own step (bench.box.probe, tiny's probe shapes) idle and beside the hog, timed two ways: 60 steps
-    back to back, and as a trial times it (a warm-up step, then the median of ``steps``, after 8 s asleep)."""
+    back to back, and as a trial times it (a warm-up step, then the median of ``steps``, after 8 s asleep); beside
+    it, the reference configuration's own training loop (``bench check``'s bare loop, 100k tokens), per token."""
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     measured: dict[str, list[dict]] = {}
     for round_ in range(rounds):
@@ -149,9 +155,10 @@ def probe_timing(rounds: int) -> None:
                 raise SystemExit(f"probe timing failed ({condition}): {done.stderr[-2000:]}")
             row = json.loads(done.stdout.strip().splitlines()[-1])
             measured.setdefault(condition, []).append(row)
-            print(f"round {round_} {condition:5s} continuous {row['continuous'] * 1e3:.2f} ms/step, "
-                  f"as a trial probes {row['paused'] * 1e3:.2f} ms/step", flush=True)
-    for way in ("continuous", "paused"):
+            print(f"round {round_} {condition:5s} probe back to back {row['continuous'] * 1e3:.2f} ms/step, "
+                  f"as a trial probes {row['paused'] * 1e3:.2f} ms/step; the recipe's loop "
+                  f"{row['recipe'] * 1e6:.2f} us/token", flush=True)
+    for way in ("continuous", "paused", "recipe"):
         idle = statistics.mean(r[way] for r in measured["idle"])
         hog = statistics.mean(r[way] for r in measured["hog"])
         print(f"{way:10s} hog / idle {hog / idle:.3f}")
