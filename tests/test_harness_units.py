@@ -289,14 +289,20 @@ def test_scratch_folders_of_ended_processes_are_removed_and_no_others(tmp_path, 
     monkeypatch.setattr(scratch.tempfile, "tempdir", str(tmp_path))
     dead = subprocess.Popen(["true"])
     dead.wait()  # reaped: its pid names no process
+    zombie = subprocess.Popen(["true"])  # ended, not yet reaped
+    while scratch.alive(zombie.pid):
+        time.sleep(0.01)
     namespace = scratch._pid_namespace()
     mine = scratch.scratch_folder("box", "run-1")  # this process's: alive
     assert re.match(rf"bench-box-run-1-n{namespace}p{os.getpid()}-", mine.name)
     orphan = tmp_path / f"bench-box-run-1-n{namespace}p{dead.pid}-abc_12"
+    unreaped = tmp_path / f"bench-scoring-run-1-n{namespace}p{zombie.pid}-abc_12"
     foreign = tmp_path / f"bench-box-run-1-n{namespace + 1}p{dead.pid}-abc_12"  # another pid namespace's
     unnamed = tmp_path / "bench-box-run-1-xyz"  # made before folders were named after their process
-    for folder in (orphan, foreign, unnamed):
+    for folder in (orphan, unreaped, foreign, unnamed):
         (folder / "inductor").mkdir(parents=True)
     (orphan / "inductor" / "model.bin").write_bytes(b"0" * 1024)
-    assert scratch.remove_orphans() == [orphan]
-    assert not orphan.exists() and mine.is_dir() and foreign.is_dir() and unnamed.is_dir()
+    assert sorted(scratch.remove_orphans()) == sorted([orphan, unreaped])
+    zombie.wait()
+    assert not orphan.exists() and not unreaped.exists()
+    assert mine.is_dir() and foreign.is_dir() and unnamed.is_dir()

@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from bench.harness.zygote import alive
+
 OWNER = re.compile(r"^bench-.+-n(\d+)p(\d+)-[a-z0-9_]+$")
 """A scratch folder's name: its process's pid namespace and pid, then :func:`tempfile.mkdtemp`'s random part (which
 has no hyphen)."""
@@ -30,8 +32,9 @@ def scratch_folder(role: str, run_id: str | None = None) -> Path:
 
 def remove_orphans(root: Path | None = None) -> list[Path]:
     """Remove the scratch folders in ``root`` (the temporary folder) whose process has ended: made in this pid
-    namespace by a pid that no longer exists. A folder of a live process, of another namespace or of another
-    user's process (whose pid says nothing to this one) stays; so does any other folder. Returns what it removed."""
+    namespace by a pid that is gone or a zombie (:func:`bench.harness.zygote.alive`). A folder of a live process or
+    of another namespace (whose pids say nothing here) stays, and so does another user's (it cannot be removed);
+    so does any other folder. Returns what it removed."""
     namespace = _pid_namespace()
     removed = []
     try:
@@ -40,22 +43,12 @@ def remove_orphans(root: Path | None = None) -> list[Path]:
         return removed
     for folder in folders:
         owner = OWNER.match(folder.name)
-        if owner is None or int(owner[1]) != namespace or _alive(int(owner[2])) or not folder.is_dir():
+        if owner is None or int(owner[1]) != namespace or alive(int(owner[2])) or not folder.is_dir():
             continue
         shutil.rmtree(folder, ignore_errors=True)
         if not folder.exists():
             removed.append(folder)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def _pid_namespace() -> int:

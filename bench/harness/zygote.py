@@ -116,7 +116,8 @@ def kill_session(pid: int) -> None:
 
 
 def alive(pid: int) -> bool:
-    """Whether a process the zygote forked is still running (the zygote reaps it when it ends)."""
+    """Whether a process is still running: it exists and is not a zombie (the zygote reaps the boxes it forked when
+    they end)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
