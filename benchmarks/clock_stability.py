@@ -38,6 +38,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -86,22 +88,29 @@ while True:
 """
 
 
+@contextmanager
+def hog_if(condition: str) -> Iterator[None]:
+    """For the ``hog`` condition, the hog running on core 1 for the block (started 2 s before it: its array is
+    allocated and streaming); nothing otherwise."""
+    if condition != "hog":
+        yield
+        return
+    hog = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", HOG])
+    try:
+        time.sleep(2.0)
+        yield
+    finally:
+        hog.kill()
+        hog.wait()
+
+
 def run_trial(clock: str, condition: str, config: str) -> dict:
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    hog = None
-    if condition == "hog":
-        hog = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", HOG])
-        time.sleep(2.0)  # the hog's array is allocated and streaming before the trial starts
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-stability-") as results:
-            command = [sys.executable, "-c", TRIAL, clock, results, config]
-            if condition == "pinned":
-                command = ["taskset", "-c", "0", *command]
-            done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    finally:
-        if hog is not None:
-            hog.kill()
-            hog.wait()
+    with hog_if(condition), tempfile.TemporaryDirectory(prefix="bench-stability-") as results:
+        command = [sys.executable, "-c", TRIAL, clock, results, config]
+        if condition == "pinned":
+            command = ["taskset", "-c", "0", *command]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"trial failed ({clock}, {condition}): {done.stderr[-2000:]}")
@@ -141,16 +150,9 @@ def probe_timing(rounds: int) -> None:
     measured: dict[str, list[dict]] = {}
     for round_ in range(rounds):
         for condition in ("idle", "hog"):
-            hog = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", HOG]) if condition == "hog" else None
-            if hog is not None:
-                time.sleep(2.0)
-            try:
+            with hog_if(condition):
                 done = subprocess.run([sys.executable, "-c", PROBE_TIMING], cwd=ROOT, env=env, capture_output=True,
                                       text=True, check=False)
-            finally:
-                if hog is not None:
-                    hog.kill()
-                    hog.wait()
             if done.returncode != 0:
                 raise SystemExit(f"probe timing failed ({condition}): {done.stderr[-2000:]}")
             row = json.loads(done.stdout.strip().splitlines()[-1])
